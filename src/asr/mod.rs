@@ -1,0 +1,36 @@
+//! Speech recognition: Whisper (whisper.cpp via whisper-rs) on a pool of
+//! worker threads sized to the machine, shared by every call.
+
+pub mod whisper;
+
+pub use whisper::{AsrConfig, AsrError, AsrPool, Priority, Transcript};
+
+/// Strips Whisper's non-speech annotations ("[BLANK_AUDIO]", "(coughs)",
+/// "♪") and surrounding whitespace.
+pub fn clean_transcript(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut depth = 0i32;
+    for c in text.chars() {
+        match c {
+            '[' | '(' | '*' if depth == 0 || c != '*' => depth += 1,
+            ']' | ')' => depth = (depth - 1).max(0),
+            '♪' => {}
+            c if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean_transcript;
+
+    #[test]
+    fn strips_annotations() {
+        assert_eq!(clean_transcript(" [BLANK_AUDIO]"), "");
+        assert_eq!(clean_transcript(" (coughs) Hello there."), "Hello there.");
+        assert_eq!(clean_transcript("♪ la la ♪"), "la la");
+        assert_eq!(clean_transcript("What are your hours?"), "What are your hours?");
+    }
+}

@@ -1,0 +1,209 @@
+//! Configuration: the embedded `config/attendant.toml`, an optional file,
+//! then `ATTENDANT__SECTION__KEY` environment overrides.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::asr::AsrConfig;
+use crate::speech::TtsConfig;
+use crate::turn::TurnConfig;
+
+pub const DEFAULT_TOML: &str = include_str!("../config/attendant.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub twilio: TwilioConfig,
+    pub dialogue: DialogueConfig,
+    pub asr: AsrConfig,
+    pub tts: TtsConfig,
+    pub turn: TurnConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub public_url: String,
+    pub models_dir: PathBuf,
+    pub keep_calls: usize,
+    pub slow_reply_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            public_url: String::new(),
+            models_dir: "models".into(),
+            keep_calls: 1000,
+            slow_reply_ms: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TwilioConfig {
+    pub auth_token: String,
+    pub prebuffer_frames: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DialogueConfig {
+    pub faq: String,
+}
+
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// Parses an environment value as the TOML type it looks like.
+fn env_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+impl Config {
+    /// Embedded defaults, then `file`, then `env` pairs (usually `std::env::vars()`).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut value: toml::Value = toml::from_str(DEFAULT_TOML).map_err(|e| ConfigError::Invalid {
+            origin: "embedded attendant.toml".into(),
+            message: e.to_string(),
+        })?;
+        if let Some(p) = file {
+            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.display().to_string(),
+                source,
+            })?;
+            let over: toml::Value = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+                origin: p.display().to_string(),
+                message: e.to_string(),
+            })?;
+            merge(&mut value, over);
+        }
+        for (k, v) in env {
+            let path: Vec<String> = if k == "TWILIO_AUTH_TOKEN" {
+                vec!["twilio".into(), "auth_token".into()]
+            } else if let Some(rest) = k.strip_prefix("ATTENDANT__") {
+                rest.split("__").map(|s| s.to_lowercase()).collect()
+            } else {
+                continue;
+            };
+            if path.len() != 2 {
+                return Err(ConfigError::Invalid {
+                    origin: format!("environment variable {k}"),
+                    message: "expected ATTENDANT__SECTION__KEY".into(),
+                });
+            }
+            let mut t = toml::Table::new();
+            let mut inner = toml::Table::new();
+            inner.insert(path[1].clone(), env_value(&v));
+            t.insert(path[0].clone(), toml::Value::Table(inner));
+            merge(&mut value, toml::Value::Table(t));
+        }
+        let origin = file
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "configuration".into());
+        let cfg: Config = value.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid {
+            origin,
+            message: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| {
+            Err(ConfigError::Invalid {
+                origin: "configuration".into(),
+                message: m,
+            })
+        };
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad(format!("server.listen {:?} is not an address:port", self.server.listen));
+        }
+        let t = &self.turn;
+        if !(0.0..=1.0).contains(&t.vad_on) || !(0.0..=1.0).contains(&t.vad_off) || t.vad_off > t.vad_on {
+            return bad("turn.vad_on/vad_off must be in 0..1 with vad_off <= vad_on".into());
+        }
+        if t.pause_ms > t.max_silence_ms {
+            return bad("turn.pause_ms must not exceed turn.max_silence_ms".into());
+        }
+        if self.asr.workers == 0 || self.tts.workers == 0 {
+            return bad("asr.workers and tts.workers must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_load() {
+        let c = Config::load(None, Vec::new()).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:8080");
+        assert_eq!(c.turn.barge_in_ms, 300);
+        assert_eq!(c.asr.model, "ggml-tiny.en.bin");
+    }
+
+    #[test]
+    fn env_overrides_types_and_twilio_token() {
+        let env = vec![
+            ("ATTENDANT__ASR__WORKERS".to_string(), "2".to_string()),
+            ("ATTENDANT__SERVER__PUBLIC_URL".to_string(), "https://x.example".to_string()),
+            ("TWILIO_AUTH_TOKEN".to_string(), "secret".to_string()),
+            ("UNRELATED".to_string(), "1".to_string()),
+        ];
+        let c = Config::load(None, env).unwrap();
+        assert_eq!(c.asr.workers, 2);
+        assert_eq!(c.server.public_url, "https://x.example");
+        assert_eq!(c.twilio.auth_token, "secret");
+    }
+
+    #[test]
+    fn bad_values_and_unknown_keys_are_clear_errors() {
+        let e = Config::load(None, vec![("ATTENDANT__SERVER__LISTEN".into(), "nope".into())]).unwrap_err();
+        assert!(e.to_string().contains("server.listen"), "{e}");
+        let e = Config::load(None, vec![("ATTENDANT__SERVER__LISTN".into(), "x".into())]).unwrap_err();
+        assert!(e.to_string().contains("listn"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.toml");
+        std::fs::write(&p, "[turn]\npause_ms = 'x'\n").unwrap();
+        let e = Config::load(Some(&p), Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("a.toml"), "{e}");
+    }
+}

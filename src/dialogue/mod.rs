@@ -1,0 +1,73 @@
+//! Dialogue: one turn in (transcript, DTMF, timing, call metadata), one reply
+//! plus actions out. The voice loop knows nothing else about the "brain", so
+//! a richer dialogue manager can replace the FAQ bot behind this interface.
+
+pub mod faq;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// What the transport told us about the call.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CallMeta {
+    pub call_id: String,
+    pub channel: String,
+    /// Caller ID as given by the carrier; never logged unmasked.
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub params: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TurnInput {
+    /// Final ASR transcript of the caller's turn, if they spoke.
+    pub transcript: Option<String>,
+    /// DTMF digits pressed, if any.
+    pub dtmf: Option<String>,
+    /// How long the caller spoke.
+    pub speech_ms: u64,
+    /// Turn number within the call (1-based).
+    pub index: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Action {
+    /// End the call once the reply has been played.
+    Hangup,
+    /// Hand the caller to a human once the reply has been played.
+    Transfer { target: String, reason: String },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    /// What to say; empty means stay silent.
+    pub say: String,
+    pub actions: Vec<Action>,
+    /// Where the answer came from (FAQ id, "fallback", …), for reports.
+    pub source: String,
+}
+
+/// How much of the last reply the caller heard before interrupting.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Interruption {
+    pub heard_text: String,
+    pub heard_ms: u64,
+}
+
+/// A per-call conversation.
+pub trait Dialogue: Send + Sync {
+    fn greeting(&mut self, call: &CallMeta) -> Reply;
+    fn on_turn(&mut self, call: &CallMeta, turn: &TurnInput) -> Reply;
+    fn on_interrupted(&mut self, _what: &Interruption) {}
+}
+
+/// Makes one dialogue per call.
+pub trait DialogueFactory: Send + Sync {
+    fn new_dialogue(&self) -> Box<dyn Dialogue>;
+    /// Fixed texts worth synthesising ahead of time.
+    fn prompts(&self) -> Vec<String> {
+        Vec::new()
+    }
+}

@@ -1,0 +1,180 @@
+//! The `attendant` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+
+use attendant::client::{self, audio, CallOptions, Script};
+use attendant::config::Config;
+
+#[derive(Parser)]
+#[command(name = "attendant", version, about = "Self-hosted voice-bot server for contact centers")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server (Twilio webhook + Media Streams, health, metrics).
+    Serve {
+        /// Address to listen on (overrides server.listen).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Configuration file layered over the embedded defaults.
+        #[arg(long, env = "ATTENDANT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Call a running server as Twilio would, and report what happened.
+    Call {
+        /// Media Streams WebSocket URL.
+        #[arg(long, default_value = "ws://127.0.0.1:8080/twilio/stream")]
+        url: String,
+        /// Stream this WAV (any rate) from the first frame, in real time.
+        #[arg(long, conflicts_with_all = ["replay", "turns"])]
+        wav: Option<PathBuf>,
+        /// Speak these WAVs one by one, each after the bot has finished.
+        #[arg(long, num_args = 1.., conflicts_with = "replay")]
+        turns: Vec<PathBuf>,
+        /// Replay a recorded session (.jsonl of Twilio messages).
+        #[arg(long)]
+        replay: Option<PathBuf>,
+        /// Start the --wav this many ms after the bot starts talking (barge-in).
+        #[arg(long)]
+        barge_in_after: Option<u64>,
+        /// Write the call (caller left, bot right) to this WAV.
+        #[arg(long)]
+        record: Option<PathBuf>,
+        /// Write the full report as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Caller ID to present.
+        #[arg(long, default_value = "+15555550100")]
+        from: String,
+        /// Stay on the line this long after the script (ms).
+        #[arg(long, default_value_t = 2000)]
+        linger_ms: u64,
+        #[arg(long, default_value_t = 300)]
+        max_secs: u64,
+        /// DTMF to press, as MS:DIGIT (e.g. 4000:1); repeatable.
+        #[arg(long)]
+        dtmf: Vec<String>,
+    },
+    /// Prepare models (runs models/fetch.py).
+    Models {
+        #[arg(long)]
+        with_base: bool,
+    },
+    /// Transcribe a WAV with the configured Whisper model (checks the conversion).
+    Transcribe {
+        wav: PathBuf,
+        #[arg(long, env = "ATTENDANT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ATTENDANT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn,whisper_rs=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logs();
+    match cli.cmd {
+        Cmd::Serve { listen, config } => {
+            let cfg = Config::load(config.as_deref(), std::env::vars())?;
+            let addr: SocketAddr = match listen {
+                Some(a) => a,
+                None => cfg.server.listen.parse().context("server.listen")?,
+            };
+            attendant::server::serve(cfg, addr, |a| {
+                println!("attendant listening on http://{a}");
+            })
+            .await
+        }
+        Cmd::Call {
+            url,
+            wav,
+            turns,
+            replay,
+            barge_in_after,
+            record,
+            json,
+            from,
+            linger_ms,
+            max_secs,
+            dtmf,
+        } => {
+            let script = if let Some(p) = replay {
+                Script::Replay(p)
+            } else if !turns.is_empty() {
+                let t = turns
+                    .iter()
+                    .map(|p| audio::read_wav_8k(p))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Script::Turns { turns: t, quiet_ms: 700 }
+            } else if let Some(p) = wav {
+                let a = audio::read_wav_8k(&p)?;
+                match barge_in_after {
+                    Some(after_ms) => Script::BargeIn { audio: a, after_ms },
+                    None => Script::Stream(a),
+                }
+            } else {
+                bail!("give --wav, --turns or --replay");
+            };
+            let dtmf = dtmf
+                .iter()
+                .map(|s| {
+                    let (ms, d) = s.split_once(':').context("--dtmf takes MS:DIGIT")?;
+                    Ok((ms.parse::<u64>()?, d.chars().next().context("empty digit")?))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let report = client::run_call(CallOptions {
+                url,
+                http: String::new(),
+                from,
+                script,
+                linger_ms,
+                max_secs,
+                dtmf,
+            })
+            .await?;
+            client::print_report(&report);
+            if let Some(p) = record {
+                audio::write_stereo(&p, &report.caller_audio, &report.bot_audio)?;
+                println!("recorded {}", p.display());
+            }
+            if let Some(p) = json {
+                std::fs::write(&p, serde_json::to_string_pretty(&report)?)?;
+            }
+            Ok(())
+        }
+        Cmd::Models { with_base } => {
+            let mut c = std::process::Command::new("python3");
+            c.arg("models/fetch.py");
+            if with_base {
+                c.arg("--with-base");
+            }
+            let st = c.status().context("running python3 models/fetch.py")?;
+            if !st.success() {
+                bail!("model preparation failed");
+            }
+            Ok(())
+        }
+        Cmd::Transcribe { wav, config } => {
+            let cfg = Config::load(config.as_deref(), std::env::vars())?;
+            let (pcm, rate) = audio::read_wav(&wav)?;
+            let pcm = attendant::media::resample::resample(&pcm, rate, 16000)?;
+            let pool = attendant::asr::AsrPool::start(&cfg.server.models_dir, &cfg.asr)?;
+            let t = tokio::task::spawn_blocking(move || pool.transcribe_blocking(pcm)).await??;
+            println!("{}", t.text);
+            eprintln!("({} ms audio, {} ms decode)", t.audio_ms, t.decode_ms);
+            Ok(())
+        }
+    }
+}

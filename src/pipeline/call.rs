@@ -1,0 +1,847 @@
+//! The per-call pipeline task.
+//!
+//! Inputs are transport-neutral (`CallInput`: μ-law audio, DTMF, played
+//! marks); outputs are `CallOutput` commands for the transport driver. Model
+//! work runs on the shared ASR/TTS pools or the blocking pool; its results
+//! come back to this task as internal events, so the task itself never waits
+//! on a model.
+//!
+//! Interruption semantics: when the caller starts to speak over the bot the
+//! bot's audio is paused at once; once the speech is confirmed (300 ms of
+//! voice) the reply is cancelled and the far end's buffer cleared; if it was
+//! only a cough or an "mm-hm", playback resumes where it stopped.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+
+use super::engines::Engines;
+use super::metrics::metrics;
+use super::record::{mask_phone, CallRecord, CallStore, Timings, TurnRecord};
+use crate::asr::{Priority, Transcript};
+use crate::dialogue::{Action, CallMeta, Dialogue, Interruption, Reply, TurnInput};
+use crate::media::{mulaw, resample::StreamResampler, MODEL_RATE, PHONE_FRAME, PHONE_RATE};
+use crate::speech::TtsChunk;
+use crate::turn::vad::{VadState, WINDOW};
+use crate::turn::{TurnDetector, TurnEvent};
+
+/// Longest turn before it is cut (Whisper's window is 30 s).
+const MAX_TURN: Duration = Duration::from_secs(28);
+/// Voiced audio kept after the last voiced window, so word endings survive.
+const TAIL_SAMPLES: u64 = 16000 / 10;
+
+#[derive(Debug)]
+pub enum CallInput {
+    Audio(Vec<u8>),
+    Dtmf(char),
+    MarkPlayed(String),
+    /// The driver sent the first frame of reply `reply` at `at`.
+    ReplyStarted { reply: u32, at: Instant },
+    Hangup,
+}
+
+#[derive(Debug, Clone)]
+pub enum CallOutput {
+    Audio { reply: u32, ulaw: Arc<Vec<u8>> },
+    Mark(String),
+    /// Hold queued audio (caller may be interrupting).
+    Pause,
+    Resume,
+    /// Drop all queued audio, here and at the far end.
+    Clear,
+    Hangup,
+    Transfer { target: String, reason: String },
+}
+
+pub struct CallHandle {
+    pub input: mpsc::Sender<CallInput>,
+    pub output: mpsc::Receiver<CallOutput>,
+}
+
+enum Internal {
+    Asr { kind: AsrKind, turn: u32, result: Result<Transcript, crate::asr::AsrError> },
+    SmartTurn { turn: u32, pause: u64, prob: f32 },
+    Tts { reply: u32, chunk: TtsChunk },
+    TtsDone { reply: u32 },
+    Reply { turn: Option<u32>, reply: Reply },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AsrKind {
+    Partial,
+    /// Started at a pause ending at `last_voice`, before end of turn was known.
+    Speculative { last_voice: u64 },
+    Final,
+}
+
+struct Playback {
+    reply: u32,
+    cancel: Arc<AtomicBool>,
+    sentences: Vec<String>,
+    heard: usize,
+    synth_done: bool,
+    paused: bool,
+    first_frame: Option<Instant>,
+    audio_ms: u64,
+    actions: Vec<Action>,
+    /// Index into `record.turns` this reply answers, if any.
+    turn_slot: Option<usize>,
+}
+
+struct Spec {
+    last_voice: u64,
+    cancel: Arc<AtomicBool>,
+    result: Option<Transcript>,
+}
+
+struct PendingTurn {
+    index: u32,
+    onset: u64,
+    last_voice: u64,
+    last_voice_at: Instant,
+    eot_at: Option<Instant>,
+    confirmed: bool,
+    partials: Vec<String>,
+    smart_turn_prob: Option<f32>,
+    end_reason: String,
+}
+
+struct Call {
+    e: Arc<Engines>,
+    meta: CallMeta,
+    dialogue: Box<dyn Dialogue>,
+    out: mpsc::Sender<CallOutput>,
+    internal: mpsc::UnboundedSender<Internal>,
+    store: Arc<CallStore>,
+    record: CallRecord,
+    started: Instant,
+
+    up: StreamResampler,
+    pcm8: Vec<f32>,
+    pending16: Vec<f32>,
+    vad: VadState,
+    det: TurnDetector,
+    /// 16 kHz audio from `buf_start` up to the detector's position.
+    audio: Vec<f32>,
+    buf_start: u64,
+    /// Arrival time of recent windows, by end position.
+    arrivals: VecDeque<(u64, Instant)>,
+
+    turn_seq: u32,
+    turn: Option<PendingTurn>,
+    /// Turns that ended and wait for their final transcript.
+    ended: Vec<PendingTurn>,
+    /// Per answered turn: (caller's last voiced frame, reply decided).
+    turn_timing: HashMap<u32, (Instant, Instant)>,
+    /// Per reply: (TTS asked, turn it answers).
+    reply_started_at: HashMap<u32, (Instant, Option<u32>)>,
+    first_audio_at: HashMap<u32, Instant>,
+    spec: Option<Spec>,
+    awaiting_final: Option<u32>,
+    partial_inflight: bool,
+    last_partial_pos: u64,
+
+    reply_seq: u32,
+    playing: Option<Playback>,
+    hangup_sent: bool,
+}
+
+/// Starts a call's pipeline; the greeting is spoken right away.
+pub fn spawn_call(e: Arc<Engines>, meta: CallMeta, store: Arc<CallStore>) -> CallHandle {
+    let (in_tx, in_rx) = mpsc::channel(256);
+    let (out_tx, out_rx) = mpsc::channel(256);
+    tokio::spawn(run(e, meta, store, in_rx, out_tx));
+    CallHandle {
+        input: in_tx,
+        output: out_rx,
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+async fn run(
+    e: Arc<Engines>,
+    meta: CallMeta,
+    store: Arc<CallStore>,
+    mut input: mpsc::Receiver<CallInput>,
+    out: mpsc::Sender<CallOutput>,
+) {
+    let m = metrics();
+    m.calls_total.inc();
+    m.calls_active.inc();
+    let (itx, mut irx) = mpsc::unbounded_channel();
+    let turn_cfg = e.cfg.turn.clone();
+    let record = CallRecord {
+        call_id: meta.call_id.clone(),
+        stream_id: meta.params.get("streamSid").cloned().unwrap_or_default(),
+        channel: meta.channel.clone(),
+        from_masked: meta.from.as_deref().map(mask_phone),
+        started_unix_ms: unix_ms(),
+        outcome: "in_progress".into(),
+        ..Default::default()
+    };
+    let up = match StreamResampler::new(PHONE_RATE, MODEL_RATE, PHONE_FRAME) {
+        Ok(r) => r,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot start call");
+            m.calls_active.dec();
+            return;
+        }
+    };
+    let mut c = Call {
+        dialogue: e.dialogue.new_dialogue(),
+        e,
+        meta,
+        out,
+        internal: itx,
+        store,
+        record,
+        started: Instant::now(),
+        up,
+        pcm8: Vec::with_capacity(PHONE_FRAME),
+        pending16: Vec::new(),
+        vad: VadState::default(),
+        det: TurnDetector::new(turn_cfg),
+        audio: Vec::new(),
+        buf_start: 0,
+        arrivals: VecDeque::new(),
+        turn_seq: 0,
+        turn: None,
+        ended: Vec::new(),
+        turn_timing: HashMap::new(),
+        reply_started_at: HashMap::new(),
+        first_audio_at: HashMap::new(),
+        spec: None,
+        awaiting_final: None,
+        partial_inflight: false,
+        last_partial_pos: 0,
+        reply_seq: 0,
+        playing: None,
+        hangup_sent: false,
+    };
+    tracing::info!(call = %c.meta.call_id, channel = %c.meta.channel, from = ?c.record.from_masked, "call started");
+    let greeting = c.dialogue.greeting(&c.meta);
+    c.record.greeting = greeting.say.clone();
+    c.start_reply(None, greeting).await;
+    c.store.upsert(c.record.clone());
+
+    loop {
+        tokio::select! {
+            msg = input.recv() => match msg {
+                Some(CallInput::Audio(ulaw)) => c.on_audio(&ulaw).await,
+                Some(CallInput::Dtmf(d)) => c.on_dtmf(d).await,
+                Some(CallInput::MarkPlayed(name)) => c.on_mark(&name).await,
+                Some(CallInput::ReplyStarted { reply, at }) => c.on_reply_started(reply, at),
+                Some(CallInput::Hangup) | None => break,
+            },
+            Some(ev) = irx.recv() => c.on_internal(ev).await,
+        }
+        if c.hangup_sent && c.playing.is_none() {
+            break;
+        }
+    }
+    if let Some(p) = c.playing.take() {
+        p.cancel.store(true, Ordering::Relaxed);
+    }
+    if let Some(s) = c.spec.take() {
+        s.cancel.store(true, Ordering::Relaxed);
+    }
+    c.record.ended_unix_ms = Some(unix_ms());
+    if c.record.outcome == "in_progress" {
+        c.record.outcome = "caller_hung_up".into();
+    }
+    c.store.upsert(c.record.clone());
+    m.calls_active.dec();
+    tracing::info!(call = %c.meta.call_id, turns = c.record.turns.len(), outcome = %c.record.outcome, "call ended");
+}
+
+impl Call {
+    async fn send(&self, o: CallOutput) {
+        let _ = self.out.send(o).await;
+    }
+
+    fn arrival_of(&self, pos: u64) -> Instant {
+        self.arrivals
+            .iter()
+            .find(|(p, _)| *p >= pos)
+            .map(|(_, t)| *t)
+            .unwrap_or_else(Instant::now)
+    }
+
+    fn position(&self) -> u64 {
+        self.buf_start + self.audio.len() as u64
+    }
+
+    /// Audio `from..to` (absolute positions), clamped to what is buffered.
+    fn slice(&self, from: u64, to: u64) -> Vec<f32> {
+        let a = from.saturating_sub(self.buf_start).min(self.audio.len() as u64) as usize;
+        let b = to.saturating_sub(self.buf_start).min(self.audio.len() as u64) as usize;
+        self.audio[a..b.max(a)].to_vec()
+    }
+
+    fn preroll(&self) -> u64 {
+        self.det.config().preroll_ms * 16
+    }
+
+    async fn on_audio(&mut self, ulaw: &[u8]) {
+        self.pcm8.clear();
+        mulaw::decode_to_f32(ulaw, &mut self.pcm8);
+        match self.up.push(&self.pcm8) {
+            Ok(s) => self.pending16.extend(s),
+            Err(err) => {
+                tracing::warn!(error = %err, "resampling failed");
+                return;
+            }
+        }
+        while self.pending16.len() >= WINDOW {
+            let w: Vec<f32> = self.pending16.drain(..WINDOW).collect();
+            self.on_window(w).await;
+        }
+    }
+
+    async fn on_window(&mut self, w: Vec<f32>) {
+        let prob = match self.e.vad.probability(&mut self.vad, &w) {
+            Ok(p) => p,
+            Err(err) => {
+                tracing::warn!(error = %err, "VAD failed");
+                0.0
+            }
+        };
+        self.audio.extend_from_slice(&w);
+        let now = Instant::now();
+        let pos = self.position();
+        self.arrivals.push_back((pos, now));
+        while self.arrivals.len() > 96 {
+            self.arrivals.pop_front();
+        }
+        for ev in self.det.push(prob) {
+            self.on_turn_event(ev, now).await;
+        }
+        // Trim the buffer: keep the pre-roll when idle, the whole turn otherwise.
+        let keep_from = match self.det.onset() {
+            Some(onset) => onset.saturating_sub(self.preroll()),
+            None if self.awaiting_final.is_some() || self.spec.is_some() => self.buf_start,
+            None => pos.saturating_sub(self.preroll()),
+        };
+        if keep_from > self.buf_start {
+            let n = ((keep_from - self.buf_start) as usize).min(self.audio.len());
+            self.audio.drain(..n);
+            self.buf_start += n as u64;
+        }
+        if let Some(onset) = self.det.onset() {
+            if pos - onset > MAX_TURN.as_millis() as u64 * 16 {
+                if let Some(ev) = self.det.force_end() {
+                    self.on_turn_event(ev, now).await;
+                }
+            } else {
+                self.maybe_partial(onset, pos);
+            }
+        }
+    }
+
+    fn maybe_partial(&mut self, onset: u64, pos: u64) {
+        let every = self.e.cfg.asr.partial_interval_ms * 16;
+        if every == 0 || self.partial_inflight || pos - self.last_partial_pos.max(onset) < every {
+            return;
+        }
+        let Some(turn) = self.turn.as_ref().map(|t| t.index) else {
+            return;
+        };
+        let audio = Arc::new(self.slice(onset.saturating_sub(self.preroll()), pos));
+        if let Ok(p) = self.e.asr.submit(audio, Priority::Partial) {
+            self.partial_inflight = true;
+            self.last_partial_pos = pos;
+            self.forward_asr(AsrKind::Partial, turn, p.result);
+        }
+    }
+
+    fn forward_asr(
+        &self,
+        kind: AsrKind,
+        turn: u32,
+        rx: tokio::sync::oneshot::Receiver<Result<Transcript, crate::asr::AsrError>>,
+    ) {
+        let tx = self.internal.clone();
+        tokio::spawn(async move {
+            let result = rx.await.unwrap_or(Err(crate::asr::AsrError::Closed));
+            let _ = tx.send(Internal::Asr { kind, turn, result });
+        });
+    }
+
+    fn bot_audible(&self) -> bool {
+        self.playing.is_some()
+    }
+
+    async fn on_turn_event(&mut self, ev: TurnEvent, now: Instant) {
+        match ev {
+            TurnEvent::SpeechStarted { onset } => {
+                self.turn_seq += 1;
+                self.turn = Some(PendingTurn {
+                    index: self.turn_seq,
+                    onset,
+                    last_voice: onset,
+                    last_voice_at: now,
+                    eot_at: None,
+                    confirmed: false,
+                    partials: Vec::new(),
+                    smart_turn_prob: None,
+                    end_reason: String::new(),
+                });
+                self.last_partial_pos = onset;
+                if let Some(p) = self.playing.as_mut() {
+                    if !p.paused {
+                        p.paused = true;
+                        self.send(CallOutput::Pause).await;
+                    }
+                }
+            }
+            TurnEvent::SpeechConfirmed => {
+                if let Some(t) = self.turn.as_mut() {
+                    t.confirmed = true;
+                }
+                if self.bot_audible() {
+                    self.interrupt().await;
+                }
+            }
+            TurnEvent::Discarded => {
+                self.turn = None;
+                self.resume_if_paused().await;
+            }
+            TurnEvent::Resumed => {
+                if let Some(s) = self.spec.take() {
+                    s.cancel.store(true, Ordering::Relaxed);
+                }
+            }
+            TurnEvent::Paused { last_voice } => {
+                let at = self.arrival_of(last_voice);
+                let Some(t) = self.turn.as_mut() else { return };
+                t.last_voice = last_voice;
+                t.last_voice_at = at;
+                let (index, onset) = (t.index, t.onset);
+                // Speculative final transcript and Smart Turn, in parallel.
+                let audio = Arc::new(self.slice(onset.saturating_sub(self.preroll()), last_voice + TAIL_SAMPLES));
+                if let Ok(p) = self.e.asr.submit(audio.clone(), Priority::Final) {
+                    if let Some(old) = self.spec.replace(Spec {
+                        last_voice,
+                        cancel: p.cancel.clone(),
+                        result: None,
+                    }) {
+                        old.cancel.store(true, Ordering::Relaxed);
+                    }
+                    self.forward_asr(AsrKind::Speculative { last_voice }, index, p.result);
+                }
+                let e = self.e.clone();
+                let tx = self.internal.clone();
+                tokio::task::spawn_blocking(move || {
+                    let prob = e.smart_turn.completion_probability(&audio).unwrap_or_else(|err| {
+                        tracing::warn!(error = %err, "Smart Turn failed");
+                        0.0
+                    });
+                    let _ = tx.send(Internal::SmartTurn {
+                        turn: index,
+                        pause: last_voice,
+                        prob,
+                    });
+                });
+            }
+            TurnEvent::EndOfTurn { onset, last_voice } => {
+                let reason = "silence";
+                self.end_of_turn(onset, last_voice, reason, now).await;
+            }
+        }
+    }
+
+    async fn resume_if_paused(&mut self) {
+        if let Some(p) = self.playing.as_mut() {
+            if p.paused {
+                p.paused = false;
+                self.send(CallOutput::Resume).await;
+            }
+        }
+    }
+
+    async fn end_of_turn(&mut self, _onset: u64, last_voice: u64, reason: &str, now: Instant) {
+        let at = self.arrival_of(last_voice);
+        let Some(mut t) = self.turn.take() else { return };
+        t.last_voice = last_voice;
+        t.last_voice_at = at;
+        t.eot_at = Some(now);
+        t.end_reason = reason.into();
+        // A short "yes"/"mm-hm" over the bot is a backchannel, not a turn.
+        if !t.confirmed && self.bot_audible() {
+            if let Some(s) = self.spec.take() {
+                s.cancel.store(true, Ordering::Relaxed);
+            }
+            self.resume_if_paused().await;
+            return;
+        }
+        metrics().end_of_turn.observe(now.duration_since(at).as_secs_f64());
+        let index = t.index;
+        self.ended.push(t);
+        match self.spec.as_mut() {
+            Some(s) if s.last_voice == last_voice => {
+                if let Some(tr) = s.result.take() {
+                    self.spec = None;
+                    self.on_final(index, tr, true).await;
+                    return;
+                }
+                self.awaiting_final = Some(index);
+            }
+            _ => {
+                if let Some(s) = self.spec.take() {
+                    s.cancel.store(true, Ordering::Relaxed);
+                }
+                self.awaiting_final = Some(index);
+                self.retry_final(index).await;
+            }
+        }
+    }
+
+    async fn on_internal(&mut self, ev: Internal) {
+        match ev {
+            Internal::Asr { kind, turn, result } => match kind {
+                AsrKind::Partial => {
+                    self.partial_inflight = false;
+                    if let Ok(tr) = result {
+                        if !tr.text.is_empty() {
+                            tracing::debug!(call = %self.meta.call_id, turn, partial = %tr.text, "partial");
+                            if let Some(t) = self.turn.as_mut().filter(|t| t.index == turn) {
+                                t.partials.push(tr.text);
+                            }
+                        }
+                    }
+                }
+                AsrKind::Speculative { last_voice } => {
+                    let Some(s) = self.spec.as_mut().filter(|s| s.last_voice == last_voice) else {
+                        return;
+                    };
+                    match result {
+                        Ok(tr) => {
+                            if self.awaiting_final == Some(turn) {
+                                self.spec = None;
+                                self.on_final(turn, tr, true).await;
+                            } else {
+                                s.result = Some(tr);
+                            }
+                        }
+                        Err(_) => {
+                            self.spec = None;
+                            if self.awaiting_final == Some(turn) {
+                                self.retry_final(turn).await;
+                            }
+                        }
+                    }
+                }
+                AsrKind::Final => match result {
+                    Ok(tr) => self.on_final(turn, tr, false).await,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "final ASR failed");
+                        self.awaiting_final = None;
+                        self.ended.retain(|t| t.index != turn);
+                    }
+                },
+            },
+            Internal::SmartTurn { turn, pause, prob } => {
+                if let Some(t) = self.turn.as_mut().filter(|t| t.index == turn) {
+                    t.smart_turn_prob = Some(prob);
+                }
+                let live = self.turn.as_ref().is_some_and(|t| t.index == turn && t.last_voice == pause);
+                if live && prob >= self.det.config().smart_turn_threshold {
+                    if let Some(TurnEvent::EndOfTurn { onset, last_voice }) = self.det.end_turn() {
+                        self.end_of_turn(onset, last_voice, "smart_turn", Instant::now()).await;
+                    }
+                }
+            }
+            Internal::Tts { reply, chunk } => self.on_tts_chunk(reply, chunk).await,
+            Internal::TtsDone { reply } => {
+                if let Some(p) = self.playing.as_mut().filter(|p| p.reply == reply) {
+                    p.synth_done = true;
+                    let end = format!("r{reply}-end");
+                    self.send(CallOutput::Mark(end)).await;
+                }
+            }
+            Internal::Reply { turn, reply } => self.start_reply(turn, reply).await,
+        }
+    }
+
+    async fn retry_final(&mut self, turn: u32) {
+        let Some(t) = self.ended.iter().find(|t| t.index == turn) else { return };
+        let audio = Arc::new(self.slice(t.onset.saturating_sub(self.preroll()), t.last_voice + TAIL_SAMPLES));
+        match self.e.asr.submit(audio, Priority::Final) {
+            Ok(p) => self.forward_asr(AsrKind::Final, turn, p.result),
+            Err(err) => {
+                tracing::warn!(error = %err, "ASR unavailable");
+                self.awaiting_final = None;
+                self.ended.retain(|t| t.index != turn);
+                self.resume_if_paused().await;
+            }
+        }
+    }
+
+    async fn on_final(&mut self, turn: u32, tr: Transcript, speculative: bool) {
+        if self.awaiting_final == Some(turn) {
+            self.awaiting_final = None;
+        }
+        let Some(pos) = self.ended.iter().position(|t| t.index == turn) else { return };
+        let t = self.ended.remove(pos);
+        let now = Instant::now();
+        let eot_at = t.eot_at.unwrap_or(now);
+        tracing::info!(call = %self.meta.call_id, turn, text = %tr.text, decode_ms = tr.decode_ms, speculative, "caller said");
+        if tr.text.is_empty() {
+            self.resume_if_paused().await;
+            return;
+        }
+        metrics().asr_final.observe(now.duration_since(eot_at).as_secs_f64());
+        let input = TurnInput {
+            transcript: Some(tr.text.clone()),
+            dtmf: None,
+            speech_ms: (t.last_voice - t.onset) / 16,
+            index: turn,
+        };
+        let reply = self.dialogue.on_turn(&self.meta, &input);
+        let done = Instant::now();
+        let rec = TurnRecord {
+            index: turn,
+            caller_text: tr.text.clone(),
+            partials: t.partials.clone(),
+            dtmf: None,
+            speech_ms: input.speech_ms,
+            bot_text: reply.say.clone(),
+            source: reply.source.clone(),
+            timings: Timings {
+                end_of_turn_ms: Some(ms(eot_at.duration_since(t.last_voice_at))),
+                asr_final_ms: Some(ms(now.duration_since(eot_at))),
+                asr_decode_ms: Some(tr.decode_ms),
+                dialogue_ms: Some(ms(done.duration_since(now))),
+                smart_turn_probability: t.smart_turn_prob,
+                end_reason: t.end_reason.clone(),
+                speculative_hit: speculative,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        self.record.turns.push(rec);
+        self.turn_timing.insert(turn, (t.last_voice_at, done));
+        metrics().turns_total.inc();
+        self.queue_reply(Some(turn), reply);
+    }
+
+    fn queue_reply(&mut self, turn: Option<u32>, reply: Reply) {
+        let delay = self.e.cfg.server.slow_reply_ms;
+        let tx = self.internal.clone();
+        if delay == 0 {
+            let _ = tx.send(Internal::Reply { turn, reply });
+        } else {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                let _ = tx.send(Internal::Reply { turn, reply });
+            });
+        }
+    }
+
+    async fn on_dtmf(&mut self, d: char) {
+        tracing::info!(call = %self.meta.call_id, "DTMF digit received");
+        if self.bot_audible() {
+            self.interrupt().await;
+        }
+        self.turn_seq += 1;
+        let index = self.turn_seq;
+        let input = TurnInput {
+            transcript: None,
+            dtmf: Some(d.to_string()),
+            speech_ms: 0,
+            index,
+        };
+        let now = Instant::now();
+        let reply = self.dialogue.on_turn(&self.meta, &input);
+        self.record.turns.push(TurnRecord {
+            index,
+            dtmf: Some(d.to_string()),
+            bot_text: reply.say.clone(),
+            source: reply.source.clone(),
+            timings: Timings {
+                end_reason: "dtmf".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        self.turn_timing.insert(index, (now, Instant::now()));
+        self.queue_reply(Some(index), reply);
+    }
+
+    async fn start_reply(&mut self, turn: Option<u32>, reply: Reply) {
+        if let Some(p) = self.playing.take() {
+            p.cancel.store(true, Ordering::Relaxed);
+            self.send(CallOutput::Clear).await;
+        }
+        self.reply_seq += 1;
+        let id = self.reply_seq;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let slot = turn.and_then(|t| self.record.turns.iter().position(|r| r.index == t));
+        let sentences = crate::speech::sentences::split(&reply.say);
+        if sentences.is_empty() {
+            self.run_actions(reply.actions).await;
+            return;
+        }
+        match self.e.tts.speak(&reply.say, cancel.clone()) {
+            Ok(mut rx) => {
+                let tx = self.internal.clone();
+                tokio::spawn(async move {
+                    while let Some(chunk) = rx.recv().await {
+                        if tx.send(Internal::Tts { reply: id, chunk }).is_err() {
+                            return;
+                        }
+                    }
+                    let _ = tx.send(Internal::TtsDone { reply: id });
+                });
+                self.playing = Some(Playback {
+                    reply: id,
+                    cancel,
+                    sentences,
+                    heard: 0,
+                    synth_done: false,
+                    paused: false,
+                    first_frame: None,
+                    audio_ms: 0,
+                    actions: reply.actions,
+                    turn_slot: slot,
+                });
+                self.reply_started_at.insert(id, (Instant::now(), turn));
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "TTS unavailable");
+                self.run_actions(reply.actions).await;
+            }
+        }
+    }
+
+    async fn on_tts_chunk(&mut self, reply: u32, chunk: TtsChunk) {
+        let Some(p) = self.playing.as_mut().filter(|p| p.reply == reply) else { return };
+        if chunk.index == 0 || p.audio_ms == 0 {
+            if let Some((asked, turn)) = self.reply_started_at.get(&reply).copied() {
+                let first_audio = ms(asked.elapsed());
+                metrics().tts_first_audio.observe(first_audio as f64 / 1000.0);
+                if let Some(r) = turn.and_then(|t| self.record.turns.iter_mut().find(|r| r.index == t)) {
+                    r.timings.tts_first_audio_ms = Some(first_audio);
+                }
+                self.first_audio_at.insert(reply, Instant::now());
+            }
+        }
+        p.audio_ms += chunk.ulaw.len() as u64 / 8;
+        let mark = format!("r{reply}-s{}", chunk.index);
+        self.send(CallOutput::Audio {
+            reply,
+            ulaw: chunk.ulaw,
+        })
+        .await;
+        self.send(CallOutput::Mark(mark)).await;
+    }
+
+    fn on_reply_started(&mut self, reply: u32, at: Instant) {
+        if let Some(p) = self.playing.as_mut().filter(|p| p.reply == reply) {
+            p.first_frame.get_or_insert(at);
+        }
+        let Some((_, turn)) = self.reply_started_at.get(&reply).copied() else { return };
+        let first_audio = self.first_audio_at.get(&reply).copied();
+        match turn {
+            None => {
+                if self.record.greeting_first_frame_ms.is_none() {
+                    self.record.greeting_first_frame_ms = Some(ms(at.duration_since(self.started)));
+                }
+            }
+            Some(t) => {
+                let Some((last_voice_at, _)) = self.turn_timing.get(&t).copied() else { return };
+                let v2v = at.saturating_duration_since(last_voice_at);
+                metrics().voice_to_voice.observe(v2v.as_secs_f64());
+                if let Some(r) = self.record.turns.iter_mut().find(|r| r.index == t) {
+                    r.timings.voice_to_voice_ms = Some(ms(v2v));
+                    r.timings.first_frame_ms = first_audio.map(|f| ms(at.saturating_duration_since(f)));
+                    tracing::info!(
+                        call = %self.meta.call_id,
+                        turn = t,
+                        voice_to_voice_ms = ms(v2v),
+                        end_of_turn_ms = ?r.timings.end_of_turn_ms,
+                        asr_final_ms = ?r.timings.asr_final_ms,
+                        tts_first_audio_ms = ?r.timings.tts_first_audio_ms,
+                        reason = %r.timings.end_reason,
+                        speculative = r.timings.speculative_hit,
+                        "turn latency"
+                    );
+                }
+                self.store.upsert(self.record.clone());
+            }
+        }
+    }
+
+    async fn on_mark(&mut self, name: &str) {
+        let Some(p) = self.playing.as_mut() else { return };
+        let prefix = format!("r{}-", p.reply);
+        let Some(rest) = name.strip_prefix(&prefix) else { return };
+        if rest == "end" {
+            if p.synth_done {
+                let p = self.playing.take().expect("checked above");
+                if let Some(slot) = p.turn_slot {
+                    if let Some(r) = self.record.turns.get_mut(slot) {
+                        r.heard_text = p.sentences.join(" ");
+                        r.heard_ms = p.audio_ms;
+                    }
+                }
+                self.run_actions(p.actions).await;
+            }
+        } else if let Some(i) = rest.strip_prefix('s').and_then(|s| s.parse::<usize>().ok()) {
+            p.heard = p.heard.max(i + 1);
+        }
+    }
+
+    async fn interrupt(&mut self) {
+        let Some(p) = self.playing.take() else { return };
+        p.cancel.store(true, Ordering::Relaxed);
+        self.send(CallOutput::Clear).await;
+        let heard_ms = p
+            .first_frame
+            .map(|f| ms(f.elapsed()).min(p.audio_ms))
+            .unwrap_or(0);
+        let heard_text = p.sentences[..p.heard.min(p.sentences.len())].join(" ");
+        metrics().barge_ins_total.inc();
+        self.record.barge_ins += 1;
+        if let Some(r) = p.turn_slot.and_then(|s| self.record.turns.get_mut(s)) {
+            r.interrupted = true;
+            r.heard_text = heard_text.clone();
+            r.heard_ms = heard_ms;
+        }
+        tracing::info!(call = %self.meta.call_id, heard_ms, heard_sentences = p.heard, "caller interrupted the bot");
+        self.dialogue.on_interrupted(&Interruption { heard_text, heard_ms });
+        // Actions of an interrupted reply (e.g. hang up after "goodbye") still
+        // apply only if the caller let it finish; drop them.
+    }
+
+    async fn run_actions(&mut self, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Hangup => {
+                    self.record.outcome = "bot_hung_up".into();
+                    self.send(CallOutput::Hangup).await;
+                    self.hangup_sent = true;
+                }
+                Action::Transfer { target, reason } => {
+                    self.record.outcome = format!("transferred:{target}");
+                    tracing::info!(call = %self.meta.call_id, %target, %reason, "transfer to a human");
+                    self.send(CallOutput::Transfer { target, reason }).await;
+                }
+            }
+        }
+        self.store.upsert(self.record.clone());
+    }
+}

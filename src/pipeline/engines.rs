@@ -1,0 +1,90 @@
+//! Models, loaded once per process and shared by every call.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::asr::{AsrError, AsrPool};
+use crate::config::Config;
+use crate::dialogue::faq::{FaqError, FaqFactory, FaqFile};
+use crate::dialogue::DialogueFactory;
+use crate::speech::{TtsError, TtsPool};
+use crate::turn::onnx::{self, OnnxError};
+use crate::turn::smart_turn::SmartTurn;
+use crate::turn::vad::SileroVad;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0} is missing; run `python3 models/fetch.py` (or scripts/serve.sh) first")]
+    Missing(String),
+    #[error(transparent)]
+    Onnx(#[from] OnnxError),
+    #[error(transparent)]
+    Asr(#[from] AsrError),
+    #[error(transparent)]
+    Tts(#[from] TtsError),
+    #[error(transparent)]
+    Faq(#[from] FaqError),
+}
+
+pub struct Engines {
+    pub cfg: Config,
+    pub vad: SileroVad,
+    pub smart_turn: SmartTurn,
+    pub asr: AsrPool,
+    pub tts: TtsPool,
+    pub dialogue: Box<dyn DialogueFactory>,
+}
+
+impl Engines {
+    pub fn load(cfg: Config) -> Result<Arc<Self>, EngineError> {
+        let t = Instant::now();
+        let dir = cfg.server.models_dir.clone();
+        let need = |p: &Path| -> Result<(), EngineError> {
+            if p.exists() {
+                Ok(())
+            } else {
+                Err(EngineError::Missing(p.display().to_string()))
+            }
+        };
+        let ort_lib = dir.join("lib/libonnxruntime.so");
+        for p in [
+            ort_lib.clone(),
+            dir.join("silero_vad.onnx"),
+            dir.join("smart-turn-v3.2-cpu.onnx"),
+            dir.join(&cfg.asr.model),
+            dir.join(&cfg.tts.voice).join("model.onnx"),
+        ] {
+            need(&p)?;
+        }
+        onnx::init(&ort_lib)?;
+        let vad = SileroVad::load(&dir.join("silero_vad.onnx"))?;
+        let smart_turn = SmartTurn::load(&dir.join("smart-turn-v3.2-cpu.onnx"))?;
+        let asr = AsrPool::start(&dir, &cfg.asr)?;
+        let tts = TtsPool::start(&dir, &cfg.tts)?;
+        let faq_path = (!cfg.dialogue.faq.is_empty()).then(|| Path::new(&cfg.dialogue.faq).to_path_buf());
+        let dialogue: Box<dyn DialogueFactory> = Box::new(FaqFactory::new(FaqFile::load(faq_path.as_deref())?));
+        tracing::info!(
+            ms = t.elapsed().as_millis() as u64,
+            asr = %cfg.asr.model,
+            gpu = asr.uses_gpu,
+            "models loaded"
+        );
+        Ok(Arc::new(Self {
+            cfg,
+            vad,
+            smart_turn,
+            asr,
+            tts,
+            dialogue,
+        }))
+    }
+
+    /// Synthesises the dialogue's fixed prompts so they play instantly.
+    pub fn prewarm(&self) {
+        let t = Instant::now();
+        let prompts = self.dialogue.prompts();
+        self.tts.prewarm(&prompts);
+        tracing::info!(prompts = prompts.len(), ms = t.elapsed().as_millis() as u64, "prompt cache warm");
+    }
+}

@@ -1,0 +1,58 @@
+//! Prometheus metrics, served at GET /metrics.
+
+use std::sync::OnceLock;
+
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntGauge, Registry, TextEncoder};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub calls_total: IntCounter,
+    pub calls_active: IntGauge,
+    pub turns_total: IntCounter,
+    pub barge_ins_total: IntCounter,
+    pub voice_to_voice: Histogram,
+    pub end_of_turn: Histogram,
+    pub asr_final: Histogram,
+    pub tts_first_audio: Histogram,
+    pub protocol_errors_total: IntCounter,
+}
+
+fn hist(r: &Registry, name: &str, help: &str) -> Histogram {
+    let buckets = vec![0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0];
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid histogram");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid counter");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+pub fn metrics() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(|| {
+        let r = Registry::new();
+        let calls_active = IntGauge::new("attendant_calls_active", "Calls in progress").expect("gauge");
+        r.register(Box::new(calls_active.clone())).expect("unique metric");
+        Metrics {
+            calls_total: counter(&r, "attendant_calls_total", "Calls started"),
+            turns_total: counter(&r, "attendant_turns_total", "Caller turns answered"),
+            barge_ins_total: counter(&r, "attendant_barge_ins_total", "Bot replies interrupted by the caller"),
+            protocol_errors_total: counter(&r, "attendant_protocol_errors_total", "Connections closed for malformed input"),
+            voice_to_voice: hist(&r, "attendant_voice_to_voice_seconds", "Caller's last voiced frame in to first bot frame out"),
+            end_of_turn: hist(&r, "attendant_end_of_turn_seconds", "Last voiced frame to end-of-turn decision"),
+            asr_final: hist(&r, "attendant_asr_final_seconds", "End-of-turn decision to final transcript"),
+            tts_first_audio: hist(&r, "attendant_tts_first_audio_seconds", "Reply text to first synthesised audio"),
+            calls_active,
+            registry: r,
+        }
+    })
+}
+
+pub fn render() -> String {
+    let mut buf = Vec::new();
+    let _ = TextEncoder::new().encode(&metrics().registry.gather(), &mut buf);
+    String::from_utf8(buf).unwrap_or_default()
+}

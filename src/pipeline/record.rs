@@ -1,0 +1,142 @@
+//! What happened on each call, kept in memory for GET /calls/{id} and the
+//! `attendant call` client. Phone numbers are stored masked.
+
+use std::collections::{HashMap, VecDeque};
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Timings {
+    /// Caller's last voiced frame → end-of-turn decision.
+    pub end_of_turn_ms: Option<u64>,
+    /// End-of-turn decision → final transcript.
+    pub asr_final_ms: Option<u64>,
+    /// Time whisper.cpp spent on the final transcript.
+    pub asr_decode_ms: Option<u64>,
+    /// Final transcript → dialogue reply.
+    pub dialogue_ms: Option<u64>,
+    /// Dialogue reply → first synthesised audio.
+    pub tts_first_audio_ms: Option<u64>,
+    /// First synthesised audio → first bot frame sent.
+    pub first_frame_ms: Option<u64>,
+    /// Headline: last voiced caller frame in → first bot frame out.
+    pub voice_to_voice_ms: Option<u64>,
+    pub smart_turn_probability: Option<f32>,
+    /// "smart_turn", "silence" or "dtmf".
+    pub end_reason: String,
+    /// The speculative transcript (started at the pause) was used.
+    pub speculative_hit: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TurnRecord {
+    pub index: u32,
+    pub caller_text: String,
+    pub partials: Vec<String>,
+    pub dtmf: Option<String>,
+    pub speech_ms: u64,
+    pub bot_text: String,
+    pub source: String,
+    pub interrupted: bool,
+    pub heard_text: String,
+    pub heard_ms: u64,
+    pub timings: Timings,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CallRecord {
+    pub call_id: String,
+    pub stream_id: String,
+    pub channel: String,
+    pub from_masked: Option<String>,
+    pub started_unix_ms: u64,
+    pub ended_unix_ms: Option<u64>,
+    pub greeting: String,
+    /// Call start → first greeting frame out.
+    pub greeting_first_frame_ms: Option<u64>,
+    pub turns: Vec<TurnRecord>,
+    pub barge_ins: u32,
+    pub outcome: String,
+}
+
+/// Masks all but the last two digits of a phone number for logs and records.
+pub fn mask_phone(n: &str) -> String {
+    let digits = n.chars().filter(|c| c.is_ascii_digit()).count();
+    let mut seen = 0;
+    n.chars()
+        .map(|c| {
+            if c.is_ascii_digit() {
+                seen += 1;
+                if seen + 2 > digits {
+                    c
+                } else {
+                    '*'
+                }
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+pub struct CallStore {
+    cap: usize,
+    inner: Mutex<(HashMap<String, CallRecord>, VecDeque<String>)>,
+}
+
+impl CallStore {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            cap: cap.max(1),
+            inner: Mutex::new((HashMap::new(), VecDeque::new())),
+        }
+    }
+
+    pub fn upsert(&self, rec: CallRecord) {
+        let mut g = self.inner.lock();
+        let (map, order) = &mut *g;
+        if !map.contains_key(&rec.call_id) {
+            order.push_back(rec.call_id.clone());
+        }
+        map.insert(rec.call_id.clone(), rec);
+        while order.len() > self.cap {
+            if let Some(old) = order.pop_front() {
+                map.remove(&old);
+            }
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<CallRecord> {
+        self.inner.lock().0.get(id).cloned()
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        self.inner.lock().1.iter().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_phone_numbers() {
+        assert_eq!(mask_phone("+14155550123"), "+*********23");
+        assert_eq!(mask_phone("12"), "12");
+    }
+
+    #[test]
+    fn store_is_bounded() {
+        let s = CallStore::new(2);
+        for i in 0..3 {
+            s.upsert(CallRecord {
+                call_id: format!("c{i}"),
+                ..Default::default()
+            });
+        }
+        assert!(s.get("c0").is_none());
+        assert!(s.get("c2").is_some());
+        assert_eq!(s.ids(), vec!["c1", "c2"]);
+    }
+}

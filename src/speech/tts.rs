@@ -1,0 +1,295 @@
+//! Piper TTS worker pool. Each worker owns a sherpa-onnx engine; a job is a
+//! reply, synthesised sentence by sentence, and can be cancelled between
+//! and during sentences (barge-in). Sentences already synthesised are cached
+//! as μ-law, so fixed prompts (greeting, FAQ answers) start instantly.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use sherpa_onnx::{GenerationConfig, OfflineTts, OfflineTtsConfig, OfflineTtsModelConfig, OfflineTtsVitsModelConfig};
+use tokio::sync::mpsc;
+
+use super::sentences;
+use crate::media::{mulaw, resample, PHONE_RATE};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TtsConfig {
+    /// Voice directory (model.onnx + tokens.txt) relative to the models dir.
+    pub voice: String,
+    pub espeak_data: String,
+    pub workers: usize,
+    pub threads: usize,
+    /// 1.0 = the voice's natural pace; above 1 is faster.
+    pub speed: f32,
+    /// Sentences kept in the μ-law cache.
+    pub cache_sentences: usize,
+    pub queue: usize,
+}
+
+impl Default for TtsConfig {
+    fn default() -> Self {
+        Self {
+            voice: "tts/joe".into(),
+            espeak_data: "tts/espeak-ng-data".into(),
+            workers: 1,
+            threads: 2,
+            speed: 1.0,
+            cache_sentences: 512,
+            queue: 64,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TtsError {
+    #[error("cannot load the TTS voice from {0}")]
+    Load(String),
+    #[error("TTS queue is full")]
+    Busy,
+    #[error("TTS pool has shut down")]
+    Closed,
+    #[error("resampling TTS audio failed: {0}")]
+    Resample(#[from] resample::ResampleError),
+}
+
+/// One synthesised sentence, ready for the phone.
+#[derive(Debug, Clone)]
+pub struct TtsChunk {
+    pub index: usize,
+    pub text: String,
+    pub ulaw: Arc<Vec<u8>>,
+    /// Time from job submission to this chunk being ready.
+    pub ready_ms: u64,
+    pub synth_ms: u64,
+    pub cached: bool,
+    pub last: bool,
+}
+
+struct Job {
+    sentences: Vec<String>,
+    /// Leading sentences already served from the cache.
+    skip: usize,
+    cancel: Arc<AtomicBool>,
+    out: mpsc::Sender<TtsChunk>,
+    submitted: Instant,
+}
+
+#[derive(Default)]
+struct Cache {
+    map: HashMap<String, Arc<Vec<u8>>>,
+    order: VecDeque<String>,
+}
+
+pub struct TtsPool {
+    jobs: Sender<Job>,
+    cache: Arc<Mutex<Cache>>,
+    cap: usize,
+    engine: Arc<Mutex<Option<Arc<Engine>>>>,
+}
+
+struct Engine {
+    tts: OfflineTts,
+    rate: u32,
+    speed: f32,
+}
+
+impl Engine {
+    fn load(models: &Path, cfg: &TtsConfig) -> Result<Self, TtsError> {
+        let voice = models.join(&cfg.voice);
+        let tts_cfg = OfflineTtsConfig {
+            model: OfflineTtsModelConfig {
+                vits: OfflineTtsVitsModelConfig {
+                    model: Some(voice.join("model.onnx").to_string_lossy().into()),
+                    tokens: Some(voice.join("tokens.txt").to_string_lossy().into()),
+                    data_dir: Some(models.join(&cfg.espeak_data).to_string_lossy().into()),
+                    ..Default::default()
+                },
+                num_threads: cfg.threads.max(1) as i32,
+                debug: false,
+                provider: Some("cpu".into()),
+                ..Default::default()
+            },
+            max_num_sentences: 1,
+            ..Default::default()
+        };
+        let tts = OfflineTts::create(&tts_cfg).ok_or_else(|| TtsError::Load(voice.display().to_string()))?;
+        let rate = tts.sample_rate() as u32;
+        Ok(Self {
+            tts,
+            rate,
+            speed: cfg.speed,
+        })
+    }
+
+    /// Synthesises one sentence to 8 kHz μ-law; `None` if cancelled.
+    fn speak(&self, text: &str, cancel: &Arc<AtomicBool>) -> Result<Option<Vec<u8>>, TtsError> {
+        let gen = GenerationConfig {
+            speed: self.speed,
+            ..Default::default()
+        };
+        let c = cancel.clone();
+        let audio = self
+            .tts
+            .generate_with_config(text, &gen, Some(move |_: &[f32], _: f32| !c.load(Ordering::Relaxed)));
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let Some(audio) = audio else {
+            return Ok(Some(Vec::new()));
+        };
+        let pcm = resample::resample(audio.samples(), self.rate, PHONE_RATE)?;
+        let mut out = Vec::with_capacity(pcm.len());
+        mulaw::encode_from_f32(&pcm, &mut out);
+        Ok(Some(out))
+    }
+}
+
+impl TtsPool {
+    pub fn start(models: &Path, cfg: &TtsConfig) -> Result<Self, TtsError> {
+        let (jobs, rx) = bounded::<Job>(cfg.queue.max(1));
+        let cache = Arc::new(Mutex::new(Cache::default()));
+        let first = Arc::new(Engine::load(models, cfg)?);
+        let engine = Arc::new(Mutex::new(Some(first.clone())));
+        for i in 0..cfg.workers.max(1) {
+            let e = if i == 0 { first.clone() } else { Arc::new(Engine::load(models, cfg)?) };
+            let (rx, cache, cap) = (rx.clone(), cache.clone(), cfg.cache_sentences);
+            std::thread::Builder::new()
+                .name(format!("tts-{i}"))
+                .spawn(move || worker(e, rx, cache, cap))
+                .map_err(|e| TtsError::Load(e.to_string()))?;
+        }
+        Ok(Self {
+            jobs,
+            cache,
+            cap: cfg.cache_sentences,
+            engine,
+        })
+    }
+
+    /// Starts speaking `text`; chunks arrive on the returned channel in order.
+    pub fn speak(&self, text: &str, cancel: Arc<AtomicBool>) -> Result<mpsc::Receiver<TtsChunk>, TtsError> {
+        let parts = sentences::split(text);
+        let (tx, rx) = mpsc::channel(parts.len().max(1) + 1);
+        let submitted = Instant::now();
+        // Serve a cached prefix at once, without waiting for a worker.
+        let mut first_uncached = 0;
+        {
+            let cache = self.cache.lock();
+            for (i, s) in parts.iter().enumerate() {
+                let Some(u) = cache.map.get(s) else { break };
+                let _ = tx.try_send(TtsChunk {
+                    index: i,
+                    text: s.clone(),
+                    ulaw: u.clone(),
+                    ready_ms: 0,
+                    synth_ms: 0,
+                    cached: true,
+                    last: i + 1 == parts.len(),
+                });
+                first_uncached = i + 1;
+            }
+        }
+        if first_uncached < parts.len() {
+            let job = Job {
+                sentences: parts,
+                skip: first_uncached,
+                cancel,
+                out: tx,
+                submitted,
+            };
+            self.jobs.try_send(job).map_err(|e| match e {
+                TrySendError::Full(_) => TtsError::Busy,
+                TrySendError::Disconnected(_) => TtsError::Closed,
+            })?;
+        }
+        Ok(rx)
+    }
+
+    /// Synthesises and caches prompts ahead of time (greeting, FAQ answers).
+    pub fn prewarm(&self, texts: &[String]) {
+        let Some(engine) = self.engine.lock().clone() else {
+            return;
+        };
+        let never = Arc::new(AtomicBool::new(false));
+        for t in texts {
+            for s in sentences::split(t) {
+                if self.cache.lock().map.contains_key(&s) {
+                    continue;
+                }
+                if let Ok(Some(u)) = engine.speak(&s, &never) {
+                    insert(&self.cache, self.cap, s, Arc::new(u));
+                }
+            }
+        }
+    }
+
+    /// Synthesises a whole text to μ-law, blocking (tools, tests, benchmarks).
+    pub fn synthesize_blocking(&self, text: &str) -> Result<Vec<u8>, TtsError> {
+        let engine = self.engine.lock().clone().ok_or(TtsError::Closed)?;
+        let never = Arc::new(AtomicBool::new(false));
+        let mut out = Vec::new();
+        for s in sentences::split(text) {
+            out.extend(engine.speak(&s, &never)?.unwrap_or_default());
+        }
+        Ok(out)
+    }
+}
+
+fn insert(cache: &Mutex<Cache>, cap: usize, key: String, val: Arc<Vec<u8>>) {
+    let mut c = cache.lock();
+    if c.map.insert(key.clone(), val).is_none() {
+        c.order.push_back(key);
+    }
+    while c.order.len() > cap {
+        if let Some(old) = c.order.pop_front() {
+            c.map.remove(&old);
+        }
+    }
+}
+
+fn worker(engine: Arc<Engine>, jobs: Receiver<Job>, cache: Arc<Mutex<Cache>>, cap: usize) {
+    while let Ok(job) = jobs.recv() {
+        let n = job.sentences.len();
+        for (i, s) in job.sentences.iter().enumerate().skip(job.skip) {
+            if job.cancel.load(Ordering::Relaxed) || job.out.is_closed() {
+                break;
+            }
+            let cached = cache.lock().map.get(s).cloned();
+            let t = Instant::now();
+            let (ulaw, was_cached) = match cached {
+                Some(u) => (u, true),
+                None => match engine.speak(s, &job.cancel) {
+                    Ok(Some(u)) => {
+                        let u = Arc::new(u);
+                        insert(&cache, cap, s.clone(), u.clone());
+                        (u, false)
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "TTS failed");
+                        break;
+                    }
+                },
+            };
+            let chunk = TtsChunk {
+                index: i,
+                text: s.clone(),
+                ulaw,
+                ready_ms: job.submitted.elapsed().as_millis() as u64,
+                synth_ms: t.elapsed().as_millis() as u64,
+                cached: was_cached,
+                last: i + 1 == n,
+            };
+            if job.out.blocking_send(chunk).is_err() {
+                break;
+            }
+        }
+    }
+}

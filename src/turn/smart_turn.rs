@@ -1,0 +1,42 @@
+//! Smart Turn v3 end-of-turn model: the last 8 s of the caller's turn as
+//! Whisper log-mel features in, probability that the turn is complete out.
+
+use std::path::Path;
+
+use ort::session::Session;
+use ort::value::Tensor;
+use parking_lot::Mutex;
+
+use super::mel;
+use super::onnx::{self, OnnxError};
+
+const SECONDS: usize = 8;
+const SAMPLES: usize = 16000 * SECONDS;
+const FRAMES: usize = SAMPLES / mel::HOP;
+
+pub struct SmartTurn {
+    session: Mutex<Session>,
+}
+
+impl SmartTurn {
+    pub fn load(path: &Path) -> Result<Self, OnnxError> {
+        Ok(Self {
+            session: Mutex::new(onnx::session(path)?),
+        })
+    }
+
+    /// Probability (0..1) that the turn in `audio` (16 kHz) is complete.
+    pub fn completion_probability(&self, audio: &[f32]) -> Result<f32, OnnxError> {
+        // Keep the most recent 8 s, zero-padded on the left.
+        let tail = &audio[audio.len().saturating_sub(SAMPLES)..];
+        let mut x = vec![0f32; SAMPLES - tail.len()];
+        x.extend_from_slice(tail);
+        let feats = mel::log_mel(&x, FRAMES, true);
+        let run = |e: ort::Error| OnnxError::Run(e.to_string());
+        let t = Tensor::from_array(([1usize, mel::N_MELS, FRAMES], feats)).map_err(run)?;
+        let mut s = self.session.lock();
+        let out = s.run(ort::inputs!["input_features" => t]).map_err(run)?;
+        let (_, p) = out["logits"].try_extract_tensor::<f32>().map_err(run)?;
+        Ok(p.first().copied().unwrap_or(0.0))
+    }
+}
