@@ -8,7 +8,7 @@ bias (Whisper's key projection has none, so CTranslate2 stores zeros there).
 The log-mel filterbank is computed here (Slaney-style, as librosa does), and
 the byte-level BPE vocabulary is written back as raw bytes.
 
-Usage: python3 models/ct2_to_ggml.py MODEL_DIR OUT.bin
+Usage: python3 models/ct2_to_ggml.py MODEL_DIR OUT.bin [f16|q8_0]
 """
 from __future__ import annotations
 
@@ -114,7 +114,26 @@ def token_bytes(tok: str, dec: dict[str, int]) -> bytes:
     return tok.encode("utf-8")  # special tokens such as <|endoftext|>
 
 
-def convert(model_bin: Path, vocab_txt: Path, out: Path) -> None:
+GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_Q8_0 = 0, 1, 8
+GGML_FTYPE_F16, GGML_FTYPE_Q8_0 = 1, 7
+GGML_QNT_VERSION = 2  # whisper.cpp reads ftype % 1000 and the version from ftype // 1000
+QK8_0 = 32
+
+
+def quantize_q8_0(arr: np.ndarray) -> bytes:
+    """ggml block_q8_0: per 32 values, an f16 scale then 32 int8 (x = d*q)."""
+    x = arr.astype(np.float32).reshape(-1, QK8_0)
+    amax = np.abs(x).max(axis=1, keepdims=True)
+    d = amax / 127.0
+    inv = np.divide(1.0, d, out=np.zeros_like(d), where=d > 0)
+    q = np.rint(x * inv).clip(-127, 127).astype(np.int8)
+    blocks = np.empty(x.shape[0], dtype=[("d", "<f2"), ("qs", "i1", QK8_0)])
+    blocks["d"] = d[:, 0].astype(np.float16)
+    blocks["qs"] = q
+    return blocks.tobytes()
+
+
+def convert(model_bin: Path, vocab_txt: Path, out: Path, quant: str = "f16") -> None:
     m = Ct2Model(model_bin)
     vocab = vocab_txt.read_text(encoding="utf-8").split("\n")
     if vocab and vocab[-1] == "":
@@ -189,7 +208,8 @@ def convert(model_bin: Path, vocab_txt: Path, out: Path) -> None:
     with open(tmp, "wb") as f:
         f.write(struct.pack("<I", GGML_MAGIC))
         f.write(struct.pack("<11i", n_vocab, n_audio_ctx, n_audio_state, n_audio_head, n_audio_layer,
-                            n_text_ctx, n_text_state, n_text_head, n_text_layer, n_mels, 1))
+                            n_text_ctx, n_text_state, n_text_head, n_text_layer, n_mels,
+                            GGML_FTYPE_Q8_0 + GGML_QNT_VERSION * 1000 if quant == "q8_0" else GGML_FTYPE_F16))
         f.write(struct.pack("<2i", *filters.shape))
         f.write(filters.tobytes())
         toks = vocab[:N_TEXT_TOKENS]
@@ -199,19 +219,25 @@ def convert(model_bin: Path, vocab_txt: Path, out: Path) -> None:
             f.write(struct.pack("<i", len(b)))
             f.write(b)
         for name, arr in tensors:
-            f16 = arr.ndim >= 2 and name not in f32_names
-            data = arr.astype(np.float16 if f16 else np.float32)
+            # Matrices take the model's weight type; conv kernels stay f16.
+            matrix = arr.ndim == 2 and name not in f32_names
+            if quant == "q8_0" and matrix and arr.shape[-1] % QK8_0 == 0:
+                ttype, payload = GGML_TYPE_Q8_0, quantize_q8_0(arr)
+            elif arr.ndim >= 2 and name not in f32_names:
+                ttype, payload = GGML_TYPE_F16, arr.astype(np.float16).tobytes()
+            else:
+                ttype, payload = GGML_TYPE_F32, arr.astype(np.float32).tobytes()
             nb = name.encode()
-            f.write(struct.pack("<3i", data.ndim, len(nb), 1 if f16 else 0))
-            for d in reversed(data.shape):
+            f.write(struct.pack("<3i", arr.ndim, len(nb), ttype))
+            for d in reversed(arr.shape):
                 f.write(struct.pack("<i", d))
             f.write(nb)
-            f.write(data.tobytes())
+            f.write(payload)
     tmp.rename(out)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (3, 4):
         sys.exit(__doc__)
     src = Path(sys.argv[1])
-    convert(src / "model.bin", src / "vocabulary.txt", Path(sys.argv[2]))
+    convert(src / "model.bin", src / "vocabulary.txt", Path(sys.argv[2]), sys.argv[3] if len(sys.argv) == 4 else "f16")

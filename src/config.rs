@@ -177,7 +177,7 @@ mod tests {
         let c = Config::load(None, Vec::new()).unwrap();
         assert_eq!(c.server.listen, "127.0.0.1:8080");
         assert_eq!(c.turn.barge_in_ms, 300);
-        assert_eq!(c.asr.model, "ggml-tiny.en.bin");
+        assert_eq!(c.asr.model, "ggml-tiny.en-q8_0.bin");
     }
 
     #[test]

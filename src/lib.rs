@@ -11,6 +11,7 @@ pub mod asr;
 pub mod client;
 pub mod config;
 pub mod dialogue;
+pub mod eval;
 pub mod media;
 pub mod pipeline;
 pub mod server;

@@ -67,6 +67,14 @@ enum Cmd {
         #[arg(long)]
         with_base: bool,
     },
+    /// Speak TEXT with the configured Piper voice into an 8 kHz WAV.
+    Say {
+        text: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, env = "ATTENDANT_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Transcribe a WAV with the configured Whisper model (checks the conversion).
     Transcribe {
         wav: PathBuf,
@@ -81,10 +89,18 @@ fn init_logs() {
     tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Before any thread exists: ggml's OpenMP pool reads its wait policy once.
+    attendant::asr::configure_threads();
     let cli = Cli::parse();
     init_logs();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Serve { listen, config } => {
             let cfg = Config::load(config.as_deref(), std::env::vars())?;
@@ -164,6 +180,15 @@ async fn main() -> anyhow::Result<()> {
             if !st.success() {
                 bail!("model preparation failed");
             }
+            Ok(())
+        }
+        Cmd::Say { text, out, config } => {
+            let cfg = Config::load(config.as_deref(), std::env::vars())?;
+            let tts = attendant::speech::TtsPool::start(&cfg.server.models_dir, &cfg.tts)?;
+            let ulaw = tts.synthesize_blocking(&text)?;
+            let pcm: Vec<i16> = ulaw.iter().map(|&b| attendant::media::mulaw::decode(b)).collect();
+            audio::write_mono_8k(&out, &pcm)?;
+            println!("wrote {} ({} ms)", out.display(), pcm.len() / 8);
             Ok(())
         }
         Cmd::Transcribe { wav, config } => {

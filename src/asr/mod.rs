@@ -5,6 +5,16 @@ pub mod whisper;
 
 pub use whisper::{AsrConfig, AsrError, AsrPool, Priority, Transcript};
 
+/// ggml's OpenMP pool spin-waits by default, which starves the other calls'
+/// work on a small machine; make it sleep unless the operator chose otherwise.
+/// Call before any thread is started.
+pub fn configure_threads() {
+    if std::env::var_os("OMP_WAIT_POLICY").is_none() {
+        // SAFETY: called at start-up, before other threads exist.
+        unsafe { std::env::set_var("OMP_WAIT_POLICY", "passive") };
+    }
+}
+
 /// Strips Whisper's non-speech annotations ("[BLANK_AUDIO]", "(coughs)",
 /// "♪") and surrounding whitespace.
 pub fn clean_transcript(text: &str) -> String {

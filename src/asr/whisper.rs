@@ -26,6 +26,9 @@ pub struct AsrConfig {
     pub dynamic_audio_ctx: bool,
     /// Extra encoder context beyond the utterance, in ms.
     pub audio_ctx_margin_ms: u64,
+    /// Smallest encoder window, in ms. Below about 10 s tiny.en's decoder
+    /// often never emits end-of-text and repeats itself.
+    pub audio_ctx_min_ms: u64,
     /// Partial hypothesis every this much speech (0 = off).
     pub partial_interval_ms: u64,
     /// Bias the decoder with the domain's vocabulary.
@@ -36,12 +39,13 @@ pub struct AsrConfig {
 impl Default for AsrConfig {
     fn default() -> Self {
         Self {
-            model: "ggml-tiny.en.bin".into(),
+            model: "ggml-tiny.en-q8_0.bin".into(),
             workers: 1,
             threads: 2,
             language: "en".into(),
             dynamic_audio_ctx: true,
             audio_ctx_margin_ms: 1000,
+            audio_ctx_min_ms: 10000,
             partial_interval_ms: 1000,
             initial_prompt: String::new(),
             queue: 64,
@@ -194,18 +198,41 @@ fn worker(mut state: whisper_rs::WhisperState, finals: Receiver<Job>, partials: 
     }
 }
 
-/// Encoder frames (10 ms mel frames / 2) needed for `samples` at 16 kHz.
-pub fn audio_ctx_for(samples: usize, margin: Duration) -> i32 {
-    let secs = samples as f64 / 16000.0 + margin.as_secs_f64();
+/// Encoder frames (one per 20 ms) for a window of `samples` at 16 kHz plus
+/// `margin`, at least `min`.
+pub fn audio_ctx_for(samples: usize, margin: Duration, min: Duration) -> i32 {
+    let secs = (samples as f64 / 16000.0 + margin.as_secs_f64()).max(min.as_secs_f64());
     ((secs * 50.0).ceil() as i32).clamp(64, 1500)
+}
+
+/// Most tokens a turn of `samples` can plausibly need (fast speech is about
+/// 4 tokens/s); a decoder that goes past this is repeating itself.
+fn token_budget(samples: usize) -> i32 {
+    (samples as f64 / 16000.0 * 6.0).ceil() as i32 + 16
 }
 
 fn decode(
     state: &mut whisper_rs::WhisperState,
     audio: &[f32],
-    cancel: &Arc<AtomicBool>,
+    _cancel: &Arc<AtomicBool>,
     cfg: &AsrConfig,
 ) -> Result<String, AsrError> {
+    if cfg.dynamic_audio_ctx {
+        let (text, tokens) = run_whisper(state, audio, cfg, true)?;
+        if tokens < token_budget(audio.len()) {
+            return Ok(text);
+        }
+        tracing::debug!(tokens, "decoder ran away with a short window; retrying with 30 s");
+    }
+    Ok(run_whisper(state, audio, cfg, false)?.0)
+}
+
+fn run_whisper(
+    state: &mut whisper_rs::WhisperState,
+    audio: &[f32],
+    cfg: &AsrConfig,
+    sized: bool,
+) -> Result<(String, i32), AsrError> {
     let mut p = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
     p.set_n_threads(cfg.threads.max(1) as i32);
     p.set_language(Some(&cfg.language));
@@ -225,32 +252,42 @@ fn decode(
     if !cfg.initial_prompt.is_empty() {
         p.set_initial_prompt(&cfg.initial_prompt);
     }
-    // whisper.cpp needs at least 1 s of input to decode reliably; with a
-    // sized encoder context, also give it the trailing silence it would have
-    // seen in a full 30 s window.
+    // whisper.cpp wants at least 1 s of input.
     let mut input = audio.to_vec();
     if input.len() < 16000 + 1600 {
         input.resize(16000 + 1600, 0.0);
     }
-    if cfg.dynamic_audio_ctx {
-        let margin = Duration::from_millis(cfg.audio_ctx_margin_ms);
-        p.set_audio_ctx(audio_ctx_for(input.len(), margin));
-        input.resize(input.len() + (margin.as_millis() as usize) * 16, 0.0);
+    if sized {
+        let ctx = audio_ctx_for(
+            input.len(),
+            Duration::from_millis(cfg.audio_ctx_margin_ms),
+            Duration::from_millis(cfg.audio_ctx_min_ms),
+        );
+        p.set_audio_ctx(ctx);
+        p.set_max_tokens(token_budget(audio.len()));
     }
-    let c = cancel.clone();
-    p.set_abort_callback_safe(move || c.load(Ordering::Relaxed));
-    state
-        .full(p, &input)
-        .map_err(|e| {
-            if cancel.load(Ordering::Relaxed) {
-                AsrError::Cancelled
-            } else {
-                AsrError::Decode(e.to_string())
-            }
-        })?;
+    // No abort callback: whisper-rs 0.16's safe wrapper calls the boxed
+    // closure through the wrong type. Stale jobs are dropped before decoding.
+    state.full(p, &input).map_err(|e| AsrError::Decode(e.to_string()))?;
     let mut text = String::new();
+    let mut tokens = 0;
     for seg in state.as_iter() {
+        tokens += seg.n_tokens();
         text.push_str(&seg.to_str_lossy().map_err(|e| AsrError::Decode(e.to_string()))?);
     }
-    Ok(super::clean_transcript(&text))
+    Ok((super::clean_transcript(&text), tokens))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_is_sized_to_the_utterance_with_a_floor() {
+        let min = Duration::from_secs(10);
+        let m = Duration::from_secs(1);
+        assert_eq!(audio_ctx_for(16000 * 2, m, min), 500);
+        assert_eq!(audio_ctx_for(16000 * 12, m, min), 650);
+        assert_eq!(audio_ctx_for(16000 * 40, m, min), 1500);
+    }
 }

@@ -53,3 +53,18 @@ pub fn write_stereo(path: &Path, caller: &[i16], bot: &[i16]) -> Result<(), houn
     }
     w.finalize()
 }
+
+/// Writes mono 8 kHz 16-bit PCM.
+pub fn write_mono_8k(path: &Path, pcm: &[i16]) -> Result<(), hound::Error> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: PHONE_RATE,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec)?;
+    for &s in pcm {
+        w.write_sample(s)?;
+    }
+    w.finalize()
+}

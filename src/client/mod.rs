@@ -259,6 +259,7 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
     let mut last_caller_voice: Option<u64> = None;
     let mut open_barge: Option<usize> = None;
     let mut frame_no = 0u64;
+    let mut last_utterance_end: Option<u64> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -267,10 +268,16 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
                 if source.is_empty() {
                     if let Some(t) = pending_turns.front() {
                         let quiet = last_bot_rx.map(|l| now_ms.saturating_sub(l)).unwrap_or(0);
-                        if bot_started_at.is_some() && playout.is_empty() && quiet >= quiet_ms {
+                        // Wait for the bot's answer to what we said last (or give up after 15 s).
+                        let answered = match last_utterance_end {
+                            None => bot_started_at.is_some(),
+                            Some(end) => report.replies.last().is_some_and(|r| r.at_ms > end) || now_ms > end + 15_000,
+                        };
+                        if answered && playout.is_empty() && quiet >= quiet_ms {
                             for f in frames_of(t) {
                                 source.push_back((enc(&f), voiced(&f)));
                             }
+                            last_utterance_end = Some(now_ms + t.len() as u64 / 8);
                             pending_turns.pop_front();
                         }
                     }

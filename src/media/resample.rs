@@ -81,11 +81,14 @@ impl StreamResampler {
             return Ok(out);
         };
         let expected = (self.consumed as f64 * self.ratio).round() as u64;
+        // Push zero-padded chunks until the delayed tail has come out.
         let mut guard = 0;
         while self.produced < expected && guard < 8 {
-            let chunk = std::mem::take(&mut self.pending);
+            let need = r.input_frames_next();
+            let mut chunk = std::mem::take(&mut self.pending);
+            chunk.resize(need, 0.0);
             let res = r
-                .process_partial(Some(&[&chunk[..]]), None)
+                .process(&[&chunk[..]], None)
                 .map_err(|e| ResampleError::Process(e.to_string()))?;
             Self::emit(&mut self.to_skip, &mut self.produced, &res[0], &mut out);
             guard += 1;
@@ -158,6 +161,14 @@ mod tests {
         assert_eq!(y.len(), expected);
         let f = dominant_hz(&y[500..y.len() - 500], 8000);
         assert!((f - 300.0).abs() < 5.0, "{f}");
+    }
+
+    #[test]
+    fn flush_with_nothing_pending_works() {
+        let x = sine(22050, 300.0, 1024.0 * 3.0 / 22050.0);
+        let y = resample(&x, 22050, 8000).unwrap();
+        assert_eq!(y.len(), (x.len() as f64 * 8000.0 / 22050.0).round() as usize);
+        assert!(resample(&[], 22050, 8000).unwrap().is_empty());
     }
 
     #[test]
