@@ -47,7 +47,12 @@ fn main() -> anyhow::Result<()> {
         words += r.len();
         audio_s += pcm.len() as f64 / 16000.0;
         decode_s += dt;
-        println!("{path:30} {:5.0} ms  err {e}/{}  {:?}", dt * 1000.0, r.len(), tr.text);
+        println!(
+            "{path:30} {:5.0} ms  err {e}/{}  {:?}",
+            dt * 1000.0,
+            r.len(),
+            tr.text
+        );
     }
     println!(
         "WER {:.1}% over {words} words; {:.1} s audio decoded in {:.1} s (RTF {:.3}); model {} workers {} threads {} dynamic_ctx {} margin {} ms",

@@ -98,10 +98,11 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut value: toml::Value = toml::from_str(DEFAULT_TOML).map_err(|e| ConfigError::Invalid {
-            origin: "embedded attendant.toml".into(),
-            message: e.to_string(),
-        })?;
+        let mut value: toml::Value =
+            toml::from_str(DEFAULT_TOML).map_err(|e| ConfigError::Invalid {
+                origin: "embedded attendant.toml".into(),
+                message: e.to_string(),
+            })?;
         if let Some(p) = file {
             let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
                 path: p.display().to_string(),
@@ -136,10 +137,12 @@ impl Config {
         let origin = file
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "configuration".into());
-        let cfg: Config = value.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid {
-            origin,
-            message: e.to_string(),
-        })?;
+        let cfg: Config = value
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                origin,
+                message: e.to_string(),
+            })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -152,10 +155,16 @@ impl Config {
             })
         };
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
-            return bad(format!("server.listen {:?} is not an address:port", self.server.listen));
+            return bad(format!(
+                "server.listen {:?} is not an address:port",
+                self.server.listen
+            ));
         }
         let t = &self.turn;
-        if !(0.0..=1.0).contains(&t.vad_on) || !(0.0..=1.0).contains(&t.vad_off) || t.vad_off > t.vad_on {
+        if !(0.0..=1.0).contains(&t.vad_on)
+            || !(0.0..=1.0).contains(&t.vad_off)
+            || t.vad_off > t.vad_on
+        {
             return bad("turn.vad_on/vad_off must be in 0..1 with vad_off <= vad_on".into());
         }
         if t.pause_ms > t.max_silence_ms {
@@ -184,7 +193,10 @@ mod tests {
     fn env_overrides_types_and_twilio_token() {
         let env = vec![
             ("ATTENDANT__ASR__WORKERS".to_string(), "2".to_string()),
-            ("ATTENDANT__SERVER__PUBLIC_URL".to_string(), "https://x.example".to_string()),
+            (
+                "ATTENDANT__SERVER__PUBLIC_URL".to_string(),
+                "https://x.example".to_string(),
+            ),
             ("TWILIO_AUTH_TOKEN".to_string(), "secret".to_string()),
             ("UNRELATED".to_string(), "1".to_string()),
         ];
@@ -196,9 +208,14 @@ mod tests {
 
     #[test]
     fn bad_values_and_unknown_keys_are_clear_errors() {
-        let e = Config::load(None, vec![("ATTENDANT__SERVER__LISTEN".into(), "nope".into())]).unwrap_err();
+        let e = Config::load(
+            None,
+            vec![("ATTENDANT__SERVER__LISTEN".into(), "nope".into())],
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("server.listen"), "{e}");
-        let e = Config::load(None, vec![("ATTENDANT__SERVER__LISTN".into(), "x".into())]).unwrap_err();
+        let e =
+            Config::load(None, vec![("ATTENDANT__SERVER__LISTN".into(), "x".into())]).unwrap_err();
         assert!(e.to_string().contains("listn"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.toml");

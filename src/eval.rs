@@ -2,8 +2,26 @@
 //! load-test reports.
 
 const SMALL: [&str; 20] = [
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-    "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen",
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
 ];
 const TENS: [&str; 10] = [
     "", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
@@ -29,7 +47,12 @@ fn number_words(n: u64) -> String {
                 format!("{h} {}", number_words(rest))
             }
         }
-        _ => n.to_string().chars().map(|c| SMALL[(c as u8 - b'0') as usize]).collect::<Vec<_>>().join(" "),
+        _ => n
+            .to_string()
+            .chars()
+            .map(|c| SMALL[(c as u8 - b'0') as usize])
+            .collect::<Vec<_>>()
+            .join(" "),
     }
 }
 
@@ -37,8 +60,14 @@ fn number_words(n: u64) -> String {
 /// and "ten meters" compare equal.
 pub fn normalize(text: &str) -> Vec<String> {
     let mut out = Vec::new();
-    for raw in text.to_lowercase().split(|c: char| c.is_whitespace() || c == '-' || c == ',') {
-        let w: String = raw.chars().filter(|c| c.is_alphanumeric() || *c == '\'').collect();
+    for raw in text
+        .to_lowercase()
+        .split(|c: char| c.is_whitespace() || c == '-' || c == ',')
+    {
+        let w: String = raw
+            .chars()
+            .filter(|c| c.is_alphanumeric() || *c == '\'')
+            .collect();
         let w = w.trim_matches('\'').to_string();
         if w.is_empty() {
             continue;
@@ -84,7 +113,10 @@ mod tests {
 
     #[test]
     fn normalises_numbers_and_punctuation() {
-        assert_eq!(normalize("Go forward 10 meters."), vec!["go", "forward", "ten", "meters"]);
+        assert_eq!(
+            normalize("Go forward 10 meters."),
+            vec!["go", "forward", "ten", "meters"]
+        );
         assert_eq!(normalize("It's 42!"), vec!["it's", "forty", "two"]);
     }
 

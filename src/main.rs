@@ -10,7 +10,11 @@ use attendant::client::{self, audio, CallOptions, Script};
 use attendant::config::Config;
 
 #[derive(Parser)]
-#[command(name = "attendant", version, about = "Self-hosted voice-bot server for contact centers")]
+#[command(
+    name = "attendant",
+    version,
+    about = "Self-hosted voice-bot server for contact centers"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -62,7 +66,7 @@ enum Cmd {
         #[arg(long)]
         dtmf: Vec<String>,
     },
-    /// Prepare models (runs models/fetch.py).
+    /// Install prerequisites and prepare models (runs scripts/setup.sh).
     Models {
         #[arg(long)]
         with_base: bool,
@@ -86,7 +90,10 @@ enum Cmd {
 fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ATTENDANT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn,whisper_rs=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 fn main() -> anyhow::Result<()> {
@@ -133,7 +140,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .iter()
                     .map(|p| audio::read_wav_8k(p))
                     .collect::<Result<Vec<_>, _>>()?;
-                Script::Turns { turns: t, quiet_ms: 700 }
+                Script::Turns {
+                    turns: t,
+                    quiet_ms: 700,
+                }
             } else if let Some(p) = wav {
                 let a = audio::read_wav_8k(&p)?;
                 match barge_in_after {
@@ -171,12 +181,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Models { with_base } => {
-            let mut c = std::process::Command::new("python3");
-            c.arg("models/fetch.py");
+            let mut c = std::process::Command::new("scripts/setup.sh");
             if with_base {
                 c.arg("--with-base");
             }
-            let st = c.status().context("running python3 models/fetch.py")?;
+            let st = c
+                .status()
+                .context("running scripts/setup.sh (from the repository root)")?;
             if !st.success() {
                 bail!("model preparation failed");
             }
@@ -186,7 +197,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = Config::load(config.as_deref(), std::env::vars())?;
             let tts = attendant::speech::TtsPool::start(&cfg.server.models_dir, &cfg.tts)?;
             let ulaw = tts.synthesize_blocking(&text)?;
-            let pcm: Vec<i16> = ulaw.iter().map(|&b| attendant::media::mulaw::decode(b)).collect();
+            let pcm: Vec<i16> = ulaw
+                .iter()
+                .map(|&b| attendant::media::mulaw::decode(b))
+                .collect();
             audio::write_mono_8k(&out, &pcm)?;
             println!("wrote {} ({} ms)", out.display(), pcm.len() / 8);
             Ok(())

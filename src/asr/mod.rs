@@ -41,6 +41,9 @@ mod tests {
         assert_eq!(clean_transcript(" [BLANK_AUDIO]"), "");
         assert_eq!(clean_transcript(" (coughs) Hello there."), "Hello there.");
         assert_eq!(clean_transcript("♪ la la ♪"), "la la");
-        assert_eq!(clean_transcript("What are your hours?"), "What are your hours?");
+        assert_eq!(
+            clean_transcript("What are your hours?"),
+            "What are your hours?"
+        );
     }
 }

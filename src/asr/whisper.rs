@@ -108,11 +108,9 @@ impl AsrPool {
         let mut params = WhisperContextParameters::default();
         let uses_gpu = gpu_present();
         params.use_gpu(uses_gpu);
-        let ctx = WhisperContext::new_with_params(&path, params).map_err(|e| {
-            AsrError::Load {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            }
+        let ctx = WhisperContext::new_with_params(&path, params).map_err(|e| AsrError::Load {
+            path: path.display().to_string(),
+            reason: e.to_string(),
         })?;
         let ctx = Arc::new(ctx);
         let (finals, final_rx) = bounded::<Job>(cfg.queue.max(1));
@@ -172,7 +170,12 @@ fn gpu_present() -> bool {
             || std::path::Path::new("/proc/driver/nvidia/version").exists())
 }
 
-fn worker(mut state: whisper_rs::WhisperState, finals: Receiver<Job>, partials: Receiver<Job>, cfg: AsrConfig) {
+fn worker(
+    mut state: whisper_rs::WhisperState,
+    finals: Receiver<Job>,
+    partials: Receiver<Job>,
+    cfg: AsrConfig,
+) {
     loop {
         // Finals first; otherwise wait on both.
         let job = match finals.try_recv() {
@@ -222,7 +225,10 @@ fn decode(
         if tokens < token_budget(audio.len()) {
             return Ok(text);
         }
-        tracing::debug!(tokens, "decoder ran away with a short window; retrying with 30 s");
+        tracing::debug!(
+            tokens,
+            "decoder ran away with a short window; retrying with 30 s"
+        );
     }
     Ok(run_whisper(state, audio, cfg, false)?.0)
 }
@@ -268,12 +274,17 @@ fn run_whisper(
     }
     // No abort callback: whisper-rs 0.16's safe wrapper calls the boxed
     // closure through the wrong type. Stale jobs are dropped before decoding.
-    state.full(p, &input).map_err(|e| AsrError::Decode(e.to_string()))?;
+    state
+        .full(p, &input)
+        .map_err(|e| AsrError::Decode(e.to_string()))?;
     let mut text = String::new();
     let mut tokens = 0;
     for seg in state.as_iter() {
         tokens += seg.n_tokens();
-        text.push_str(&seg.to_str_lossy().map_err(|e| AsrError::Decode(e.to_string()))?);
+        text.push_str(
+            &seg.to_str_lossy()
+                .map_err(|e| AsrError::Decode(e.to_string()))?,
+        );
     }
     Ok((super::clean_transcript(&text), tokens))
 }

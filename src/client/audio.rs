@@ -34,7 +34,10 @@ pub fn read_wav(path: &Path) -> Result<(Vec<f32>, u32), ClientError> {
                 .map_err(err)?
         }
     };
-    let mono = raw.chunks(ch).map(|c| c.iter().sum::<f32>() / ch as f32).collect();
+    let mono = raw
+        .chunks(ch)
+        .map(|c| c.iter().sum::<f32>() / ch as f32)
+        .collect();
     Ok((mono, spec.sample_rate))
 }
 

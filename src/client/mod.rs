@@ -116,7 +116,9 @@ fn frames_of(samples: &[f32]) -> VecDeque<Vec<f32>> {
 }
 
 fn http_base(url: &str) -> String {
-    let u = url.replacen("wss://", "https://", 1).replacen("ws://", "http://", 1);
+    let u = url
+        .replacen("wss://", "https://", 1)
+        .replacen("ws://", "http://", 1);
     match u.find("/twilio/") {
         Some(i) => u[..i].to_string(),
         None => u.trim_end_matches('/').to_string(),
@@ -127,7 +129,10 @@ fn http_base(url: &str) -> String {
 pub async fn fetch_record(http: &str, call_sid: &str) -> Option<CallRecord> {
     let url = format!("{}/calls/{}", http.trim_end_matches('/'), call_sid);
     tokio::task::spawn_blocking(move || {
-        let resp = ureq::get(&url).timeout(Duration::from_secs(5)).call().ok()?;
+        let resp = ureq::get(&url)
+            .timeout(Duration::from_secs(5))
+            .call()
+            .ok()?;
         resp.into_json::<CallRecord>().ok()
     })
     .await
@@ -135,8 +140,14 @@ pub async fn fetch_record(http: &str, call_sid: &str) -> Option<CallRecord> {
     .flatten()
 }
 
+/// A recorded session: μ-law frames, and DTMF digits by the frame they follow.
+struct Replay {
+    frames: Vec<Vec<u8>>,
+    dtmf: Vec<(usize, char)>,
+}
+
 /// Replay files carry their own start; their audio frames become the source.
-fn load_replay(path: &PathBuf) -> Result<(Vec<Vec<u8>>, Vec<(usize, char)>), ClientError> {
+fn load_replay(path: &PathBuf) -> Result<Replay, ClientError> {
     let text = std::fs::read_to_string(path).map_err(|e| ClientError::Input {
         path: path.display().to_string(),
         reason: e.to_string(),
@@ -170,7 +181,7 @@ fn load_replay(path: &PathBuf) -> Result<(Vec<Vec<u8>>, Vec<(usize, char)>), Cli
             _ => {}
         }
     }
-    Ok((frames, dtmf))
+    Ok(Replay { frames, dtmf })
 }
 
 pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
@@ -186,9 +197,11 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
     let call_sid = format!("CA{id}");
     let send = |v: Value| Message::Text(v.to_string().into());
     let werr = |e: tokio_tungstenite::tungstenite::Error| ClientError::Ws(e.to_string());
-    tx.send(send(json!({"event":"connected","protocol":"Call","version":"1.0.0"})))
-        .await
-        .map_err(werr)?;
+    tx.send(send(
+        json!({"event":"connected","protocol":"Call","version":"1.0.0"}),
+    ))
+    .await
+    .map_err(werr)?;
     tx.send(send(json!({
         "event":"start","sequenceNumber":"1","streamSid":stream_sid,
         "start":{"accountSid":"AC00000000000000000000000000000000","streamSid":stream_sid,"callSid":call_sid,
@@ -221,9 +234,12 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
         }
         Script::BargeIn { audio, after_ms } => barge = Some((audio.clone(), *after_ms)),
         Script::Replay(p) => {
-            let (frames, d) = load_replay(p)?;
+            let Replay { frames, dtmf: d } = load_replay(p)?;
             for f in frames {
-                let pcm: Vec<f32> = f.iter().map(|&b| mulaw::decode(b) as f32 / 32768.0).collect();
+                let pcm: Vec<f32> = f
+                    .iter()
+                    .map(|&b| mulaw::decode(b) as f32 / 32768.0)
+                    .collect();
                 let v = voiced(&pcm);
                 source.push_back((f, v));
             }
@@ -341,8 +357,13 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
                 }
                 let quiet = last_bot_rx.map(|l| now_ms.saturating_sub(l)).unwrap_or(u64::MAX);
                 if let Some(done) = script_done_at {
+                    // Like a caller, wait for the answer to what was said last (up to 15 s).
+                    let answered = match last_voiced_sent {
+                        Some(lv) => report.replies.last().is_some_and(|r| r.at_ms > lv) || now_ms > lv + 15_000,
+                        None => true,
+                    };
                     let lingered = now_ms.saturating_sub(done) >= opts.linger_ms;
-                    if lingered && playout.is_empty() && quiet >= 1500 {
+                    if answered && lingered && playout.is_empty() && quiet >= 1500 {
                         break;
                     }
                 }
@@ -376,8 +397,7 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
                             }
                             Some("clear") => {
                                 report.clears += 1;
-                                if let Some(i) = open_barge {
-                                    let b = &mut report.barge_ins[i];
+                                if let Some(b) = report.barge_ins.last_mut().filter(|b| b.clear_ms.is_none()) {
                                     b.clear_ms = Some(now_ms.saturating_sub(b.onset_ms));
                                 }
                                 // Twilio empties its buffer and reports the marks it skipped.
@@ -416,7 +436,11 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
     let _ = tx.send(send(stop)).await;
     let _ = tx.close().await;
     report.duration_ms = start.elapsed().as_millis() as u64;
-    let http = if opts.http.is_empty() { http_base(&opts.url) } else { opts.http.clone() };
+    let http = if opts.http.is_empty() {
+        http_base(&opts.url)
+    } else {
+        opts.http.clone()
+    };
     // The server finalises the record when it sees the stop; give it a moment.
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -437,7 +461,11 @@ pub fn print_report(r: &CallReport) {
     if let Some(rec) = &r.record {
         println!("  bot: {}", rec.greeting);
         for t in &rec.turns {
-            let said = if let Some(d) = &t.dtmf { format!("[DTMF {d}]") } else { t.caller_text.clone() };
+            let said = if let Some(d) = &t.dtmf {
+                format!("[DTMF {d}]")
+            } else {
+                t.caller_text.clone()
+            };
             println!("  caller: {said}");
             let cut = if t.interrupted { " [interrupted]" } else { "" };
             println!("  bot: {}{cut}", t.bot_text);
@@ -450,9 +478,15 @@ pub fn print_report(r: &CallReport) {
         println!("  outcome: {}", rec.outcome);
     }
     for (i, rep) in r.replies.iter().enumerate() {
-        println!("  reply {i} at {} ms, caller-measured voice-to-voice {:?} ms", rep.at_ms, rep.voice_to_voice_ms);
+        println!(
+            "  reply {i} at {} ms, caller-measured voice-to-voice {:?} ms",
+            rep.at_ms, rep.voice_to_voice_ms
+        );
     }
     for b in &r.barge_ins {
-        println!("  barge-in at {} ms: bot audio stopped after {:?} ms, clear after {:?} ms", b.onset_ms, b.stop_ms, b.clear_ms);
+        println!(
+            "  barge-in at {} ms: bot audio stopped after {:?} ms, clear after {:?} ms",
+            b.onset_ms, b.stop_ms, b.clear_ms
+        );
     }
 }

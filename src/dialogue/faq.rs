@@ -98,10 +98,11 @@ impl FaqFile {
 }
 
 const STOPWORDS: &[&str] = &[
-    "a", "an", "the", "i", "me", "my", "you", "your", "we", "our", "is", "are", "am", "was", "be", "do", "does",
-    "did", "to", "of", "in", "on", "for", "at", "it", "its", "and", "or", "can", "could", "would", "will", "please",
-    "what", "whats", "how", "hi", "hello", "um", "uh", "so", "just", "like", "there", "this", "that", "with", "about",
-    "tell", "know", "want", "need", "id", "im", "get", "have", "has", "hey", "okay", "ok", "yeah", "well",
+    "a", "an", "the", "i", "me", "my", "you", "your", "we", "our", "is", "are", "am", "was", "be",
+    "do", "does", "did", "to", "of", "in", "on", "for", "at", "it", "its", "and", "or", "can",
+    "could", "would", "will", "please", "what", "whats", "how", "hi", "hello", "um", "uh", "so",
+    "just", "like", "there", "this", "that", "with", "about", "tell", "know", "want", "need", "id",
+    "im", "get", "have", "has", "hey", "okay", "ok", "yeah", "well",
 ];
 
 /// Lower-case words without punctuation, as ASR and people both produce them.
@@ -151,7 +152,10 @@ impl FaqIndex {
             }
         }
         let n = raw.len() as f32;
-        let idf: HashMap<String, f32> = df.into_iter().map(|(w, d)| (w, (1.0 + n / d).ln())).collect();
+        let idf: HashMap<String, f32> = df
+            .into_iter()
+            .map(|(w, d)| (w, (1.0 + n / d).ln()))
+            .collect();
         let docs = raw
             .into_iter()
             .map(|(i, t)| (i, Self::vector(&t, &idf)))
@@ -179,7 +183,14 @@ impl FaqIndex {
         }
         self.docs
             .iter()
-            .map(|(i, d)| (*i, q.iter().map(|(w, x)| x * d.get(w).copied().unwrap_or(0.0)).sum::<f32>()))
+            .map(|(i, d)| {
+                (
+                    *i,
+                    q.iter()
+                        .map(|(w, x)| x * d.get(w).copied().unwrap_or(0.0))
+                        .sum::<f32>(),
+                )
+            })
             .max_by(|a, b| a.1.total_cmp(&b.1))
     }
 }
@@ -189,9 +200,35 @@ fn has_phrase(text: &str, phrases: &[&str]) -> bool {
     phrases.iter().any(|p| w.contains(&format!(" {p} ")))
 }
 
-const REPEAT: &[&str] = &["repeat", "say that again", "say again", "pardon", "come again", "didnt catch", "one more time"];
-const GOODBYE: &[&str] = &["goodbye", "good bye", "bye", "thats all", "that is all", "hang up", "nothing else", "no thanks bye"];
-const HUMAN: &[&str] = &["agent", "human", "representative", "real person", "operator", "someone", "speak to a person", "talk to a person"];
+const REPEAT: &[&str] = &[
+    "repeat",
+    "say that again",
+    "say again",
+    "pardon",
+    "come again",
+    "didnt catch",
+    "one more time",
+];
+const GOODBYE: &[&str] = &[
+    "goodbye",
+    "good bye",
+    "bye",
+    "thats all",
+    "that is all",
+    "hang up",
+    "nothing else",
+    "no thanks bye",
+];
+const HUMAN: &[&str] = &[
+    "agent",
+    "human",
+    "representative",
+    "real person",
+    "operator",
+    "someone",
+    "speak to a person",
+    "talk to a person",
+];
 
 pub struct FaqBot {
     cfg: std::sync::Arc<FaqFile>,
@@ -245,7 +282,12 @@ impl Dialogue for FaqBot {
             if d == "0" {
                 return self.transfer("caller pressed 0");
             }
-            if let Some(i) = self.cfg.faq.iter().position(|e| e.dtmf.as_deref() == Some(d.as_str())) {
+            if let Some(i) = self
+                .cfg
+                .faq
+                .iter()
+                .position(|e| e.dtmf.as_deref() == Some(d.as_str()))
+            {
                 return self.answer(i);
             }
         }
@@ -344,11 +386,23 @@ mod tests {
     #[test]
     fn answers_faq_questions_phrased_like_asr_output() {
         let mut b = bot();
-        assert_eq!(say(&mut b, "what time do you open on saturday").source, "faq:opening-hours");
-        assert_eq!(say(&mut b, "When are you open?").source, "faq:opening-hours");
-        assert_eq!(say(&mut b, "how do i reset my password").source, "faq:password-reset");
+        assert_eq!(
+            say(&mut b, "what time do you open on saturday").source,
+            "faq:opening-hours"
+        );
+        assert_eq!(
+            say(&mut b, "When are you open?").source,
+            "faq:opening-hours"
+        );
+        assert_eq!(
+            say(&mut b, "how do i reset my password").source,
+            "faq:password-reset"
+        );
         assert_eq!(say(&mut b, "I lost my card").source, "faq:lost-card");
-        assert_eq!(say(&mut b, "where is your office located").source, "faq:address");
+        assert_eq!(
+            say(&mut b, "where is your office located").source,
+            "faq:address"
+        );
     }
 
     #[test]
@@ -397,7 +451,9 @@ mod tests {
 
     #[test]
     fn invalid_faq_files_are_rejected_with_the_file_name() {
-        let e = FaqFile::parse("greeting = 1", "x.toml").unwrap_err().to_string();
+        let e = FaqFile::parse("greeting = 1", "x.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("x.toml"), "{e}");
         let dup = r#"greeting="g"
 fallback="f"
@@ -412,6 +468,9 @@ id="a"
 questions=["q"]
 answer="y"
 "#;
-        assert!(FaqFile::parse(dup, "d.toml").unwrap_err().to_string().contains("duplicate"));
+        assert!(FaqFile::parse(dup, "d.toml")
+            .unwrap_err()
+            .to_string()
+            .contains("duplicate"));
     }
 }

@@ -26,13 +26,14 @@ impl StreamResampler {
         let inner = if from == to {
             None
         } else {
-            let r = FftFixedIn::<f32>::new(from as usize, to as usize, chunk, 1, 1).map_err(|e| {
-                ResampleError::Construct {
-                    from,
-                    to,
-                    reason: e.to_string(),
-                }
-            })?;
+            let r =
+                FftFixedIn::<f32>::new(from as usize, to as usize, chunk, 1, 1).map_err(|e| {
+                    ResampleError::Construct {
+                        from,
+                        to,
+                        reason: e.to_string(),
+                    }
+                })?;
             Some(r)
         };
         let to_skip = inner.as_ref().map(|r| r.output_delay()).unwrap_or(0);
@@ -167,7 +168,10 @@ mod tests {
     fn flush_with_nothing_pending_works() {
         let x = sine(22050, 300.0, 1024.0 * 3.0 / 22050.0);
         let y = resample(&x, 22050, 8000).unwrap();
-        assert_eq!(y.len(), (x.len() as f64 * 8000.0 / 22050.0).round() as usize);
+        assert_eq!(
+            y.len(),
+            (x.len() as f64 * 8000.0 / 22050.0).round() as usize
+        );
         assert!(resample(&[], 22050, 8000).unwrap().is_empty());
     }
 

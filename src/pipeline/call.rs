@@ -39,13 +39,19 @@ pub enum CallInput {
     Dtmf(char),
     MarkPlayed(String),
     /// The driver sent the first frame of reply `reply` at `at`.
-    ReplyStarted { reply: u32, at: Instant },
+    ReplyStarted {
+        reply: u32,
+        at: Instant,
+    },
     Hangup,
 }
 
 #[derive(Debug, Clone)]
 pub enum CallOutput {
-    Audio { reply: u32, ulaw: Arc<Vec<u8>> },
+    Audio {
+        reply: u32,
+        ulaw: Arc<Vec<u8>>,
+    },
     Mark(String),
     /// Hold queued audio (caller may be interrupting).
     Pause,
@@ -53,7 +59,10 @@ pub enum CallOutput {
     /// Drop all queued audio, here and at the far end.
     Clear,
     Hangup,
-    Transfer { target: String, reason: String },
+    Transfer {
+        target: String,
+        reason: String,
+    },
 }
 
 pub struct CallHandle {
@@ -62,18 +71,36 @@ pub struct CallHandle {
 }
 
 enum Internal {
-    Asr { kind: AsrKind, turn: u32, result: Result<Transcript, crate::asr::AsrError> },
-    SmartTurn { turn: u32, pause: u64, prob: f32 },
-    Tts { reply: u32, chunk: TtsChunk },
-    TtsDone { reply: u32 },
-    Reply { turn: Option<u32>, reply: Reply },
+    Asr {
+        kind: AsrKind,
+        turn: u32,
+        result: Result<Transcript, crate::asr::AsrError>,
+    },
+    SmartTurn {
+        turn: u32,
+        pause: u64,
+        prob: f32,
+    },
+    Tts {
+        reply: u32,
+        chunk: TtsChunk,
+    },
+    TtsDone {
+        reply: u32,
+    },
+    Reply {
+        turn: Option<u32>,
+        reply: Reply,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum AsrKind {
     Partial,
     /// Started at a pause ending at `last_voice`, before end of turn was known.
-    Speculative { last_voice: u64 },
+    Speculative {
+        last_voice: u64,
+    },
     Final,
 }
 
@@ -286,8 +313,12 @@ impl Call {
 
     /// Audio `from..to` (absolute positions), clamped to what is buffered.
     fn slice(&self, from: u64, to: u64) -> Vec<f32> {
-        let a = from.saturating_sub(self.buf_start).min(self.audio.len() as u64) as usize;
-        let b = to.saturating_sub(self.buf_start).min(self.audio.len() as u64) as usize;
+        let a = from
+            .saturating_sub(self.buf_start)
+            .min(self.audio.len() as u64) as usize;
+        let b = to
+            .saturating_sub(self.buf_start)
+            .min(self.audio.len() as u64) as usize;
         self.audio[a..b.max(a)].to_vec()
     }
 
@@ -431,7 +462,10 @@ impl Call {
                 t.last_voice_at = at;
                 let (index, onset) = (t.index, t.onset);
                 // Speculative final transcript and Smart Turn, in parallel.
-                let audio = Arc::new(self.slice(onset.saturating_sub(self.preroll()), last_voice + TAIL_SAMPLES));
+                let audio = Arc::new(self.slice(
+                    onset.saturating_sub(self.preroll()),
+                    last_voice + TAIL_SAMPLES,
+                ));
                 if let Ok(p) = self.e.asr.submit(audio.clone(), Priority::Final) {
                     if let Some(old) = self.spec.replace(Spec {
                         last_voice,
@@ -445,10 +479,13 @@ impl Call {
                 let e = self.e.clone();
                 let tx = self.internal.clone();
                 tokio::task::spawn_blocking(move || {
-                    let prob = e.smart_turn.completion_probability(&audio).unwrap_or_else(|err| {
-                        tracing::warn!(error = %err, "Smart Turn failed");
-                        0.0
-                    });
+                    let prob = e
+                        .smart_turn
+                        .completion_probability(&audio)
+                        .unwrap_or_else(|err| {
+                            tracing::warn!(error = %err, "Smart Turn failed");
+                            0.0
+                        });
                     let _ = tx.send(Internal::SmartTurn {
                         turn: index,
                         pause: last_voice,
@@ -474,7 +511,9 @@ impl Call {
 
     async fn end_of_turn(&mut self, _onset: u64, last_voice: u64, reason: &str, now: Instant) {
         let at = self.arrival_of(last_voice);
-        let Some(mut t) = self.turn.take() else { return };
+        let Some(mut t) = self.turn.take() else {
+            return;
+        };
         t.last_voice = last_voice;
         t.last_voice_at = at;
         t.eot_at = Some(now);
@@ -487,7 +526,9 @@ impl Call {
             self.resume_if_paused().await;
             return;
         }
-        metrics().end_of_turn.observe(now.duration_since(at).as_secs_f64());
+        metrics()
+            .end_of_turn
+            .observe(now.duration_since(at).as_secs_f64());
         let index = t.index;
         self.ended.push(t);
         match self.spec.as_mut() {
@@ -557,10 +598,14 @@ impl Call {
                 if let Some(t) = self.turn.as_mut().filter(|t| t.index == turn) {
                     t.smart_turn_prob = Some(prob);
                 }
-                let live = self.turn.as_ref().is_some_and(|t| t.index == turn && t.last_voice == pause);
+                let live = self
+                    .turn
+                    .as_ref()
+                    .is_some_and(|t| t.index == turn && t.last_voice == pause);
                 if live && prob >= self.det.config().smart_turn_threshold {
                     if let Some(TurnEvent::EndOfTurn { onset, last_voice }) = self.det.end_turn() {
-                        self.end_of_turn(onset, last_voice, "smart_turn", Instant::now()).await;
+                        self.end_of_turn(onset, last_voice, "smart_turn", Instant::now())
+                            .await;
                     }
                 }
             }
@@ -577,8 +622,13 @@ impl Call {
     }
 
     async fn retry_final(&mut self, turn: u32) {
-        let Some(t) = self.ended.iter().find(|t| t.index == turn) else { return };
-        let audio = Arc::new(self.slice(t.onset.saturating_sub(self.preroll()), t.last_voice + TAIL_SAMPLES));
+        let Some(t) = self.ended.iter().find(|t| t.index == turn) else {
+            return;
+        };
+        let audio = Arc::new(self.slice(
+            t.onset.saturating_sub(self.preroll()),
+            t.last_voice + TAIL_SAMPLES,
+        ));
         match self.e.asr.submit(audio, Priority::Final) {
             Ok(p) => self.forward_asr(AsrKind::Final, turn, p.result),
             Err(err) => {
@@ -594,7 +644,9 @@ impl Call {
         if self.awaiting_final == Some(turn) {
             self.awaiting_final = None;
         }
-        let Some(pos) = self.ended.iter().position(|t| t.index == turn) else { return };
+        let Some(pos) = self.ended.iter().position(|t| t.index == turn) else {
+            return;
+        };
         let t = self.ended.remove(pos);
         let now = Instant::now();
         let eot_at = t.eot_at.unwrap_or(now);
@@ -603,7 +655,9 @@ impl Call {
             self.resume_if_paused().await;
             return;
         }
-        metrics().asr_final.observe(now.duration_since(eot_at).as_secs_f64());
+        metrics()
+            .asr_final
+            .observe(now.duration_since(eot_at).as_secs_f64());
         let input = TurnInput {
             transcript: Some(tr.text.clone()),
             dtmf: None,
@@ -728,12 +782,18 @@ impl Call {
     }
 
     async fn on_tts_chunk(&mut self, reply: u32, chunk: TtsChunk) {
-        let Some(p) = self.playing.as_mut().filter(|p| p.reply == reply) else { return };
+        let Some(p) = self.playing.as_mut().filter(|p| p.reply == reply) else {
+            return;
+        };
         if chunk.index == 0 || p.audio_ms == 0 {
             if let Some((asked, turn)) = self.reply_started_at.get(&reply).copied() {
                 let first_audio = ms(asked.elapsed());
-                metrics().tts_first_audio.observe(first_audio as f64 / 1000.0);
-                if let Some(r) = turn.and_then(|t| self.record.turns.iter_mut().find(|r| r.index == t)) {
+                metrics()
+                    .tts_first_audio
+                    .observe(first_audio as f64 / 1000.0);
+                if let Some(r) =
+                    turn.and_then(|t| self.record.turns.iter_mut().find(|r| r.index == t))
+                {
                     r.timings.tts_first_audio_ms = Some(first_audio);
                 }
                 self.first_audio_at.insert(reply, Instant::now());
@@ -753,7 +813,9 @@ impl Call {
         if let Some(p) = self.playing.as_mut().filter(|p| p.reply == reply) {
             p.first_frame.get_or_insert(at);
         }
-        let Some((_, turn)) = self.reply_started_at.get(&reply).copied() else { return };
+        let Some((_, turn)) = self.reply_started_at.get(&reply).copied() else {
+            return;
+        };
         let first_audio = self.first_audio_at.get(&reply).copied();
         match turn {
             None => {
@@ -762,12 +824,15 @@ impl Call {
                 }
             }
             Some(t) => {
-                let Some((last_voice_at, _)) = self.turn_timing.get(&t).copied() else { return };
+                let Some((last_voice_at, _)) = self.turn_timing.get(&t).copied() else {
+                    return;
+                };
                 let v2v = at.saturating_duration_since(last_voice_at);
                 metrics().voice_to_voice.observe(v2v.as_secs_f64());
                 if let Some(r) = self.record.turns.iter_mut().find(|r| r.index == t) {
                     r.timings.voice_to_voice_ms = Some(ms(v2v));
-                    r.timings.first_frame_ms = first_audio.map(|f| ms(at.saturating_duration_since(f)));
+                    r.timings.first_frame_ms =
+                        first_audio.map(|f| ms(at.saturating_duration_since(f)));
                     tracing::info!(
                         call = %self.meta.call_id,
                         turn = t,
@@ -786,9 +851,13 @@ impl Call {
     }
 
     async fn on_mark(&mut self, name: &str) {
-        let Some(p) = self.playing.as_mut() else { return };
+        let Some(p) = self.playing.as_mut() else {
+            return;
+        };
         let prefix = format!("r{}-", p.reply);
-        let Some(rest) = name.strip_prefix(&prefix) else { return };
+        let Some(rest) = name.strip_prefix(&prefix) else {
+            return;
+        };
         if rest == "end" {
             if p.synth_done {
                 let p = self.playing.take().expect("checked above");
@@ -822,7 +891,10 @@ impl Call {
             r.heard_ms = heard_ms;
         }
         tracing::info!(call = %self.meta.call_id, heard_ms, heard_sentences = p.heard, "caller interrupted the bot");
-        self.dialogue.on_interrupted(&Interruption { heard_text, heard_ms });
+        self.dialogue.on_interrupted(&Interruption {
+            heard_text,
+            heard_ms,
+        });
         // Actions of an interrupted reply (e.g. hang up after "goodbye") still
         // apply only if the caller let it finish; drop them.
     }

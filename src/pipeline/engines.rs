@@ -62,8 +62,10 @@ impl Engines {
         let smart_turn = SmartTurn::load(&dir.join("smart-turn-v3.2-cpu.onnx"))?;
         let asr = AsrPool::start(&dir, &cfg.asr)?;
         let tts = TtsPool::start(&dir, &cfg.tts)?;
-        let faq_path = (!cfg.dialogue.faq.is_empty()).then(|| Path::new(&cfg.dialogue.faq).to_path_buf());
-        let dialogue: Box<dyn DialogueFactory> = Box::new(FaqFactory::new(FaqFile::load(faq_path.as_deref())?));
+        let faq_path =
+            (!cfg.dialogue.faq.is_empty()).then(|| Path::new(&cfg.dialogue.faq).to_path_buf());
+        let dialogue: Box<dyn DialogueFactory> =
+            Box::new(FaqFactory::new(FaqFile::load(faq_path.as_deref())?));
         tracing::info!(
             ms = t.elapsed().as_millis() as u64,
             asr = %cfg.asr.model,
@@ -85,6 +87,10 @@ impl Engines {
         let t = Instant::now();
         let prompts = self.dialogue.prompts();
         self.tts.prewarm(&prompts);
-        tracing::info!(prompts = prompts.len(), ms = t.elapsed().as_millis() as u64, "prompt cache warm");
+        tracing::info!(
+            prompts = prompts.len(),
+            ms = t.elapsed().as_millis() as u64,
+            "prompt cache warm"
+        );
     }
 }

@@ -18,8 +18,11 @@ pub struct Metrics {
 }
 
 fn hist(r: &Registry, name: &str, help: &str) -> Histogram {
-    let buckets = vec![0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0];
-    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid histogram");
+    let buckets = vec![
+        0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0,
+    ];
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .expect("valid histogram");
     r.register(Box::new(h.clone())).expect("unique metric");
     h
 }
@@ -34,17 +37,43 @@ pub fn metrics() -> &'static Metrics {
     static M: OnceLock<Metrics> = OnceLock::new();
     M.get_or_init(|| {
         let r = Registry::new();
-        let calls_active = IntGauge::new("attendant_calls_active", "Calls in progress").expect("gauge");
-        r.register(Box::new(calls_active.clone())).expect("unique metric");
+        let calls_active =
+            IntGauge::new("attendant_calls_active", "Calls in progress").expect("gauge");
+        r.register(Box::new(calls_active.clone()))
+            .expect("unique metric");
         Metrics {
             calls_total: counter(&r, "attendant_calls_total", "Calls started"),
             turns_total: counter(&r, "attendant_turns_total", "Caller turns answered"),
-            barge_ins_total: counter(&r, "attendant_barge_ins_total", "Bot replies interrupted by the caller"),
-            protocol_errors_total: counter(&r, "attendant_protocol_errors_total", "Connections closed for malformed input"),
-            voice_to_voice: hist(&r, "attendant_voice_to_voice_seconds", "Caller's last voiced frame in to first bot frame out"),
-            end_of_turn: hist(&r, "attendant_end_of_turn_seconds", "Last voiced frame to end-of-turn decision"),
-            asr_final: hist(&r, "attendant_asr_final_seconds", "End-of-turn decision to final transcript"),
-            tts_first_audio: hist(&r, "attendant_tts_first_audio_seconds", "Reply text to first synthesised audio"),
+            barge_ins_total: counter(
+                &r,
+                "attendant_barge_ins_total",
+                "Bot replies interrupted by the caller",
+            ),
+            protocol_errors_total: counter(
+                &r,
+                "attendant_protocol_errors_total",
+                "Connections closed for malformed input",
+            ),
+            voice_to_voice: hist(
+                &r,
+                "attendant_voice_to_voice_seconds",
+                "Caller's last voiced frame in to first bot frame out",
+            ),
+            end_of_turn: hist(
+                &r,
+                "attendant_end_of_turn_seconds",
+                "Last voiced frame to end-of-turn decision",
+            ),
+            asr_final: hist(
+                &r,
+                "attendant_asr_final_seconds",
+                "End-of-turn decision to final transcript",
+            ),
+            tts_first_audio: hist(
+                &r,
+                "attendant_tts_first_audio_seconds",
+                "Reply text to first synthesised audio",
+            ),
             calls_active,
             registry: r,
         }

@@ -63,7 +63,11 @@ async fn get_call(State(s): State<Shared>, Path(id): Path<String>) -> Response {
 
 /// Binds, starts loading models, and serves until the process ends.
 /// `on_bound` receives the actual address (useful with port 0).
-pub async fn serve(cfg: Config, listen: SocketAddr, on_bound: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
+pub async fn serve(
+    cfg: Config,
+    listen: SocketAddr,
+    on_bound: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let state = Arc::new(AppState {

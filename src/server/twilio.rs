@@ -33,7 +33,8 @@ fn public_url(s: &Shared, headers: &HeaderMap, uri: &axum::http::Uri, ws: bool) 
         format!("{proto}://{host}")
     };
     let base = if ws {
-        base.replacen("https://", "wss://", 1).replacen("http://", "ws://", 1)
+        base.replacen("https://", "wss://", 1)
+            .replacen("http://", "ws://", 1)
     } else {
         base
     };
@@ -45,7 +46,10 @@ fn signature_ok(s: &Shared, headers: &HeaderMap, url: &str, params: &[(String, S
     if token.is_empty() {
         return true;
     }
-    let Some(sig) = headers.get("x-twilio-signature").and_then(|v| v.to_str().ok()) else {
+    let Some(sig) = headers
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
     signature::validate(token, url, params, sig)
@@ -57,20 +61,37 @@ pub async fn voice_webhook(
     OriginalUri(uri): OriginalUri,
     body: String,
 ) -> Response {
-    let params: Vec<(String, String)> = url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+    let params: Vec<(String, String)> = url::form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
     let url = public_url(&s, &headers, &uri, false);
     if !signature_ok(&s, &headers, &url, &params) {
         tracing::warn!("rejected /twilio/voice: bad or missing X-Twilio-Signature");
         return (StatusCode::FORBIDDEN, "invalid signature\n").into_response();
     }
-    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).unwrap_or("");
+    let get = |k: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    };
     let stream_url = {
-        let base = public_url(&s, &headers, &"/twilio/stream".parse().expect("static URI"), true);
+        let base = public_url(
+            &s,
+            &headers,
+            &"/twilio/stream".parse().expect("static URI"),
+            true,
+        );
         base.replacen("ws://", "wss://", 1)
     };
     let xml = twiml::connect_stream(
         &stream_url,
-        &[("From", get("From")), ("To", get("To")), ("CallSid", get("CallSid"))],
+        &[
+            ("From", get("From")),
+            ("To", get("To")),
+            ("CallSid", get("CallSid")),
+        ],
     );
     ([("content-type", "text/xml")], xml).into_response()
 }
@@ -99,7 +120,11 @@ async fn next_output(call: &mut Option<CallHandle>) -> Option<CallOutput> {
     }
 }
 
-async fn close(ws: &mut futures_util::stream::SplitSink<WebSocket, Message>, code: u16, reason: &str) {
+async fn close(
+    ws: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    code: u16,
+    reason: &str,
+) {
     let _ = ws
         .send(Message::Close(Some(CloseFrame {
             code,
@@ -109,7 +134,9 @@ async fn close(ws: &mut futures_util::stream::SplitSink<WebSocket, Message>, cod
 }
 
 async fn drive(socket: WebSocket, s: Shared) {
-    let Some(engines) = s.engines.get().cloned() else { return };
+    let Some(engines) = s.engines.get().cloned() else {
+        return;
+    };
     let (mut tx, mut rx) = socket.split();
     let mut sess = StreamSession::new(s.cfg.twilio.prebuffer_frames);
     let mut call: Option<CallHandle> = None;
@@ -206,7 +233,9 @@ async fn drive(socket: WebSocket, s: Shared) {
             if is_media {
                 if let (Some(r), Some(c)) = (announce.take(), &call) {
                     announced = r;
-                    let _ = c.input.try_send(CallInput::ReplyStarted { reply: r, at: now });
+                    let _ = c
+                        .input
+                        .try_send(CallInput::ReplyStarted { reply: r, at: now });
                 }
             }
         }

@@ -19,7 +19,9 @@ pub fn split(text: &str) -> Vec<String> {
                 .next()
                 .unwrap_or("")
                 .to_string();
-            word.len() == 1 || ["Mr", "Mrs", "Ms", "Dr", "St", "No", "vs", "e.g", "i.e"].contains(&word.as_str())
+            word.len() == 1
+                || ["Mr", "Mrs", "Ms", "Dr", "St", "No", "vs", "e.g", "i.e"]
+                    .contains(&word.as_str())
         };
         if end && !abbrev {
             push(&mut out, &mut cur);

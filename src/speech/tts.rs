@@ -12,7 +12,10 @@ use std::time::Instant;
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use sherpa_onnx::{GenerationConfig, OfflineTts, OfflineTtsConfig, OfflineTtsModelConfig, OfflineTtsVitsModelConfig};
+use sherpa_onnx::{
+    GenerationConfig, OfflineTts, OfflineTtsConfig, OfflineTtsModelConfig,
+    OfflineTtsVitsModelConfig,
+};
 use tokio::sync::mpsc;
 
 use super::sentences;
@@ -119,7 +122,8 @@ impl Engine {
             max_num_sentences: 1,
             ..Default::default()
         };
-        let tts = OfflineTts::create(&tts_cfg).ok_or_else(|| TtsError::Load(voice.display().to_string()))?;
+        let tts = OfflineTts::create(&tts_cfg)
+            .ok_or_else(|| TtsError::Load(voice.display().to_string()))?;
         let rate = tts.sample_rate() as u32;
         Ok(Self {
             tts,
@@ -135,9 +139,11 @@ impl Engine {
             ..Default::default()
         };
         let c = cancel.clone();
-        let audio = self
-            .tts
-            .generate_with_config(text, &gen, Some(move |_: &[f32], _: f32| !c.load(Ordering::Relaxed)));
+        let audio = self.tts.generate_with_config(
+            text,
+            &gen,
+            Some(move |_: &[f32], _: f32| !c.load(Ordering::Relaxed)),
+        );
         if cancel.load(Ordering::Relaxed) {
             return Ok(None);
         }
@@ -158,7 +164,11 @@ impl TtsPool {
         let first = Arc::new(Engine::load(models, cfg)?);
         let engine = Arc::new(Mutex::new(Some(first.clone())));
         for i in 0..cfg.workers.max(1) {
-            let e = if i == 0 { first.clone() } else { Arc::new(Engine::load(models, cfg)?) };
+            let e = if i == 0 {
+                first.clone()
+            } else {
+                Arc::new(Engine::load(models, cfg)?)
+            };
             let (rx, cache, cap) = (rx.clone(), cache.clone(), cfg.cache_sentences);
             std::thread::Builder::new()
                 .name(format!("tts-{i}"))
@@ -174,7 +184,11 @@ impl TtsPool {
     }
 
     /// Starts speaking `text`; chunks arrive on the returned channel in order.
-    pub fn speak(&self, text: &str, cancel: Arc<AtomicBool>) -> Result<mpsc::Receiver<TtsChunk>, TtsError> {
+    pub fn speak(
+        &self,
+        text: &str,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<mpsc::Receiver<TtsChunk>, TtsError> {
         let parts = sentences::split(text);
         let (tx, rx) = mpsc::channel(parts.len().max(1) + 1);
         let submitted = Instant::now();

@@ -126,7 +126,9 @@ impl TurnDetector {
             State::Idle { run } => {
                 if prob >= self.cfg.vad_on {
                     *run += 1;
-                    let needed = (self.cfg.start_ms * RATE / 1000).div_ceil(WINDOW as u64).max(1);
+                    let needed = (self.cfg.start_ms * RATE / 1000)
+                        .div_ceil(WINDOW as u64)
+                        .max(1);
                     if *run as u64 >= needed {
                         let onset = end - *run as u64 * WINDOW as u64;
                         self.state = State::Turn(Segment {

@@ -192,7 +192,9 @@ mod tests {
 
     #[test]
     fn unknown_event_is_ignored_not_an_error() {
-        assert!(parse_inbound(r#"{"event":"futureThing","x":1}"#).unwrap().is_none());
+        assert!(parse_inbound(r#"{"event":"futureThing","x":1}"#)
+            .unwrap()
+            .is_none());
     }
 
     #[test]

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 
-use super::messages::{parse_inbound, Inbound, MarkInfo, MessageError, Outbound, OutboundMedia, StartInfo};
+use super::messages::{
+    parse_inbound, Inbound, MarkInfo, MessageError, Outbound, OutboundMedia, StartInfo,
+};
 use crate::media::{mulaw, FRAME_MS, PHONE_FRAME};
 
 const FRAME: Duration = Duration::from_millis(FRAME_MS);
@@ -51,7 +53,10 @@ impl StreamError {
 pub enum StreamEvent {
     Started(StartInfo),
     /// μ-law bytes of one inbound media message, with Twilio's timestamp (ms).
-    Audio { ulaw: Vec<u8>, timestamp_ms: Option<u64> },
+    Audio {
+        ulaw: Vec<u8>,
+        timestamp_ms: Option<u64>,
+    },
     Dtmf(char),
     /// The caller's side has played everything up to this mark.
     MarkPlayed(String),
@@ -267,12 +272,11 @@ impl StreamSession {
                 let Some(Queued::Frame(f)) = self.queue.pop_front() else {
                     unreachable!()
                 };
-                if self.burst_left > 0 {
-                    self.burst_left -= 1;
-                } else {
-                    let next = due + FRAME;
-                    self.next_frame_at = Some(if now > next + MAX_LAG { now } else { next });
-                }
+                // The clock advances for every frame, cushion included, so the
+                // far end stays exactly `prebuffer` frames ahead.
+                self.burst_left = self.burst_left.saturating_sub(1);
+                let next = due + FRAME;
+                self.next_frame_at = Some(if now > next + MAX_LAG { now } else { next });
                 self.frames_sent += 1;
                 if self.queue.is_empty() {
                     // Playback ended: the next reply starts a fresh clock and cushion.
@@ -323,7 +327,10 @@ mod tests {
 
     fn started() -> StreamSession {
         let mut s = StreamSession::new(0);
-        assert!(matches!(s.handle_text(START).unwrap(), Some(StreamEvent::Started(_))));
+        assert!(matches!(
+            s.handle_text(START).unwrap(),
+            Some(StreamEvent::Started(_))
+        ));
         s
     }
 
@@ -359,7 +366,9 @@ mod tests {
     fn bad_payload_format_and_stream_are_rejected() {
         let mut s = started();
         let e = s
-            .handle_text(r#"{"event":"media","streamSid":"MZ1","media":{"payload":"no+JhoaJjpz..."}}"#)
+            .handle_text(
+                r#"{"event":"media","streamSid":"MZ1","media":{"payload":"no+JhoaJjpz..."}}"#,
+            )
             .unwrap_err();
         assert_eq!(e.close_code(), 1007);
         let e = s
@@ -369,7 +378,9 @@ mod tests {
         let e = s.handle_text(START).unwrap_err();
         assert!(matches!(e, StreamError::DuplicateStart));
         let mut s = StreamSession::new(0);
-        let e = s.handle_text(&START.replace("audio/x-mulaw", "audio/l16")).unwrap_err();
+        let e = s
+            .handle_text(&START.replace("audio/x-mulaw", "audio/l16"))
+            .unwrap_err();
         assert_eq!(e.close_code(), 1003);
         let e = started()
             .handle_text(r#"{"event":"dtmf","streamSid":"MZ1","dtmf":{"digit":"12"}}"#)
@@ -385,12 +396,18 @@ mod tests {
         s.send_mark("a");
         let first = s.poll_transmit(t0).unwrap();
         assert!(first.contains("\"media\""));
-        assert!(s.poll_transmit(t0).is_none(), "second frame must wait 20 ms");
+        assert!(
+            s.poll_transmit(t0).is_none(),
+            "second frame must wait 20 ms"
+        );
         assert_eq!(s.poll_timeout(), Some(t0 + FRAME));
         assert!(s.poll_transmit(t0 + FRAME).unwrap().contains("media"));
         assert!(s.poll_transmit(t0 + FRAME * 2).unwrap().contains("media"));
         let mark = s.poll_transmit(t0 + FRAME * 2).unwrap();
-        assert_eq!(mark, r#"{"event":"mark","streamSid":"MZ1","mark":{"name":"a"}}"#);
+        assert_eq!(
+            mark,
+            r#"{"event":"mark","streamSid":"MZ1","mark":{"name":"a"}}"#
+        );
         assert_eq!(s.frames_sent(), 3);
         assert!(s.poll_transmit(t0 + FRAME * 10).is_none());
     }
@@ -403,6 +420,9 @@ mod tests {
         let t0 = Instant::now();
         let n = std::iter::from_fn(|| s.poll_transmit(t0)).count();
         assert_eq!(n, 3);
+        // Then real-time pacing: the 4th frame is due 60 ms after the first.
+        assert!(s.poll_transmit(t0 + FRAME * 2).is_none());
+        assert!(s.poll_transmit(t0 + FRAME * 3).is_some());
     }
 
     #[test]
@@ -417,7 +437,10 @@ mod tests {
         // s0 is in flight (sent, not yet echoed); s1 still queued.
         let dropped = s.clear();
         assert_eq!(dropped, vec!["s0".to_string(), "s1".to_string()]);
-        assert_eq!(s.poll_transmit(t0).unwrap(), r#"{"event":"clear","streamSid":"MZ1"}"#);
+        assert_eq!(
+            s.poll_transmit(t0).unwrap(),
+            r#"{"event":"clear","streamSid":"MZ1"}"#
+        );
         assert!(s.poll_transmit(t0 + FRAME * 100).is_none());
     }
 

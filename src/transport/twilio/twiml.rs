@@ -39,7 +39,10 @@ mod tests {
 
     #[test]
     fn escapes_and_lists_parameters() {
-        let x = connect_stream("wss://h/twilio/stream", &[("From", "+1<2>"), ("Q", "a\"b&c")]);
+        let x = connect_stream(
+            "wss://h/twilio/stream",
+            &[("From", "+1<2>"), ("Q", "a\"b&c")],
+        );
         assert!(x.contains("<Stream url=\"wss://h/twilio/stream\">"));
         assert!(x.contains("<Parameter name=\"From\" value=\"+1&lt;2&gt;\"/>"));
         assert!(x.contains("value=\"a&quot;b&amp;c\""));

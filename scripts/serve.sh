@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Starts Attendant with the embedded defaults (127.0.0.1:8080), installing
+# and preparing whatever is missing first. Extra arguments go to
+# `attendant serve`, e.g. scripts/serve.sh --listen 0.0.0.0:8080
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo build --release --locked
+exec target/release/attendant serve "$@"

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what Attendant needs on a fresh Debian machine and prepares the
+# models. Idempotent: every step checks before it acts, so a second run is
+# quick. Needs root or sudo only when Debian packages are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[setup] %s\n' "$*"; }
+
+# Debian packages: C/C++ toolchain for whisper.cpp, libclang for bindgen,
+# espeak-ng-data for Piper's phonemizer, sox/espeak-ng for fixtures, sipp for
+# SIP tests, python3-venv for the model converter.
+need_pkgs=()
+check() { dpkg -s "$1" >/dev/null 2>&1 || need_pkgs+=("$1"); }
+for p in build-essential cmake pkg-config libclang-dev clang espeak-ng espeak-ng-data sox \
+         python3 python3-venv python3-pip git curl ca-certificates; do
+  check "$p"
+done
+if ((${#need_pkgs[@]})); then
+  log "installing Debian packages: ${need_pkgs[*]}"
+  SUDO=""
+  [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "cargo not found: install Rust (https://rustup.rs, 1.85 or newer) and re-run" >&2
+  exit 1
+fi
+
+# The converter runs in its own virtualenv so system Python stays untouched.
+venv=models/.venv
+if [[ ! -x $venv/bin/python ]]; then
+  log "creating $venv"
+  python3 -m venv "$venv"
+fi
+if ! "$venv/bin/python" -c "import numpy, onnx" 2>/dev/null; then
+  log "installing numpy and onnx into $venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check numpy onnx
+fi
+
+"$venv/bin/python" models/fetch.py "$@"

@@ -1,0 +1,103 @@
+//! A real Attendant server for integration tests, started once per test
+//! binary on a free loopback port with the real models.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use attendant::config::Config;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `../shared/data` beside the checkout (CI provides it).
+pub fn shared() -> PathBuf {
+    let p = repo().join("../shared/data");
+    assert!(
+        p.join("speech/manifest.jsonl").exists(),
+        "shared test data not found at {}; it must sit beside the checkout",
+        p.display()
+    );
+    p
+}
+
+pub fn config(env: &[(&str, &str)]) -> Config {
+    let mut vars: Vec<(String, String)> = vec![(
+        "ATTENDANT__SERVER__MODELS_DIR".into(),
+        format!("\"{}\"", repo().join("models").display()),
+    )];
+    vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Config::load(None, vars).expect("test configuration")
+}
+
+/// Starts a server on its own runtime thread and waits until it is healthy.
+pub fn start_server(cfg: Config) -> SocketAddr {
+    attendant::asr::configure_threads();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+            attendant::server::serve(cfg, listen, move |a| {
+                let _ = tx.send(a);
+            })
+            .await
+            .expect("server");
+        });
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("server bound");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(r) = ureq::get(&format!("http://{addr}/healthz")).call() {
+            if r.status() == 200 {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server never became healthy (models missing?)"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    addr
+}
+
+/// The default server, shared by the tests of one binary.
+pub fn server() -> SocketAddr {
+    static S: OnceLock<SocketAddr> = OnceLock::new();
+    *S.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                std::env::var("ATTENDANT_LOG").unwrap_or_else(|_| "warn".into()),
+            ))
+            .with_test_writer()
+            .try_init();
+        start_server(config(&[]))
+    })
+}
+
+pub fn ws_url(addr: SocketAddr) -> String {
+    format!("ws://{addr}/twilio/stream")
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    repo().join("audio-fixtures").join(name)
+}
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
