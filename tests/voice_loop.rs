@@ -114,7 +114,9 @@ fn faq_question_gets_the_spoken_answer() {
         report.replies[0].at_ms,
         report.replies[0].at_ms + 6000,
     );
-    assert!(greeting.to_lowercase().contains("northwind"), "{greeting}");
+    // (The brand name is invented, so tiny.en may not spell it; check the rest.)
+    let g = greeting.to_lowercase();
+    assert!(g.contains("thanks for calling") && g.contains("opening hours"), "{greeting}");
 }
 
 #[test]

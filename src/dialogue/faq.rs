@@ -320,8 +320,9 @@ impl Dialogue for FaqBot {
             self.misses = 0;
             return self.transfer("bot could not help");
         }
+        // `{transcript}` in the fallback quotes what was heard back.
         self.reply(Reply {
-            say: self.cfg.fallback.clone(),
+            say: self.cfg.fallback.replace("{transcript}", text.trim()),
             actions: vec![],
             source: "fallback".into(),
         })
@@ -426,6 +427,17 @@ mod tests {
         assert_eq!(say(&mut b, "blah blah").source, "fallback");
         assert_eq!(say(&mut b, "zebra crossing").source, "fallback");
         assert_eq!(say(&mut b, "quantum soup").source, "transfer");
+    }
+
+    #[test]
+    fn fallback_can_quote_the_caller() {
+        let mut f = FaqFile::load(None).unwrap();
+        f.fallback = "Did you say {transcript}?".into();
+        let mut b = FaqFactory::new(f).new_dialogue();
+        assert_eq!(
+            say(&mut b, "purple elephants ").say,
+            "Did you say purple elephants?"
+        );
     }
 
     #[test]

@@ -361,11 +361,14 @@ impl Call {
             self.on_turn_event(ev, now).await;
         }
         // Trim the buffer: keep the pre-roll when idle, the whole turn otherwise.
-        let keep_from = match self.det.onset() {
-            Some(onset) => onset.saturating_sub(self.preroll()),
-            None if self.awaiting_final.is_some() || self.spec.is_some() => self.buf_start,
-            None => pos.saturating_sub(self.preroll()),
+        let live = match self.det.onset() {
+            Some(onset) => onset,
+            None if self.spec.is_some() => self.buf_start + self.preroll(),
+            None => pos,
         };
+        // Ended turns still waiting for a transcript keep their audio too.
+        let oldest = self.ended.iter().map(|t| t.onset).min().unwrap_or(u64::MAX);
+        let keep_from = live.min(oldest).saturating_sub(self.preroll());
         if keep_from > self.buf_start {
             let n = ((keep_from - self.buf_start) as usize).min(self.audio.len());
             self.audio.drain(..n);

@@ -195,7 +195,17 @@ async fn drive(socket: WebSocket, s: Shared) {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => {}
             },
-            Some(out) = next_output(&mut call) => match out {
+            out = next_output(&mut call) => match out {
+                // The pipeline ended (it hung up, or failed): end the stream.
+                None => {
+                    call = None;
+                    while let Some(text) = sess.poll_transmit(Instant::now()) {
+                        let _ = tx.send(Message::Text(text.into())).await;
+                    }
+                    close(&mut tx, 1000, "call ended").await;
+                    break;
+                }
+                Some(out) => match out {
                 CallOutput::Audio { reply, ulaw } => {
                     sess.send_audio(&ulaw);
                     if reply != announced {
@@ -216,7 +226,7 @@ async fn drive(socket: WebSocket, s: Shared) {
                     // <Dial>/<Enqueue>); until that is configured, log it.
                     tracing::info!(%target, "transfer requested");
                 }
-            },
+            }},
             _ = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d.into()).await,

@@ -105,6 +105,7 @@ struct Engine {
 
 impl Engine {
     fn load(models: &Path, cfg: &TtsConfig) -> Result<Self, TtsError> {
+        crate::turn::onnx::install_exit_guard();
         let voice = models.join(&cfg.voice);
         let tts_cfg = OfflineTtsConfig {
             model: OfflineTtsModelConfig {
@@ -138,11 +139,17 @@ impl Engine {
             speed: self.speed,
             ..Default::default()
         };
+        static SITE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+        let Ok(_guard) = crate::turn::onnx::InferenceGuard::enter(&SITE) else {
+            return Ok(None);
+        };
         let c = cancel.clone();
         let audio = self.tts.generate_with_config(
             text,
             &gen,
-            Some(move |_: &[f32], _: f32| !c.load(Ordering::Relaxed)),
+            Some(move |_: &[f32], _: f32| {
+                !c.load(Ordering::Relaxed) && !crate::turn::onnx::shutting_down()
+            }),
         );
         if cancel.load(Ordering::Relaxed) {
             return Ok(None);

@@ -2,7 +2,9 @@
 //! sherpa-onnx also uses (models/lib/libonnxruntime.so).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OnnxError {
@@ -12,12 +14,75 @@ pub enum OnnxError {
     Model { path: String, reason: String },
     #[error("inference failed: {0}")]
     Run(String),
+    #[error("the process is shutting down")]
+    ShuttingDown,
+}
+
+static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// Marks one ONNX Runtime call (ours or sherpa-onnx's) as running. At process
+/// exit, ONNX Runtime's static destructors must not run under a live call —
+/// it throws and the process aborts — so exit waits for these to finish.
+///
+/// ONNX Runtime creates many of its statics lazily, on first use, and their
+/// destructors run in reverse order of creation; so the exit hook is
+/// registered again after the first call at each site completes, which puts
+/// it ahead of every static that call created.
+pub struct InferenceGuard(&'static OnceLock<()>);
+
+impl InferenceGuard {
+    /// `site` is a `static OnceLock<()>` owned by the calling code path.
+    pub fn enter(site: &'static OnceLock<()>) -> Result<Self, OnnxError> {
+        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        if SHUTTING_DOWN.load(Ordering::SeqCst) {
+            IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+            return Err(OnnxError::ShuttingDown);
+        }
+        Ok(Self(site))
+    }
+}
+
+impl Drop for InferenceGuard {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+        self.0.get_or_init(register_exit_hook);
+    }
+}
+
+fn register_exit_hook() {
+    // SAFETY: registers a plain extern "C" fn with no captured state; the
+    // handler is idempotent, so registering it several times is harmless.
+    unsafe {
+        libc::atexit(drain_at_exit);
+    }
+}
+
+pub fn shutting_down() -> bool {
+    SHUTTING_DOWN.load(Ordering::SeqCst)
+}
+
+extern "C" fn drain_at_exit() {
+    SHUTTING_DOWN.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while IN_FLIGHT.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Registers the exit hook once. atexit handlers run in reverse order of
+/// registration, so this one runs before the destructors of the already
+/// loaded ONNX Runtime library.
+pub fn install_exit_guard() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(register_exit_hook);
 }
 
 static INIT: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
 
 /// Loads ONNX Runtime once; later calls return the first outcome.
 pub fn init(lib: &Path) -> Result<(), OnnxError> {
+    install_exit_guard();
     INIT.get_or_init(|| {
         ort::init_from(lib)
             .map_err(|e| e.to_string())?

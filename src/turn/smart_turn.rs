@@ -34,6 +34,8 @@ impl SmartTurn {
         let feats = mel::log_mel(&x, FRAMES, true);
         let run = |e: ort::Error| OnnxError::Run(e.to_string());
         let t = Tensor::from_array(([1usize, mel::N_MELS, FRAMES], feats)).map_err(run)?;
+        static TURN_SITE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+        let _g = onnx::InferenceGuard::enter(&TURN_SITE)?;
         let mut s = self.session.lock();
         let out = s.run(ort::inputs!["input_features" => t]).map_err(run)?;
         let (_, p) = out["logits"].try_extract_tensor::<f32>().map_err(run)?;

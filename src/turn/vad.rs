@@ -51,6 +51,8 @@ impl SileroVad {
         let x = Tensor::from_array(([1usize, CONTEXT + WINDOW], input)).map_err(run)?;
         let h = Tensor::from_array(([2usize, 1, 128], st.state.clone())).map_err(run)?;
         let sr = Tensor::from_array((Vec::<i64>::new(), vec![16000i64])).map_err(run)?;
+        static VAD_SITE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+        let _g = onnx::InferenceGuard::enter(&VAD_SITE)?;
         let mut session = self.session.lock();
         let out = session
             .run(ort::inputs!["input" => x, "state" => h, "sr" => sr])
