@@ -134,6 +134,8 @@ struct PendingTurn {
     partials: Vec<String>,
     smart_turn_prob: Option<f32>,
     end_reason: String,
+    /// The speculative transcript started at this turn's latest pause.
+    spec: Option<Spec>,
 }
 
 struct Call {
@@ -166,8 +168,6 @@ struct Call {
     /// Per reply: (TTS asked, turn it answers).
     reply_started_at: HashMap<u32, (Instant, Option<u32>)>,
     first_audio_at: HashMap<u32, Instant>,
-    spec: Option<Spec>,
-    awaiting_final: Option<u32>,
     partial_inflight: bool,
     last_partial_pos: u64,
 
@@ -250,8 +250,6 @@ async fn run(
         turn_timing: HashMap::new(),
         reply_started_at: HashMap::new(),
         first_audio_at: HashMap::new(),
-        spec: None,
-        awaiting_final: None,
         partial_inflight: false,
         last_partial_pos: 0,
         reply_seq: 0,
@@ -282,8 +280,10 @@ async fn run(
     if let Some(p) = c.playing.take() {
         p.cancel.store(true, Ordering::Relaxed);
     }
-    if let Some(s) = c.spec.take() {
-        s.cancel.store(true, Ordering::Relaxed);
+    for t in c.turn.iter_mut().chain(c.ended.iter_mut()) {
+        if let Some(s) = t.spec.take() {
+            s.cancel.store(true, Ordering::Relaxed);
+        }
     }
     c.record.ended_unix_ms = Some(unix_ms());
     if c.record.outcome == "in_progress" {
@@ -363,7 +363,6 @@ impl Call {
         // Trim the buffer: keep the pre-roll when idle, the whole turn otherwise.
         let live = match self.det.onset() {
             Some(onset) => onset,
-            None if self.spec.is_some() => self.buf_start + self.preroll(),
             None => pos,
         };
         // Ended turns still waiting for a transcript keep their audio too.
@@ -432,6 +431,7 @@ impl Call {
                     partials: Vec::new(),
                     smart_turn_prob: None,
                     end_reason: String::new(),
+                    spec: None,
                 });
                 self.last_partial_pos = onset;
                 if let Some(p) = self.playing.as_mut() {
@@ -454,7 +454,7 @@ impl Call {
                 self.resume_if_paused().await;
             }
             TurnEvent::Resumed => {
-                if let Some(s) = self.spec.take() {
+                if let Some(s) = self.turn.as_mut().and_then(|t| t.spec.take()) {
                     s.cancel.store(true, Ordering::Relaxed);
                 }
             }
@@ -470,11 +470,12 @@ impl Call {
                     last_voice + TAIL_SAMPLES,
                 ));
                 if let Ok(p) = self.e.asr.submit(audio.clone(), Priority::Final) {
-                    if let Some(old) = self.spec.replace(Spec {
+                    let spec = Spec {
                         last_voice,
                         cancel: p.cancel.clone(),
                         result: None,
-                    }) {
+                    };
+                    if let Some(old) = self.turn.as_mut().and_then(|t| t.spec.replace(spec)) {
                         old.cancel.store(true, Ordering::Relaxed);
                     }
                     self.forward_asr(AsrKind::Speculative { last_voice }, index, p.result);
@@ -523,7 +524,7 @@ impl Call {
         t.end_reason = reason.into();
         // A short "yes"/"mm-hm" over the bot is a backchannel, not a turn.
         if !t.confirmed && self.bot_audible() {
-            if let Some(s) = self.spec.take() {
+            if let Some(s) = t.spec.take() {
                 s.cancel.store(true, Ordering::Relaxed);
             }
             self.resume_if_paused().await;
@@ -533,21 +534,24 @@ impl Call {
             .end_of_turn
             .observe(now.duration_since(at).as_secs_f64());
         let index = t.index;
-        self.ended.push(t);
-        match self.spec.as_mut() {
-            Some(s) if s.last_voice == last_voice => {
-                if let Some(tr) = s.result.take() {
-                    self.spec = None;
-                    self.on_final(index, tr, true).await;
-                    return;
-                }
-                self.awaiting_final = Some(index);
+        // The speculative transcript serves if it covers exactly this turn.
+        let ready = match t.spec.as_mut() {
+            Some(s) if s.last_voice == last_voice => Some(s.result.take()),
+            _ => None,
+        };
+        match ready {
+            Some(Some(tr)) => {
+                t.spec = None;
+                self.ended.push(t);
+                self.on_final(index, tr, true).await;
             }
-            _ => {
-                if let Some(s) = self.spec.take() {
+            // Still decoding: its result finishes the turn when it arrives.
+            Some(None) => self.ended.push(t),
+            None => {
+                if let Some(s) = t.spec.take() {
                     s.cancel.store(true, Ordering::Relaxed);
                 }
-                self.awaiting_final = Some(index);
+                self.ended.push(t);
                 self.retry_final(index).await;
             }
         }
@@ -568,23 +572,21 @@ impl Call {
                     }
                 }
                 AsrKind::Speculative { last_voice } => {
-                    let Some(s) = self.spec.as_mut().filter(|s| s.last_voice == last_voice) else {
-                        return;
+                    let matches = |t: &PendingTurn| {
+                        t.index == turn
+                            && t.spec.as_ref().is_some_and(|s| s.last_voice == last_voice)
                     };
-                    match result {
-                        Ok(tr) => {
-                            if self.awaiting_final == Some(turn) {
-                                self.spec = None;
-                                self.on_final(turn, tr, true).await;
-                            } else {
-                                s.result = Some(tr);
-                            }
+                    if let Some(t) = self.turn.as_mut().filter(|t| matches(t)) {
+                        // The caller is still in the turn: keep it for the end.
+                        match result {
+                            Ok(tr) => t.spec.as_mut().expect("matched").result = Some(tr),
+                            Err(_) => t.spec = None,
                         }
-                        Err(_) => {
-                            self.spec = None;
-                            if self.awaiting_final == Some(turn) {
-                                self.retry_final(turn).await;
-                            }
+                    } else if let Some(t) = self.ended.iter_mut().find(|t| matches(t)) {
+                        t.spec = None;
+                        match result {
+                            Ok(tr) => self.on_final(turn, tr, true).await,
+                            Err(_) => self.retry_final(turn).await,
                         }
                     }
                 }
@@ -592,7 +594,6 @@ impl Call {
                     Ok(tr) => self.on_final(turn, tr, false).await,
                     Err(err) => {
                         tracing::warn!(error = %err, "final ASR failed");
-                        self.awaiting_final = None;
                         self.ended.retain(|t| t.index != turn);
                     }
                 },
@@ -636,7 +637,6 @@ impl Call {
             Ok(p) => self.forward_asr(AsrKind::Final, turn, p.result),
             Err(err) => {
                 tracing::warn!(error = %err, "ASR unavailable");
-                self.awaiting_final = None;
                 self.ended.retain(|t| t.index != turn);
                 self.resume_if_paused().await;
             }
@@ -644,9 +644,6 @@ impl Call {
     }
 
     async fn on_final(&mut self, turn: u32, tr: Transcript, speculative: bool) {
-        if self.awaiting_final == Some(turn) {
-            self.awaiting_final = None;
-        }
         let Some(pos) = self.ended.iter().position(|t| t.index == turn) else {
             return;
         };
