@@ -3,7 +3,7 @@
 //! pool is busy, so they never delay an answer.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -99,6 +99,9 @@ pub struct Pending {
 pub struct AsrPool {
     finals: Sender<Job>,
     partials: Sender<Job>,
+    /// Jobs queued or decoding; partials run only when a worker is idle.
+    load: Arc<AtomicUsize>,
+    workers: usize,
     pub uses_gpu: bool,
 }
 
@@ -115,15 +118,21 @@ impl AsrPool {
         let ctx = Arc::new(ctx);
         let (finals, final_rx) = bounded::<Job>(cfg.queue.max(1));
         let (partials, partial_rx) = bounded::<Job>(cfg.workers.max(1));
+        let load = Arc::new(AtomicUsize::new(0));
         for i in 0..cfg.workers.max(1) {
             let state = ctx.create_state().map_err(|e| AsrError::Load {
                 path: path.display().to_string(),
                 reason: e.to_string(),
             })?;
-            let (f, p, c) = (final_rx.clone(), partial_rx.clone(), cfg.clone());
+            let (f, p, c, l) = (
+                final_rx.clone(),
+                partial_rx.clone(),
+                cfg.clone(),
+                load.clone(),
+            );
             std::thread::Builder::new()
                 .name(format!("asr-{i}"))
-                .spawn(move || worker(state, f, p, c))
+                .spawn(move || worker(state, f, p, c, l))
                 .map_err(|e| AsrError::Load {
                     path: path.display().to_string(),
                     reason: e.to_string(),
@@ -132,6 +141,8 @@ impl AsrPool {
         Ok(Self {
             finals,
             partials,
+            load,
+            workers: cfg.workers.max(1),
             uses_gpu,
         })
     }
@@ -148,11 +159,22 @@ impl AsrPool {
         };
         let q = match prio {
             Priority::Final => &self.finals,
-            Priority::Partial => &self.partials,
+            Priority::Partial => {
+                // Partials only use idle capacity: on a busy pool a running
+                // partial would delay someone's answer.
+                if self.load.load(Ordering::SeqCst) >= self.workers {
+                    return Err(AsrError::Busy);
+                }
+                &self.partials
+            }
         };
-        q.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => AsrError::Busy,
-            TrySendError::Disconnected(_) => AsrError::Closed,
+        self.load.fetch_add(1, Ordering::SeqCst);
+        q.try_send(job).map_err(|e| {
+            self.load.fetch_sub(1, Ordering::SeqCst);
+            match e {
+                TrySendError::Full(_) => AsrError::Busy,
+                TrySendError::Disconnected(_) => AsrError::Closed,
+            }
         })?;
         Ok(Pending { cancel, result: rx })
     }
@@ -175,6 +197,7 @@ fn worker(
     finals: Receiver<Job>,
     partials: Receiver<Job>,
     cfg: AsrConfig,
+    load: Arc<AtomicUsize>,
 ) {
     loop {
         // Finals first; otherwise wait on both.
@@ -186,6 +209,7 @@ fn worker(
             },
         };
         if job.cancel.load(Ordering::Relaxed) {
+            load.fetch_sub(1, Ordering::SeqCst);
             let _ = job.reply.send(Err(AsrError::Cancelled));
             continue;
         }
@@ -197,6 +221,7 @@ fn worker(
             queue_ms,
             decode_ms: t.elapsed().as_millis() as u64,
         });
+        load.fetch_sub(1, Ordering::SeqCst);
         let _ = job.reply.send(res);
     }
 }
