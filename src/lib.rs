@@ -7,12 +7,14 @@
 //! wires one call's journey together; `server` hosts it; `client` plays the
 //! caller's side for tests and load tests.
 
+pub mod agent;
 pub mod asr;
 pub mod client;
 pub mod config;
 pub mod dialogue;
 pub mod eval;
 pub mod media;
+pub mod nlu;
 pub mod pipeline;
 pub mod server;
 pub mod speech;

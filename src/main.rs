@@ -79,11 +79,58 @@ enum Cmd {
         #[arg(long, env = "ATTENDANT_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Talk to an agent in text: intent, slots, sentiment and action per turn.
+    Chat {
+        #[arg(long, default_value = "agents/bank")]
+        agent: PathBuf,
+        /// Run a file of turns instead of reading the keyboard: a conversation
+        /// test (.toml, expectations checked) or one turn per line
+        /// (`#1234` keys in digits).
+        #[arg(long)]
+        script: Option<PathBuf>,
+        /// Pretend today is this date (YYYY-MM-DD).
+        #[arg(long)]
+        today: Option<chrono::NaiveDate>,
+        #[arg(long, default_value = "models")]
+        models_dir: PathBuf,
+    },
+    /// Evaluate a component on labelled data.
+    Eval {
+        #[command(subcommand)]
+        what: EvalCmd,
+    },
     /// Transcribe a WAV with the configured Whisper model (checks the conversion).
     Transcribe {
         wav: PathBuf,
         #[arg(long, env = "ATTENDANT_CONFIG")]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvalCmd {
+    /// Intent accuracy, macro-F1, out-of-scope precision/recall and latency.
+    Nlu {
+        /// Agent directory whose intents are evaluated.
+        #[arg(long, conflicts_with = "train")]
+        agent: Option<PathBuf>,
+        /// Build a throwaway agent from this labelled CSV (text,category).
+        #[arg(long)]
+        train: Option<PathBuf>,
+        /// Labelled CSV to test on (text,category).
+        #[arg(long)]
+        test: PathBuf,
+        /// Use only the first K training examples of each category.
+        #[arg(long)]
+        shots: Option<usize>,
+        /// Out-of-scope threshold on the top intent probability.
+        #[arg(long, default_value_t = 0.0)]
+        threshold: f32,
+        /// Write the report as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[arg(long, default_value = "models")]
+        models_dir: PathBuf,
     },
 }
 
@@ -205,6 +252,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("wrote {} ({} ms)", out.display(), pcm.len() / 8);
             Ok(())
         }
+        Cmd::Chat { agent, script, today, models_dir } => {
+            tokio::task::spawn_blocking(move || chat(agent, script, today, models_dir)).await?
+        }
+        Cmd::Eval { what } => match what {
+            EvalCmd::Nlu { agent, train, test, shots, threshold, json, models_dir } => {
+                tokio::task::spawn_blocking(move || {
+                    eval_nlu(agent, train, test, shots, threshold, json, models_dir)
+                })
+                .await?
+            }
+        },
         Cmd::Transcribe { wav, config } => {
             let cfg = Config::load(config.as_deref(), std::env::vars())?;
             let (pcm, rate) = audio::read_wav(&wav)?;
@@ -216,4 +274,121 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn eval_nlu(
+    agent: Option<PathBuf>,
+    train: Option<PathBuf>,
+    test: PathBuf,
+    shots: Option<usize>,
+    threshold: f32,
+    json: Option<PathBuf>,
+    models_dir: PathBuf,
+) -> anyhow::Result<()> {
+    use attendant::nlu::{embed::Embedder, eval, intent::IntentModel};
+    use std::sync::Arc;
+    let embedder = Arc::new(Embedder::load(&models_dir.join("nlu/all-MiniLM-L6-v2"))?);
+    let model = match (agent, train) {
+        (Some(dir), None) => {
+            let agent = attendant::agent::Agent::load(&dir)?;
+            agent.build_intent_model(embedder)?
+        }
+        (None, Some(csv)) => {
+            let mut data = eval::read_csv(&csv)?;
+            if let Some(k) = shots {
+                data = eval::first_k_per_category(&data, k);
+            }
+            let ex: Vec<(String, String)> = data.into_iter().map(|d| (d.text, d.category)).collect();
+            eprintln!("training on {} examples", ex.len());
+            IntentModel::train(embedder, &ex, threshold)?
+        }
+        _ => bail!("give --agent DIR or --train CSV"),
+    };
+    let test = eval::read_csv(&test)?;
+    let report = eval::evaluate(&model, &test)?;
+    eval::print_report(&report);
+    if let Some(p) = json {
+        std::fs::write(&p, serde_json::to_string_pretty(&report)?)?;
+    }
+    Ok(())
+}
+
+fn print_turn(t: &attendant::dialogue::manager::TurnTrace, call: &[String]) {
+    let slots: Vec<String> = t.slots.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let senti = t.sentiment.map(|s| format!("{:?} {:+.2}", s.label, s.score)).unwrap_or_else(|| "-".into());
+    println!(
+        "  [intent {} {:.2} | slots {} | sentiment {} | action {}{}{}]",
+        t.intent.as_deref().unwrap_or("none"),
+        t.confidence,
+        if slots.is_empty() { "-".into() } else { slots.join(" ") },
+        senti,
+        t.action,
+        t.kb.as_ref().map(|k| format!(" | kb {} {:.2}", k.id, k.confidence)).unwrap_or_default(),
+        if call.is_empty() { String::new() } else { format!(" | call {}", call.join(",")) },
+    );
+    println!("bot: {}", t.reply);
+}
+
+fn chat(
+    agent: PathBuf,
+    script: Option<PathBuf>,
+    today: Option<chrono::NaiveDate>,
+    models_dir: PathBuf,
+) -> anyhow::Result<()> {
+    use attendant::agent::testing;
+    use attendant::dialogue::manager::{AgentRuntime, Conversation};
+    use attendant::dialogue::TurnInput;
+    use std::io::BufRead;
+    let rt = AgentRuntime::load(&agent, &models_dir)?;
+    eprintln!("agent {} loaded in {} ms", rt.agent.file.agent.name, rt.load_ms);
+    if let Some(p) = script.as_ref().filter(|p| p.extension().is_some_and(|e| e == "toml")) {
+        let mut last = String::new();
+        let (turns, failures) = testing::run_file(&rt, p, |conv, r| {
+            if conv != last {
+                println!("== {conv}");
+                last = conv.to_string();
+            }
+            match (&r.trace.dtmf, r.trace.text.is_empty()) {
+                (Some(d), _) => println!("caller keys: {d}"),
+                (None, _) => println!("caller: {}", r.trace.text),
+            }
+            print_turn(&r.trace, &r.call_actions);
+            for f in &r.failures {
+                println!("  FAIL {f}");
+            }
+        })?;
+        println!("{turns} turns, {} failures", failures.len());
+        if !failures.is_empty() {
+            bail!("{} expectation(s) failed", failures.len());
+        }
+        return Ok(());
+    }
+    let mut conv = Conversation::new(rt.clone());
+    if let Some(d) = today {
+        conv.set_today(d);
+    }
+    println!("bot: {}", conv.greeting().say);
+    let lines: Box<dyn Iterator<Item = String>> = match &script {
+        Some(p) => Box::new(std::fs::read_to_string(p)?.lines().map(str::to_string).collect::<Vec<_>>().into_iter()),
+        None => Box::new(std::io::stdin().lock().lines().map_while(Result::ok)),
+    };
+    for (i, line) in lines.enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let input = match line.strip_prefix('#') {
+            Some(d) => TurnInput { dtmf: Some(d.trim().to_string()), index: i as u32 + 1, ..Default::default() },
+            None => TurnInput { transcript: Some(line.to_string()), index: i as u32 + 1, ..Default::default() },
+        };
+        if script.is_some() {
+            println!("caller: {line}");
+        }
+        let (reply, trace) = conv.turn(&input);
+        print_turn(&trace, &testing::call_action_names(&reply.actions));
+        if conv.state.ended {
+            break;
+        }
+    }
+    Ok(())
 }

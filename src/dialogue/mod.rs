@@ -2,7 +2,9 @@
 //! plus actions out. The voice loop knows nothing else about the "brain", so
 //! a richer dialogue manager can replace the FAQ bot behind this interface.
 
+pub mod backend;
 pub mod faq;
+pub mod manager;
 
 use std::collections::BTreeMap;
 
@@ -61,6 +63,10 @@ pub trait Dialogue: Send + Sync {
     fn greeting(&mut self, call: &CallMeta) -> Reply;
     fn on_turn(&mut self, call: &CallMeta, turn: &TurnInput) -> Reply;
     fn on_interrupted(&mut self, _what: &Interruption) {}
+    /// The conversation state, serialised (for call records and hand-offs).
+    fn state_json(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// Makes one dialogue per call.

@@ -1,0 +1,149 @@
+//! Conversation tests written as files next to an agent (`tests/*.toml`):
+//! each turn gives what the caller says or keys in, and what must happen —
+//! intent, slot values, action, reply fragment, sentiment, call actions.
+//! `cargo test` runs every agent's tests; `attendant chat --script` runs one.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use serde::Deserialize;
+
+use super::{parse_toml, AgentError};
+use crate::dialogue::manager::{AgentRuntime, Conversation, TurnTrace};
+use crate::dialogue::{Action, TurnInput};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestFile {
+    /// Anchors relative dates and the demo records' date rules.
+    pub today: Option<NaiveDate>,
+    pub conversation: Vec<ConversationTest>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConversationTest {
+    pub name: String,
+    /// Expected fragment of the greeting.
+    pub greeting: Option<String>,
+    pub turn: Vec<TurnTest>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnTest {
+    pub user: Option<String>,
+    pub dtmf: Option<String>,
+    /// Expected intent (`none` for out of scope).
+    pub intent: Option<String>,
+    /// Expected action (exact) …
+    pub action: Option<String>,
+    /// … and fragments the reply must contain / must not contain.
+    pub reply: Option<String>,
+    #[serde(default)]
+    pub reply_not: Vec<String>,
+    #[serde(default)]
+    pub slots: BTreeMap<String, String>,
+    /// negative / neutral / positive.
+    pub sentiment: Option<String>,
+    /// Expected call action: `hangup` or `transfer:QUEUE`.
+    pub call: Option<String>,
+}
+
+/// One turn's result: what happened and what did not match.
+pub struct TurnResult {
+    pub trace: TurnTrace,
+    pub call_actions: Vec<String>,
+    pub failures: Vec<String>,
+}
+
+pub fn call_action_names(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .map(|a| match a {
+            Action::Hangup => "hangup".to_string(),
+            Action::Transfer { target, .. } => format!("transfer:{target}"),
+        })
+        .collect()
+}
+
+pub fn check_turn(t: &TurnTest, trace: &TurnTrace, actions: &[String]) -> Vec<String> {
+    let mut f = Vec::new();
+    if let Some(want) = &t.intent {
+        let got = trace.intent.clone().unwrap_or_else(|| "none".into());
+        if &got != want {
+            f.push(format!("intent: want {want}, got {got} ({:.2})", trace.confidence));
+        }
+    }
+    if let Some(want) = &t.action {
+        if &trace.action != want {
+            f.push(format!("action: want {want}, got {}", trace.action));
+        }
+    }
+    if let Some(want) = &t.reply {
+        if !trace.reply.to_lowercase().contains(&want.to_lowercase()) {
+            f.push(format!("reply should contain \"{want}\", got \"{}\"", trace.reply));
+        }
+    }
+    for no in &t.reply_not {
+        if trace.reply.to_lowercase().contains(&no.to_lowercase()) {
+            f.push(format!("reply should not contain \"{no}\", got \"{}\"", trace.reply));
+        }
+    }
+    for (k, v) in &t.slots {
+        match trace.slots.get(k) {
+            Some(got) if got == v => {}
+            got => f.push(format!("slot {k}: want {v}, got {got:?}")),
+        }
+    }
+    if let Some(want) = &t.sentiment {
+        let got = trace.sentiment.map(|s| format!("{:?}", s.label).to_lowercase()).unwrap_or_default();
+        if &got != want {
+            f.push(format!("sentiment: want {want}, got {got} ({:.2})", trace.sentiment.map_or(0.0, |s| s.score)));
+        }
+    }
+    if let Some(want) = &t.call {
+        if !actions.iter().any(|a| a == want) {
+            f.push(format!("call action: want {want}, got {actions:?}"));
+        }
+    }
+    f
+}
+
+pub fn load(path: &Path) -> Result<TestFile, AgentError> {
+    let text = std::fs::read_to_string(path).map_err(|e| AgentError::File { file: path.to_path_buf(), msg: e.to_string() })?;
+    parse_toml(path, &text)
+}
+
+/// Runs every conversation in a test file; returns (turns run, failures as
+/// "conversation / turn N: problem").
+pub fn run_file(rt: &Arc<AgentRuntime>, path: &Path, mut each: impl FnMut(&str, &TurnResult)) -> Result<(usize, Vec<String>), AgentError> {
+    let file = load(path)?;
+    let mut failures = Vec::new();
+    let mut turns = 0;
+    for conv in &file.conversation {
+        let mut c = Conversation::new(rt.clone());
+        if let Some(d) = file.today {
+            c.set_today(d);
+        }
+        let g = c.greeting();
+        if let Some(want) = &conv.greeting {
+            if !g.say.to_lowercase().contains(&want.to_lowercase()) {
+                failures.push(format!("{} / greeting: want \"{want}\", got \"{}\"", conv.name, g.say));
+            }
+        }
+        for (i, t) in conv.turn.iter().enumerate() {
+            turns += 1;
+            let input = TurnInput { transcript: t.user.clone(), dtmf: t.dtmf.clone(), speech_ms: 0, index: i as u32 + 1 };
+            let (reply, trace) = c.turn(&input);
+            let acts = call_action_names(&reply.actions);
+            let fails = check_turn(t, &trace, &acts);
+            let res = TurnResult { trace, call_actions: acts, failures: fails };
+            each(&conv.name, &res);
+            failures.extend(res.failures.iter().map(|f| format!("{} / turn {}: {f}", conv.name, i + 1)));
+        }
+    }
+    Ok((turns, failures))
+}

@@ -1,0 +1,136 @@
+//! Sentence embeddings with all-MiniLM-L6-v2 (BERT, 6 layers, 384 dims) run by
+//! candle: mean pooling over real tokens, then L2 normalisation, exactly as
+//! sentence-transformers' pooling config for this model says.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
+
+use super::NluError;
+
+/// Where `models/fetch.py` puts the model.
+pub const DEFAULT_DIR: &str = "models/nlu/all-MiniLM-L6-v2";
+/// The model's output size.
+pub const DIM: usize = 384;
+/// Caller turns are short; longer text is truncated (the model was trained on
+/// up to 128 word pieces anyway).
+const MAX_TOKENS: usize = 128;
+/// Sentences per forward pass when embedding a batch (training examples).
+const BATCH: usize = 64;
+
+pub struct Embedder {
+    model: BertModel,
+    tokenizer: Tokenizer,
+    device: Device,
+}
+
+impl Embedder {
+    pub fn load(dir: &Path) -> Result<Self, NluError> {
+        let missing = |p: PathBuf| NluError::Model(format!("{} is missing (run scripts/setup.sh)", p.display()));
+        let cfg_path = dir.join("config.json");
+        let weights = dir.join("model.safetensors");
+        let tok_path = dir.join("tokenizer.json");
+        for p in [&cfg_path, &weights, &tok_path] {
+            if !p.exists() {
+                return Err(missing(p.clone()));
+            }
+        }
+        let cfg_text = std::fs::read_to_string(&cfg_path).map_err(|e| NluError::Model(e.to_string()))?;
+        let config: Config = serde_json::from_str(&cfg_text)
+            .map_err(|e| NluError::Model(format!("{}: {e}", cfg_path.display())))?;
+        let device = Device::Cpu;
+        // SAFETY: the weights file is not modified while mapped; fetch.py
+        // replaces files by rename, so a running server keeps its old mapping.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &device) }
+            .map_err(|e| NluError::Model(e.to_string()))?;
+        let model = BertModel::load(vb, &config).map_err(|e| NluError::Model(e.to_string()))?;
+        let mut tokenizer =
+            Tokenizer::from_file(&tok_path).map_err(|e| NluError::Model(format!("{}: {e}", tok_path.display())))?;
+        tokenizer
+            .with_truncation(Some(TruncationParams { max_length: MAX_TOKENS, ..Default::default() }))
+            .map_err(|e| NluError::Model(e.to_string()))?;
+        tokenizer.with_padding(Some(PaddingParams::default()));
+        Ok(Self { model, tokenizer, device })
+    }
+
+    /// Embeds one sentence.
+    pub fn embed(&self, text: &str) -> Result<Vec<f32>, NluError> {
+        Ok(self.embed_batch(&[text])?.pop().unwrap_or_default())
+    }
+
+    /// Embeds many sentences, batching similar lengths together so padding
+    /// stays small. Output order follows input order.
+    pub fn embed_many<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>, NluError> {
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| texts[i].as_ref().len());
+        let chunks: Vec<&[usize]> = order.chunks(BATCH).collect();
+        // candle runs most of a small BERT on one core; batches are
+        // independent, so spread them over the machine's cores.
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(chunks.len().max(1));
+        let results: Vec<Result<Vec<(usize, Vec<f32>)>, NluError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers)
+                .map(|w| {
+                    let chunks = &chunks;
+                    s.spawn(move || {
+                        let mut out = Vec::new();
+                        for chunk in chunks.iter().skip(w).step_by(workers) {
+                            let batch: Vec<&str> = chunk.iter().map(|&i| texts[i].as_ref()).collect();
+                            out.extend(chunk.iter().copied().zip(self.embed_batch(&batch)?));
+                        }
+                        Ok(out)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(NluError::Model("embedding worker panicked".into()))))
+                .collect()
+        });
+        let mut out = vec![Vec::new(); texts.len()];
+        for r in results {
+            for (i, v) in r? {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, NluError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let err = |e: candle_core::Error| NluError::Model(e.to_string());
+        let enc = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| NluError::Model(e.to_string()))?;
+        let len = enc.iter().map(|e| e.get_ids().len()).max().unwrap_or(0);
+        let n = texts.len();
+        let mut ids = Vec::with_capacity(n * len);
+        let mut mask = Vec::with_capacity(n * len);
+        for e in &enc {
+            ids.extend(e.get_ids().iter().map(|&x| x as i64));
+            mask.extend(e.get_attention_mask().iter().map(|&x| x as i64));
+        }
+        let ids = Tensor::from_vec(ids, (n, len), &self.device).map_err(err)?;
+        let mask = Tensor::from_vec(mask, (n, len), &self.device).map_err(err)?;
+        let types = ids.zeros_like().map_err(err)?;
+        let hidden = self.model.forward(&ids, &types, Some(&mask)).map_err(err)?;
+        // Mean over real tokens only.
+        let m = mask.to_dtype(DType::F32).map_err(err)?.unsqueeze(2).map_err(err)?;
+        let summed = hidden.broadcast_mul(&m).map_err(err)?.sum(1).map_err(err)?;
+        let counts = m.sum(1).map_err(err)?.clamp(1e-9, f32::MAX).map_err(err)?;
+        let mean = summed.broadcast_div(&counts).map_err(err)?;
+        let norm = mean.sqr().map_err(err)?.sum_keepdim(1).map_err(err)?.sqrt().map_err(err)?;
+        let unit = mean.broadcast_div(&norm.clamp(1e-12, f32::MAX).map_err(err)?).map_err(err)?;
+        unit.to_vec2::<f32>().map_err(err)
+    }
+}
+
+/// Cosine similarity of two unit vectors.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}

@@ -1,0 +1,92 @@
+//! Intents: examples → embeddings → classifier, with an out-of-scope decision.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::classifier::{Classifier, TrainParams};
+use super::embed::Embedder;
+use super::NluError;
+
+/// The label an agent may give to examples of things it does not handle;
+/// they train a real class so "what's the weather" lands somewhere harmless.
+pub const OUT_OF_SCOPE: &str = "out_of_scope";
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct IntentGuess {
+    /// `None` when the utterance is out of scope.
+    pub intent: Option<String>,
+    pub confidence: f32,
+    /// The best few (name, probability), best first.
+    pub ranking: Vec<(String, f32)>,
+}
+
+pub struct IntentModel {
+    embedder: Arc<Embedder>,
+    names: Vec<String>,
+    clf: Classifier,
+    /// Below this top probability the turn is out of scope.
+    pub threshold: f32,
+    pub train_ms: u64,
+}
+
+impl IntentModel {
+    /// Trains from `(text, intent)` pairs.
+    pub fn train(
+        embedder: Arc<Embedder>,
+        examples: &[(String, String)],
+        threshold: f32,
+    ) -> Result<Self, NluError> {
+        let t0 = Instant::now();
+        let mut index: BTreeMap<&str, usize> = BTreeMap::new();
+        for (_, label) in examples {
+            let next = index.len();
+            index.entry(label.as_str()).or_insert(next);
+        }
+        let mut names = vec![String::new(); index.len()];
+        for (name, &i) in &index {
+            names[i] = name.to_string();
+        }
+        let texts: Vec<String> = examples.iter().map(|(t, _)| prepare(t)).collect();
+        let feats = embedder.embed_many(&texts)?;
+        let labels: Vec<usize> = examples.iter().map(|(_, l)| index[l.as_str()]).collect();
+        let params = TrainParams::default();
+        let clf = Classifier::train(&feats, &labels, names.len(), &params)?;
+        Ok(Self { embedder, names, clf, threshold, train_ms: t0.elapsed().as_millis() as u64 })
+    }
+
+    pub fn intents(&self) -> &[String] {
+        &self.names
+    }
+
+    pub fn embedder(&self) -> &Arc<Embedder> {
+        &self.embedder
+    }
+
+    pub fn classify(&self, text: &str) -> Result<IntentGuess, NluError> {
+        let v = self.embedder.embed(&prepare(text))?;
+        Ok(self.classify_embedding(&v))
+    }
+
+    pub fn classify_embedding(&self, v: &[f32]) -> IntentGuess {
+        let p = self.clf.predict(v);
+        let mut ranked: Vec<(usize, f32)> = p.iter().copied().enumerate().collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let (best, conf) = ranked.first().copied().unwrap_or((0, 0.0));
+        let name = &self.names[best];
+        let intent = (conf >= self.threshold && name != OUT_OF_SCOPE).then(|| name.clone());
+        IntentGuess {
+            intent,
+            confidence: conf,
+            ranking: ranked.iter().take(3).map(|&(i, p)| (self.names[i].clone(), p)).collect(),
+        }
+    }
+}
+
+/// ASR output and typed examples should look alike to the model: lower case,
+/// no trailing punctuation noise.
+fn prepare(text: &str) -> String {
+    text.trim().to_lowercase()
+}
