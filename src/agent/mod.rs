@@ -142,6 +142,10 @@ pub struct SlotDef {
     /// Never echo the value (PINs); logs and records mask it.
     #[serde(default)]
     pub secret: bool,
+    /// Keep the value for the rest of the call (identity slots), instead of
+    /// asking again when another flow starts.
+    #[serde(default)]
+    pub keep: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -280,7 +284,7 @@ pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str
 
 const SLOT_KEYS: &[&str] = &[
     "type", "length", "min_length", "max_length", "min", "max", "pattern", "values", "currency", "direction",
-    "min_words", "prompt", "reprompt", "dtmf", "secret",
+    "min_words", "prompt", "reprompt", "dtmf", "secret", "keep",
 ];
 
 impl Agent {

@@ -359,6 +359,10 @@ impl Conversation {
     fn start_flow(&mut self, out: &mut Out, def: &FlowDef, text: &str, filled: &mut BTreeMap<String, String>) {
         self.state.flow = Some(FlowState { name: def.name.clone(), ..Default::default() });
         self.state.pending = None;
+        // A new request starts clean, except for what identifies the caller.
+        self.state.vars.clear();
+        let keep: Vec<String> = self.rt.agent.file.slot.iter().filter(|(_, d)| d.keep).map(|(k, _)| k.clone()).collect();
+        self.state.slots.retain(|k, _| keep.contains(k));
         out.action = format!("start:{}", def.name);
         // Take what the caller already said ("my order 123456 is late").
         for step in &def.step {
@@ -582,7 +586,14 @@ impl Conversation {
             }
         }
 
-        // 3. Global intents.
+        // 3. Global intents. While a question is open, a soft "repeat" or
+        // "help" guess is more likely a failed answer than a request.
+        let waiting = self.current_step().is_some_and(|s| s.collect.is_some() || s.confirm.is_some());
+        let soft = guess.is_some_and(|g| g.confidence < 0.65);
+        let builtin = match builtin {
+            Some(Builtin::Repeat | Builtin::Help) if waiting && soft => None,
+            b => b,
+        };
         match builtin {
             Some(Builtin::Transfer) => {
                 self.transfer(out, None, "caller asked for a person", &prompts.transfer);
