@@ -65,6 +65,8 @@ pub struct TwilioConfig {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DialogueConfig {
+    /// Agent directory (intents, flows, knowledge); empty runs the FAQ bot.
+    pub agent: String,
     pub faq: String,
 }
 

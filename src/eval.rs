@@ -32,7 +32,7 @@ fn number_words(n: u64) -> String {
         0..=19 => SMALL[n as usize].to_string(),
         20..=99 => {
             let t = TENS[(n / 10) as usize];
-            if n % 10 == 0 {
+            if n.is_multiple_of(10) {
                 t.to_string()
             } else {
                 format!("{t} {}", SMALL[(n % 10) as usize])

@@ -252,11 +252,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("wrote {} ({} ms)", out.display(), pcm.len() / 8);
             Ok(())
         }
-        Cmd::Chat { agent, script, today, models_dir } => {
-            tokio::task::spawn_blocking(move || chat(agent, script, today, models_dir)).await?
-        }
+        Cmd::Chat {
+            agent,
+            script,
+            today,
+            models_dir,
+        } => tokio::task::spawn_blocking(move || chat(agent, script, today, models_dir)).await?,
         Cmd::Eval { what } => match what {
-            EvalCmd::Nlu { agent, train, test, shots, threshold, json, models_dir } => {
+            EvalCmd::Nlu {
+                agent,
+                train,
+                test,
+                shots,
+                threshold,
+                json,
+                models_dir,
+            } => {
                 tokio::task::spawn_blocking(move || {
                     eval_nlu(agent, train, test, shots, threshold, json, models_dir)
                 })
@@ -298,7 +309,8 @@ fn eval_nlu(
             if let Some(k) = shots {
                 data = eval::first_k_per_category(&data, k);
             }
-            let ex: Vec<(String, String)> = data.into_iter().map(|d| (d.text, d.category)).collect();
+            let ex: Vec<(String, String)> =
+                data.into_iter().map(|d| (d.text, d.category)).collect();
             eprintln!("training on {} examples", ex.len());
             IntentModel::train(embedder, &ex, threshold)?
         }
@@ -315,16 +327,29 @@ fn eval_nlu(
 
 fn print_turn(t: &attendant::dialogue::manager::TurnTrace, call: &[String]) {
     let slots: Vec<String> = t.slots.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let senti = t.sentiment.map(|s| format!("{:?} {:+.2}", s.label, s.score)).unwrap_or_else(|| "-".into());
+    let senti = t
+        .sentiment
+        .map(|s| format!("{:?} {:+.2}", s.label, s.score))
+        .unwrap_or_else(|| "-".into());
     println!(
         "  [intent {} {:.2} | slots {} | sentiment {} | action {}{}{}]",
         t.intent.as_deref().unwrap_or("none"),
         t.confidence,
-        if slots.is_empty() { "-".into() } else { slots.join(" ") },
+        if slots.is_empty() {
+            "-".into()
+        } else {
+            slots.join(" ")
+        },
         senti,
         t.action,
-        t.kb.as_ref().map(|k| format!(" | kb {} {:.2}", k.id, k.confidence)).unwrap_or_default(),
-        if call.is_empty() { String::new() } else { format!(" | call {}", call.join(",")) },
+        t.kb.as_ref()
+            .map(|k| format!(" | kb {} {:.2}", k.id, k.confidence))
+            .unwrap_or_default(),
+        if call.is_empty() {
+            String::new()
+        } else {
+            format!(" | call {}", call.join(","))
+        },
     );
     println!("bot: {}", t.reply);
 }
@@ -340,8 +365,14 @@ fn chat(
     use attendant::dialogue::TurnInput;
     use std::io::BufRead;
     let rt = AgentRuntime::load(&agent, &models_dir)?;
-    eprintln!("agent {} loaded in {} ms", rt.agent.file.agent.name, rt.load_ms);
-    if let Some(p) = script.as_ref().filter(|p| p.extension().is_some_and(|e| e == "toml")) {
+    eprintln!(
+        "agent {} loaded in {} ms",
+        rt.agent.file.agent.name, rt.load_ms
+    );
+    if let Some(p) = script
+        .as_ref()
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+    {
         let mut last = String::new();
         let (turns, failures) = testing::run_file(&rt, p, |conv, r| {
             if conv != last {
@@ -369,7 +400,13 @@ fn chat(
     }
     println!("bot: {}", conv.greeting().say);
     let lines: Box<dyn Iterator<Item = String>> = match &script {
-        Some(p) => Box::new(std::fs::read_to_string(p)?.lines().map(str::to_string).collect::<Vec<_>>().into_iter()),
+        Some(p) => Box::new(
+            std::fs::read_to_string(p)?
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+                .into_iter(),
+        ),
         None => Box::new(std::io::stdin().lock().lines().map_while(Result::ok)),
     };
     for (i, line) in lines.enumerate() {
@@ -378,8 +415,16 @@ fn chat(
             continue;
         }
         let input = match line.strip_prefix('#') {
-            Some(d) => TurnInput { dtmf: Some(d.trim().to_string()), index: i as u32 + 1, ..Default::default() },
-            None => TurnInput { transcript: Some(line.to_string()), index: i as u32 + 1, ..Default::default() },
+            Some(d) => TurnInput {
+                dtmf: Some(d.trim().to_string()),
+                index: i as u32 + 1,
+                ..Default::default()
+            },
+            None => TurnInput {
+                transcript: Some(line.to_string()),
+                index: i as u32 + 1,
+                ..Default::default()
+            },
         };
         if script.is_some() {
             println!("caller: {line}");

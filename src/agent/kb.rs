@@ -41,21 +41,45 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Article>, AgentError> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(out);
     };
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "md")).collect();
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .collect();
     paths.sort();
     for p in paths {
-        out.push(parse_article(&p, &std::fs::read_to_string(&p).map_err(|e| AgentError::File { file: p.clone(), msg: e.to_string() })?)?);
+        out.push(parse_article(
+            &p,
+            &std::fs::read_to_string(&p).map_err(|e| AgentError::File {
+                file: p.clone(),
+                msg: e.to_string(),
+            })?,
+        )?);
     }
     Ok(out)
 }
 
 pub fn parse_article(path: &Path, text: &str) -> Result<Article, AgentError> {
-    let err = |line: usize, msg: &str| AgentError::At { file: path.to_path_buf(), line, msg: msg.to_string() };
-    let rest = text.strip_prefix("+++\n").ok_or_else(|| err(1, "an article starts with +++ front matter (title, questions)"))?;
-    let end = rest.find("\n+++").ok_or_else(|| err(1, "front matter is not closed with +++"))?;
+    let err = |line: usize, msg: &str| AgentError::At {
+        file: path.to_path_buf(),
+        line,
+        msg: msg.to_string(),
+    };
+    let rest = text.strip_prefix("+++\n").ok_or_else(|| {
+        err(
+            1,
+            "an article starts with +++ front matter (title, questions)",
+        )
+    })?;
+    let end = rest
+        .find("\n+++")
+        .ok_or_else(|| err(1, "front matter is not closed with +++"))?;
     let front_text = &rest[..end];
     let front: Front = parse_toml(path, front_text).map_err(|e| match e {
-        AgentError::At { file, line, msg } => AgentError::At { file, line: line + 1, msg },
+        AgentError::At { file, line, msg } => AgentError::At {
+            file,
+            line: line + 1,
+            msg,
+        },
         other => other,
     })?;
     let body_start = 4 + end + 4;
@@ -71,20 +95,42 @@ pub fn parse_article(path: &Path, text: &str) -> Result<Article, AgentError> {
     for (i, line) in body.lines().enumerate() {
         let l = line.to_lowercase();
         if l.contains("http://") || l.contains("https://") || l.contains("www.") {
-            return Err(err(body_line + i, "answers are spoken: say where to go instead of reading out a URL"));
+            return Err(err(
+                body_line + i,
+                "answers are spoken: say where to go instead of reading out a URL",
+            ));
         }
         if line.trim_start().starts_with('#') || line.contains("**") || line.contains("](") {
-            return Err(err(body_line + i, "answers are spoken: no Markdown headings, bold or links"));
+            return Err(err(
+                body_line + i,
+                "answers are spoken: no Markdown headings, bold or links",
+            ));
         }
     }
     let answer = body.split_whitespace().collect::<Vec<_>>().join(" ");
     for s in crate::speech::sentences::split(&answer) {
         if s.split_whitespace().count() > MAX_SENTENCE_WORDS {
-            return Err(err(body_line, &format!("sentence too long to follow by ear ({} words > {MAX_SENTENCE_WORDS}): \"{s}\"", s.split_whitespace().count())));
+            return Err(err(
+                body_line,
+                &format!(
+                    "sentence too long to follow by ear ({} words > {MAX_SENTENCE_WORDS}): \"{s}\"",
+                    s.split_whitespace().count()
+                ),
+            ));
         }
     }
-    let id = path.file_stem().and_then(|s| s.to_str()).unwrap_or("article").to_string();
-    Ok(Article { id, title: front.title, questions: front.questions, answer, path: path.to_path_buf() })
+    let id = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("article")
+        .to_string();
+    Ok(Article {
+        id,
+        title: front.title,
+        questions: front.questions,
+        answer,
+        path: path.to_path_buf(),
+    })
 }
 
 pub struct KnowledgeBase {
@@ -131,10 +177,19 @@ impl KnowledgeBase {
         parser.set_field_boost(questions, 1.5);
         let mut vectors = Vec::new();
         for a in &articles {
-            let texts: Vec<String> = std::iter::once(a.title.to_lowercase()).chain(a.questions.iter().map(|q| q.to_lowercase())).collect();
+            let texts: Vec<String> = std::iter::once(a.title.to_lowercase())
+                .chain(a.questions.iter().map(|q| q.to_lowercase()))
+                .collect();
             vectors.push(embedder.embed_many(&texts)?);
         }
-        Ok(Self { articles, vectors, index, reader, parser, id_field })
+        Ok(Self {
+            articles,
+            vectors,
+            index,
+            reader,
+            parser,
+            id_field,
+        })
     }
 
     pub fn article(&self, id: &str) -> Option<&Article> {
@@ -148,7 +203,16 @@ impl KnowledgeBase {
     /// BM25 scores by article id (best first).
     fn bm25(&self, text: &str) -> Vec<(String, f32)> {
         // Free text from ASR: strip query syntax, OR the words together.
-        let clean: String = text.chars().map(|c| if c.is_alphanumeric() || c == '\'' { c } else { ' ' }).collect();
+        let clean: String = text
+            .chars()
+            .map(|c| {
+                if c.is_alphanumeric() || c == '\'' {
+                    c
+                } else {
+                    ' '
+                }
+            })
+            .collect();
         let clean = clean.replace('\'', " ");
         if clean.trim().is_empty() {
             return Vec::new();
@@ -180,7 +244,12 @@ impl KnowledgeBase {
             // an answer on keyword overlap alone.
             let conf = (sim + 0.08 * (b / top_bm)).min(1.0);
             if best.as_ref().is_none_or(|h| conf > h.confidence) {
-                best = Some(KbHit { id: a.id.clone(), title: a.title.clone(), confidence: conf, bm25: b });
+                best = Some(KbHit {
+                    id: a.id.clone(),
+                    title: a.title.clone(),
+                    confidence: conf,
+                    bm25: b,
+                });
             }
         }
         best
@@ -197,7 +266,11 @@ mod tests {
         let ok = parse_article(p, "+++\ntitle = \"Hours\"\nquestions = [\"when are you open\"]\n+++\nWe are open nine to five.\n").unwrap();
         assert_eq!(ok.id, "x");
         assert_eq!(ok.answer, "We are open nine to five.");
-        let e = parse_article(p, "+++\ntitle = \"Hours\"\nquestions = [\"q\"]\n+++\nSee https://example.com.\n").unwrap_err();
+        let e = parse_article(
+            p,
+            "+++\ntitle = \"Hours\"\nquestions = [\"q\"]\n+++\nSee https://example.com.\n",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("x.md:5"), "{e}");
         let e = parse_article(p, "+++\ntitle = 3\nquestions = [\"q\"]\n+++\nA.\n").unwrap_err();
         assert!(e.to_string().contains("x.md:2"), "{e}");

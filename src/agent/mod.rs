@@ -31,7 +31,11 @@ use crate::nlu::NluError;
 #[derive(Debug, Error)]
 pub enum AgentError {
     #[error("{file}:{line}: {msg}")]
-    At { file: PathBuf, line: usize, msg: String },
+    At {
+        file: PathBuf,
+        line: usize,
+        msg: String,
+    },
     #[error("{file}: {msg}")]
     File { file: PathBuf, msg: String },
     #[error(transparent)]
@@ -77,7 +81,11 @@ pub struct NluSettings {
 
 impl Default for NluSettings {
     fn default() -> Self {
-        Self { intent_threshold: 0.45, kb_answer: 0.62, kb_clarify: 0.45 }
+        Self {
+            intent_threshold: 0.45,
+            kb_answer: 0.62,
+            kb_clarify: 0.45,
+        }
     }
 }
 
@@ -126,7 +134,11 @@ pub struct TransferSettings {
 
 impl Default for TransferSettings {
     fn default() -> Self {
-        Self { default: "queue:general".into(), max_fallbacks: 2, slot_tries: 3 }
+        Self {
+            default: "queue:general".into(),
+            max_fallbacks: 2,
+            slot_tries: 3,
+        }
     }
 }
 
@@ -260,7 +272,10 @@ pub struct Agent {
 }
 
 fn read(path: &Path) -> Result<String, AgentError> {
-    std::fs::read_to_string(path).map_err(|e| AgentError::File { file: path.to_path_buf(), msg: e.to_string() })
+    std::fs::read_to_string(path).map_err(|e| AgentError::File {
+        file: path.to_path_buf(),
+        msg: e.to_string(),
+    })
 }
 
 /// 1-based line of a byte offset.
@@ -274,7 +289,10 @@ fn line_of(text: &str, needle: &str) -> usize {
     text.find(needle).map_or(1, |o| line_at(text, o))
 }
 
-pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, AgentError> {
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    text: &str,
+) -> Result<T, AgentError> {
     toml::from_str(text).map_err(|e| AgentError::At {
         file: path.to_path_buf(),
         line: e.span().map_or(1, |s| line_at(text, s.start)),
@@ -283,8 +301,22 @@ pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str
 }
 
 const SLOT_KEYS: &[&str] = &[
-    "type", "length", "min_length", "max_length", "min", "max", "pattern", "values", "currency", "direction",
-    "min_words", "prompt", "reprompt", "dtmf", "secret", "keep",
+    "type",
+    "length",
+    "min_length",
+    "max_length",
+    "min",
+    "max",
+    "pattern",
+    "values",
+    "currency",
+    "direction",
+    "min_words",
+    "prompt",
+    "reprompt",
+    "dtmf",
+    "secret",
+    "keep",
 ];
 
 impl Agent {
@@ -302,7 +334,12 @@ impl Agent {
             for (name, def) in slots {
                 if let toml::Value::Table(t) = def {
                     if let Some(k) = t.keys().find(|k| !SLOT_KEYS.contains(&k.as_str())) {
-                        return Err(at(&agent_path, &agent_text, &format!("{k} ="), format!("slot `{name}`: unknown key `{k}`")));
+                        return Err(at(
+                            &agent_path,
+                            &agent_text,
+                            &format!("{k} ="),
+                            format!("slot `{name}`: unknown key `{k}`"),
+                        ));
                     }
                 }
             }
@@ -311,19 +348,39 @@ impl Agent {
         for (name, s) in &file.slot {
             let needle = format!("[slot.{name}]");
             let Some(kind) = s.spec.kind else {
-                return Err(at(&agent_path, &agent_text, &needle, format!("slot `{name}` needs a `type`")));
+                return Err(at(
+                    &agent_path,
+                    &agent_text,
+                    &needle,
+                    format!("slot `{name}` needs a `type`"),
+                ));
             };
             if kind == SlotKind::Choice && s.spec.values.is_empty() {
-                return Err(at(&agent_path, &agent_text, &needle, format!("choice slot `{name}` needs `values`")));
+                return Err(at(
+                    &agent_path,
+                    &agent_text,
+                    &needle,
+                    format!("choice slot `{name}` needs `values`"),
+                ));
             }
             if let Some(p) = &s.spec.pattern {
                 if let Err(e) = regex::Regex::new(p) {
-                    return Err(at(&agent_path, &agent_text, p, format!("slot `{name}`: bad pattern: {e}")));
+                    return Err(at(
+                        &agent_path,
+                        &agent_text,
+                        p,
+                        format!("slot `{name}`: bad pattern: {e}"),
+                    ));
                 }
             }
             if let Some(d) = &s.spec.direction {
                 if d != "past" && d != "future" {
-                    return Err(at(&agent_path, &agent_text, &needle, format!("slot `{name}`: direction is past or future")));
+                    return Err(at(
+                        &agent_path,
+                        &agent_text,
+                        &needle,
+                        format!("slot `{name}`: direction is past or future"),
+                    ));
                 }
             }
         }
@@ -335,17 +392,33 @@ impl Agent {
         for i in &intents.intent {
             let needle = format!("\"{}\"", i.name);
             if !names.insert(i.name.clone()) {
-                return Err(at(&intents_path, &intents_text, &needle, format!("intent `{}` defined twice", i.name)));
+                return Err(at(
+                    &intents_path,
+                    &intents_text,
+                    &needle,
+                    format!("intent `{}` defined twice", i.name),
+                ));
             }
             if i.examples.len() < 2 {
-                return Err(at(&intents_path, &intents_text, &needle, format!("intent `{}` needs at least 2 examples", i.name)));
+                return Err(at(
+                    &intents_path,
+                    &intents_text,
+                    &needle,
+                    format!("intent `{}` needs at least 2 examples", i.name),
+                ));
             }
         }
         for b in [Builtin::Transfer, Builtin::Repeat, Builtin::Goodbye] {
             if !intents.intent.iter().any(|i| i.builtin == Some(b)) {
                 return Err(AgentError::File {
                     file: intents_path.clone(),
-                    msg: format!("no intent has builtin = \"{}\"", serde_json::to_value(b).unwrap_or_default().as_str().unwrap_or("")),
+                    msg: format!(
+                        "no intent has builtin = \"{}\"",
+                        serde_json::to_value(b)
+                            .unwrap_or_default()
+                            .as_str()
+                            .unwrap_or("")
+                    ),
                 });
             }
         }
@@ -357,30 +430,60 @@ impl Agent {
         for f in &flows.flow {
             let fneedle = format!("\"{}\"", f.name);
             if !names.contains(&f.intent) {
-                return Err(at(&flows_path, &flows_text, &format!("\"{}\"", f.intent), format!("flow `{}`: unknown intent `{}`", f.name, f.intent)));
+                return Err(at(
+                    &flows_path,
+                    &flows_text,
+                    &format!("\"{}\"", f.intent),
+                    format!("flow `{}`: unknown intent `{}`", f.name, f.intent),
+                ));
             }
             if !flow_intents.insert(f.intent.clone()) {
-                return Err(at(&flows_path, &flows_text, &fneedle, format!("intent `{}` starts two flows", f.intent)));
+                return Err(at(
+                    &flows_path,
+                    &flows_text,
+                    &fneedle,
+                    format!("intent `{}` starts two flows", f.intent),
+                ));
             }
             if f.step.is_empty() {
-                return Err(at(&flows_path, &flows_text, &fneedle, format!("flow `{}` has no steps", f.name)));
+                return Err(at(
+                    &flows_path,
+                    &flows_text,
+                    &fneedle,
+                    format!("flow `{}` has no steps", f.name),
+                ));
             }
             for s in &f.step {
                 let verbs = [s.collect.is_some(), s.confirm.is_some(), s.lookup.is_some()]
                     .iter()
                     .filter(|x| **x)
                     .count();
-                if verbs > 1 || (verbs == 0 && s.say.is_none() && s.transfer.is_none() && !s.hangup) {
+                if verbs > 1 || (verbs == 0 && s.say.is_none() && s.transfer.is_none() && !s.hangup)
+                {
                     return Err(at(&flows_path, &flows_text, &fneedle, format!("flow `{}`: each step needs exactly one of collect, confirm, lookup, say, transfer", f.name)));
                 }
                 for slot in s.collect.iter().chain(&s.recollect).chain(&s.retry) {
                     if !file.slot.contains_key(slot) {
-                        return Err(at(&flows_path, &flows_text, &format!("\"{slot}\""), format!("flow `{}`: unknown slot `{slot}`", f.name)));
+                        return Err(at(
+                            &flows_path,
+                            &flows_text,
+                            &format!("\"{slot}\""),
+                            format!("flow `{}`: unknown slot `{slot}`", f.name),
+                        ));
                     }
                 }
                 if let Some(l) = &s.lookup {
                     if !crate::dialogue::backend::LOOKUPS.contains(&l.as_str()) {
-                        return Err(at(&flows_path, &flows_text, &format!("\"{l}\""), format!("flow `{}`: unknown lookup `{l}` (known: {})", f.name, crate::dialogue::backend::LOOKUPS.join(", "))));
+                        return Err(at(
+                            &flows_path,
+                            &flows_text,
+                            &format!("\"{l}\""),
+                            format!(
+                                "flow `{}`: unknown lookup `{l}` (known: {})",
+                                f.name,
+                                crate::dialogue::backend::LOOKUPS.join(", ")
+                            ),
+                        ));
                     }
                 }
             }
@@ -394,7 +497,14 @@ impl Agent {
         } else {
             toml::Table::new()
         };
-        Ok(Self { dir: dir.to_path_buf(), file, intents: intents.intent, flows: flows.flow, kb, data })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            file,
+            intents: intents.intent,
+            flows: flows.flow,
+            kb,
+            data,
+        })
     }
 
     /// Training pairs: each intent's examples, plus every knowledge article's
@@ -415,7 +525,11 @@ impl Agent {
     }
 
     pub fn build_intent_model(&self, embedder: Arc<Embedder>) -> Result<IntentModel, AgentError> {
-        Ok(IntentModel::train(embedder, &self.training_examples(), self.file.nlu.intent_threshold)?)
+        Ok(IntentModel::train(
+            embedder,
+            &self.training_examples(),
+            self.file.nlu.intent_threshold,
+        )?)
     }
 
     pub fn intent(&self, name: &str) -> Option<&IntentDef> {

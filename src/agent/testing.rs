@@ -74,7 +74,10 @@ pub fn check_turn(t: &TurnTest, trace: &TurnTrace, actions: &[String]) -> Vec<St
     if let Some(want) = &t.intent {
         let got = trace.intent.clone().unwrap_or_else(|| "none".into());
         if &got != want {
-            f.push(format!("intent: want {want}, got {got} ({:.2})", trace.confidence));
+            f.push(format!(
+                "intent: want {want}, got {got} ({:.2})",
+                trace.confidence
+            ));
         }
     }
     if let Some(want) = &t.action {
@@ -84,12 +87,18 @@ pub fn check_turn(t: &TurnTest, trace: &TurnTrace, actions: &[String]) -> Vec<St
     }
     if let Some(want) = &t.reply {
         if !trace.reply.to_lowercase().contains(&want.to_lowercase()) {
-            f.push(format!("reply should contain \"{want}\", got \"{}\"", trace.reply));
+            f.push(format!(
+                "reply should contain \"{want}\", got \"{}\"",
+                trace.reply
+            ));
         }
     }
     for no in &t.reply_not {
         if trace.reply.to_lowercase().contains(&no.to_lowercase()) {
-            f.push(format!("reply should not contain \"{no}\", got \"{}\"", trace.reply));
+            f.push(format!(
+                "reply should not contain \"{no}\", got \"{}\"",
+                trace.reply
+            ));
         }
     }
     for (k, v) in &t.slots {
@@ -99,9 +108,15 @@ pub fn check_turn(t: &TurnTest, trace: &TurnTrace, actions: &[String]) -> Vec<St
         }
     }
     if let Some(want) = &t.sentiment {
-        let got = trace.sentiment.map(|s| format!("{:?}", s.label).to_lowercase()).unwrap_or_default();
+        let got = trace
+            .sentiment
+            .map(|s| format!("{:?}", s.label).to_lowercase())
+            .unwrap_or_default();
         if &got != want {
-            f.push(format!("sentiment: want {want}, got {got} ({:.2})", trace.sentiment.map_or(0.0, |s| s.score)));
+            f.push(format!(
+                "sentiment: want {want}, got {got} ({:.2})",
+                trace.sentiment.map_or(0.0, |s| s.score)
+            ));
         }
     }
     if let Some(want) = &t.call {
@@ -113,13 +128,20 @@ pub fn check_turn(t: &TurnTest, trace: &TurnTrace, actions: &[String]) -> Vec<St
 }
 
 pub fn load(path: &Path) -> Result<TestFile, AgentError> {
-    let text = std::fs::read_to_string(path).map_err(|e| AgentError::File { file: path.to_path_buf(), msg: e.to_string() })?;
+    let text = std::fs::read_to_string(path).map_err(|e| AgentError::File {
+        file: path.to_path_buf(),
+        msg: e.to_string(),
+    })?;
     parse_toml(path, &text)
 }
 
 /// Runs every conversation in a test file; returns (turns run, failures as
 /// "conversation / turn N: problem").
-pub fn run_file(rt: &Arc<AgentRuntime>, path: &Path, mut each: impl FnMut(&str, &TurnResult)) -> Result<(usize, Vec<String>), AgentError> {
+pub fn run_file(
+    rt: &Arc<AgentRuntime>,
+    path: &Path,
+    mut each: impl FnMut(&str, &TurnResult),
+) -> Result<(usize, Vec<String>), AgentError> {
     let file = load(path)?;
     let mut failures = Vec::new();
     let mut turns = 0;
@@ -131,18 +153,34 @@ pub fn run_file(rt: &Arc<AgentRuntime>, path: &Path, mut each: impl FnMut(&str, 
         let g = c.greeting();
         if let Some(want) = &conv.greeting {
             if !g.say.to_lowercase().contains(&want.to_lowercase()) {
-                failures.push(format!("{} / greeting: want \"{want}\", got \"{}\"", conv.name, g.say));
+                failures.push(format!(
+                    "{} / greeting: want \"{want}\", got \"{}\"",
+                    conv.name, g.say
+                ));
             }
         }
         for (i, t) in conv.turn.iter().enumerate() {
             turns += 1;
-            let input = TurnInput { transcript: t.user.clone(), dtmf: t.dtmf.clone(), speech_ms: 0, index: i as u32 + 1 };
+            let input = TurnInput {
+                transcript: t.user.clone(),
+                dtmf: t.dtmf.clone(),
+                speech_ms: 0,
+                index: i as u32 + 1,
+            };
             let (reply, trace) = c.turn(&input);
             let acts = call_action_names(&reply.actions);
             let fails = check_turn(t, &trace, &acts);
-            let res = TurnResult { trace, call_actions: acts, failures: fails };
+            let res = TurnResult {
+                trace,
+                call_actions: acts,
+                failures: fails,
+            };
             each(&conv.name, &res);
-            failures.extend(res.failures.iter().map(|f| format!("{} / turn {}: {f}", conv.name, i + 1)));
+            failures.extend(
+                res.failures
+                    .iter()
+                    .map(|f| format!("{} / turn {}: {f}", conv.name, i + 1)),
+            );
         }
     }
     Ok((turns, failures))

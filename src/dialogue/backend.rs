@@ -33,19 +33,28 @@ fn s<'a>(t: &'a toml::Table, k: &str) -> Option<&'a str> {
 }
 
 fn f(t: &toml::Table, k: &str) -> Option<f64> {
-    t.get(k).and_then(|v| v.as_float().or_else(|| v.as_integer().map(|i| i as f64)))
+    t.get(k)
+        .and_then(|v| v.as_float().or_else(|| v.as_integer().map(|i| i as f64)))
 }
 
 impl Backend<'_> {
     fn records(&self, kind: &str) -> impl Iterator<Item = &toml::Table> {
-        self.data.get(kind).and_then(|v| v.as_array()).into_iter().flatten().filter_map(|v| v.as_table())
+        self.data
+            .get(kind)
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_table())
     }
 
     fn account(&self, slots: &Vars) -> Result<&toml::Table, String> {
         let last4 = slots.get("account_last4").ok_or("no account number")?;
         let pin = slots.get("pin").ok_or("no PIN")?;
         self.records("accounts")
-            .find(|a| s(a, "number").is_some_and(|n| n.ends_with(last4.as_str())) && s(a, "pin") == Some(pin.as_str()))
+            .find(|a| {
+                s(a, "number").is_some_and(|n| n.ends_with(last4.as_str()))
+                    && s(a, "pin") == Some(pin.as_str())
+            })
             .ok_or_else(|| "those details don't match our records".to_string())
     }
 
@@ -67,13 +76,27 @@ impl Backend<'_> {
         match name {
             "verify_account" => {
                 let a = self.account(slots)?;
-                v.insert("customer_name".into(), s(a, "holder").unwrap_or("").split_whitespace().next().unwrap_or("").into());
+                v.insert(
+                    "customer_name".into(),
+                    s(a, "holder")
+                        .unwrap_or("")
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .into(),
+                );
             }
             "balance" => {
                 let a = self.account(slots)?;
                 let cur = s(a, "currency").unwrap_or("USD");
-                v.insert("balance".into(), say_money(f(a, "balance").unwrap_or(0.0), cur));
-                v.insert("available".into(), say_money(f(a, "available").or(f(a, "balance")).unwrap_or(0.0), cur));
+                v.insert(
+                    "balance".into(),
+                    say_money(f(a, "balance").unwrap_or(0.0), cur),
+                );
+                v.insert(
+                    "available".into(),
+                    say_money(f(a, "available").or(f(a, "balance")).unwrap_or(0.0), cur),
+                );
             }
             "transactions" => {
                 let a = self.account(slots)?;
@@ -118,9 +141,18 @@ impl Backend<'_> {
                     .records("loans")
                     .find(|l| s(l, "type") == Some(kind.as_str()))
                     .ok_or_else(|| format!("we don't offer {kind} loans"))?;
-                v.insert("rate".into(), format!("{} percent", f(loan, "rate").unwrap_or(0.0)));
-                v.insert("max_amount".into(), say_money(f(loan, "max_amount").unwrap_or(0.0), "USD"));
-                if let Some(amount) = slots.get("loan_amount").and_then(|a| a.split_whitespace().next()?.parse::<f64>().ok()) {
+                v.insert(
+                    "rate".into(),
+                    format!("{} percent", f(loan, "rate").unwrap_or(0.0)),
+                );
+                v.insert(
+                    "max_amount".into(),
+                    say_money(f(loan, "max_amount").unwrap_or(0.0), "USD"),
+                );
+                if let Some(amount) = slots
+                    .get("loan_amount")
+                    .and_then(|a| a.split_whitespace().next()?.parse::<f64>().ok())
+                {
                     let ok = amount <= f(loan, "max_amount").unwrap_or(f64::MAX);
                     v.insert("within_limit".into(), ok.to_string());
                 }
@@ -144,19 +176,29 @@ impl Backend<'_> {
             "start_return" => {
                 let o = self.order(slots)?;
                 if s(o, "status") != Some("delivered") {
-                    return Err("that order hasn't been delivered yet, so it can't be returned".into());
+                    return Err(
+                        "that order hasn't been delivered yet, so it can't be returned".into(),
+                    );
                 }
                 let delivered = self.date(o, "delivered").unwrap_or(self.today);
                 if (self.today - delivered).num_days() > 30 {
                     return Err("that order was delivered more than thirty days ago".into());
                 }
                 v.insert("item".into(), s(o, "item").unwrap_or("your item").into());
-                v.insert("refund".into(), say_money(f(o, "total").unwrap_or(0.0), s(o, "currency").unwrap_or("USD")));
+                v.insert(
+                    "refund".into(),
+                    say_money(
+                        f(o, "total").unwrap_or(0.0),
+                        s(o, "currency").unwrap_or("USD"),
+                    ),
+                );
             }
             "change_address" => {
                 let o = self.order(slots)?;
                 if matches!(s(o, "status"), Some("shipped" | "delivered" | "in_transit")) {
-                    return Err("that order has already shipped, so the address can't be changed".into());
+                    return Err(
+                        "that order has already shipped, so the address can't be changed".into(),
+                    );
                 }
                 v.insert("item".into(), s(o, "item").unwrap_or("your item").into());
             }

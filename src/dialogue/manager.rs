@@ -36,7 +36,9 @@ pub struct AgentRuntime {
 
 impl AgentRuntime {
     pub fn load(dir: &Path, models_dir: &Path) -> Result<Arc<Self>, AgentError> {
-        let embedder = Arc::new(Embedder::load(&models_dir.join(DEFAULT_DIR.trim_start_matches("models/")))?);
+        let embedder = Arc::new(Embedder::load(
+            &models_dir.join(DEFAULT_DIR.trim_start_matches("models/")),
+        )?);
         Self::load_with(dir, embedder)
     }
 
@@ -46,7 +48,13 @@ impl AgentRuntime {
         let intents = agent.build_intent_model(embedder.clone())?;
         let kb = KnowledgeBase::build(agent.kb.clone(), &embedder)?;
         let sentiment = SentimentModel::train(&embedder)?;
-        Ok(Arc::new(Self { agent, intents, kb, sentiment, load_ms: t0.elapsed().as_millis() as u64 }))
+        Ok(Arc::new(Self {
+            agent,
+            intents,
+            kb,
+            sentiment,
+            load_ms: t0.elapsed().as_millis() as u64,
+        }))
     }
 }
 
@@ -143,7 +151,11 @@ impl Out {
 
 impl Conversation {
     pub fn new(rt: Arc<AgentRuntime>) -> Self {
-        Self { rt, state: ConversationState::default(), today: chrono::Local::now().date_naive() }
+        Self {
+            rt,
+            state: ConversationState::default(),
+            today: chrono::Local::now().date_naive(),
+        }
     }
 
     /// Fixes "today" (tests and replays).
@@ -154,7 +166,11 @@ impl Conversation {
     pub fn greeting(&mut self) -> Reply {
         let g = self.rt.agent.file.agent.greeting.clone();
         self.state.last_reply = g.clone();
-        Reply { say: g, actions: Vec::new(), source: "greeting".into() }
+        Reply {
+            say: g,
+            actions: Vec::new(),
+            source: "greeting".into(),
+        }
     }
 
     fn slot_def(&self, name: &str) -> Option<&SlotDef> {
@@ -201,7 +217,11 @@ impl Conversation {
         match self.state.slots.get(name) {
             Some(SlotValue::Bool(b)) => *b,
             Some(_) => true,
-            None => self.state.vars.get(name).is_some_and(|v| !v.is_empty() && v != "false"),
+            None => self
+                .state
+                .vars
+                .get(name)
+                .is_some_and(|v| !v.is_empty() && v != "false"),
         }
     }
 
@@ -212,7 +232,12 @@ impl Conversation {
         let cond = cond.trim();
         if let Some((k, v)) = cond.split_once("==") {
             let (k, v) = (k.trim(), v.trim().trim_matches('"'));
-            let got = self.state.slots.get(k).map(|s| s.canonical()).or_else(|| self.state.vars.get(k).cloned());
+            let got = self
+                .state
+                .slots
+                .get(k)
+                .map(|s| s.canonical())
+                .or_else(|| self.state.vars.get(k).cloned());
             return got.as_deref() == Some(v);
         }
         match cond.strip_prefix('!') {
@@ -224,7 +249,12 @@ impl Conversation {
     fn slot_prompt(&self, slot: &str, again: bool) -> String {
         let d = self.slot_def(slot);
         let p = match (again, d) {
-            (true, Some(SlotDef { reprompt: Some(r), .. })) => r.clone(),
+            (
+                true,
+                Some(SlotDef {
+                    reprompt: Some(r), ..
+                }),
+            ) => r.clone(),
             (_, Some(d)) => d.prompt.clone(),
             (_, None) => String::new(),
         };
@@ -241,9 +271,14 @@ impl Conversation {
     }
 
     fn transfer(&mut self, out: &mut Out, target: Option<&str>, reason: &str, say: &str) {
-        let target = target.map(str::to_string).unwrap_or_else(|| self.rt.agent.file.transfer.default.clone());
+        let target = target
+            .map(str::to_string)
+            .unwrap_or_else(|| self.rt.agent.file.transfer.default.clone());
         out.push(say.to_string());
-        out.actions.push(Action::Transfer { target, reason: reason.to_string() });
+        out.actions.push(Action::Transfer {
+            target,
+            reason: reason.to_string(),
+        });
         self.state.flow = None;
         self.state.pending = None;
         self.state.ended = true;
@@ -259,12 +294,20 @@ impl Conversation {
     fn run_flow(&mut self, out: &mut Out) {
         let tries_max = self.rt.agent.file.transfer.slot_tries;
         loop {
-            let Some(def) = self.flow_def().cloned() else { return };
-            let Some(fs) = self.state.flow.clone() else { return };
+            let Some(def) = self.flow_def().cloned() else {
+                return;
+            };
+            let Some(fs) = self.state.flow.clone() else {
+                return;
+            };
             let Some(step) = def.step.get(fs.step).cloned() else {
                 // Done.
                 self.state.flow = None;
-                if out.action.is_empty() || out.action.starts_with("start") || out.action.starts_with("filled") || out.action == "confirmed" {
+                if out.action.is_empty()
+                    || out.action.starts_with("start")
+                    || out.action.starts_with("filled")
+                    || out.action == "confirmed"
+                {
                     out.action = format!("done:{}", def.name);
                 }
                 if def.ask_anything_else && !self.state.ended {
@@ -291,7 +334,10 @@ impl Conversation {
                     continue;
                 }
                 out.push(self.slot_prompt(slot, false));
-                if out.action.is_empty() || out.action.starts_with("start") || out.action.starts_with("filled") {
+                if out.action.is_empty()
+                    || out.action.starts_with("start")
+                    || out.action.starts_with("filled")
+                {
                     out.action = format!("collect:{slot}");
                 }
                 return;
@@ -302,8 +348,17 @@ impl Conversation {
                 return;
             }
             if let Some(name) = &step.lookup {
-                let slots: Vars = self.state.slots.iter().map(|(k, v)| (k.clone(), v.canonical())).collect();
-                let res = Backend { data: &self.rt.agent.data, today: self.today }.run(name, &slots);
+                let slots: Vars = self
+                    .state
+                    .slots
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.canonical()))
+                    .collect();
+                let res = Backend {
+                    data: &self.rt.agent.data,
+                    today: self.today,
+                }
+                .run(name, &slots);
                 match res {
                     Ok(vars) => {
                         self.state.vars.extend(vars);
@@ -312,7 +367,10 @@ impl Conversation {
                     }
                     Err(reason) => {
                         self.state.vars.insert("reason".into(), reason.clone());
-                        let msg = step.on_fail.clone().unwrap_or_else(|| "Sorry, {reason}.".into());
+                        let msg = step
+                            .on_fail
+                            .clone()
+                            .unwrap_or_else(|| "Sorry, {reason}.".into());
                         out.push(self.render(&msg));
                         out.action = format!("lookup_failed:{name}");
                         let failures = {
@@ -327,7 +385,13 @@ impl Conversation {
                         for s in &step.retry {
                             self.state.slots.remove(s);
                         }
-                        let first = def.step.iter().position(|s| s.collect.as_ref().is_some_and(|c| step.retry.contains(c))).unwrap_or(0);
+                        let first = def
+                            .step
+                            .iter()
+                            .position(|s| {
+                                s.collect.as_ref().is_some_and(|c| step.retry.contains(c))
+                            })
+                            .unwrap_or(0);
                         if let Some(f) = self.state.flow.as_mut() {
                             f.step = first;
                             f.tries = 0;
@@ -340,7 +404,10 @@ impl Conversation {
                 out.push(self.render(s));
             }
             if let Some(t) = &step.transfer {
-                let reason = step.reason.clone().unwrap_or_else(|| format!("flow {}", def.name));
+                let reason = step
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| format!("flow {}", def.name));
                 self.transfer(out, Some(t), &reason, "");
                 out.action = "transfer".into();
                 return;
@@ -356,12 +423,29 @@ impl Conversation {
         }
     }
 
-    fn start_flow(&mut self, out: &mut Out, def: &FlowDef, text: &str, filled: &mut BTreeMap<String, String>) {
-        self.state.flow = Some(FlowState { name: def.name.clone(), ..Default::default() });
+    fn start_flow(
+        &mut self,
+        out: &mut Out,
+        def: &FlowDef,
+        text: &str,
+        filled: &mut BTreeMap<String, String>,
+    ) {
+        self.state.flow = Some(FlowState {
+            name: def.name.clone(),
+            ..Default::default()
+        });
         self.state.pending = None;
         // A new request starts clean, except for what identifies the caller.
         self.state.vars.clear();
-        let keep: Vec<String> = self.rt.agent.file.slot.iter().filter(|(_, d)| d.keep).map(|(k, _)| k.clone()).collect();
+        let keep: Vec<String> = self
+            .rt
+            .agent
+            .file
+            .slot
+            .iter()
+            .filter(|(_, d)| d.keep)
+            .map(|(k, _)| k.clone())
+            .collect();
         self.state.slots.retain(|k, _| keep.contains(k));
         out.action = format!("start:{}", def.name);
         // Take what the caller already said ("my order 123456 is late").
@@ -371,11 +455,24 @@ impl Conversation {
                     continue;
                 }
                 if let Some(d) = self.slot_def(slot) {
-                    if matches!(d.spec.kind, Some(crate::nlu::entities::SlotKind::Text | crate::nlu::entities::SlotKind::YesNo)) {
+                    if matches!(
+                        d.spec.kind,
+                        Some(
+                            crate::nlu::entities::SlotKind::Text
+                                | crate::nlu::entities::SlotKind::YesNo
+                        )
+                    ) {
                         continue;
                     }
                     if let Extracted::Value(v) = extract(&d.spec, text, self.today) {
-                        filled.insert(slot.clone(), if d.secret { "****".into() } else { v.canonical() });
+                        filled.insert(
+                            slot.clone(),
+                            if d.secret {
+                                "****".into()
+                            } else {
+                                v.canonical()
+                            },
+                        );
                         self.state.slots.insert(slot.clone(), v);
                     }
                 }
@@ -385,7 +482,9 @@ impl Conversation {
     }
 
     fn answer(&mut self, out: &mut Out, hit: &KbHit, digression: bool) {
-        let Some(a) = self.rt.kb.article(&hit.id) else { return };
+        let Some(a) = self.rt.kb.article(&hit.id) else {
+            return;
+        };
         out.push(a.answer.clone());
         out.source = format!("kb:{}", a.id);
         if digression {
@@ -405,24 +504,48 @@ impl Conversation {
     /// One caller turn.
     pub fn turn(&mut self, input: &TurnInput) -> (Reply, TurnTrace) {
         let t0 = Instant::now();
-        let text = input.transcript.clone().unwrap_or_default().trim().to_string();
+        let text = input
+            .transcript
+            .clone()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
         let dtmf = input.dtmf.clone().filter(|d| !d.is_empty());
-        let emb = if text.is_empty() { None } else { self.rt.intents.embedder().embed(&text.to_lowercase()).ok() };
+        let emb = if text.is_empty() {
+            None
+        } else {
+            self.rt.intents.embedder().embed(&text.to_lowercase()).ok()
+        };
         let guess = emb.as_ref().map(|v| self.rt.intents.classify_embedding(v));
         let sentiment = emb.as_ref().map(|v| self.rt.sentiment.score_embedding(v));
         let kb = emb.as_ref().and_then(|v| self.rt.kb.search(&text, v));
         let nlu_ms = t0.elapsed().as_secs_f64() * 1000.0;
         if let Some(s) = sentiment {
-            self.state.sentiment.push(SentimentPoint { turn: input.index, score: s.score, label: s.label });
+            self.state.sentiment.push(SentimentPoint {
+                turn: input.index,
+                score: s.score,
+                label: s.label,
+            });
         }
         let mut out = Out::default();
         let mut filled = BTreeMap::new();
-        self.decide(&text, dtmf.as_deref(), guess.as_ref(), kb.as_ref(), &mut out, &mut filled);
+        self.decide(
+            &text,
+            dtmf.as_deref(),
+            guess.as_ref(),
+            kb.as_ref(),
+            &mut out,
+            &mut filled,
+        );
         let say = out.say.join(" ");
         if !say.is_empty() {
             self.state.last_reply = say.clone();
         }
-        let source = if out.source.is_empty() { out.action.clone() } else { out.source.clone() };
+        let source = if out.source.is_empty() {
+            out.action.clone()
+        } else {
+            out.source.clone()
+        };
         self.state.last_source = source.clone();
         let trace = TurnTrace {
             turn: input.index,
@@ -438,7 +561,14 @@ impl Conversation {
             nlu_ms,
         };
         self.state.turns.push(trace.clone());
-        (Reply { say, actions: out.actions, source }, trace)
+        (
+            Reply {
+                say,
+                actions: out.actions,
+                source,
+            },
+            trace,
+        )
     }
 
     fn decide(
@@ -482,14 +612,27 @@ impl Conversation {
                         None => Some(text.to_string()),
                     };
                     // A global intent said clearly wins over a free-text slot.
-                    let clear_global = builtin.is_some() && guess.is_some_and(|g| g.confidence >= 0.7);
+                    let clear_global =
+                        builtin.is_some() && guess.is_some_and(|g| g.confidence >= 0.7);
                     let got = match source {
-                        Some(s) if !(clear_global && def.spec.kind == Some(crate::nlu::entities::SlotKind::Text)) => extract(&def.spec, &s, self.today),
+                        Some(s)
+                            if !(clear_global
+                                && def.spec.kind == Some(crate::nlu::entities::SlotKind::Text)) =>
+                        {
+                            extract(&def.spec, &s, self.today)
+                        }
                         _ => Extracted::Nothing,
                     };
                     match got {
                         Extracted::Value(v) => {
-                            filled.insert(slot.clone(), if def.secret { "****".into() } else { v.canonical() });
+                            filled.insert(
+                                slot.clone(),
+                                if def.secret {
+                                    "****".into()
+                                } else {
+                                    v.canonical()
+                                },
+                            );
                             self.state.slots.insert(slot.clone(), v);
                             if let Some(f) = self.state.flow.as_mut() {
                                 f.step += 1;
@@ -533,7 +676,13 @@ impl Conversation {
                             }
                             let first = self
                                 .flow_def()
-                                .and_then(|d| d.step.iter().position(|s| s.collect.as_ref().is_some_and(|c| step.recollect.contains(c))))
+                                .and_then(|d| {
+                                    d.step.iter().position(|s| {
+                                        s.collect
+                                            .as_ref()
+                                            .is_some_and(|c| step.recollect.contains(c))
+                                    })
+                                })
                                 .unwrap_or(0);
                             if let Some(f) = self.state.flow.as_mut() {
                                 f.step = first;
@@ -549,7 +698,8 @@ impl Conversation {
         // 2. Answers to a question we asked outside a flow.
         if let Some(p) = self.state.pending.clone() {
             if let Some(yes) = yn {
-                let plain = builtin.is_none() && (intent.is_none() || text.split_whitespace().count() <= 4);
+                let plain =
+                    builtin.is_none() && (intent.is_none() || text.split_whitespace().count() <= 4);
                 if plain || dtmf.is_some() {
                     self.state.pending = None;
                     match (p, yes) {
@@ -564,7 +714,12 @@ impl Conversation {
                             out.action = "goodbye".into();
                         }
                         (Pending::Clarify { article }, true) => {
-                            let hit = KbHit { id: article, title: String::new(), confidence: 1.0, bm25: 0.0 };
+                            let hit = KbHit {
+                                id: article,
+                                title: String::new(),
+                                confidence: 1.0,
+                                bm25: 0.0,
+                            };
                             self.answer(out, &hit, false);
                         }
                         (Pending::Clarify { .. }, false) => {
@@ -572,7 +727,12 @@ impl Conversation {
                             out.action = "fallback".into();
                         }
                         (Pending::OfferHuman, true) => {
-                            self.transfer(out, None, "caller accepted a person after bot misses", &prompts.transfer);
+                            self.transfer(
+                                out,
+                                None,
+                                "caller accepted a person after bot misses",
+                                &prompts.transfer,
+                            );
                             out.action = "transfer".into();
                         }
                         (Pending::OfferHuman, false) => {
@@ -588,7 +748,9 @@ impl Conversation {
 
         // 3. Global intents. While a question is open, a soft "repeat" or
         // "help" guess is more likely a failed answer than a request.
-        let waiting = self.current_step().is_some_and(|s| s.collect.is_some() || s.confirm.is_some());
+        let waiting = self
+            .current_step()
+            .is_some_and(|s| s.collect.is_some() || s.confirm.is_some());
         let soft = guess.is_some_and(|g| g.confidence < 0.65);
         let builtin = match builtin {
             Some(Builtin::Repeat | Builtin::Help) if waiting && soft => None,
@@ -640,14 +802,22 @@ impl Conversation {
         let kb_intent = intent.as_deref().and_then(|i| i.strip_prefix("kb:"));
         if let Some(hit) = kb {
             let agrees = kb_intent == Some(hit.id.as_str());
-            if hit.confidence >= settings.kb_answer || (agrees && hit.confidence >= settings.kb_clarify) {
+            if hit.confidence >= settings.kb_answer
+                || (agrees && hit.confidence >= settings.kb_clarify)
+            {
                 self.answer(out, hit, in_flow);
                 return;
             }
             if !in_flow && hit.confidence >= settings.kb_clarify {
-                out.push(prompts.clarify.replace("{title}", &hit.title.to_lowercase()));
+                out.push(
+                    prompts
+                        .clarify
+                        .replace("{title}", &hit.title.to_lowercase()),
+                );
                 out.action = format!("clarify:{}", hit.id);
-                self.state.pending = Some(Pending::Clarify { article: hit.id.clone() });
+                self.state.pending = Some(Pending::Clarify {
+                    article: hit.id.clone(),
+                });
                 return;
             }
         }
@@ -692,7 +862,10 @@ impl Conversation {
             None => return,
         };
         if tries >= max {
-            self.escalate(out, &format!("{what}: no usable answer after {tries} tries"));
+            self.escalate(
+                out,
+                &format!("{what}: no usable answer after {tries} tries"),
+            );
         } else {
             say(out);
             out.action = format!("reprompt:{what}");
@@ -703,7 +876,9 @@ impl Conversation {
         let p = self.slot_prompt(slot, true);
         let reason = reason.map(|r| {
             let mut c = r.chars();
-            c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str() + ".").unwrap_or_default()
+            c.next()
+                .map(|f| f.to_uppercase().collect::<String>() + c.as_str() + ".")
+                .unwrap_or_default()
         });
         self.bump_tries(out, slot, |o| {
             if let Some(r) = reason {
@@ -761,14 +936,30 @@ impl AgentFactory {
 
 impl DialogueFactory for AgentFactory {
     fn new_dialogue(&self) -> Box<dyn Dialogue> {
-        Box::new(AgentDialogue { conv: Conversation::new(self.rt.clone()) })
+        Box::new(AgentDialogue {
+            conv: Conversation::new(self.rt.clone()),
+        })
     }
 
     fn prompts(&self) -> Vec<String> {
         let a = &self.rt.agent;
         let p = &a.file.prompts;
-        let mut v = vec![a.file.agent.greeting.clone(), p.fallback.clone(), p.goodbye.clone(), p.transfer.clone(), p.anything_else.clone(), p.what_else.clone(), p.escalate.clone()];
-        v.extend(a.file.slot.values().map(|s| s.prompt.clone()).filter(|s| !s.contains('{')));
+        let mut v = vec![
+            a.file.agent.greeting.clone(),
+            p.fallback.clone(),
+            p.goodbye.clone(),
+            p.transfer.clone(),
+            p.anything_else.clone(),
+            p.what_else.clone(),
+            p.escalate.clone(),
+        ];
+        v.extend(
+            a.file
+                .slot
+                .values()
+                .map(|s| s.prompt.clone())
+                .filter(|s| !s.contains('{')),
+        );
         v
     }
 }

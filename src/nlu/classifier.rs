@@ -19,7 +19,11 @@ pub struct TrainParams {
 
 impl Default for TrainParams {
     fn default() -> Self {
-        Self { epochs: 400, learning_rate: 0.05, l2: 1e-4 }
+        Self {
+            epochs: 400,
+            learning_rate: 0.05,
+            l2: 1e-4,
+        }
     }
 }
 
@@ -48,38 +52,66 @@ impl Classifier {
         let dev = Device::Cpu;
         let flat: Vec<f32> = features.iter().flat_map(|f| f.iter().copied()).collect();
         let x = Tensor::from_vec(flat, (n, dims), &dev).map_err(err)?;
-        let y = Tensor::from_vec(labels.iter().map(|&l| l as u32).collect::<Vec<_>>(), n, &dev).map_err(err)?;
+        let y = Tensor::from_vec(
+            labels.iter().map(|&l| l as u32).collect::<Vec<_>>(),
+            n,
+            &dev,
+        )
+        .map_err(err)?;
         // Classes are balanced by weighting each example by 1/count(class), so
         // an intent with many examples does not swallow a rare one.
         let mut counts = vec![0f32; classes];
         for &l in labels {
             counts[l] += 1.0;
         }
-        let w_ex: Vec<f32> = labels.iter().map(|&l| n as f32 / (classes as f32 * counts[l])).collect();
+        let w_ex: Vec<f32> = labels
+            .iter()
+            .map(|&l| n as f32 / (classes as f32 * counts[l]))
+            .collect();
         let w_ex = Tensor::from_vec(w_ex, n, &dev).map_err(err)?;
         let w = Var::zeros((dims, classes), DType::F32, &dev).map_err(err)?;
         let b = Var::zeros(classes, DType::F32, &dev).map_err(err)?;
         let mut opt = AdamW::new(
             vec![w.clone(), b.clone()],
-            ParamsAdamW { lr: params.learning_rate, weight_decay: 0.0, ..Default::default() },
+            ParamsAdamW {
+                lr: params.learning_rate,
+                weight_decay: 0.0,
+                ..Default::default()
+            },
         )
         .map_err(err)?;
         for _ in 0..params.epochs {
-            let logits = x.matmul(w.as_tensor()).map_err(err)?.broadcast_add(b.as_tensor()).map_err(err)?;
+            let logits = x
+                .matmul(w.as_tensor())
+                .map_err(err)?
+                .broadcast_add(b.as_tensor())
+                .map_err(err)?;
             let logp = candle_nn::ops::log_softmax(&logits, D::Minus1).map_err(err)?;
             let picked = logp
                 .gather(&y.unsqueeze(1).map_err(err)?, 1)
                 .map_err(err)?
                 .squeeze(1)
                 .map_err(err)?;
-            let nll = (picked.mul(&w_ex).map_err(err)?.sum_all().map_err(err)? / (-(n as f64))).map_err(err)?;
-            let reg = (w.as_tensor().sqr().map_err(err)?.sum_all().map_err(err)? * params.l2).map_err(err)?;
+            let nll = (picked.mul(&w_ex).map_err(err)?.sum_all().map_err(err)? / (-(n as f64)))
+                .map_err(err)?;
+            let reg = (w.as_tensor().sqr().map_err(err)?.sum_all().map_err(err)? * params.l2)
+                .map_err(err)?;
             let loss = (nll + reg).map_err(err)?;
             opt.backward_step(&loss).map_err(err)?;
         }
-        let weights = w.as_tensor().flatten_all().map_err(err)?.to_vec1::<f32>().map_err(err)?;
+        let weights = w
+            .as_tensor()
+            .flatten_all()
+            .map_err(err)?
+            .to_vec1::<f32>()
+            .map_err(err)?;
         let bias = b.as_tensor().to_vec1::<f32>().map_err(err)?;
-        Ok(Self { weights, bias, dims, classes })
+        Ok(Self {
+            weights,
+            bias,
+            dims,
+            classes,
+        })
     }
 
     /// Class probabilities for one feature vector.

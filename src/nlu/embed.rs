@@ -21,6 +21,9 @@ const MAX_TOKENS: usize = 128;
 /// Sentences per forward pass when embedding a batch (training examples).
 const BATCH: usize = 64;
 
+/// (input index, embedding) pairs from one worker.
+type Embedded = Vec<(usize, Vec<f32>)>;
+
 pub struct Embedder {
     model: BertModel,
     tokenizer: Tokenizer,
@@ -29,7 +32,9 @@ pub struct Embedder {
 
 impl Embedder {
     pub fn load(dir: &Path) -> Result<Self, NluError> {
-        let missing = |p: PathBuf| NluError::Model(format!("{} is missing (run scripts/setup.sh)", p.display()));
+        let missing = |p: PathBuf| {
+            NluError::Model(format!("{} is missing (run scripts/setup.sh)", p.display()))
+        };
         let cfg_path = dir.join("config.json");
         let weights = dir.join("model.safetensors");
         let tok_path = dir.join("tokenizer.json");
@@ -38,7 +43,8 @@ impl Embedder {
                 return Err(missing(p.clone()));
             }
         }
-        let cfg_text = std::fs::read_to_string(&cfg_path).map_err(|e| NluError::Model(e.to_string()))?;
+        let cfg_text =
+            std::fs::read_to_string(&cfg_path).map_err(|e| NluError::Model(e.to_string()))?;
         let config: Config = serde_json::from_str(&cfg_text)
             .map_err(|e| NluError::Model(format!("{}: {e}", cfg_path.display())))?;
         let device = Device::Cpu;
@@ -47,13 +53,20 @@ impl Embedder {
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &device) }
             .map_err(|e| NluError::Model(e.to_string()))?;
         let model = BertModel::load(vb, &config).map_err(|e| NluError::Model(e.to_string()))?;
-        let mut tokenizer =
-            Tokenizer::from_file(&tok_path).map_err(|e| NluError::Model(format!("{}: {e}", tok_path.display())))?;
+        let mut tokenizer = Tokenizer::from_file(&tok_path)
+            .map_err(|e| NluError::Model(format!("{}: {e}", tok_path.display())))?;
         tokenizer
-            .with_truncation(Some(TruncationParams { max_length: MAX_TOKENS, ..Default::default() }))
+            .with_truncation(Some(TruncationParams {
+                max_length: MAX_TOKENS,
+                ..Default::default()
+            }))
             .map_err(|e| NluError::Model(e.to_string()))?;
         tokenizer.with_padding(Some(PaddingParams::default()));
-        Ok(Self { model, tokenizer, device })
+        Ok(Self {
+            model,
+            tokenizer,
+            device,
+        })
     }
 
     /// Embeds one sentence.
@@ -69,15 +82,18 @@ impl Embedder {
         let chunks: Vec<&[usize]> = order.chunks(BATCH).collect();
         // candle runs most of a small BERT on one core; batches are
         // independent, so spread them over the machine's cores.
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(chunks.len().max(1));
-        let results: Vec<Result<Vec<(usize, Vec<f32>)>, NluError>> = std::thread::scope(|s| {
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(chunks.len().max(1));
+        let results: Vec<Result<Embedded, NluError>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..workers)
                 .map(|w| {
                     let chunks = &chunks;
                     s.spawn(move || {
                         let mut out = Vec::new();
                         for chunk in chunks.iter().skip(w).step_by(workers) {
-                            let batch: Vec<&str> = chunk.iter().map(|&i| texts[i].as_ref()).collect();
+                            let batch: Vec<&str> =
+                                chunk.iter().map(|&i| texts[i].as_ref()).collect();
                             out.extend(chunk.iter().copied().zip(self.embed_batch(&batch)?));
                         }
                         Ok(out)
@@ -86,7 +102,11 @@ impl Embedder {
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(NluError::Model("embedding worker panicked".into()))))
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(NluError::Model("embedding worker panicked".into()))
+                    })
+                })
                 .collect()
         });
         let mut out = vec![Vec::new(); texts.len()];
@@ -120,12 +140,24 @@ impl Embedder {
         let types = ids.zeros_like().map_err(err)?;
         let hidden = self.model.forward(&ids, &types, Some(&mask)).map_err(err)?;
         // Mean over real tokens only.
-        let m = mask.to_dtype(DType::F32).map_err(err)?.unsqueeze(2).map_err(err)?;
+        let m = mask
+            .to_dtype(DType::F32)
+            .map_err(err)?
+            .unsqueeze(2)
+            .map_err(err)?;
         let summed = hidden.broadcast_mul(&m).map_err(err)?.sum(1).map_err(err)?;
         let counts = m.sum(1).map_err(err)?.clamp(1e-9, f32::MAX).map_err(err)?;
         let mean = summed.broadcast_div(&counts).map_err(err)?;
-        let norm = mean.sqr().map_err(err)?.sum_keepdim(1).map_err(err)?.sqrt().map_err(err)?;
-        let unit = mean.broadcast_div(&norm.clamp(1e-12, f32::MAX).map_err(err)?).map_err(err)?;
+        let norm = mean
+            .sqr()
+            .map_err(err)?
+            .sum_keepdim(1)
+            .map_err(err)?
+            .sqrt()
+            .map_err(err)?;
+        let unit = mean
+            .broadcast_div(&norm.clamp(1e-12, f32::MAX).map_err(err)?)
+            .map_err(err)?;
         unit.to_vec2::<f32>().map_err(err)
     }
 }

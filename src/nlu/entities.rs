@@ -87,7 +87,11 @@ impl SlotValue {
 
 /// "4561" → "4 5 6 1" so TTS reads digits, not "four thousand…".
 pub fn spell(s: &str) -> String {
-    s.chars().filter(|c| !c.is_whitespace()).map(|c| c.to_string()).collect::<Vec<_>>().join(" ")
+    s.chars()
+        .filter(|c| !c.is_whitespace())
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub fn say_money(amount: f64, currency: &str) -> String {
@@ -139,7 +143,9 @@ pub fn extract(spec: &SlotSpec, text: &str, today: NaiveDate) -> Extracted {
         SlotKind::Money => money(spec, &toks),
         SlotKind::Date => date(spec, &toks, today),
         SlotKind::Identifier => identifier(spec, &toks),
-        SlotKind::YesNo => yes_no(&toks).map_or(Extracted::Nothing, |b| Extracted::Value(SlotValue::Bool(b))),
+        SlotKind::YesNo => {
+            yes_no(&toks).map_or(Extracted::Nothing, |b| Extracted::Value(SlotValue::Bool(b)))
+        }
         SlotKind::Name => name(&toks),
         SlotKind::Choice => choice(spec, &toks),
         SlotKind::Text => {
@@ -177,14 +183,22 @@ fn digits(spec: &SlotSpec, toks: &[Tok]) -> Extracted {
     let runs = digit_runs(toks);
     let (lo, hi) = match spec.length {
         Some(n) => (n, n),
-        None => (spec.min_length.unwrap_or(1), spec.max_length.unwrap_or(usize::MAX)),
+        None => (
+            spec.min_length.unwrap_or(1),
+            spec.max_length.unwrap_or(usize::MAX),
+        ),
     };
     if let Some(r) = runs.iter().find(|r| (lo..=hi).contains(&r.len())) {
         return Extracted::Value(SlotValue::Text(r.clone()));
     }
     match runs.last() {
-        Some(r) if lo == hi => Extracted::Invalid(format!("I heard {} digits, and I need {lo}", r.len())),
-        Some(r) => Extracted::Invalid(format!("I heard {} digits, and I need between {lo} and {hi}", r.len())),
+        Some(r) if lo == hi => {
+            Extracted::Invalid(format!("I heard {} digits, and I need {lo}", r.len()))
+        }
+        Some(r) => Extracted::Invalid(format!(
+            "I heard {} digits, and I need between {lo} and {hi}",
+            r.len()
+        )),
         None => Extracted::Nothing,
     }
 }
@@ -246,13 +260,17 @@ fn money(spec: &SlotSpec, toks: &[Tok]) -> Extracted {
         let mut amount = num_value(n);
         let before = i.checked_sub(1).and_then(word).and_then(currency_of);
         let after = word(i + 1).and_then(currency_of);
-        let Some(cur) = before.or(after) else { continue };
+        let Some(cur) = before.or(after) else {
+            continue;
+        };
         // "twenty dollars and fifty cents"
         let mut j = i + 2;
         if word(j) == Some("and") {
             j += 1;
         }
-        if let (Some(Tok::Num(c)), Some("cents" | "cent" | "pence" | "p")) = (toks.get(j), word(j + 1)) {
+        if let (Some(Tok::Num(c)), Some("cents" | "cent" | "pence" | "p")) =
+            (toks.get(j), word(j + 1))
+        {
             amount += num_value(c) / 100.0;
         }
         found = Some((amount, cur.to_string()));
@@ -282,11 +300,24 @@ fn money(spec: &SlotSpec, toks: &[Tok]) -> Extracted {
 
 fn month(w: &str) -> Option<u32> {
     const M: [&str; 12] = [
-        "january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november",
+        "january",
+        "february",
+        "march",
+        "april",
+        "may",
+        "june",
+        "july",
+        "august",
+        "september",
+        "october",
+        "november",
         "december",
     ];
     M.iter()
-        .position(|m| *m == w || (w.len() >= 3 && m.starts_with(w) && w != "mar" && w != "may" && w.len() == 3))
+        .position(|m| {
+            *m == w
+                || (w.len() >= 3 && m.starts_with(w) && w != "mar" && w != "may" && w.len() == 3)
+        })
         .map(|i| i as u32 + 1)
 }
 
@@ -363,11 +394,17 @@ fn find_date(toks: &[Tok], today: NaiveDate, prefer_past: bool) -> Option<NaiveD
                 }
                 if let Some(wd) = weekday(word) {
                     let prev = i.checked_sub(1).and_then(w);
-                    let fwd = (7 + wd.num_days_from_monday() as i64 - today.weekday().num_days_from_monday() as i64) % 7;
+                    let fwd = (7 + wd.num_days_from_monday() as i64
+                        - today.weekday().num_days_from_monday() as i64)
+                        % 7;
                     let back = (7 - fwd) % 7;
                     let d = match prev {
-                        Some("next" | "coming") => today + Duration::days(if fwd == 0 { 7 } else { fwd }),
-                        Some("last" | "past") => today - Duration::days(if back == 0 { 7 } else { back }),
+                        Some("next" | "coming") => {
+                            today + Duration::days(if fwd == 0 { 7 } else { fwd })
+                        }
+                        Some("last" | "past") => {
+                            today - Duration::days(if back == 0 { 7 } else { back })
+                        }
                         Some("this") => today + Duration::days(fwd),
                         _ if prefer_past => today - Duration::days(back),
                         _ => today + Duration::days(fwd),
@@ -382,7 +419,11 @@ fn find_date(toks: &[Tok], today: NaiveDate, prefer_past: bool) -> Option<NaiveD
                         }
                     }
                     // "3rd of march" / "3 march"
-                    let back = if i >= 1 && w(i - 1) == Some("of") { 2 } else { 1 };
+                    let back = if i >= 1 && w(i - 1) == Some("of") {
+                        2
+                    } else {
+                        1
+                    };
                     if let Some(d) = i.checked_sub(back).and_then(n) {
                         if (1..=31).contains(&d) {
                             return anchor(m, d as u32, year_at(i + 1));
@@ -391,16 +432,20 @@ fn find_date(toks: &[Tok], today: NaiveDate, prefer_past: bool) -> Option<NaiveD
                 }
                 if matches!(word, "week" | "weeks" | "day" | "days") {
                     let k = if word.starts_with("week") { 7 } else { 1 };
-                    let count = i.checked_sub(1).and_then(n).map(|c| c as i64).or_else(|| {
-                        (i >= 1 && matches!(w(i - 1), Some("a" | "one"))).then_some(1)
-                    });
+                    let count =
+                        i.checked_sub(1).and_then(n).map(|c| c as i64).or_else(|| {
+                            (i >= 1 && matches!(w(i - 1), Some("a" | "one"))).then_some(1)
+                        });
                     match (i.checked_sub(1).and_then(w), count) {
                         (Some("next"), _) if k == 7 => return Some(today + Duration::days(7)),
                         (Some("last"), _) if k == 7 => return Some(today - Duration::days(7)),
                         _ => {}
                     }
                     if let Some(c) = count {
-                        let before = i.checked_sub(2).and_then(w).or_else(|| i.checked_sub(3).and_then(w));
+                        let before = i
+                            .checked_sub(2)
+                            .and_then(w)
+                            .or_else(|| i.checked_sub(3).and_then(w));
                         if w(i + 1) == Some("ago") {
                             return Some(today - Duration::days(c * k));
                         }
@@ -419,13 +464,23 @@ fn find_date(toks: &[Tok], today: NaiveDate, prefer_past: bool) -> Option<NaiveD
                 }
             }
             // "the 3rd" with no month: this month, or next if passed.
-            if num.ordinal && i >= 1 && w(i - 1) == Some("the") && !toks[i + 1..].iter().any(|t| matches!(t, Tok::Word(x) if month(x).is_some())) {
+            if num.ordinal
+                && i >= 1
+                && w(i - 1) == Some("the")
+                && !toks[i + 1..]
+                    .iter()
+                    .any(|t| matches!(t, Tok::Word(x) if month(x).is_some()))
+            {
                 let d = num.value? as u32;
                 let this = ymd(today.year(), today.month(), d)?;
                 if this >= today || prefer_past {
                     return Some(this);
                 }
-                let (y, m) = if today.month() == 12 { (today.year() + 1, 1) } else { (today.year(), today.month() + 1) };
+                let (y, m) = if today.month() == 12 {
+                    (today.year() + 1, 1)
+                } else {
+                    (today.year(), today.month() + 1)
+                };
                 return ymd(y, m, d);
             }
         }
@@ -469,7 +524,9 @@ fn identifier(spec: &SlotSpec, toks: &[Tok]) -> Extracted {
         let mut s = String::new();
         for t in &toks[start..] {
             match t {
-                Tok::Word(w) if w.len() <= 2 || w.chars().any(|c| c.is_ascii_digit()) => s.push_str(w),
+                Tok::Word(w) if w.len() <= 2 || w.chars().any(|c| c.is_ascii_digit()) => {
+                    s.push_str(w)
+                }
                 Tok::Num(n) => s.push_str(&n.digits),
                 _ => break,
             }
@@ -494,12 +551,39 @@ pub fn yes_no(toks: &[Tok]) -> Option<bool> {
         .collect();
     let has = |x: &str| ws.contains(&x);
     let pair = |a: &str, b: &str| ws.windows(2).any(|p| p[0] == a && p[1] == b);
-    let neg = ["no", "nope", "nah", "not", "don't", "dont", "wrong", "incorrect", "negative", "cancel"]
-        .iter()
-        .any(|w| has(w));
-    let pos = ["yes", "yeah", "yep", "yup", "correct", "right", "sure", "ok", "okay", "absolutely", "definitely", "affirmative", "please", "exactly", "alright"]
-        .iter()
-        .any(|w| has(w))
+    let neg = [
+        "no",
+        "nope",
+        "nah",
+        "not",
+        "don't",
+        "dont",
+        "wrong",
+        "incorrect",
+        "negative",
+        "cancel",
+    ]
+    .iter()
+    .any(|w| has(w));
+    let pos = [
+        "yes",
+        "yeah",
+        "yep",
+        "yup",
+        "correct",
+        "right",
+        "sure",
+        "ok",
+        "okay",
+        "absolutely",
+        "definitely",
+        "affirmative",
+        "please",
+        "exactly",
+        "alright",
+    ]
+    .iter()
+    .any(|w| has(w))
         || pair("go", "ahead")
         || pair("do", "it")
         || pair("that's", "it");
@@ -514,10 +598,11 @@ pub fn yes_no(toks: &[Tok]) -> Option<bool> {
 }
 
 const NOT_NAMES: &[&str] = &[
-    "calling", "here", "and", "i", "i'm", "im", "is", "the", "a", "please", "thanks", "thank", "you", "yes", "no",
-    "from", "about", "with", "my", "it", "it's", "speaking", "hi", "hello", "um", "uh", "so", "well", "just", "to",
-    "for", "okay", "ok", "sure", "yeah", "right", "that", "this", "not", "want", "need", "would", "like", "can",
-    "on", "in", "at", "of", "have", "had", "was", "calling", "again", "today",
+    "calling", "here", "and", "i", "i'm", "im", "is", "the", "a", "please", "thanks", "thank",
+    "you", "yes", "no", "from", "about", "with", "my", "it", "it's", "speaking", "hi", "hello",
+    "um", "uh", "so", "well", "just", "to", "for", "okay", "ok", "sure", "yeah", "right", "that",
+    "this", "not", "want", "need", "would", "like", "can", "on", "in", "at", "of", "have", "had",
+    "was", "calling", "again", "today",
 ];
 
 fn name(toks: &[Tok]) -> Extracted {
@@ -528,19 +613,36 @@ fn name(toks: &[Tok]) -> Extracted {
             Tok::Num(_) => "#",
         })
         .collect();
-    let cue_end = ws.windows(3).position(|p| p == ["my", "name", "is"] || p == ["name", "is", "a"]).map(|i| i + 3).or_else(|| {
-        ws.windows(2)
-            .position(|p| p == ["this", "is"] || p == ["name's", "is"] || p == ["it", "is"] || p == ["i", "am"])
-            .map(|i| i + 2)
-            .or_else(|| ws.iter().position(|w| matches!(*w, "i'm" | "it's" | "name's" | "im")).map(|i| i + 1))
-    });
+    let cue_end = ws
+        .windows(3)
+        .position(|p| p == ["my", "name", "is"] || p == ["name", "is", "a"])
+        .map(|i| i + 3)
+        .or_else(|| {
+            ws.windows(2)
+                .position(|p| {
+                    p == ["this", "is"]
+                        || p == ["name's", "is"]
+                        || p == ["it", "is"]
+                        || p == ["i", "am"]
+                })
+                .map(|i| i + 2)
+                .or_else(|| {
+                    ws.iter()
+                        .position(|w| matches!(*w, "i'm" | "it's" | "name's" | "im"))
+                        .map(|i| i + 1)
+                })
+        });
     let (start, bare) = match cue_end {
         Some(i) => (i, false),
         None => (0, true),
     };
     let taken: Vec<&str> = ws[start..]
         .iter()
-        .take_while(|w| !NOT_NAMES.contains(w) && w.chars().all(|c| c.is_alphabetic() || c == '\'' || c == '-'))
+        .take_while(|w| {
+            !NOT_NAMES.contains(w)
+                && w.chars()
+                    .all(|c| c.is_alphabetic() || c == '\'' || c == '-')
+        })
         .take(3)
         .copied()
         .collect();
@@ -550,9 +652,13 @@ fn name(toks: &[Tok]) -> Extracted {
     }
     let cap = |w: &str| {
         let mut c = w.chars();
-        c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
+        c.next()
+            .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+            .unwrap_or_default()
     };
-    Extracted::Value(SlotValue::Text(taken.iter().map(|w| cap(w)).collect::<Vec<_>>().join(" ")))
+    Extracted::Value(SlotValue::Text(
+        taken.iter().map(|w| cap(w)).collect::<Vec<_>>().join(" "),
+    ))
 }
 
 fn choice(spec: &SlotSpec, toks: &[Tok]) -> Extracted {
@@ -592,7 +698,10 @@ mod tests {
     }
 
     fn spec(kind: SlotKind) -> SlotSpec {
-        SlotSpec { kind: Some(kind), ..Default::default() }
+        SlotSpec {
+            kind: Some(kind),
+            ..Default::default()
+        }
     }
 
     fn val(s: &SlotSpec, text: &str) -> String {
@@ -604,13 +713,19 @@ mod tests {
 
     #[test]
     fn digit_strings() {
-        let s = SlotSpec { length: Some(4), ..spec(SlotKind::Digits) };
+        let s = SlotSpec {
+            length: Some(4),
+            ..spec(SlotKind::Digits)
+        };
         assert_eq!(val(&s, "it ends in four five six one"), "4561");
         assert_eq!(val(&s, "4561"), "4561");
         assert_eq!(val(&s, "four, five, six, one."), "4561");
         assert_eq!(val(&s, "double four six one"), "4461");
         assert_eq!(val(&s, "forty five sixty one"), "4561");
-        assert!(matches!(extract(&s, "four five six", today()), Extracted::Invalid(_)));
+        assert!(matches!(
+            extract(&s, "four five six", today()),
+            Extracted::Invalid(_)
+        ));
         assert_eq!(extract(&s, "i don't know", today()), Extracted::Nothing);
     }
 
@@ -623,8 +738,14 @@ mod tests {
         assert_eq!(val(&s, "about two thousand pounds"), "2000.00 GBP");
         assert_eq!(val(&s, "$12.99"), "12.99 USD");
         assert_eq!(val(&s, "five thousand"), "5000.00 USD");
-        let bounded = SlotSpec { min: Some(1000.0), ..spec(SlotKind::Money) };
-        assert!(matches!(extract(&bounded, "fifty dollars", today()), Extracted::Invalid(_)));
+        let bounded = SlotSpec {
+            min: Some(1000.0),
+            ..spec(SlotKind::Money)
+        };
+        assert!(matches!(
+            extract(&bounded, "fifty dollars", today()),
+            Extracted::Invalid(_)
+        ));
     }
 
     #[test]
@@ -640,17 +761,32 @@ mod tests {
         assert_eq!(val(&s, "three days ago"), "2026-11-19");
         assert_eq!(val(&s, "the day after tomorrow"), "2026-11-24");
         assert_eq!(val(&s, "2026-12-01"), "2026-12-01");
-        let past = SlotSpec { direction: Some("past".into()), ..spec(SlotKind::Date) };
+        let past = SlotSpec {
+            direction: Some("past".into()),
+            ..spec(SlotKind::Date)
+        };
         assert_eq!(val(&past, "on tuesday"), "2026-11-17");
         assert_eq!(val(&past, "march fifth"), "2026-03-05");
-        assert!(matches!(extract(&past, "next friday", today()), Extracted::Invalid(_)));
+        assert!(matches!(
+            extract(&past, "next friday", today()),
+            Extracted::Invalid(_)
+        ));
     }
 
     #[test]
     fn identifiers() {
-        let s = SlotSpec { pattern: Some("[0-9]{6}".into()), ..spec(SlotKind::Identifier) };
-        assert_eq!(val(&s, "my order number is one two three four five six"), "123456");
-        let s = SlotSpec { pattern: Some("NW[0-9]{5}".into()), ..spec(SlotKind::Identifier) };
+        let s = SlotSpec {
+            pattern: Some("[0-9]{6}".into()),
+            ..spec(SlotKind::Identifier)
+        };
+        assert_eq!(
+            val(&s, "my order number is one two three four five six"),
+            "123456"
+        );
+        let s = SlotSpec {
+            pattern: Some("NW[0-9]{5}".into()),
+            ..spec(SlotKind::Identifier)
+        };
         assert_eq!(val(&s, "it's n w one two three four five"), "NW12345");
         assert_eq!(val(&s, "NW12345"), "NW12345");
     }
@@ -662,16 +798,30 @@ mod tests {
         assert_eq!(val(&s, "yeah go ahead"), "yes");
         assert_eq!(val(&s, "no that's not right"), "no");
         assert_eq!(val(&s, "nope"), "no");
-        assert_eq!(extract(&s, "what are your hours", today()), Extracted::Nothing);
+        assert_eq!(
+            extract(&s, "what are your hours", today()),
+            Extracted::Nothing
+        );
         let n = spec(SlotKind::Name);
         assert_eq!(val(&n, "my name is john smith"), "John Smith");
-        assert_eq!(val(&n, "hi this is maria garcia calling about my card"), "Maria Garcia");
+        assert_eq!(
+            val(&n, "hi this is maria garcia calling about my card"),
+            "Maria Garcia"
+        );
         assert_eq!(val(&n, "peter"), "Peter");
-        assert_eq!(extract(&n, "i want to check my balance please", today()), Extracted::Nothing);
+        assert_eq!(
+            extract(&n, "i want to check my balance please", today()),
+            Extracted::Nothing
+        );
         let mut c = spec(SlotKind::Choice);
-        c.values.insert("mortgage".into(), vec!["home loan".into(), "house".into()]);
-        c.values.insert("personal".into(), vec!["personal loan".into()]);
-        c.values.insert("car".into(), vec!["auto loan".into(), "car loan".into(), "vehicle".into()]);
+        c.values
+            .insert("mortgage".into(), vec!["home loan".into(), "house".into()]);
+        c.values
+            .insert("personal".into(), vec!["personal loan".into()]);
+        c.values.insert(
+            "car".into(),
+            vec!["auto loan".into(), "car loan".into(), "vehicle".into()],
+        );
         assert_eq!(val(&c, "a home loan i think"), "mortgage");
         assert_eq!(val(&c, "for a car"), "car");
         assert_eq!(extract(&c, "i'm not sure", today()), Extracted::Nothing);
@@ -679,8 +829,14 @@ mod tests {
 
     #[test]
     fn spoken_forms_for_the_ear() {
-        assert_eq!(SlotValue::Text("4561".into()).spoken(Some(SlotKind::Digits)), "4 5 6 1");
+        assert_eq!(
+            SlotValue::Text("4561".into()).spoken(Some(SlotKind::Digits)),
+            "4 5 6 1"
+        );
         assert_eq!(say_money(1250.5, "USD"), "1250 dollars and 50 cents");
-        assert_eq!(say_date(NaiveDate::from_ymd_opt(2026, 11, 23).unwrap()), "Monday November the 23rd");
+        assert_eq!(
+            say_date(NaiveDate::from_ymd_opt(2026, 11, 23).unwrap()),
+            "Monday November the 23rd"
+        );
     }
 }

@@ -21,22 +21,39 @@ pub struct Labelled {
 }
 
 pub fn read_csv(path: &Path) -> Result<Vec<Labelled>, NluError> {
-    let mut rd = csv::Reader::from_path(path).map_err(|e| NluError::Data(format!("{}: {e}", path.display())))?;
-    let headers = rd.headers().map_err(|e| NluError::Data(format!("{}: {e}", path.display())))?.clone();
+    let mut rd = csv::Reader::from_path(path)
+        .map_err(|e| NluError::Data(format!("{}: {e}", path.display())))?;
+    let headers = rd
+        .headers()
+        .map_err(|e| NluError::Data(format!("{}: {e}", path.display())))?
+        .clone();
     let col = |name: &str| {
         headers
             .iter()
             .position(|h| h.trim() == name)
-            .ok_or_else(|| NluError::Data(format!("{}: no `{name}` column (need text,category)", path.display())))
+            .ok_or_else(|| {
+                NluError::Data(format!(
+                    "{}: no `{name}` column (need text,category)",
+                    path.display()
+                ))
+            })
     };
     let (ti, ci) = (col("text")?, col("category")?);
     let mut out = Vec::new();
     for (n, rec) in rd.records().enumerate() {
-        let rec = rec.map_err(|e| NluError::Data(format!("{}: row {}: {e}", path.display(), n + 2)))?;
+        let rec =
+            rec.map_err(|e| NluError::Data(format!("{}: row {}: {e}", path.display(), n + 2)))?;
         let (Some(t), Some(c)) = (rec.get(ti), rec.get(ci)) else {
-            return Err(NluError::Data(format!("{}: row {}: missing field", path.display(), n + 2)));
+            return Err(NluError::Data(format!(
+                "{}: row {}: missing field",
+                path.display(),
+                n + 2
+            )));
         };
-        out.push(Labelled { text: t.to_string(), category: c.to_string() });
+        out.push(Labelled {
+            text: t.to_string(),
+            category: c.to_string(),
+        });
     }
     Ok(out)
 }
@@ -88,7 +105,9 @@ pub fn evaluate(model: &IntentModel, test: &[Labelled]) -> Result<NluReport, Nlu
         let t0 = Instant::now();
         let guess = model.classify(&item.text)?;
         lat.push(t0.elapsed().as_secs_f64() * 1000.0);
-        let gold = if known.contains(item.category.as_str()) && item.category != super::intent::OUT_OF_SCOPE {
+        let gold = if known.contains(item.category.as_str())
+            && item.category != super::intent::OUT_OF_SCOPE
+        {
             item.category.clone()
         } else {
             OOS.to_string()
@@ -99,7 +118,12 @@ pub fn evaluate(model: &IntentModel, test: &[Labelled]) -> Result<NluReport, Nlu
     Ok(score(&pairs, lat, model.intents().len(), model.train_ms))
 }
 
-fn score(pairs: &[(String, String, String)], mut lat: Vec<f64>, intents: usize, train_ms: u64) -> NluReport {
+fn score(
+    pairs: &[(String, String, String)],
+    mut lat: Vec<f64>,
+    intents: usize,
+    train_ms: u64,
+) -> NluReport {
     let n = pairs.len().max(1);
     let correct = pairs.iter().filter(|(g, p, _)| g == p).count();
     let labels: BTreeSet<&str> = pairs.iter().map(|(g, _, _)| g.as_str()).collect();
@@ -108,10 +132,17 @@ fn score(pairs: &[(String, String, String)], mut lat: Vec<f64>, intents: usize, 
         let tp = pairs.iter().filter(|(g, p, _)| g == l && p == l).count() as f64;
         let fp = pairs.iter().filter(|(g, p, _)| g != l && p == l).count() as f64;
         let fn_ = pairs.iter().filter(|(g, p, _)| g == l && p != l).count() as f64;
-        let f1 = if tp == 0.0 { 0.0 } else { 2.0 * tp / (2.0 * tp + fp + fn_) };
+        let f1 = if tp == 0.0 {
+            0.0
+        } else {
+            2.0 * tp / (2.0 * tp + fp + fn_)
+        };
         f1s.push(f1);
     }
-    let oos_tp = pairs.iter().filter(|(g, p, _)| g == OOS && p == OOS).count() as f64;
+    let oos_tp = pairs
+        .iter()
+        .filter(|(g, p, _)| g == OOS && p == OOS)
+        .count() as f64;
     let oos_pred = pairs.iter().filter(|(_, p, _)| p == OOS).count() as f64;
     let oos_gold = pairs.iter().filter(|(g, _, _)| g == OOS).count();
     let mut conf: BTreeMap<(String, String), (usize, String)> = BTreeMap::new();
@@ -121,17 +152,30 @@ fn score(pairs: &[(String, String, String)], mut lat: Vec<f64>, intents: usize, 
     }
     let mut confusions: Vec<Confusion> = conf
         .into_iter()
-        .map(|((gold, predicted), (count, example))| Confusion { gold, predicted, count, example })
+        .map(|((gold, predicted), (count, example))| Confusion {
+            gold,
+            predicted,
+            count,
+            example,
+        })
         .collect();
     confusions.sort_by(|a, b| b.count.cmp(&a.count).then(a.gold.cmp(&b.gold)));
     confusions.truncate(10);
     lat.sort_by(f64::total_cmp);
-    let pct = |q: f64| lat.get(((lat.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0.0);
+    let pct = |q: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
     NluReport {
         utterances: pairs.len(),
         intents,
         accuracy: correct as f64 / n as f64,
-        macro_f1: if f1s.is_empty() { 0.0 } else { f1s.iter().sum::<f64>() / f1s.len() as f64 },
+        macro_f1: if f1s.is_empty() {
+            0.0
+        } else {
+            f1s.iter().sum::<f64>() / f1s.len() as f64
+        },
         oos_precision: (oos_pred > 0.0).then(|| oos_tp / oos_pred),
         oos_recall: (oos_gold > 0).then(|| oos_tp / oos_gold as f64),
         oos_gold,
@@ -148,8 +192,16 @@ pub fn print_report(r: &NluReport) {
     println!("intents           {}", r.intents);
     println!("accuracy          {:.2} %", r.accuracy * 100.0);
     println!("macro-F1          {:.2} %", r.macro_f1 * 100.0);
-    let opt = |v: Option<f64>| v.map(|x| format!("{:.2} %", x * 100.0)).unwrap_or_else(|| "n/a".into());
-    println!("out-of-scope      {} gold; precision {}, recall {}", r.oos_gold, opt(r.oos_precision), opt(r.oos_recall));
+    let opt = |v: Option<f64>| {
+        v.map(|x| format!("{:.2} %", x * 100.0))
+            .unwrap_or_else(|| "n/a".into())
+    };
+    println!(
+        "out-of-scope      {} gold; precision {}, recall {}",
+        r.oos_gold,
+        opt(r.oos_precision),
+        opt(r.oos_recall)
+    );
     println!("training          {} ms", r.train_ms);
     println!(
         "latency/utterance p50 {:.1} ms, p95 {:.1} ms, mean {:.1} ms",
@@ -157,7 +209,10 @@ pub fn print_report(r: &NluReport) {
     );
     println!("worst confusions (gold -> predicted, count, example):");
     for c in &r.confusions {
-        println!("  {:>3}  {} -> {}   \"{}\"", c.count, c.gold, c.predicted, c.example);
+        println!(
+            "  {:>3}  {} -> {}   \"{}\"",
+            c.count, c.gold, c.predicted, c.example
+        );
     }
 }
 
@@ -168,7 +223,13 @@ mod tests {
     #[test]
     fn scores_count_oos_and_macro_f1() {
         let p = |g: &str, p: &str| (g.to_string(), p.to_string(), "x".to_string());
-        let pairs = vec![p("a", "a"), p("a", "b"), p("b", "b"), p(OOS, OOS), p(OOS, "a")];
+        let pairs = vec![
+            p("a", "a"),
+            p("a", "b"),
+            p("b", "b"),
+            p(OOS, OOS),
+            p(OOS, "a"),
+        ];
         let r = score(&pairs, vec![1.0, 2.0, 3.0, 4.0, 5.0], 2, 0);
         assert!((r.accuracy - 0.6).abs() < 1e-9);
         assert_eq!(r.oos_precision, Some(1.0));
@@ -179,9 +240,15 @@ mod tests {
 
     #[test]
     fn first_k_keeps_file_order() {
-        let d = |t: &str, c: &str| Labelled { text: t.into(), category: c.into() };
+        let d = |t: &str, c: &str| Labelled {
+            text: t.into(),
+            category: c.into(),
+        };
         let data = vec![d("1", "a"), d("2", "a"), d("3", "b"), d("4", "a")];
         let k = first_k_per_category(&data, 2);
-        assert_eq!(k.iter().map(|x| x.text.as_str()).collect::<Vec<_>>(), ["1", "2", "3"]);
+        assert_eq!(
+            k.iter().map(|x| x.text.as_str()).collect::<Vec<_>>(),
+            ["1", "2", "3"]
+        );
     }
 }

@@ -40,6 +40,22 @@ impl IntentModel {
         threshold: f32,
     ) -> Result<Self, NluError> {
         let t0 = Instant::now();
+        let texts: Vec<String> = examples.iter().map(|(t, _)| prepare(t)).collect();
+        let feats = embedder.embed_many(&texts)?;
+        let mut m = Self::train_embedded(embedder, &feats, examples, threshold)?;
+        m.train_ms = t0.elapsed().as_millis() as u64;
+        Ok(m)
+    }
+
+    /// Trains from examples whose embeddings are already known (evaluations
+    /// that train several models on one embedded set).
+    pub fn train_embedded(
+        embedder: Arc<Embedder>,
+        feats: &[Vec<f32>],
+        examples: &[(String, String)],
+        threshold: f32,
+    ) -> Result<Self, NluError> {
+        let t0 = Instant::now();
         let mut index: BTreeMap<&str, usize> = BTreeMap::new();
         for (_, label) in examples {
             let next = index.len();
@@ -49,12 +65,16 @@ impl IntentModel {
         for (name, &i) in &index {
             names[i] = name.to_string();
         }
-        let texts: Vec<String> = examples.iter().map(|(t, _)| prepare(t)).collect();
-        let feats = embedder.embed_many(&texts)?;
         let labels: Vec<usize> = examples.iter().map(|(_, l)| index[l.as_str()]).collect();
         let params = TrainParams::default();
-        let clf = Classifier::train(&feats, &labels, names.len(), &params)?;
-        Ok(Self { embedder, names, clf, threshold, train_ms: t0.elapsed().as_millis() as u64 })
+        let clf = Classifier::train(feats, &labels, names.len(), &params)?;
+        Ok(Self {
+            embedder,
+            names,
+            clf,
+            threshold,
+            train_ms: t0.elapsed().as_millis() as u64,
+        })
     }
 
     pub fn intents(&self) -> &[String] {
@@ -70,6 +90,11 @@ impl IntentModel {
         Ok(self.classify_embedding(&v))
     }
 
+    /// Prepares text the way [`classify`](Self::classify) does, for batch embedding.
+    pub fn prepare(text: &str) -> String {
+        prepare(text)
+    }
+
     pub fn classify_embedding(&self, v: &[f32]) -> IntentGuess {
         let p = self.clf.predict(v);
         let mut ranked: Vec<(usize, f32)> = p.iter().copied().enumerate().collect();
@@ -80,7 +105,11 @@ impl IntentModel {
         IntentGuess {
             intent,
             confidence: conf,
-            ranking: ranked.iter().take(3).map(|&(i, p)| (self.names[i].clone(), p)).collect(),
+            ranking: ranked
+                .iter()
+                .take(3)
+                .map(|&(i, p)| (self.names[i].clone(), p))
+                .collect(),
         }
     }
 }

@@ -133,8 +133,10 @@ fn kind(w: &str) -> Option<Kind> {
 }
 
 fn is_digit_word(w: &str) -> bool {
-    let core = w.trim_end_matches(|c| matches!(c, 's' | 't' | 'h' | 'n' | 'd' | 'r'));
-    !core.is_empty() && core.chars().all(|c| c.is_ascii_digit() || c == '.') && core.chars().next().is_some_and(|c| c.is_ascii_digit())
+    let core = w.trim_end_matches(['s', 't', 'h', 'n', 'd', 'r']);
+    !core.is_empty()
+        && core.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && core.chars().next().is_some_and(|c| c.is_ascii_digit())
 }
 
 /// Splits text into lower-case words, keeping digits, `$`, `£`, `€`, `%`, `/`, `-`
@@ -155,7 +157,12 @@ pub fn words(text: &str) -> Vec<String> {
                 out.push(std::mem::take(&mut cur));
             }
             out.push(c.to_string());
-        } else if c == ',' && prev_digit && next_digit && chars.get(i + 2).is_some_and(|n| n.is_ascii_digit()) && chars.get(i + 3).is_some_and(|n| n.is_ascii_digit()) {
+        } else if c == ','
+            && prev_digit
+            && next_digit
+            && chars.get(i + 2).is_some_and(|n| n.is_ascii_digit())
+            && chars.get(i + 3).is_some_and(|n| n.is_ascii_digit())
+        {
             // thousands separator "1,250"
         } else if !cur.is_empty() {
             out.push(std::mem::take(&mut cur));
@@ -189,7 +196,10 @@ pub fn tokenize(text: &str) -> Vec<Tok> {
 
 /// "oh" is only a zero next to other digits ("oh seven", "four oh one").
 fn starts_oh_run(ws: &[String], i: usize) -> bool {
-    (ws[i] == "oh" || ws[i] == "o") && ws.get(i + 1).is_some_and(|n| matches!(kind(n), Some(Kind::Unit(_))))
+    (ws[i] == "oh" || ws[i] == "o")
+        && ws
+            .get(i + 1)
+            .is_some_and(|n| matches!(kind(n), Some(Kind::Unit(_))))
 }
 
 /// Reads number words from the start of `ws`. Returns the numbers (one per
@@ -203,7 +213,12 @@ fn number_run(ws: &[String]) -> (Vec<Number>, usize) {
     let flush = |cur: &mut Option<(u64, u64, Kind, String)>, groups: &mut Vec<Number>| {
         if let Some((total, part, _, _)) = cur.take() {
             let v = total + part;
-            groups.push(Number { digits: v.to_string(), value: Some(v), ordinal: false, fraction: None });
+            groups.push(Number {
+                digits: v.to_string(),
+                value: Some(v),
+                ordinal: false,
+                fraction: None,
+            });
         }
     };
     while i < ws.len() {
@@ -211,7 +226,12 @@ fn number_run(ws: &[String]) -> (Vec<Number>, usize) {
         // "and" inside a cardinal: "one hundred and fifty".
         if w == "and" {
             if let Some((_, _, Kind::Hundred | Kind::Scale(_), _)) = cur {
-                if ws.get(i + 1).and_then(|n| kind(n)).is_some_and(|k| matches!(k, Kind::Unit(_) | Kind::Teen(_) | Kind::Tens(_) | Kind::Ordinal(_))) {
+                if ws.get(i + 1).and_then(|n| kind(n)).is_some_and(|k| {
+                    matches!(
+                        k,
+                        Kind::Unit(_) | Kind::Teen(_) | Kind::Tens(_) | Kind::Ordinal(_)
+                    )
+                }) {
                     i += 1;
                     continue;
                 }
@@ -225,13 +245,21 @@ fn number_run(ws: &[String]) -> (Vec<Number>, usize) {
         match k {
             Kind::Digits => {
                 flush(&mut cur, &mut groups);
-                let core: String = w.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+                let core: String = w
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '.')
+                    .collect();
                 let ord = w.len() > core.len();
                 let (int, frac) = match core.split_once('.') {
                     Some((a, b)) => (a.to_string(), Some(b.to_string())),
                     None => (core.clone(), None),
                 };
-                groups.push(Number { value: int.parse().ok(), digits: int, ordinal: ord, fraction: frac });
+                groups.push(Number {
+                    value: int.parse().ok(),
+                    digits: int,
+                    ordinal: ord,
+                    fraction: frac,
+                });
             }
             Kind::Double | Kind::Triple => {
                 let n = if k == Kind::Double { 2 } else { 3 };
@@ -239,7 +267,12 @@ fn number_run(ws: &[String]) -> (Vec<Number>, usize) {
                     Some(d) => {
                         flush(&mut cur, &mut groups);
                         let digits = d.to_string().repeat(n);
-                        groups.push(Number { value: None, digits, ordinal: false, fraction: None });
+                        groups.push(Number {
+                            value: None,
+                            digits,
+                            ordinal: false,
+                            fraction: None,
+                        });
                         i += 2;
                         continue;
                     }
@@ -265,7 +298,11 @@ fn number_run(ws: &[String]) -> (Vec<Number>, usize) {
             },
             Kind::Ordinal(v) => {
                 let (t, p) = match cur {
-                    Some((t, p, Kind::Tens(_) | Kind::Hundred | Kind::Scale(_), _)) if v < 10 || p % 100 == 0 => (t, p),
+                    Some((t, p, Kind::Tens(_) | Kind::Hundred | Kind::Scale(_), _))
+                        if v < 10 || p % 100 == 0 =>
+                    {
+                        (t, p)
+                    }
                     _ => {
                         flush(&mut cur, &mut groups);
                         (0, 0)
@@ -273,18 +310,29 @@ fn number_run(ws: &[String]) -> (Vec<Number>, usize) {
                 };
                 cur = None;
                 let val = t + p + v;
-                groups.push(Number { digits: val.to_string(), value: Some(val), ordinal: true, fraction: None });
+                groups.push(Number {
+                    digits: val.to_string(),
+                    value: Some(val),
+                    ordinal: true,
+                    fraction: None,
+                });
             }
             Kind::Hundred => match cur {
                 Some((t, p, Kind::Unit(_) | Kind::Teen(_) | Kind::Tens(_), s)) if p % 100 > 0 => {
                     cur = Some((t, p * 100, Kind::Hundred, s))
                 }
-                None if groups.is_empty() && i == 0 => cur = Some((0, 100, Kind::Hundred, String::new())),
+                None if groups.is_empty() && i == 0 => {
+                    cur = Some((0, 100, Kind::Hundred, String::new()))
+                }
                 _ => break,
             },
             Kind::Scale(m) => match cur {
-                Some((t, p, _, s)) if p > 0 && p < m => cur = Some((t + p * m, 0, Kind::Scale(m), s)),
-                None if groups.is_empty() && i == 0 => cur = Some((m, 0, Kind::Scale(m), String::new())),
+                Some((t, p, _, s)) if p > 0 && p < m => {
+                    cur = Some((t + p * m, 0, Kind::Scale(m), s))
+                }
+                None if groups.is_empty() && i == 0 => {
+                    cur = Some((m, 0, Kind::Scale(m), String::new()))
+                }
                 _ => break,
             },
         }
@@ -298,7 +346,15 @@ fn number_run(ws: &[String]) -> (Vec<Number>, usize) {
     // string; so are digit groups ("twenty three forty five").
     if groups.len() > 1 && groups.iter().all(|g| !g.ordinal && g.fraction.is_none()) {
         let digits: String = groups.iter().map(|g| g.digits.as_str()).collect();
-        return (vec![Number { value: None, digits, ordinal: false, fraction: None }], i);
+        return (
+            vec![Number {
+                value: None,
+                digits,
+                ordinal: false,
+                fraction: None,
+            }],
+            i,
+        );
     }
     (groups, i)
 }
@@ -326,7 +382,10 @@ mod tests {
     fn spoken_forms() {
         for (said, want) in [
             ("four five six one", "4561"),
-            ("my card ends in four five six one please", "my card ends in 4561 please"),
+            (
+                "my card ends in four five six one please",
+                "my card ends in 4561 please",
+            ),
             ("twenty three", "23"),
             ("one hundred and fifty dollars", "150 dollars"),
             ("a hundred dollars", "a 100 dollars"),
@@ -350,6 +409,14 @@ mod tests {
     #[test]
     fn cardinal_values_survive() {
         let t = tokenize("one hundred and twenty five");
-        assert_eq!(t, vec![Tok::Num(Number { digits: "125".into(), value: Some(125), ordinal: false, fraction: None })]);
+        assert_eq!(
+            t,
+            vec![Tok::Num(Number {
+                digits: "125".into(),
+                value: Some(125),
+                ordinal: false,
+                fraction: None
+            })]
+        );
     }
 }

@@ -41,17 +41,29 @@ const LABEL_AT: f32 = 0.3;
 
 impl SentimentModel {
     pub fn train(embedder: &Embedder) -> Result<Self, NluError> {
-        let seeds: Seeds = toml::from_str(SEEDS).map_err(|e| NluError::Data(format!("config/sentiment.toml: {e}")))?;
+        let seeds: Seeds = toml::from_str(SEEDS)
+            .map_err(|e| NluError::Data(format!("config/sentiment.toml: {e}")))?;
         let mut texts = Vec::new();
         let mut labels = Vec::new();
-        for (i, set) in [&seeds.negative, &seeds.neutral, &seeds.positive].into_iter().enumerate() {
+        for (i, set) in [&seeds.negative, &seeds.neutral, &seeds.positive]
+            .into_iter()
+            .enumerate()
+        {
             for t in set {
                 texts.push(t.to_lowercase());
                 labels.push(i);
             }
         }
         let feats = embedder.embed_many(&texts)?;
-        let clf = Classifier::train(&feats, &labels, 3, &TrainParams { l2: 1e-3, ..Default::default() })?;
+        let clf = Classifier::train(
+            &feats,
+            &labels,
+            3,
+            &TrainParams {
+                l2: 1e-3,
+                ..Default::default()
+            },
+        )?;
         Ok(Self { clf })
     }
 

@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::asr::{AsrError, AsrPool};
 use crate::config::Config;
 use crate::dialogue::faq::{FaqError, FaqFactory, FaqFile};
+use crate::dialogue::manager::{AgentFactory, AgentRuntime};
 use crate::dialogue::DialogueFactory;
 use crate::speech::{TtsError, TtsPool};
 use crate::turn::onnx::{self, OnnxError};
@@ -25,6 +26,8 @@ pub enum EngineError {
     Tts(#[from] TtsError),
     #[error(transparent)]
     Faq(#[from] FaqError),
+    #[error("agent: {0}")]
+    Agent(#[from] crate::agent::AgentError),
 }
 
 pub struct Engines {
@@ -64,8 +67,13 @@ impl Engines {
         let tts = TtsPool::start(&dir, &cfg.tts)?;
         let faq_path =
             (!cfg.dialogue.faq.is_empty()).then(|| Path::new(&cfg.dialogue.faq).to_path_buf());
-        let dialogue: Box<dyn DialogueFactory> =
-            Box::new(FaqFactory::new(FaqFile::load(faq_path.as_deref())?));
+        let dialogue: Box<dyn DialogueFactory> = if cfg.dialogue.agent.is_empty() {
+            Box::new(FaqFactory::new(FaqFile::load(faq_path.as_deref())?))
+        } else {
+            let rt = AgentRuntime::load(Path::new(&cfg.dialogue.agent), &dir)?;
+            tracing::info!(agent = %rt.agent.file.agent.name, ms = rt.load_ms, "agent loaded");
+            Box::new(AgentFactory::new(rt))
+        };
         tracing::info!(
             ms = t.elapsed().as_millis() as u64,
             asr = %cfg.asr.model,
