@@ -82,7 +82,11 @@ pub fn parse_article(path: &Path, text: &str) -> Result<Article, AgentError> {
         },
         other => other,
     })?;
-    let body_start = 4 + end + 4;
+    // Past "\n+++" and the newline that ends that line.
+    let mut body_start = 4 + end + 4;
+    if text.get(body_start..body_start + 1) == Some("\n") {
+        body_start += 1;
+    }
     let body = text.get(body_start..).unwrap_or("").trim();
     let body_line = line_at(text, body_start);
     if body.is_empty() {
