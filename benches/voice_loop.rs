@@ -43,6 +43,9 @@ fn bench_config() -> (Config, tempfile::NamedTempFile) {
             "ATTENDANT__SERVER__MODELS_DIR".to_string(),
             format!("\"{}\"", repo().join("models").display()),
         ),
+        // The FAQ bot with an echo fallback: every reply is synthesised fresh,
+        // so the figures include TTS (an agent's cached prompts would hide it).
+        ("ATTENDANT__DIALOGUE__AGENT".to_string(), "\"\"".to_string()),
         (
             "ATTENDANT__DIALOGUE__FAQ".to_string(),
             format!("\"{}\"", faq.path().display()),

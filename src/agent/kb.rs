@@ -141,7 +141,6 @@ pub struct KnowledgeBase {
     articles: Vec<Article>,
     /// Per article, unit embeddings of title and questions.
     vectors: Vec<Vec<Vec<f32>>>,
-    index: Index,
     reader: IndexReader,
     parser: QueryParser,
     id_field: tantivy::schema::Field,
@@ -189,7 +188,6 @@ impl KnowledgeBase {
         Ok(Self {
             articles,
             vectors,
-            index,
             reader,
             parser,
             id_field,
@@ -223,7 +221,6 @@ impl KnowledgeBase {
         }
         let (q, _errs) = self.parser.parse_query_lenient(&clean);
         let searcher = self.reader.searcher();
-        let _ = &self.index;
         let Ok(top) = searcher.search(&q, &TopDocs::with_limit(5).order_by_score()) else {
             return Vec::new();
         };

@@ -514,7 +514,14 @@ impl Conversation {
         let emb = if text.is_empty() {
             None
         } else {
-            self.rt.intents.embedder().embed(&text.to_lowercase()).ok()
+            match self.rt.intents.embedder().embed(&text.to_lowercase()) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    // Without an embedding the turn is handled as not understood.
+                    tracing::warn!(error = %e, "embedding failed");
+                    None
+                }
+            }
         };
         let guess = emb.as_ref().map(|v| self.rt.intents.classify_embedding(v));
         let sentiment = emb.as_ref().map(|v| self.rt.sentiment.score_embedding(v));

@@ -313,10 +313,10 @@ fn month(w: &str) -> Option<u32> {
         "november",
         "december",
     ];
+    // Full names, or the usual three-letter abbreviations ("sept" too).
     M.iter()
         .position(|m| {
-            *m == w
-                || (w.len() >= 3 && m.starts_with(w) && w != "mar" && w != "may" && w.len() == 3)
+            *m == w || (w.len() == 3 && m.starts_with(w)) || (w == "sept" && *m == "september")
         })
         .map(|i| i as u32 + 1)
 }
@@ -433,7 +433,8 @@ fn find_date(toks: &[Tok], today: NaiveDate, prefer_past: bool) -> Option<NaiveD
                 if matches!(word, "week" | "weeks" | "day" | "days") {
                     let k = if word.starts_with("week") { 7 } else { 1 };
                     let count =
-                        i.checked_sub(1).and_then(n).map(|c| c as i64).or_else(|| {
+                        // Bounded so "ninety billion days ago" can't overflow the calendar.
+                        i.checked_sub(1).and_then(n).filter(|c| *c <= 36_500).map(|c| c as i64).or_else(|| {
                             (i >= 1 && matches!(w(i - 1), Some("a" | "one"))).then_some(1)
                         });
                     match (i.checked_sub(1).and_then(w), count) {
@@ -761,6 +762,11 @@ mod tests {
         assert_eq!(val(&s, "three days ago"), "2026-11-19");
         assert_eq!(val(&s, "the day after tomorrow"), "2026-11-24");
         assert_eq!(val(&s, "2026-12-01"), "2026-12-01");
+        // Absurd spans are not dates (and must not panic).
+        assert_eq!(
+            extract(&s, "999999999999 days ago", today()),
+            Extracted::Nothing
+        );
         let past = SlotSpec {
             direction: Some("past".into()),
             ..spec(SlotKind::Date)

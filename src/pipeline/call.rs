@@ -286,6 +286,7 @@ async fn run(
         }
     }
     c.record.ended_unix_ms = Some(unix_ms());
+    c.record.dialogue = c.dialogue.state_json();
     if c.record.outcome == "in_progress" {
         c.record.outcome = "caller_hung_up".into();
     }

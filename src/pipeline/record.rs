@@ -58,6 +58,10 @@ pub struct CallRecord {
     pub turns: Vec<TurnRecord>,
     pub barge_ins: u32,
     pub outcome: String,
+    /// The dialogue's final state (flow, slots, sentiment trajectory, turn
+    /// traces), when the dialogue exposes one.
+    #[serde(default)]
+    pub dialogue: Option<serde_json::Value>,
 }
 
 /// Masks all but the last two digits of a phone number for logs and records.
