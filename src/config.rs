@@ -28,6 +28,12 @@ pub struct Config {
     pub server: ServerConfig,
     pub twilio: TwilioConfig,
     pub dialogue: DialogueConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub handoff: crate::handoff::HandoffConfig,
+    #[serde(default)]
+    pub followup: crate::followup::FollowupConfig,
     pub asr: AsrConfig,
     pub tts: TtsConfig,
     pub turn: TurnConfig,
@@ -60,6 +66,34 @@ impl Default for ServerConfig {
 pub struct TwilioConfig {
     pub auth_token: String,
     pub prebuffer_frames: usize,
+    /// Account SID for REST calls (transfers, SMS); empty disables them.
+    pub account_sid: String,
+    /// Twilio's REST API base (tests point it at a local stand-in).
+    pub api_base: String,
+    /// Sender number for follow-up SMS and outbound calls.
+    pub from_number: String,
+    /// TaskRouter workflow for `queue:` targets; with it the priority and
+    /// hand-off id travel as the task's attributes.
+    pub workflow_sid: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// sqlite://PATH (created on first run) or postgres://USER:PASS@HOST/DB.
+    /// DATABASE_URL overrides it.
+    pub url: String,
+    /// Load db/demo.toml into an empty database on start.
+    pub seed_demo: bool,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/attendant.db".into(),
+            seed_demo: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -119,6 +153,8 @@ impl Config {
         for (k, v) in env {
             let path: Vec<String> = if k == "TWILIO_AUTH_TOKEN" {
                 vec!["twilio".into(), "auth_token".into()]
+            } else if k == "DATABASE_URL" {
+                vec!["store".into(), "url".into()]
             } else if let Some(rest) = k.strip_prefix("ATTENDANT__") {
                 rest.split("__").map(|s| s.to_lowercase()).collect()
             } else {

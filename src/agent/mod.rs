@@ -9,7 +9,7 @@
 //!   intents.toml   [[intent]] name, examples, builtin (transfer/repeat/help/goodbye)
 //!   flows.toml     [[flow]] intent + [[flow.step]] collect/confirm/lookup/say/transfer
 //!   kb/*.md        +++ TOML front matter (title, questions) +++ then the spoken answer
-//!   data.toml      demo records the lookups read (until the customer store lands)
+//!   routing.toml   priority routing: signals → score → continue / offer human / bypass
 //!   tests/*.toml   conversation tests run by `cargo test` and `attendant chat --script`
 //! ```
 
@@ -53,6 +53,27 @@ pub struct AgentFile {
     pub slot: BTreeMap<String, SlotDef>,
     #[serde(default)]
     pub transfer: TransferSettings,
+    #[serde(default)]
+    pub csat: CsatSettings,
+}
+
+/// The opt-in satisfaction survey at the end of a call (1–5, keypad or voice).
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CsatSettings {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "default_csat_q")]
+    pub question: String,
+    #[serde(default = "default_csat_thanks")]
+    pub thanks: String,
+}
+
+fn default_csat_q() -> String {
+    "Before you go: on a scale of one to five, how satisfied were you with this call? Press or say a number.".into()
+}
+fn default_csat_thanks() -> String {
+    "Thank you for your feedback.".into()
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -60,8 +81,19 @@ pub struct AgentFile {
 pub struct AgentInfo {
     pub name: String,
     pub greeting: String,
+    /// Greeting for a caller recognised by caller ID. `{first_name}`,
+    /// `{tier}` and `{history}` ("I see you called yesterday about …") are
+    /// filled in.
+    pub greeting_known: Option<String>,
+    /// How `{history}` reads; `{when}` and `{topic}` are filled in.
+    #[serde(default = "default_history")]
+    pub history: String,
     #[serde(default = "default_lang")]
     pub language: String,
+}
+
+fn default_history() -> String {
+    "I see you called {when} about {topic}. ".into()
 }
 
 fn default_lang() -> String {
@@ -109,6 +141,14 @@ pub struct Prompts {
     /// After `max_fallbacks` misses in a row, offer a person.
     #[serde(default = "default_offer")]
     pub offer_human: String,
+    /// Said when identity verification failed too often; a yes reaches a
+    /// person.
+    #[serde(default = "default_verify_failed")]
+    pub verify_failed: String,
+}
+
+fn default_verify_failed() -> String {
+    "Sorry, I couldn't verify your identity, so I can't share any account details. Would you like to speak to a member of our team?".into()
 }
 
 fn default_clarify() -> String {
@@ -158,6 +198,10 @@ pub struct SlotDef {
     /// asking again when another flow starts.
     #[serde(default)]
     pub keep: bool,
+    /// Fill from the recognised caller's record: `latest_order` (their
+    /// newest open order) or `only_account` (last 4 digits of their account
+    /// when they have exactly one).
+    pub from_caller: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -168,6 +212,8 @@ pub struct IntentDef {
     pub examples: Vec<String>,
     /// A global intent the manager handles itself, available everywhere.
     pub builtin: Option<Builtin>,
+    /// How a later greeting refers to a call about this ("your order").
+    pub topic: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -268,7 +314,7 @@ pub struct Agent {
     pub intents: Vec<IntentDef>,
     pub flows: Vec<FlowDef>,
     pub kb: Vec<kb::Article>,
-    pub data: toml::Table,
+    pub routing: crate::routing::RoutingRules,
 }
 
 fn read(path: &Path) -> Result<String, AgentError> {
@@ -317,6 +363,7 @@ const SLOT_KEYS: &[&str] = &[
     "dtmf",
     "secret",
     "keep",
+    "from_caller",
 ];
 
 impl Agent {
@@ -489,21 +536,27 @@ impl Agent {
             }
         }
 
+        for (name, s) in &file.slot {
+            if let Some(f) = &s.from_caller {
+                if f != "latest_order" && f != "only_account" {
+                    return Err(at(
+                        &agent_path,
+                        &agent_text,
+                        &format!("[slot.{name}]"),
+                        format!("slot `{name}`: from_caller is latest_order or only_account"),
+                    ));
+                }
+            }
+        }
         let kb = kb::load_dir(&dir.join("kb"))?;
-        let data_path = dir.join("data.toml");
-        let data = if data_path.exists() {
-            let t = read(&data_path)?;
-            parse_toml(&data_path, &t)?
-        } else {
-            toml::Table::new()
-        };
+        let routing = crate::routing::RoutingRules::load(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             file,
             intents: intents.intent,
             flows: flows.flow,
             kb,
-            data,
+            routing,
         })
     }
 

@@ -1,12 +1,14 @@
-//! Lookups a flow can call by name (`lookup = "balance"`). They read the
-//! agent's `data.toml` records for now; the customer store replaces the data
-//! source without changing a flow.
+//! Lookups a flow can call by name (`lookup = "balance"`), answered from the
+//! customer store. Account data needs a verified account: `verify_account`
+//! sets it, and `balance`/`transactions`/`loan_status` refuse without it, so
+//! no flow can leak account data by skipping verification.
 
 use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 
 use crate::nlu::entities::{say_date, say_money, spell};
+use crate::store::{Customer, ReturnRecord, Store, StoreError};
 
 /// Every lookup name a flow may use; the agent loader rejects others.
 pub const LOOKUPS: &[&str] = &[
@@ -15,107 +17,115 @@ pub const LOOKUPS: &[&str] = &[
     "transactions",
     "block_card",
     "loan_rates",
+    "loan_status",
     "order_status",
     "start_return",
     "change_address",
+    "save_address",
+    "record_return",
 ];
+
+/// Set by `verify_account`; the manager keeps it out of templates.
+pub const VERIFIED_KEY: &str = "__verified_account";
 
 /// Values a lookup hands back to the flow's templates.
 pub type Vars = BTreeMap<String, String>;
 
 pub struct Backend<'a> {
-    pub data: &'a toml::Table,
+    pub store: &'a Store,
     pub today: NaiveDate,
+    /// The caller, when recognised by caller ID.
+    pub caller: Option<&'a Customer>,
+    /// The account verified earlier in this call.
+    pub verified: Option<&'a str>,
 }
 
-fn s<'a>(t: &'a toml::Table, k: &str) -> Option<&'a str> {
-    t.get(k).and_then(|v| v.as_str())
+fn day(d: &Option<String>) -> Option<NaiveDate> {
+    d.as_deref()
+        .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
 }
 
-fn f(t: &toml::Table, k: &str) -> Option<f64> {
-    t.get(k)
-        .and_then(|v| v.as_float().or_else(|| v.as_integer().map(|i| i as f64)))
+fn unavailable(e: StoreError) -> String {
+    tracing::error!(error = %e, "customer store lookup failed");
+    "our records aren't available right now".to_string()
 }
 
 impl Backend<'_> {
-    fn records(&self, kind: &str) -> impl Iterator<Item = &toml::Table> {
-        self.data
-            .get(kind)
-            .and_then(|v| v.as_array())
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_table())
+    fn verified_account(&self) -> Result<crate::store::Account, String> {
+        let id = self
+            .verified
+            .ok_or("I need to verify your identity before I can share account details")?;
+        self.store
+            .wait(self.store.account(id))
+            .map_err(unavailable)?
+            .ok_or_else(|| "I can't find that account any more".to_string())
     }
 
-    fn account(&self, slots: &Vars) -> Result<&toml::Table, String> {
-        let last4 = slots.get("account_last4").ok_or("no account number")?;
-        let pin = slots.get("pin").ok_or("no PIN")?;
-        self.records("accounts")
-            .find(|a| {
-                s(a, "number").is_some_and(|n| n.ends_with(last4.as_str()))
-                    && s(a, "pin") == Some(pin.as_str())
-            })
-            .ok_or_else(|| "those details don't match our records".to_string())
-    }
-
-    fn order(&self, slots: &Vars) -> Result<&toml::Table, String> {
+    fn order(&self, slots: &Vars) -> Result<crate::store::Order, String> {
         let id = slots.get("order_id").ok_or("no order number")?;
-        self.records("orders")
-            .find(|o| s(o, "id") == Some(id.as_str()))
-            .ok_or_else(|| format!("I can't find an order with the number {}", spell(id)))
-    }
-
-    fn date(&self, t: &toml::Table, k: &str) -> Option<NaiveDate> {
-        s(t, k).and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+        let o = self
+            .store
+            .wait(self.store.order(id))
+            .map_err(unavailable)?
+            .ok_or_else(|| format!("I can't find an order with the number {}", spell(id)))?;
+        // A recognised caller only hears about their own orders.
+        if let Some(c) = self.caller {
+            if o.customer_id != c.id {
+                return Err(format!(
+                    "I can't find an order with the number {} on your account",
+                    spell(id)
+                ));
+            }
+        }
+        Ok(o)
     }
 
     /// Runs lookup `name` with the flow's slots; `Err` carries a reason fit to
     /// be spoken.
     pub fn run(&self, name: &str, slots: &Vars) -> Result<Vars, String> {
         let mut v = Vars::new();
+        let st = self.store;
         match name {
             "verify_account" => {
-                let a = self.account(slots)?;
-                v.insert(
-                    "customer_name".into(),
-                    s(a, "holder")
-                        .unwrap_or("")
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or("")
-                        .into(),
-                );
+                let last4 = slots.get("account_last4").ok_or("no account number")?;
+                let pin = slots.get("pin").ok_or("no PIN")?;
+                let a = st
+                    .wait(st.verify_account(last4, pin, self.caller.map(|c| c.id.as_str())))
+                    .map_err(unavailable)?
+                    .ok_or("those details don't match our records")?;
+                let holder = st
+                    .wait(st.customer(&a.customer_id))
+                    .map_err(unavailable)?
+                    .map(|c| c.first_name().to_string())
+                    .unwrap_or_default();
+                v.insert("customer_name".into(), holder);
+                v.insert(VERIFIED_KEY.into(), a.id);
             }
             "balance" => {
-                let a = self.account(slots)?;
-                let cur = s(a, "currency").unwrap_or("USD");
-                v.insert(
-                    "balance".into(),
-                    say_money(f(a, "balance").unwrap_or(0.0), cur),
-                );
-                v.insert(
-                    "available".into(),
-                    say_money(f(a, "available").or(f(a, "balance")).unwrap_or(0.0), cur),
-                );
+                let a = self.verified_account()?;
+                v.insert("balance".into(), say_money(a.balance, &a.currency));
+                v.insert("available".into(), say_money(a.available, &a.currency));
             }
             "transactions" => {
-                let a = self.account(slots)?;
-                let cur = s(a, "currency").unwrap_or("USD");
-                let tx: Vec<String> = a
-                    .get("transactions")
-                    .and_then(|t| t.as_array())
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|t| t.as_table())
-                    .take(3)
+                let a = self.verified_account()?;
+                let tx: Vec<String> = st
+                    .wait(st.transactions(&a.id, 3))
+                    .map_err(unavailable)?
+                    .iter()
                     .map(|t| {
-                        let amt = f(t, "amount").unwrap_or(0.0);
-                        let what = s(t, "description").unwrap_or("a payment");
-                        let when = self.date(t, "date").map(say_date).unwrap_or_default();
-                        if amt < 0.0 {
-                            format!("{} to {what} on {when}", say_money(-amt, cur))
+                        let when = day(&Some(t.day.clone())).map(say_date).unwrap_or_default();
+                        if t.amount < 0.0 {
+                            format!(
+                                "{} to {} on {when}",
+                                say_money(-t.amount, &a.currency),
+                                t.description
+                            )
                         } else {
-                            format!("{} from {what} on {when}", say_money(amt, cur))
+                            format!(
+                                "{} from {} on {when}",
+                                say_money(t.amount, &a.currency),
+                                t.description
+                            )
                         }
                     })
                     .collect();
@@ -128,79 +138,107 @@ impl Backend<'_> {
             }
             "block_card" => {
                 let last4 = slots.get("card_last4").ok_or("no card number")?;
-                let card = self
-                    .records("cards")
-                    .find(|c| s(c, "last4") == Some(last4.as_str()))
+                let card = st
+                    .wait(st.card(last4))
+                    .map_err(unavailable)?
                     .ok_or_else(|| format!("I can't find a card ending in {}", spell(last4)))?;
-                v.insert("card_type".into(), s(card, "type").unwrap_or("card").into());
+                st.wait(st.block_card(last4)).map_err(unavailable)?;
+                v.insert("card_type".into(), card.kind);
                 v.insert("replacement_days".into(), "five".into());
             }
             "loan_rates" => {
                 let kind = slots.get("loan_type").ok_or("no loan type")?;
-                let loan = self
-                    .records("loans")
-                    .find(|l| s(l, "type") == Some(kind.as_str()))
+                let loan = st
+                    .wait(st.loan_product(kind))
+                    .map_err(unavailable)?
                     .ok_or_else(|| format!("we don't offer {kind} loans"))?;
-                v.insert(
-                    "rate".into(),
-                    format!("{} percent", f(loan, "rate").unwrap_or(0.0)),
-                );
-                v.insert(
-                    "max_amount".into(),
-                    say_money(f(loan, "max_amount").unwrap_or(0.0), "USD"),
-                );
+                v.insert("rate".into(), format!("{} percent", loan.rate));
+                v.insert("max_amount".into(), say_money(loan.max_amount, "USD"));
                 if let Some(amount) = slots
                     .get("loan_amount")
                     .and_then(|a| a.split_whitespace().next()?.parse::<f64>().ok())
                 {
-                    let ok = amount <= f(loan, "max_amount").unwrap_or(f64::MAX);
-                    v.insert("within_limit".into(), ok.to_string());
+                    v.insert(
+                        "within_limit".into(),
+                        (amount <= loan.max_amount).to_string(),
+                    );
+                }
+            }
+            "loan_status" => {
+                let a = self.verified_account()?;
+                let loans = st.wait(st.loans_of(&a.customer_id)).map_err(unavailable)?;
+                let l = loans
+                    .first()
+                    .ok_or("I can't find a loan application on your record")?;
+                v.insert("loan_kind".into(), l.kind.clone());
+                v.insert("loan_amount".into(), say_money(l.amount, &a.currency));
+                v.insert("loan_status".into(), l.status.clone());
+                if let Some(d) = day(&Some(l.updated.clone())) {
+                    v.insert("loan_updated".into(), say_date(d));
                 }
             }
             "order_status" => {
                 let o = self.order(slots)?;
-                let status = s(o, "status").unwrap_or("processing");
-                v.insert("status".into(), status.replace('_', " "));
-                v.insert("item".into(), s(o, "item").unwrap_or("your item").into());
-                if let Some(eta) = self.date(o, "eta") {
+                v.insert("status".into(), o.status.replace('_', " "));
+                v.insert("item".into(), o.item.clone());
+                let eta = day(&o.eta);
+                if let Some(eta) = eta {
                     v.insert("eta".into(), say_date(eta));
                 }
-                if let Some(orig) = self.date(o, "promised") {
+                if let Some(orig) = day(&o.promised) {
                     v.insert("promised".into(), say_date(orig));
-                    if self.date(o, "eta").is_some_and(|e| e > orig) {
+                    if eta.is_some_and(|e| e > orig) && o.status != "delivered" {
                         v.insert("delayed".into(), "true".into());
                     }
                 }
-                v.insert(status.into(), "true".into());
+                v.insert(o.status.clone(), "true".into());
             }
             "start_return" => {
                 let o = self.order(slots)?;
-                if s(o, "status") != Some("delivered") {
+                if o.status != "delivered" {
                     return Err(
                         "that order hasn't been delivered yet, so it can't be returned".into(),
                     );
                 }
-                let delivered = self.date(o, "delivered").unwrap_or(self.today);
+                let delivered = day(&o.delivered).unwrap_or(self.today);
                 if (self.today - delivered).num_days() > 30 {
                     return Err("that order was delivered more than thirty days ago".into());
                 }
-                v.insert("item".into(), s(o, "item").unwrap_or("your item").into());
-                v.insert(
-                    "refund".into(),
-                    say_money(
-                        f(o, "total").unwrap_or(0.0),
-                        s(o, "currency").unwrap_or("USD"),
-                    ),
-                );
+                v.insert("item".into(), o.item.clone());
+                v.insert("refund".into(), say_money(o.total, &o.currency));
             }
             "change_address" => {
                 let o = self.order(slots)?;
-                if matches!(s(o, "status"), Some("shipped" | "delivered" | "in_transit")) {
+                if matches!(o.status.as_str(), "shipped" | "delivered" | "in_transit") {
                     return Err(
                         "that order has already shipped, so the address can't be changed".into(),
                     );
                 }
-                v.insert("item".into(), s(o, "item").unwrap_or("your item").into());
+                v.insert("item".into(), o.item.clone());
+            }
+            // Writes run after the caller confirmed, as their own flow steps.
+            "save_address" => {
+                let o = self.order(slots)?;
+                let street = slots.get("street").ok_or("no street")?;
+                let zip = slots.get("postcode").ok_or("no zip code")?;
+                st.wait(st.set_order_address(&o.id, &format!("{street}, {zip}")))
+                    .map_err(unavailable)?;
+            }
+            "record_return" => {
+                let o = self.order(slots)?;
+                let r = ReturnRecord {
+                    id: format!("R-{}", uuid::Uuid::new_v4().simple()),
+                    order_id: o.id.clone(),
+                    reason: slots
+                        .get("return_reason")
+                        .cloned()
+                        .unwrap_or_else(|| "unspecified".into()),
+                    status: "label_sent".into(),
+                    refund: o.total,
+                    created_ms: crate::store::now_ms(),
+                };
+                st.wait(st.insert_return(&r)).map_err(unavailable)?;
+                v.insert("return_id".into(), r.id);
             }
             other => return Err(format!("unknown lookup {other}")),
         }

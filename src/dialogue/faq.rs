@@ -259,6 +259,7 @@ impl FaqBot {
         self.reply(Reply {
             say: self.cfg.transfer.clone(),
             actions: vec![Action::Transfer {
+                priority: 0,
                 target: self.cfg.transfer_target.clone(),
                 reason: reason.into(),
             }],

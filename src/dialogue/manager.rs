@@ -15,8 +15,14 @@ use std::time::Instant;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-use super::backend::{Backend, Vars};
-use super::{Action, CallMeta, Dialogue, DialogueFactory, Interruption, Reply, TurnInput};
+use super::backend::{Backend, Vars, VERIFIED_KEY};
+use super::{
+    Action, CallMeta, Dialogue, DialogueFactory, Interruption, Reply, Services, TurnInput,
+};
+use crate::handoff::{self, IntentMark, Packet, Priority, SentimentInfo};
+use crate::routing::{Decision, RouteAction};
+use crate::rules::{Facts, Value};
+use crate::store::{now_ms, Customer, Interaction, SentimentSample, Utterance};
 use crate::agent::kb::{KbHit, KnowledgeBase};
 use crate::agent::{Agent, AgentError, Builtin, FlowDef, SlotDef, Step};
 use crate::nlu::embed::{Embedder, DEFAULT_DIR};
@@ -30,7 +36,7 @@ pub struct AgentRuntime {
     pub agent: Agent,
     pub intents: IntentModel,
     pub kb: KnowledgeBase,
-    pub sentiment: SentimentModel,
+    pub sentiment: Arc<SentimentModel>,
     pub load_ms: u64,
 }
 
@@ -47,7 +53,7 @@ impl AgentRuntime {
         let agent = Agent::load(dir)?;
         let intents = agent.build_intent_model(embedder.clone())?;
         let kb = KnowledgeBase::build(agent.kb.clone(), &embedder)?;
-        let sentiment = SentimentModel::train(&embedder)?;
+        let sentiment = Arc::new(SentimentModel::train(&embedder)?);
         Ok(Arc::new(Self {
             agent,
             intents,
@@ -74,6 +80,7 @@ pub enum Pending {
     AnythingElse,
     Clarify { article: String },
     OfferHuman,
+    Csat,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -101,6 +108,9 @@ pub struct TurnTrace {
     pub reply: String,
     pub kb: Option<KbHit>,
     pub nlu_ms: f64,
+    /// Unix milliseconds when the turn was handled.
+    #[serde(default)]
+    pub at_ms: i64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -116,6 +126,21 @@ pub struct ConversationState {
     pub ended: bool,
     /// Where the last answer came from.
     pub last_source: String,
+    pub greeting: String,
+    pub greeting_at_ms: i64,
+    /// The recognised caller's customer id.
+    pub customer_id: Option<String>,
+    /// Set only by a successful `verify_account`.
+    pub verified_account: Option<String>,
+    /// Re-prompts, fallbacks and failed lookups so far.
+    pub misses: u32,
+    /// The latest routing decision.
+    pub routing: Option<Decision>,
+    pub routing_offered: bool,
+    pub transferred: Option<String>,
+    pub transfer_reason: String,
+    pub csat: Option<i64>,
+    pub csat_asked: bool,
 }
 
 impl ConversationState {
@@ -124,11 +149,27 @@ impl ConversationState {
     }
 }
 
+/// What we know of the caller when the call starts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CallerContext {
+    pub customer: Option<Customer>,
+    /// Earlier interactions, newest first.
+    pub history: Vec<Interaction>,
+    /// Earlier contacts within the routing window.
+    pub recent_contacts: i64,
+    pub open_order: Option<String>,
+    pub only_account: Option<String>,
+}
+
 /// One call's conversation with an agent.
 pub struct Conversation {
     rt: Arc<AgentRuntime>,
     pub state: ConversationState,
     today: NaiveDate,
+    services: Option<Arc<Services>>,
+    pub caller: CallerContext,
+    call: CallMeta,
+    started_ms: i64,
 }
 
 /// What one turn produces while it is being built.
@@ -155,6 +196,430 @@ impl Conversation {
             rt,
             state: ConversationState::default(),
             today: chrono::Local::now().date_naive(),
+            services: None,
+            caller: CallerContext::default(),
+            call: CallMeta::default(),
+            started_ms: now_ms(),
+        }
+    }
+
+    /// A conversation backed by the customer store.
+    pub fn with_services(rt: Arc<AgentRuntime>, services: Arc<Services>) -> Self {
+        let mut c = Self::new(rt);
+        c.services = Some(services);
+        c
+    }
+
+    /// Takes the call's metadata and looks the caller up by caller ID.
+    pub fn begin(&mut self, call: &CallMeta) {
+        self.call = call.clone();
+        if self.call.call_id.is_empty() {
+            self.call.call_id = format!("chat-{}", uuid::Uuid::new_v4().simple());
+        }
+        let (Some(sv), Some(from)) = (self.services.clone(), call.from.as_deref()) else {
+            return;
+        };
+        let st = &sv.store;
+        let window = self.rt.agent.routing.window_days.max(0) * 86_400_000;
+        let since = self.started_ms - window;
+        let ctx = st.wait(async {
+            let Some(c) = st.customer_by_phone(from).await? else {
+                return Ok::<_, crate::store::StoreError>(CallerContext::default());
+            };
+            let history = st.interactions_of(&c.id, 10).await?;
+            let orders = st.orders_of(&c.id).await?;
+            let accounts = st.accounts_of(&c.id).await?;
+            Ok(CallerContext {
+                recent_contacts: history.iter().filter(|i| i.started_ms >= since).count() as i64,
+                open_order: orders
+                    .iter()
+                    .find(|o| o.status != "delivered" && o.status != "cancelled")
+                    .or(orders.first())
+                    .map(|o| o.id.clone()),
+                only_account: (accounts.len() == 1).then(|| {
+                    let id = &accounts[0].id;
+                    id[id.len().saturating_sub(4)..].to_string()
+                }),
+                customer: Some(c),
+                history,
+            })
+        });
+        match ctx {
+            Ok(ctx) => {
+                self.state.customer_id = ctx.customer.as_ref().map(|c| c.id.clone());
+                if let Some(c) = &ctx.customer {
+                    tracing::info!(call = %self.call.call_id, customer = %c.id, tier = %c.tier, recent = ctx.recent_contacts, "caller recognised");
+                }
+                self.caller = ctx;
+            }
+            Err(e) => tracing::error!(error = %e, "caller lookup failed; continuing anonymously"),
+        }
+    }
+
+    /// "earlier today", "yesterday", "on Tuesday", "on November third".
+    fn when_phrase(&self, ms: i64) -> String {
+        let Some(d) = chrono::DateTime::from_timestamp_millis(ms) else {
+            return String::new();
+        };
+        let day = d.with_timezone(&chrono::Local).date_naive();
+        let today = chrono::Local::now().date_naive();
+        match (today - day).num_days() {
+            0 => "earlier today".into(),
+            1 => "yesterday".into(),
+            2..=6 => format!("on {}", day.format("%A")),
+            _ => format!("on {}", crate::nlu::entities::say_date(day)),
+        }
+    }
+
+    /// "your order one two three…" from the last contact's intent topic.
+    fn history_line(&self) -> String {
+        let Some(last) = self.caller.history.first() else {
+            return String::new();
+        };
+        if self.started_ms - last.started_ms > 14 * 86_400_000 {
+            return String::new();
+        }
+        let topic = last
+            .intents
+            .iter()
+            .find_map(|i| self.rt.agent.intent(i).and_then(|d| d.topic.clone()))
+            .or_else(|| last.intents.first().map(|i| i.replace('_', " ")))
+            .unwrap_or_default();
+        if topic.is_empty() {
+            return String::new();
+        }
+        let mut topic = topic;
+        for (k, v) in &last.slots {
+            topic = topic.replace(&format!("{{{k}}}"), &crate::nlu::entities::spell(v));
+        }
+        self.rt
+            .agent
+            .file
+            .agent
+            .history
+            .replace("{when}", &self.when_phrase(last.started_ms))
+            .replace("{topic}", &topic)
+    }
+
+    /// Routing facts for this moment of the call.
+    fn facts(&self, intent: Option<&str>) -> Facts {
+        let mut f = Facts::new();
+        let c = self.caller.customer.as_ref();
+        f.insert("known".into(), Value::Bool(c.is_some()));
+        if let Some(c) = c {
+            f.insert("tier".into(), Value::Str(c.tier.clone()));
+            f.insert("lifetime_value".into(), Value::Num(c.lifetime_value));
+            f.insert("predicted_value".into(), Value::Num(c.predicted_value));
+            if let Ok(since) = NaiveDate::parse_from_str(&c.customer_since, "%Y-%m-%d") {
+                f.insert(
+                    "tenure_years".into(),
+                    Value::Num((self.today - since).num_days() as f64 / 365.25),
+                );
+            }
+        }
+        f.insert(
+            "recent_contacts".into(),
+            Value::Num(self.caller.recent_contacts as f64),
+        );
+        if let Some(p) = self.state.sentiment.last() {
+            f.insert("sentiment".into(), Value::Num(p.score as f64));
+        }
+        f.insert(
+            "sentiment_trend".into(),
+            Value::Num(self.state.sentiment_trend() as f64),
+        );
+        if let Some(m) = self
+            .state
+            .sentiment
+            .iter()
+            .map(|p| p.score)
+            .reduce(f32::min)
+        {
+            f.insert("min_sentiment".into(), Value::Num(m as f64));
+        }
+        if let Some(i) = intent {
+            f.insert("intent".into(), Value::Str(i.to_string()));
+        }
+        f.insert(
+            "failed_attempts".into(),
+            Value::Num(self.state.misses as f64),
+        );
+        f.insert(
+            "turn".into(),
+            Value::Num(self.state.turns.len() as f64 + 1.0),
+        );
+        f
+    }
+
+    fn route(&mut self, intent: Option<&str>) -> Decision {
+        let d = self.rt.agent.routing.decide(&self.facts(intent));
+        if d.action != RouteAction::Continue {
+            tracing::info!(call = %self.call.call_id, score = d.score, action = ?d.action, route = ?d.route, "routing rule matched");
+        }
+        self.state.routing = Some(d.clone());
+        d
+    }
+
+    fn fill_caller(&self, template: &str) -> String {
+        let c = self.caller.customer.as_ref();
+        template
+            .replace("{first_name}", c.map(|c| c.first_name()).unwrap_or(""))
+            .replace("{tier}", c.map(|c| c.tier.as_str()).unwrap_or(""))
+    }
+
+    /// Builds, stores and queues the hand-off packet for this call.
+    pub fn handoff_packet(&self, target: &str, reason: &str) -> Packet {
+        let d = self.state.routing.clone().unwrap_or_default();
+        let mut slots = BTreeMap::new();
+        for (k, v) in &self.state.slots {
+            let secret = self.slot_def(k).is_some_and(|d| d.secret);
+            slots.insert(k.clone(), if secret { "****".into() } else { v.canonical() });
+        }
+        let sentiment: Vec<SentimentSample> = self.sentiment_samples();
+        let intents: Vec<IntentMark> = self
+            .state
+            .turns
+            .iter()
+            .filter_map(|t| {
+                t.intent.as_ref().map(|i| IntentMark {
+                    turn: t.turn,
+                    intent: i.clone(),
+                    confidence: t.confidence,
+                })
+            })
+            .collect();
+        let current = self.state.sentiment.last().map_or(0.0, |p| p.score);
+        let trend = self.state.sentiment_trend();
+        let summary = self.summary(target, reason, &d, current, trend);
+        Packet {
+            schema: handoff::SCHEMA_ID.into(),
+            call_id: self.call.call_id.clone(),
+            created_at: handoff::rfc3339(now_ms()),
+            channel: self.call.channel.clone(),
+            agent: self.rt.agent.file.agent.name.clone(),
+            target: target.to_string(),
+            priority: Priority {
+                score: d.score,
+                level: Priority::level_of(d.score).into(),
+                reason: reason.to_string(),
+                signals: d.reasons.clone(),
+            },
+            summary,
+            customer: self.caller.customer.clone(),
+            verified: self.state.verified_account.is_some(),
+            transcript: handoff::timed(&self.transcript()),
+            intents,
+            slots,
+            sentiment: SentimentInfo {
+                current,
+                trend,
+                trajectory: sentiment,
+            },
+            previous_interactions: handoff::previous(&self.caller.history, &self.call.call_id),
+            context_path: format!("/calls/{}/handoff", self.call.call_id),
+        }
+    }
+
+    fn summary(&self, target: &str, reason: &str, d: &Decision, current: f32, trend: f32) -> String {
+        let mut parts = Vec::new();
+        match &self.caller.customer {
+            Some(c) => parts.push(format!(
+                "{} ({} tier, lifetime value {:.0}, customer since {}); {} earlier contact(s) in the last {} days.",
+                c.name,
+                c.tier,
+                c.lifetime_value,
+                c.customer_since,
+                self.caller.recent_contacts,
+                self.rt.agent.routing.window_days
+            )),
+            None => parts.push("Caller not recognised.".into()),
+        }
+        let intents: Vec<&str> = self
+            .state
+            .turns
+            .iter()
+            .filter_map(|t| t.intent.as_deref())
+            .filter(|i| !i.starts_with("kb:") && *i != crate::nlu::intent::OUT_OF_SCOPE)
+            .collect();
+        if !intents.is_empty() {
+            let mut seen = Vec::new();
+            for i in intents {
+                if !seen.contains(&i) {
+                    seen.push(i);
+                }
+            }
+            parts.push(format!("Asked about: {}.", seen.join(", ").replace('_', " ")));
+        }
+        let filled: Vec<String> = self
+            .state
+            .slots
+            .iter()
+            .filter(|(k, _)| !self.slot_def(k).is_some_and(|d| d.secret))
+            .map(|(k, v)| format!("{k} {}", v.canonical()))
+            .collect();
+        if !filled.is_empty() {
+            parts.push(format!("Details: {}.", filled.join(", ")));
+        }
+        if let Some(last) = self.caller.history.first() {
+            if !last.summary.is_empty() {
+                parts.push(format!("Previous contact: {}", last.summary));
+            }
+        }
+        if !self.state.sentiment.is_empty() {
+            parts.push(format!(
+                "Sentiment {} ({current:+.2}), trend {trend:+.2}.",
+                crate::nlu::sentiment::Label::of(current).as_str()
+            ));
+        }
+        parts.push(format!(
+            "Sent to {target} at {} priority: {reason}.",
+            Priority::level_of(d.score)
+        ));
+        if self.state.verified_account.is_some() {
+            parts.push("Identity verified.".into());
+        }
+        parts.join(" ")
+    }
+
+    fn sentiment_samples(&self) -> Vec<SentimentSample> {
+        self.state
+            .sentiment
+            .iter()
+            .map(|p| SentimentSample {
+                turn: p.turn,
+                score: p.score,
+                label: p.label.as_str().into(),
+            })
+            .collect()
+    }
+
+    /// The call as lines with times: greeting, then each turn and reply.
+    pub fn transcript(&self) -> Vec<Utterance> {
+        let mut t = Vec::new();
+        if !self.state.greeting.is_empty() {
+            t.push(Utterance {
+                speaker: "bot".into(),
+                text: self.state.greeting.clone(),
+                at_ms: self.state.greeting_at_ms,
+                dtmf: None,
+            });
+        }
+        for turn in &self.state.turns {
+            if !turn.text.is_empty() || turn.dtmf.is_some() {
+                t.push(Utterance {
+                    speaker: "caller".into(),
+                    text: turn.text.clone(),
+                    at_ms: turn.at_ms,
+                    dtmf: turn.dtmf.as_ref().map(|d| {
+                        // Keypad digits of secret slots (PINs) are not kept.
+                        if turn.slots.values().any(|v| v == "****") {
+                            "*".repeat(d.len())
+                        } else {
+                            d.clone()
+                        }
+                    }),
+                });
+            }
+            if !turn.reply.is_empty() {
+                t.push(Utterance {
+                    speaker: "bot".into(),
+                    text: turn.reply.clone(),
+                    at_ms: turn.at_ms,
+                    dtmf: None,
+                });
+            }
+        }
+        t
+    }
+
+    /// The interaction row for this call.
+    pub fn interaction(&self, ended_ms: i64, response_ms: Option<i64>) -> Interaction {
+        let transferred = self.state.transferred.is_some();
+        let resolved = self.state.turns.iter().any(|t| {
+            t.action.starts_with("done:") || t.action.starts_with("answer:")
+        });
+        let mut intents: Vec<String> = Vec::new();
+        for t in &self.state.turns {
+            if let Some(i) = &t.intent {
+                if !intents.contains(i) && i != crate::nlu::intent::OUT_OF_SCOPE {
+                    intents.push(i.clone());
+                }
+            }
+        }
+        let slots = self
+            .state
+            .slots
+            .iter()
+            .filter(|(k, _)| !self.slot_def(k).is_some_and(|d| d.secret))
+            .map(|(k, v)| (k.clone(), v.canonical()))
+            .collect();
+        let d = self.state.routing.clone().unwrap_or_default();
+        let current = self.state.sentiment.last().map_or(0.0, |p| p.score);
+        let summary = match &self.state.transferred {
+            Some(t) => self.summary(t, &self.state.transfer_reason, &d, current, self.state.sentiment_trend()),
+            None => {
+                let topics = intents.join(", ").replace('_', " ");
+                let mut s = if topics.is_empty() {
+                    "Call with the bot.".to_string()
+                } else {
+                    format!("Asked about {topics}.")
+                };
+                for (k, v) in &self.state.vars {
+                    if k == "item" || k == "status" {
+                        s.push_str(&format!(" {k}: {v}."));
+                    }
+                }
+                s
+            }
+        };
+        Interaction {
+            id: self.call.call_id.clone(),
+            customer_id: self.state.customer_id.clone(),
+            channel: self.call.channel.clone(),
+            agent: self.rt.agent.file.agent.name.clone(),
+            started_ms: self.started_ms,
+            ended_ms: Some(ended_ms),
+            transcript: self.transcript(),
+            intents,
+            slots,
+            sentiment: self.sentiment_samples(),
+            outcome: if transferred {
+                "transferred".into()
+            } else if resolved {
+                "resolved".into()
+            } else {
+                "abandoned".into()
+            },
+            handled_by: if transferred { "human" } else { "bot" }.into(),
+            csat: self.state.csat,
+            response_ms,
+            priority: d.score,
+            summary,
+        }
+    }
+
+    /// Saves this call's interaction row.
+    pub fn save_interaction(&self, response_ms: Option<i64>) {
+        let Some(sv) = &self.services else { return };
+        let row = self.interaction(now_ms(), response_ms);
+        if let Err(e) = sv.store.wait(sv.store.save_interaction(&row)) {
+            tracing::error!(error = %e, "cannot save interaction");
+            return;
+        }
+        // A resolved call is a business event: follow-up rules may act on it.
+        if let (Some(tx), Some(c), "resolved") =
+            (&sv.events, &row.customer_id, row.outcome.as_str())
+        {
+            let n = row.sentiment.len().max(1) as f32;
+            let mean = row.sentiment.iter().map(|s| s.score).sum::<f32>() / n;
+            let _ = tx.send(serde_json::json!({
+                "id": format!("call:{}:resolved", row.id),
+                "type": "conversation_resolved",
+                "customer_id": c,
+                "interaction_id": row.id,
+                "sentiment": mean,
+                "intents": row.intents,
+            }));
         }
     }
 
@@ -164,7 +629,32 @@ impl Conversation {
     }
 
     pub fn greeting(&mut self) -> Reply {
-        let g = self.rt.agent.file.agent.greeting.clone();
+        let info = &self.rt.agent.file.agent;
+        let g = match (&self.caller.customer, &info.greeting_known) {
+            (Some(_), Some(known)) => self
+                .fill_caller(known)
+                .replace("{history}", &self.history_line()),
+            _ => info.greeting.clone(),
+        };
+        self.state.greeting_at_ms = now_ms();
+        // Some callers go straight to a person (e.g. a valuable customer on
+        // their third call this week).
+        let d = self.route(None);
+        if d.action == RouteAction::Bypass {
+            let mut out = Out::default();
+            let say = self.fill_caller(d.say.as_deref().unwrap_or(&self.rt.agent.file.prompts.transfer));
+            let reason = format!("routing rule {}", d.route.clone().unwrap_or_default());
+            self.transfer(&mut out, d.queue.as_deref(), &reason, &say);
+            let say = out.say.join(" ");
+            self.state.greeting = say.clone();
+            self.state.last_reply = say.clone();
+            return Reply {
+                say,
+                actions: out.actions,
+                source: "routing".into(),
+            };
+        }
+        self.state.greeting = g.clone();
         self.state.last_reply = g.clone();
         Reply {
             say: g,
@@ -275,9 +765,19 @@ impl Conversation {
             .map(str::to_string)
             .unwrap_or_else(|| self.rt.agent.file.transfer.default.clone());
         out.push(say.to_string());
+        let priority = self.state.routing.as_ref().map_or(0, |d| d.score);
+        self.state.transferred = Some(target.clone());
+        self.state.transfer_reason = reason.to_string();
+        if let Some(sv) = &self.services {
+            let p = self.handoff_packet(&target, reason);
+            if let Err(e) = sv.store.wait(handoff::save(&sv.store, &sv.handoff, &p)) {
+                tracing::error!(error = %e, "cannot store hand-off packet");
+            }
+        }
         out.actions.push(Action::Transfer {
             target,
             reason: reason.to_string(),
+            priority,
         });
         self.state.flow = None;
         self.state.pending = None;
@@ -354,13 +854,21 @@ impl Conversation {
                     .iter()
                     .map(|(k, v)| (k.clone(), v.canonical()))
                     .collect();
-                let res = Backend {
-                    data: &self.rt.agent.data,
-                    today: self.today,
-                }
-                .run(name, &slots);
+                let res = match &self.services {
+                    Some(sv) => Backend {
+                        store: &sv.store,
+                        today: self.today,
+                        caller: self.caller.customer.as_ref(),
+                        verified: self.state.verified_account.as_deref(),
+                    }
+                    .run(name, &slots),
+                    None => Err("our records aren't available right now".to_string()),
+                };
                 match res {
-                    Ok(vars) => {
+                    Ok(mut vars) => {
+                        if let Some(acc) = vars.remove(VERIFIED_KEY) {
+                            self.state.verified_account = Some(acc);
+                        }
                         self.state.vars.extend(vars);
                         advance(self);
                         continue;
@@ -373,11 +881,21 @@ impl Conversation {
                             .unwrap_or_else(|| "Sorry, {reason}.".into());
                         out.push(self.render(&msg));
                         out.action = format!("lookup_failed:{name}");
+                        self.state.misses += 1;
                         let failures = {
                             let f = self.state.flow.as_mut().expect("flow is active");
                             f.lookup_failures += 1;
                             f.lookup_failures
                         };
+                        if name == "verify_account" && failures >= tries_max {
+                            // No account data without verification; a person
+                            // can verify the caller another way.
+                            self.state.flow = None;
+                            out.push(self.rt.agent.file.prompts.verify_failed.clone());
+                            out.action = "verify_failed".into();
+                            self.state.pending = Some(Pending::OfferHuman);
+                            return;
+                        }
                         if step.retry.is_empty() || failures >= tries_max {
                             self.escalate(out, &format!("lookup {name} failed: {reason}"));
                             return;
@@ -478,6 +996,22 @@ impl Conversation {
                 }
             }
         }
+        // A recognised caller's record answers some questions ("which order?").
+        for step in &def.step {
+            let Some(slot) = &step.collect else { continue };
+            let from = self.slot_def(slot).and_then(|d| d.from_caller.clone());
+            let v = match from.as_deref() {
+                Some("latest_order") => self.caller.open_order.clone(),
+                Some("only_account") => self.caller.only_account.clone(),
+                _ => None,
+            };
+            if let Some(v) = v {
+                if !self.state.slots.contains_key(slot) {
+                    filled.insert(slot.clone(), v.clone());
+                    self.state.slots.insert(slot.clone(), SlotValue::Text(v));
+                }
+            }
+        }
         self.run_flow(out);
     }
 
@@ -536,14 +1070,63 @@ impl Conversation {
         }
         let mut out = Out::default();
         let mut filled = BTreeMap::new();
-        self.decide(
-            &text,
-            dtmf.as_deref(),
-            guess.as_ref(),
-            kb.as_ref(),
-            &mut out,
-            &mut filled,
-        );
+        let intent = guess.as_ref().and_then(|g| g.intent.clone());
+        let decision = if self.state.ended {
+            Decision::default()
+        } else {
+            self.route(intent.as_deref())
+        };
+        if decision.action == RouteAction::Bypass && self.state.pending != Some(Pending::Csat) {
+            let say = self.fill_caller(
+                decision
+                    .say
+                    .as_deref()
+                    .unwrap_or(&self.rt.agent.file.prompts.transfer),
+            );
+            let reason = format!(
+                "routing rule {}: {}",
+                decision.route.clone().unwrap_or_default(),
+                decision.reasons.join(", ")
+            );
+            self.transfer(&mut out, decision.queue.as_deref(), &reason, &say);
+            out.action = "routed".into();
+        } else {
+            self.decide(
+                &text,
+                dtmf.as_deref(),
+                guess.as_ref(),
+                kb.as_ref(),
+                &mut out,
+                &mut filled,
+            );
+            // Offer a person once, when the rules say so and the bot is not
+            // in the middle of something.
+            if decision.action == RouteAction::OfferHuman
+                && !self.state.routing_offered
+                && !self.state.ended
+                && self.state.flow.is_none()
+                && self.state.pending != Some(Pending::Csat)
+                && !out.actions.iter().any(|a| matches!(a, Action::Transfer { .. }))
+            {
+                self.state.routing_offered = true;
+                let say = self.fill_caller(
+                    decision
+                        .say
+                        .as_deref()
+                        .unwrap_or(&self.rt.agent.file.prompts.offer_human),
+                );
+                // The offer replaces a dangling "anything else?".
+                if self.state.pending == Some(Pending::AnythingElse) {
+                    let ae = self.rt.agent.file.prompts.anything_else.clone();
+                    out.say.retain(|s| *s != ae);
+                }
+                out.push(say);
+                self.state.pending = Some(Pending::OfferHuman);
+                if out.action.is_empty() {
+                    out.action = "offer_human".into();
+                }
+            }
+        }
         let say = out.say.join(" ");
         if !say.is_empty() {
             self.state.last_reply = say.clone();
@@ -566,6 +1149,7 @@ impl Conversation {
             reply: say.clone(),
             kb,
             nlu_ms,
+            at_ms: now_ms(),
         };
         self.state.turns.push(trace.clone());
         (
@@ -600,6 +1184,31 @@ impl Conversation {
         } else {
             yes_no(&tokenize(text))
         };
+
+        // The end-of-call survey answer.
+        if self.state.pending == Some(Pending::Csat) {
+            self.state.pending = None;
+            let score = dtmf
+                .and_then(|d| d.trim_end_matches('#').parse::<i64>().ok())
+                .or_else(|| {
+                    tokenize(text)
+                        .iter()
+                        .find_map(|t| match t {
+                            crate::nlu::numbers::Tok::Num(n) => n.digits.parse::<i64>().ok(),
+                            _ => None,
+                        })
+                })
+                .filter(|n| (1..=5).contains(n));
+            if let Some(n) = score {
+                self.state.csat = Some(n);
+                out.push(self.rt.agent.file.csat.thanks.clone());
+            }
+            out.push(prompts.goodbye.clone());
+            out.actions.push(Action::Hangup);
+            self.state.ended = true;
+            out.action = if score.is_some() { "csat" } else { "goodbye" }.into();
+            return;
+        }
 
         // 0 on the keypad always reaches a person.
         if dtmf == Some("0") {
@@ -715,10 +1324,7 @@ impl Conversation {
                             out.action = "what_else".into();
                         }
                         (Pending::AnythingElse, false) => {
-                            out.push(prompts.goodbye.clone());
-                            out.actions.push(Action::Hangup);
-                            self.state.ended = true;
-                            out.action = "goodbye".into();
+                            self.goodbye(out);
                         }
                         (Pending::Clarify { article }, true) => {
                             let hit = KbHit {
@@ -742,6 +1348,7 @@ impl Conversation {
                             );
                             out.action = "transfer".into();
                         }
+                        (Pending::Csat, _) => {}
                         (Pending::OfferHuman, false) => {
                             self.state.fallbacks = 0;
                             out.push(prompts.help.clone());
@@ -783,11 +1390,8 @@ impl Conversation {
                 return;
             }
             Some(Builtin::Goodbye) => {
-                out.push(prompts.goodbye.clone());
-                out.actions.push(Action::Hangup);
-                self.state.ended = true;
                 self.state.flow = None;
-                out.action = "goodbye".into();
+                self.goodbye(out);
                 return;
             }
             None => {}
@@ -848,6 +1452,7 @@ impl Conversation {
             return;
         }
         self.state.fallbacks += 1;
+        self.state.misses += 1;
         self.state.pending = None;
         if self.state.fallbacks >= self.rt.agent.file.transfer.max_fallbacks {
             out.push(prompts.offer_human.clone());
@@ -859,8 +1464,26 @@ impl Conversation {
         }
     }
 
+    /// Ends the call, with the satisfaction survey first when the agent
+    /// opted in.
+    fn goodbye(&mut self, out: &mut Out) {
+        let csat = &self.rt.agent.file.csat;
+        if csat.enabled && !self.state.csat_asked {
+            self.state.csat_asked = true;
+            out.push(csat.question.clone());
+            self.state.pending = Some(Pending::Csat);
+            out.action = "csat_survey".into();
+            return;
+        }
+        out.push(self.rt.agent.file.prompts.goodbye.clone());
+        out.actions.push(Action::Hangup);
+        self.state.ended = true;
+        out.action = "goodbye".into();
+    }
+
     fn bump_tries(&mut self, out: &mut Out, what: &str, say: impl FnOnce(&mut Out)) {
         let max = self.rt.agent.file.transfer.slot_tries;
+        self.state.misses += 1;
         let tries = match self.state.flow.as_mut() {
             Some(f) => {
                 f.tries += 1;
@@ -902,7 +1525,8 @@ pub struct AgentDialogue {
 }
 
 impl Dialogue for AgentDialogue {
-    fn greeting(&mut self, _call: &CallMeta) -> Reply {
+    fn greeting(&mut self, call: &CallMeta) -> Reply {
+        self.conv.begin(call);
         self.conv.greeting()
     }
 
@@ -929,23 +1553,40 @@ impl Dialogue for AgentDialogue {
     fn state_json(&self) -> Option<serde_json::Value> {
         serde_json::to_value(&self.conv.state).ok()
     }
+
+    fn on_call_end(&mut self, record: &crate::pipeline::record::CallRecord) {
+        let v2v: Vec<u64> = record
+            .turns
+            .iter()
+            .filter_map(|t| t.timings.voice_to_voice_ms)
+            .collect();
+        let response_ms = (!v2v.is_empty()).then(|| (v2v.iter().sum::<u64>() / v2v.len() as u64) as i64);
+        self.conv.save_interaction(response_ms);
+    }
 }
 
 pub struct AgentFactory {
     rt: Arc<AgentRuntime>,
+    services: Option<Arc<Services>>,
 }
 
 impl AgentFactory {
-    pub fn new(rt: Arc<AgentRuntime>) -> Self {
-        Self { rt }
+    pub fn new(rt: Arc<AgentRuntime>, services: Option<Arc<Services>>) -> Self {
+        Self { rt, services }
+    }
+
+    pub fn runtime(&self) -> &Arc<AgentRuntime> {
+        &self.rt
     }
 }
 
 impl DialogueFactory for AgentFactory {
     fn new_dialogue(&self) -> Box<dyn Dialogue> {
-        Box::new(AgentDialogue {
-            conv: Conversation::new(self.rt.clone()),
-        })
+        let conv = match &self.services {
+            Some(s) => Conversation::with_services(self.rt.clone(), s.clone()),
+            None => Conversation::new(self.rt.clone()),
+        };
+        Box::new(AgentDialogue { conv })
     }
 
     fn prompts(&self) -> Vec<String> {

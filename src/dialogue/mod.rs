@@ -38,8 +38,15 @@ pub struct TurnInput {
 pub enum Action {
     /// End the call once the reply has been played.
     Hangup,
-    /// Hand the caller to a human once the reply has been played.
-    Transfer { target: String, reason: String },
+    /// Hand the caller to a human once the reply has been played. The
+    /// hand-off packet is stored under the call id before this is returned.
+    Transfer {
+        target: String,
+        reason: String,
+        /// 0–100 from the routing rules.
+        #[serde(default)]
+        priority: i64,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -67,6 +74,18 @@ pub trait Dialogue: Send + Sync {
     fn state_json(&self) -> Option<serde_json::Value> {
         None
     }
+    /// The call is over: persist what should outlive it.
+    fn on_call_end(&mut self, _record: &crate::pipeline::record::CallRecord) {}
+}
+
+/// What dialogues share across calls: the customer store and hand-off
+/// delivery settings.
+pub struct Services {
+    pub store: crate::store::Store,
+    pub handoff: crate::handoff::HandoffConfig,
+    /// Business events raised by calls (e.g. `conversation_resolved`) for
+    /// the follow-up rules.
+    pub events: Option<tokio::sync::mpsc::UnboundedSender<serde_json::Value>>,
 }
 
 /// Makes one dialogue per call.

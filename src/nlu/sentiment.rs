@@ -19,6 +19,26 @@ pub enum Label {
     Positive,
 }
 
+impl Label {
+    pub fn of(score: f32) -> Label {
+        if score >= LABEL_AT {
+            Label::Positive
+        } else if score <= -LABEL_AT {
+            Label::Negative
+        } else {
+            Label::Neutral
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Label::Negative => "negative",
+            Label::Neutral => "neutral",
+            Label::Positive => "positive",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Sentiment {
     pub score: f32,
@@ -70,14 +90,10 @@ impl SentimentModel {
     pub fn score_embedding(&self, v: &[f32]) -> Sentiment {
         let p = self.clf.predict(v);
         let score = p[2] - p[0];
-        let label = if score >= LABEL_AT {
-            Label::Positive
-        } else if score <= -LABEL_AT {
-            Label::Negative
-        } else {
-            Label::Neutral
-        };
-        Sentiment { score, label }
+        Sentiment {
+            score,
+            label: Label::of(score),
+        }
     }
 }
 

@@ -62,6 +62,7 @@ pub enum CallOutput {
     Transfer {
         target: String,
         reason: String,
+        priority: i64,
     },
 }
 
@@ -290,6 +291,7 @@ async fn run(
     if c.record.outcome == "in_progress" {
         c.record.outcome = "caller_hung_up".into();
     }
+    c.dialogue.on_call_end(&c.record);
     c.store.upsert(c.record.clone());
     m.calls_active.dec();
     tracing::info!(call = %c.meta.call_id, turns = c.record.turns.len(), outcome = %c.record.outcome, "call ended");
@@ -908,10 +910,19 @@ impl Call {
                     self.send(CallOutput::Hangup).await;
                     self.hangup_sent = true;
                 }
-                Action::Transfer { target, reason } => {
+                Action::Transfer {
+                    target,
+                    reason,
+                    priority,
+                } => {
                     self.record.outcome = format!("transferred:{target}");
-                    tracing::info!(call = %self.meta.call_id, %target, %reason, "transfer to a human");
-                    self.send(CallOutput::Transfer { target, reason }).await;
+                    tracing::info!(call = %self.meta.call_id, %target, %reason, priority, "transfer to a human");
+                    self.send(CallOutput::Transfer {
+                        target,
+                        reason,
+                        priority,
+                    })
+                    .await;
                 }
             }
         }

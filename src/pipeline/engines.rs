@@ -37,10 +37,15 @@ pub struct Engines {
     pub asr: AsrPool,
     pub tts: TtsPool,
     pub dialogue: Box<dyn DialogueFactory>,
+    /// The agent behind `dialogue`, when one is configured.
+    pub agent: Option<Arc<AgentRuntime>>,
 }
 
 impl Engines {
-    pub fn load(cfg: Config) -> Result<Arc<Self>, EngineError> {
+    pub fn load(
+        cfg: Config,
+        services: Option<Arc<crate::dialogue::Services>>,
+    ) -> Result<Arc<Self>, EngineError> {
         let t = Instant::now();
         let dir = cfg.server.models_dir.clone();
         let need = |p: &Path| -> Result<(), EngineError> {
@@ -67,12 +72,14 @@ impl Engines {
         let tts = TtsPool::start(&dir, &cfg.tts)?;
         let faq_path =
             (!cfg.dialogue.faq.is_empty()).then(|| Path::new(&cfg.dialogue.faq).to_path_buf());
+        let mut agent = None;
         let dialogue: Box<dyn DialogueFactory> = if cfg.dialogue.agent.is_empty() {
             Box::new(FaqFactory::new(FaqFile::load(faq_path.as_deref())?))
         } else {
             let rt = AgentRuntime::load(Path::new(&cfg.dialogue.agent), &dir)?;
             tracing::info!(agent = %rt.agent.file.agent.name, ms = rt.load_ms, "agent loaded");
-            Box::new(AgentFactory::new(rt))
+            agent = Some(rt.clone());
+            Box::new(AgentFactory::new(rt, services))
         };
         tracing::info!(
             ms = t.elapsed().as_millis() as u64,
@@ -87,6 +94,7 @@ impl Engines {
             asr,
             tts,
             dialogue,
+            agent,
         }))
     }
 

@@ -2,7 +2,9 @@
 
 use std::sync::OnceLock;
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntGauge, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, Registry, TextEncoder,
+};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -15,6 +17,20 @@ pub struct Metrics {
     pub asr_final: Histogram,
     pub tts_first_audio: Histogram,
     pub protocol_errors_total: IntCounter,
+    /// Contact-center KPIs over the interactions table, refreshed per scrape.
+    pub kpi_calls: Gauge,
+    pub kpi_avg_response_seconds: Gauge,
+    pub kpi_self_service_ratio: Gauge,
+    pub kpi_transfer_ratio: Gauge,
+    pub kpi_repeat_contact_ratio: Gauge,
+    pub kpi_csat_average: Gauge,
+    pub kpi_csat_responses: Gauge,
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> Gauge {
+    let g = Gauge::new(name, help).expect("valid gauge");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
 }
 
 fn hist(r: &Registry, name: &str, help: &str) -> Histogram {
@@ -73,6 +89,33 @@ pub fn metrics() -> &'static Metrics {
                 &r,
                 "attendant_tts_first_audio_seconds",
                 "Reply text to first synthesised audio",
+            ),
+            kpi_calls: gauge(&r, "attendant_kpi_calls", "Calls in the interactions table"),
+            kpi_avg_response_seconds: gauge(
+                &r,
+                "attendant_kpi_avg_response_seconds",
+                "Mean voice-to-voice response time over calls",
+            ),
+            kpi_self_service_ratio: gauge(
+                &r,
+                "attendant_kpi_self_service_ratio",
+                "Calls resolved by the bot without a human",
+            ),
+            kpi_transfer_ratio: gauge(
+                &r,
+                "attendant_kpi_transfer_ratio",
+                "Calls handed to a human",
+            ),
+            kpi_repeat_contact_ratio: gauge(
+                &r,
+                "attendant_kpi_repeat_contact_ratio",
+                "Known callers' calls within 7 days of their previous contact",
+            ),
+            kpi_csat_average: gauge(&r, "attendant_kpi_csat_average", "Mean CSAT (1-5)"),
+            kpi_csat_responses: gauge(
+                &r,
+                "attendant_kpi_csat_responses",
+                "Calls with a CSAT answer",
             ),
             calls_active,
             registry: r,

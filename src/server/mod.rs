@@ -1,25 +1,34 @@
-//! The HTTP/WebSocket server: health, metrics, call records, and the Twilio
-//! webhook + Media Streams endpoint. Models load in the background; the
-//! server answers 503 until they are ready.
+//! The HTTP/WebSocket server: health, metrics, call records, the Twilio
+//! webhooks + Media Streams endpoint, the customer-store APIs (hand-off
+//! packets, customers, KPIs) and proactive follow-up (events, replies,
+//! outbox). Models load in the background; calls get 503 until they are
+//! ready, while the store APIs answer at once.
 
 pub mod twilio;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
 
 use crate::config::Config;
+use crate::dialogue::Services;
+use crate::followup::{FollowupError, Followups, RulesFile, Scorer};
 use crate::pipeline::{metrics, CallStore, Engines};
+use crate::store::Store;
 
 pub struct AppState {
     pub cfg: Config,
     pub engines: OnceLock<Arc<Engines>>,
     pub calls: Arc<CallStore>,
+    pub services: Arc<Services>,
+    pub followups: OnceLock<Arc<Followups>>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -30,7 +39,17 @@ pub fn router(state: Shared) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/calls", get(list_calls))
         .route("/calls/{id}", get(get_call))
+        .route("/calls/{id}/handoff", get(get_handoff))
+        .route("/calls/{id}/interaction", get(get_interaction))
+        .route("/customers/{id}", get(get_customer))
+        .route("/kpis", get(get_kpis))
+        .route("/events", post(post_event))
+        .route("/messages/inbound", post(post_inbound))
+        .route("/outbox", get(get_outbox))
+        .route("/threads", get(get_threads))
+        .route("/tickets", get(get_tickets))
         .route("/twilio/voice", post(twilio::voice_webhook))
+        .route("/twilio/sms", post(twilio::sms_webhook))
         .route("/twilio/stream", get(twilio::stream_upgrade))
         .with_state(state)
 }
@@ -42,7 +61,16 @@ async fn healthz(State(s): State<Shared>) -> Response {
     }
 }
 
-async fn metrics_text() -> Response {
+fn store_error(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "store request failed");
+    (StatusCode::INTERNAL_SERVER_ERROR, "store unavailable\n").into_response()
+}
+
+async fn metrics_text(State(s): State<Shared>) -> Response {
+    match crate::kpi::load(&s.services.store).await {
+        Ok(k) => crate::kpi::publish(&k),
+        Err(e) => tracing::warn!(error = %e, "KPIs not refreshed"),
+    }
     (
         [("content-type", "text/plain; version=0.0.4")],
         metrics::render(),
@@ -61,28 +89,263 @@ async fn get_call(State(s): State<Shared>, Path(id): Path<String>) -> Response {
     }
 }
 
-/// Binds, starts loading models, and serves until the process ends.
-/// `on_bound` receives the actual address (useful with port 0).
+/// The hand-off packet; its webhook delivery state rides in headers.
+async fn get_handoff(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+    match s.services.store.handoff(&id).await {
+        Ok(Some(h)) => (
+            [
+                ("x-attendant-delivery", h.webhook_status.clone()),
+                ("x-attendant-attempts", h.attempts.to_string()),
+            ],
+            Json(h.packet),
+        )
+            .into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "no hand-off for this call\n").into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn get_interaction(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+    match s.services.store.interaction(&id).await {
+        Ok(Some(i)) => Json(i).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "no such interaction\n").into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn get_customer(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+    let st = &s.services.store;
+    let res = async {
+        let Some(c) = st.customer(&id).await? else {
+            return Ok(None);
+        };
+        let history = st.interactions_of(&id, 20).await?;
+        let orders = st.orders_of(&id).await?;
+        Ok::<_, crate::store::StoreError>(Some(serde_json::json!({
+            "customer": c,
+            "orders": orders,
+            "interactions": history,
+        })))
+    }
+    .await;
+    match res {
+        Ok(Some(v)) => Json(v).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "no such customer\n").into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn get_kpis(State(s): State<Shared>) -> Response {
+    match crate::kpi::load(&s.services.store).await {
+        Ok(k) => Json(k).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+fn followups(s: &Shared) -> Result<Arc<Followups>, Response> {
+    s.followups.get().cloned().ok_or_else(|| {
+        (StatusCode::SERVICE_UNAVAILABLE, "follow-ups are loading\n").into_response()
+    })
+}
+
+fn followup_error(e: FollowupError) -> Response {
+    match e {
+        FollowupError::Invalid(m) => (StatusCode::BAD_REQUEST, format!("{m}\n")).into_response(),
+        FollowupError::UnknownCustomer => {
+            (StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")).into_response()
+        }
+        e => store_error(e),
+    }
+}
+
+/// Business events: `{"type": "return_processed", "order_id": …, "reason": …}`.
+async fn post_event(State(s): State<Shared>, body: String) -> Response {
+    let ev: serde_json::Value = match serde_json::from_str(&body) {
+        Ok(v) => v,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("bad JSON: {e}\n")).into_response(),
+    };
+    let f = match followups(&s) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    match f.handle_event(&ev).await {
+        Ok(o) => (StatusCode::ACCEPTED, Json(o)).into_response(),
+        Err(e) => followup_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct Inbound {
+    from: String,
+    body: String,
+    #[serde(default = "sms")]
+    channel: String,
+}
+
+fn sms() -> String {
+    "sms".into()
+}
+
+pub(crate) async fn take_reply(
+    s: &Shared,
+    from: &str,
+    body: &str,
+    channel: &str,
+) -> Result<crate::followup::ReplyOutcome, Response> {
+    let f = followups(s)?;
+    f.handle_reply(from, body, channel)
+        .await
+        .map_err(followup_error)
+}
+
+/// A customer's reply from any channel: `{"from": "+1…", "body": "…"}`.
+async fn post_inbound(State(s): State<Shared>, body: String) -> Response {
+    let m: Inbound = match serde_json::from_str(&body) {
+        Ok(v) => v,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("bad message: {e}\n")).into_response(),
+    };
+    match take_reply(&s, &m.from, &m.body, &m.channel).await {
+        Ok(o) => Json(o).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn get_outbox(State(s): State<Shared>) -> Response {
+    match s.services.store.outbox().await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn get_threads(State(s): State<Shared>) -> Response {
+    match s.services.store.threads().await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn get_tickets(State(s): State<Shared>) -> Response {
+    match s.services.store.tickets().await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+/// Opens the configured store, seeding the demo data into an empty one.
+pub async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+    let store = Store::open(&cfg.store.url).await?;
+    if cfg.store.seed_demo && store.customer_count().await? == 0 {
+        let n = crate::store::seed::seed_text(&store, crate::store::seed::DEMO_TOML, "db/demo.toml")
+            .await?;
+        tracing::info!(customers = n.customers, "demo customers loaded");
+    }
+    tracing::info!(kind = store.url_kind, "customer store ready");
+    Ok(store)
+}
+
+/// Sends due hand-offs and follow-up messages, forever.
+fn spawn_workers(state: Shared) {
+    tokio::spawn(async move {
+        let tick = Duration::from_millis(state.cfg.followup.tick_ms.max(50));
+        loop {
+            let sv = &state.services;
+            if let Err(e) = crate::handoff::deliver_due(&sv.store, &sv.handoff).await {
+                tracing::warn!(error = %e, "hand-off worker");
+            }
+            if let Err(e) =
+                crate::followup::channel::send_due(&sv.store, &state.cfg.twilio, &sv.handoff).await
+            {
+                tracing::warn!(error = %e, "outbox worker");
+            }
+            tokio::time::sleep(tick).await;
+        }
+    });
+}
+
+/// Loads the follow-up rules with the agent's sentiment model (or a fresh
+/// one when the server runs without an agent).
+fn load_followups(
+    cfg: &Config,
+    engines: &Engines,
+    store: Store,
+) -> anyhow::Result<Followups> {
+    let rules = RulesFile::load(std::path::Path::new(&cfg.followup.rules))?;
+    let scorer = match &engines.agent {
+        Some(rt) => Scorer {
+            embedder: rt.intents.embedder().clone(),
+            model: rt.sentiment.clone(),
+        },
+        None => {
+            let dir = cfg
+                .server
+                .models_dir
+                .join(crate::nlu::embed::DEFAULT_DIR.trim_start_matches("models/"));
+            let emb = Arc::new(crate::nlu::embed::Embedder::load(&dir)?);
+            let model = Arc::new(crate::nlu::sentiment::SentimentModel::train(&emb)?);
+            Scorer {
+                embedder: emb,
+                model,
+            }
+        }
+    };
+    Ok(Followups {
+        rules,
+        brand: cfg.followup.brand.clone(),
+        store,
+        scorer,
+    })
+}
+
+/// Binds, opens the store, starts loading models, and serves until the
+/// process ends. `on_bound` receives the actual address (useful with port 0).
 pub async fn serve(
     cfg: Config,
     listen: SocketAddr,
     on_bound: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
+    let store = open_store(&cfg).await?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
+    let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let services = Arc::new(Services {
+        store: store.clone(),
+        handoff: cfg.handoff.clone(),
+        events: Some(events_tx),
+    });
     let state = Arc::new(AppState {
         calls: Arc::new(CallStore::new(cfg.server.keep_calls)),
         cfg: cfg.clone(),
         engines: OnceLock::new(),
+        services: services.clone(),
+        followups: OnceLock::new(),
     });
+    spawn_workers(state.clone());
     let loader = state.clone();
-    tokio::task::spawn_blocking(move || match Engines::load(cfg) {
+    tokio::task::spawn_blocking(move || match Engines::load(cfg.clone(), Some(services)) {
         Ok(e) => {
+            match load_followups(&cfg, &e, store) {
+                Ok(f) => {
+                    let _ = loader.followups.set(Arc::new(f));
+                }
+                Err(err) => tracing::error!(error = %err, "follow-up rules not loaded"),
+            }
             let _ = loader.engines.set(e.clone());
             e.prewarm();
         }
         Err(err) => {
             tracing::error!(error = %err, "cannot load models; the server stays unhealthy");
+        }
+    });
+    // Events raised by calls themselves (a call resolved, with its mood).
+    let ev_state = state.clone();
+    tokio::spawn(async move {
+        while let Some(ev) = events_rx.recv().await {
+            let Some(f) = ev_state.followups.get().cloned() else {
+                continue;
+            };
+            if let Err(e) = f.handle_event(&ev).await {
+                tracing::debug!(error = %e, "call event not taken");
+            }
         }
     });
     tracing::info!(%addr, "listening");

@@ -143,6 +143,7 @@ async fn drive(socket: WebSocket, s: Shared) {
     let mut announce: Option<u32> = None;
     let mut announced = 0u32;
     let mut hangup = false;
+    let mut sess_call_sid = String::new();
     loop {
         let deadline = sess.poll_timeout();
         tokio::select! {
@@ -152,6 +153,7 @@ async fn drive(socket: WebSocket, s: Shared) {
                         StreamEvent::Started(info) => {
                             let mut params: BTreeMap<String, String> = info.custom_parameters.clone();
                             params.insert("streamSid".into(), info.stream_sid.clone());
+                            sess_call_sid = info.call_sid.clone();
                             let meta = CallMeta {
                                 call_id: if info.call_sid.is_empty() { info.stream_sid.clone() } else { info.call_sid.clone() },
                                 channel: "twilio".into(),
@@ -221,10 +223,17 @@ async fn drive(socket: WebSocket, s: Shared) {
                     announce = None;
                 }
                 CallOutput::Hangup => hangup = true,
-                CallOutput::Transfer { target, .. } => {
-                    // Twilio transfers go through the REST API (call update with
-                    // <Dial>/<Enqueue>); until that is configured, log it.
-                    tracing::info!(%target, "transfer requested");
+                CallOutput::Transfer { target, priority, .. } => {
+                    // The call leaves the stream when Twilio runs the new
+                    // TwiML; the stream then stops by itself.
+                    let tw = s.cfg.twilio.clone();
+                    let call_sid = sess_call_sid.clone();
+                    tokio::task::spawn_blocking(move || {
+                        match transfer(&tw, &call_sid, &target, priority) {
+                            Ok(()) => tracing::info!(%target, priority, "transfer sent to Twilio"),
+                            Err(e) => tracing::warn!(%target, error = %e, "transfer not carried out"),
+                        }
+                    });
                 }
             }},
             _ = async {
@@ -256,5 +265,142 @@ async fn drive(socket: WebSocket, s: Shared) {
     }
     if let Some(c) = &call {
         let _ = c.input.send(CallInput::Hangup).await;
+    }
+}
+
+/// TwiML that puts the caller through to `target`: `queue:NAME` enqueues
+/// (as a TaskRouter task carrying priority and the hand-off id when a
+/// workflow is configured), `tel:`/`sip:` dial out.
+pub fn transfer_twiml(
+    tw: &crate::config::TwilioConfig,
+    call_sid: &str,
+    target: &str,
+    priority: i64,
+) -> String {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let inner = if let Some(q) = target.strip_prefix("queue:") {
+        if tw.workflow_sid.is_empty() {
+            format!("<Enqueue>{}</Enqueue>", esc(q))
+        } else {
+            let attrs = serde_json::json!({
+                "queue": q,
+                "priority": priority,
+                "handoff_call_id": call_sid,
+            });
+            format!(
+                "<Enqueue workflowSid=\"{}\"><Task priority=\"{priority}\">{}</Task></Enqueue>",
+                esc(&tw.workflow_sid),
+                esc(&attrs.to_string())
+            )
+        }
+    } else if let Some(n) = target.strip_prefix("tel:") {
+        format!("<Dial>{}</Dial>", esc(n))
+    } else if target.starts_with("sip:") {
+        format!("<Dial><Sip>{}</Sip></Dial>", esc(target))
+    } else {
+        format!("<Enqueue>{}</Enqueue>", esc(target))
+    };
+    format!("<Response>{inner}</Response>")
+}
+
+/// Updates the live call through Twilio's REST API with the transfer TwiML.
+pub fn transfer(
+    tw: &crate::config::TwilioConfig,
+    call_sid: &str,
+    target: &str,
+    priority: i64,
+) -> Result<(), String> {
+    if tw.account_sid.is_empty() || tw.auth_token.is_empty() {
+        return Err("twilio.account_sid/auth_token not configured".into());
+    }
+    if call_sid.is_empty() {
+        return Err("the stream carried no CallSid".into());
+    }
+    let url = format!(
+        "{}/2010-04-01/Accounts/{}/Calls/{}.json",
+        tw.api_base.trim_end_matches('/'),
+        tw.account_sid,
+        call_sid
+    );
+    let auth = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{}:{}", tw.account_sid, tw.auth_token),
+    );
+    let twiml = transfer_twiml(tw, call_sid, target, priority);
+    ureq::AgentBuilder::new()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .post(&url)
+        .set("authorization", &format!("Basic {auth}"))
+        .send_form(&[("Twiml", twiml.as_str())])
+        .map(|_| ())
+        .map_err(|e| match e {
+            ureq::Error::Status(c, _) => format!("Twilio answered {c}"),
+            e => format!("Twilio unreachable: {}", e.kind()),
+        })
+}
+
+/// Twilio's inbound-SMS webhook: a customer's reply to a follow-up.
+pub async fn sms_webhook(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    body: String,
+) -> Response {
+    let params: Vec<(String, String)> = url::form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    let url = public_url(&s, &headers, &uri, false);
+    if !signature_ok(&s, &headers, &url, &params) {
+        tracing::warn!("rejected /twilio/sms: bad or missing X-Twilio-Signature");
+        return (StatusCode::FORBIDDEN, "invalid signature\n").into_response();
+    }
+    let get = |k: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let (from, text) = (get("From"), get("Body"));
+    if from.is_empty() {
+        return (StatusCode::BAD_REQUEST, "From is required\n").into_response();
+    }
+    match super::take_reply(&s, &from, &text, "sms").await {
+        // Any answer goes out through the outbox, not in this response.
+        Ok(_) => (
+            [("content-type", "text/xml")],
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response/>\n",
+        )
+            .into_response(),
+        Err(r) => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transfer_twiml_by_target() {
+        let mut tw = crate::config::TwilioConfig::default();
+        assert_eq!(
+            transfer_twiml(&tw, "CA1", "queue:care", 90),
+            "<Response><Enqueue>care</Enqueue></Response>"
+        );
+        assert_eq!(
+            transfer_twiml(&tw, "CA1", "tel:+15550001111", 0),
+            "<Response><Dial>+15550001111</Dial></Response>"
+        );
+        assert!(transfer_twiml(&tw, "CA1", "sip:agent@pbx", 0).contains("<Sip>sip:agent@pbx</Sip>"));
+        tw.workflow_sid = "WW1".into();
+        let x = transfer_twiml(&tw, "CA1", "queue:priority_care", 90);
+        assert!(x.contains("workflowSid=\"WW1\"") && x.contains("priority=\"90\""), "{x}");
+        assert!(x.contains("handoff_call_id&quot;:&quot;CA1"), "{x}");
     }
 }

@@ -1,0 +1,129 @@
+//! Contact-center KPIs computed from the interactions table: response time,
+//! self-service (resolved without a human), transfers, repeat contacts and
+//! CSAT. Served at GET /kpis and as Prometheus gauges on /metrics.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Interaction, Store};
+
+/// A contact within this long of the customer's previous one is a repeat.
+pub const REPEAT_WINDOW_MS: i64 = 7 * 86_400_000;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Kpis {
+    pub calls: usize,
+    pub calls_from_known_customers: usize,
+    /// Mean over calls of each call's mean voice-to-voice time.
+    pub avg_response_ms: Option<f64>,
+    pub resolved_by_bot: usize,
+    pub transferred: usize,
+    pub abandoned: usize,
+    pub self_service_rate: f64,
+    pub transfer_rate: f64,
+    /// Share of known callers' calls that came within 7 days of their
+    /// previous contact.
+    pub repeat_contact_rate: f64,
+    pub csat_average: Option<f64>,
+    pub csat_responses: usize,
+}
+
+pub fn compute(list: &[Interaction]) -> Kpis {
+    let mut k = Kpis {
+        calls: list.len(),
+        ..Default::default()
+    };
+    let mut resp = Vec::new();
+    let mut csat = Vec::new();
+    let mut last_seen: HashMap<&str, i64> = HashMap::new();
+    let mut repeats = 0;
+    let mut sorted: Vec<&Interaction> = list.iter().collect();
+    sorted.sort_by_key(|i| i.started_ms);
+    for i in sorted {
+        match i.outcome.as_str() {
+            "transferred" => k.transferred += 1,
+            "resolved" if i.handled_by == "bot" => k.resolved_by_bot += 1,
+            "abandoned" => k.abandoned += 1,
+            _ => {}
+        }
+        if let Some(r) = i.response_ms {
+            resp.push(r as f64);
+        }
+        if let Some(c) = i.csat {
+            csat.push(c as f64);
+        }
+        if let Some(c) = i.customer_id.as_deref() {
+            k.calls_from_known_customers += 1;
+            if let Some(prev) = last_seen.get(c) {
+                if i.started_ms - prev <= REPEAT_WINDOW_MS {
+                    repeats += 1;
+                }
+            }
+            last_seen.insert(c, i.started_ms);
+        }
+    }
+    let ratio = |n: usize, d: usize| if d == 0 { 0.0 } else { n as f64 / d as f64 };
+    k.self_service_rate = ratio(k.resolved_by_bot, k.calls);
+    k.transfer_rate = ratio(k.transferred, k.calls);
+    k.repeat_contact_rate = ratio(repeats, k.calls_from_known_customers);
+    k.avg_response_ms = (!resp.is_empty()).then(|| resp.iter().sum::<f64>() / resp.len() as f64);
+    k.csat_responses = csat.len();
+    k.csat_average = (!csat.is_empty()).then(|| csat.iter().sum::<f64>() / csat.len() as f64);
+    k
+}
+
+pub async fn load(store: &Store) -> crate::store::Result<Kpis> {
+    Ok(compute(&store.all_interactions().await?))
+}
+
+/// Copies the KPIs into the Prometheus gauges.
+pub fn publish(k: &Kpis) {
+    let m = crate::pipeline::metrics::metrics();
+    m.kpi_calls.set(k.calls as f64);
+    m.kpi_avg_response_seconds
+        .set(k.avg_response_ms.unwrap_or(0.0) / 1000.0);
+    m.kpi_self_service_ratio.set(k.self_service_rate);
+    m.kpi_transfer_ratio.set(k.transfer_rate);
+    m.kpi_repeat_contact_ratio.set(k.repeat_contact_rate);
+    m.kpi_csat_average.set(k.csat_average.unwrap_or(0.0));
+    m.kpi_csat_responses.set(k.csat_responses as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(id: &str, cust: Option<&str>, day: i64, outcome: &str, by: &str) -> Interaction {
+        Interaction {
+            id: id.into(),
+            customer_id: cust.map(str::to_string),
+            started_ms: day * 86_400_000,
+            outcome: outcome.into(),
+            handled_by: by.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn rates_from_a_small_table() {
+        let mut a = call("a", Some("c1"), 0, "resolved", "bot");
+        a.response_ms = Some(1000);
+        a.csat = Some(5);
+        let mut b = call("b", Some("c1"), 2, "transferred", "human");
+        b.response_ms = Some(2000);
+        b.csat = Some(3);
+        let c = call("c", Some("c2"), 1, "resolved", "bot");
+        let d = call("d", None, 1, "abandoned", "bot");
+        let e = call("e", Some("c2"), 30, "resolved", "bot");
+        let k = compute(&[a, b, c, d, e]);
+        assert_eq!(k.calls, 5);
+        assert_eq!(k.resolved_by_bot, 3);
+        assert!((k.self_service_rate - 0.6).abs() < 1e-9);
+        assert!((k.transfer_rate - 0.2).abs() < 1e-9);
+        // c1's second call within 2 days repeats; c2's after 29 days doesn't.
+        assert!((k.repeat_contact_rate - 0.25).abs() < 1e-9);
+        assert_eq!(k.avg_response_ms, Some(1500.0));
+        assert_eq!(k.csat_average, Some(4.0));
+    }
+}

@@ -1,0 +1,1070 @@
+//! The customer store: customers, their accounts and orders, every
+//! interaction, tickets, hand-off packets and the proactive-message outbox.
+//!
+//! One schema (`migrations/`) in portable SQL runs on SQLite (the default: an
+//! embedded file created and migrated on first use) and on PostgreSQL (when a
+//! `postgres://` URL is configured), through sqlx's `Any` driver. Money is in
+//! cents, instants in Unix milliseconds, so nothing depends on a database's
+//! own date or decimal types.
+//!
+//! The dialogue runs synchronously inside a call's turn; [`Store::wait`] lets
+//! it read and write without owning a runtime.
+
+pub mod seed;
+
+use std::future::Future;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("bad database URL {0:?}: expected sqlite://PATH, sqlite::memory: or postgres://…")]
+    Url(String),
+    #[error("cannot create {path}: {source}")]
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("stored JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("seed file {path}: {message}")]
+    Seed { path: String, message: String },
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// PINs are never stored as given: a salted SHA-256 per account.
+pub fn pin_hash(account_id: &str, pin: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"attendant-pin\0");
+    h.update(account_id.as_bytes());
+    h.update(b"\0");
+    h.update(pin.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// Phone numbers are compared in E.164-ish form: `+` and digits only.
+pub fn normalize_phone(n: &str) -> String {
+    let digits: String = n.chars().filter(|c| c.is_ascii_digit()).collect();
+    if digits.is_empty() {
+        String::new()
+    } else {
+        format!("+{digits}")
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Customer {
+    pub id: String,
+    pub name: String,
+    pub language: String,
+    pub tier: String,
+    pub lifetime_value: f64,
+    pub predicted_value: f64,
+    pub customer_since: String,
+    pub consent_sms: bool,
+    pub consent_calls: bool,
+    pub reviews_left: i64,
+    /// Numbers on record, masked (the packet leaves the building).
+    pub phones_masked: Vec<String>,
+}
+
+impl Customer {
+    pub fn first_name(&self) -> &str {
+        self.name.split_whitespace().next().unwrap_or("")
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Account {
+    pub id: String,
+    pub customer_id: String,
+    pub kind: String,
+    pub currency: String,
+    pub balance: f64,
+    pub available: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Transaction {
+    pub day: String,
+    pub description: String,
+    pub amount: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Card {
+    pub last4: String,
+    pub account_id: String,
+    pub kind: String,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LoanProduct {
+    pub kind: String,
+    pub rate: f64,
+    pub max_amount: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Loan {
+    pub id: String,
+    pub kind: String,
+    pub amount: f64,
+    pub status: String,
+    pub updated: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Order {
+    pub id: String,
+    pub customer_id: String,
+    pub item: String,
+    pub status: String,
+    pub placed: String,
+    pub promised: Option<String>,
+    pub eta: Option<String>,
+    pub delivered: Option<String>,
+    pub total: f64,
+    pub currency: String,
+    pub address: String,
+    pub reviewed: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ReturnRecord {
+    pub id: String,
+    pub order_id: String,
+    pub reason: String,
+    pub status: String,
+    pub refund: f64,
+    pub created_ms: i64,
+}
+
+/// One line of a conversation, as stored and as handed to a human.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Utterance {
+    /// "caller" or "bot".
+    pub speaker: String,
+    pub text: String,
+    /// Unix milliseconds.
+    pub at_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtmf: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SentimentSample {
+    pub turn: u32,
+    pub score: f32,
+    pub label: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Interaction {
+    pub id: String,
+    pub customer_id: Option<String>,
+    pub channel: String,
+    pub agent: String,
+    pub started_ms: i64,
+    pub ended_ms: Option<i64>,
+    pub transcript: Vec<Utterance>,
+    pub intents: Vec<String>,
+    pub slots: std::collections::BTreeMap<String, String>,
+    pub sentiment: Vec<SentimentSample>,
+    /// resolved, transferred, abandoned, …
+    pub outcome: String,
+    /// "bot" or "human".
+    pub handled_by: String,
+    pub csat: Option<i64>,
+    /// Mean voice-to-voice response time of the call.
+    pub response_ms: Option<i64>,
+    pub priority: i64,
+    pub summary: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Ticket {
+    pub id: String,
+    pub customer_id: Option<String>,
+    pub interaction_id: Option<String>,
+    pub queue: String,
+    pub subject: String,
+    pub body: String,
+    pub status: String,
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Handoff {
+    pub call_id: String,
+    pub packet: serde_json::Value,
+    pub created_ms: i64,
+    /// pending, delivered, or disabled (no webhook configured).
+    pub webhook_status: String,
+    pub attempts: i64,
+    pub next_attempt_ms: i64,
+    pub last_error: String,
+    pub delivered_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Thread {
+    pub id: String,
+    pub customer_id: String,
+    pub rule: String,
+    pub step: String,
+    pub vars: std::collections::BTreeMap<String, String>,
+    /// open or closed.
+    pub status: String,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct OutboxMessage {
+    pub id: String,
+    pub dedupe_key: String,
+    pub thread_id: Option<String>,
+    pub customer_id: String,
+    /// sms or call.
+    pub channel: String,
+    /// Stored for sending; masked whenever shown.
+    #[serde(skip_serializing)]
+    pub recipient: String,
+    pub body: String,
+    /// pending, sent, failed (gave up).
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_ms: i64,
+    pub last_error: String,
+    pub created_ms: i64,
+    pub sent_ms: Option<i64>,
+    pub provider_id: Option<String>,
+}
+
+pub(crate) fn cents(v: f64) -> i64 {
+    (v * 100.0).round() as i64
+}
+
+fn money(c: i64) -> f64 {
+    c as f64 / 100.0
+}
+
+fn customer_of(r: &AnyRow) -> Result<Customer> {
+    Ok(Customer {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        language: r.try_get("language")?,
+        tier: r.try_get("tier")?,
+        lifetime_value: money(r.try_get("lifetime_value_cents")?),
+        predicted_value: money(r.try_get("predicted_value_cents")?),
+        customer_since: r.try_get("customer_since")?,
+        consent_sms: r.try_get::<i64, _>("consent_sms")? != 0,
+        consent_calls: r.try_get::<i64, _>("consent_calls")? != 0,
+        reviews_left: r.try_get("reviews_left")?,
+        phones_masked: Vec::new(),
+    })
+}
+
+fn order_of(r: &AnyRow) -> Result<Order> {
+    Ok(Order {
+        id: r.try_get("id")?,
+        customer_id: r.try_get("customer_id")?,
+        item: r.try_get("item")?,
+        status: r.try_get("status")?,
+        placed: r.try_get("placed")?,
+        promised: r.try_get("promised")?,
+        eta: r.try_get("eta")?,
+        delivered: r.try_get("delivered")?,
+        total: money(r.try_get("total_cents")?),
+        currency: r.try_get("currency")?,
+        address: r.try_get("address")?,
+        reviewed: r.try_get::<i64, _>("reviewed")? != 0,
+    })
+}
+
+fn account_of(r: &AnyRow) -> Result<Account> {
+    Ok(Account {
+        id: r.try_get("id")?,
+        customer_id: r.try_get("customer_id")?,
+        kind: r.try_get("kind")?,
+        currency: r.try_get("currency")?,
+        balance: money(r.try_get("balance_cents")?),
+        available: money(r.try_get("available_cents")?),
+    })
+}
+
+fn interaction_of(r: &AnyRow) -> Result<Interaction> {
+    Ok(Interaction {
+        id: r.try_get("id")?,
+        customer_id: r.try_get("customer_id")?,
+        channel: r.try_get("channel")?,
+        agent: r.try_get("agent")?,
+        started_ms: r.try_get("started_ms")?,
+        ended_ms: r.try_get("ended_ms")?,
+        transcript: serde_json::from_str(&r.try_get::<String, _>("transcript")?)?,
+        intents: serde_json::from_str(&r.try_get::<String, _>("intents")?)?,
+        slots: serde_json::from_str(&r.try_get::<String, _>("slots")?)?,
+        sentiment: serde_json::from_str(&r.try_get::<String, _>("sentiment")?)?,
+        outcome: r.try_get("outcome")?,
+        handled_by: r.try_get("handled_by")?,
+        csat: r.try_get("csat")?,
+        response_ms: r.try_get("response_ms")?,
+        priority: r.try_get("priority")?,
+        summary: r.try_get("summary")?,
+    })
+}
+
+fn handoff_of(r: &AnyRow) -> Result<Handoff> {
+    Ok(Handoff {
+        call_id: r.try_get("call_id")?,
+        packet: serde_json::from_str(&r.try_get::<String, _>("packet")?)?,
+        created_ms: r.try_get("created_ms")?,
+        webhook_status: r.try_get("webhook_status")?,
+        attempts: r.try_get("attempts")?,
+        next_attempt_ms: r.try_get("next_attempt_ms")?,
+        last_error: r.try_get("last_error")?,
+        delivered_ms: r.try_get("delivered_ms")?,
+    })
+}
+
+fn thread_of(r: &AnyRow) -> Result<Thread> {
+    Ok(Thread {
+        id: r.try_get("id")?,
+        customer_id: r.try_get("customer_id")?,
+        rule: r.try_get("rule")?,
+        step: r.try_get("step")?,
+        vars: serde_json::from_str(&r.try_get::<String, _>("vars")?)?,
+        status: r.try_get("status")?,
+        created_ms: r.try_get("created_ms")?,
+        updated_ms: r.try_get("updated_ms")?,
+    })
+}
+
+fn outbox_of(r: &AnyRow) -> Result<OutboxMessage> {
+    Ok(OutboxMessage {
+        id: r.try_get("id")?,
+        dedupe_key: r.try_get("dedupe_key")?,
+        thread_id: r.try_get("thread_id")?,
+        customer_id: r.try_get("customer_id")?,
+        channel: r.try_get("channel")?,
+        recipient: r.try_get("recipient")?,
+        body: r.try_get("body")?,
+        status: r.try_get("status")?,
+        attempts: r.try_get("attempts")?,
+        next_attempt_ms: r.try_get("next_attempt_ms")?,
+        last_error: r.try_get("last_error")?,
+        created_ms: r.try_get("created_ms")?,
+        sent_ms: r.try_get("sent_ms")?,
+        provider_id: r.try_get("provider_id")?,
+    })
+}
+
+fn ticket_of(r: &AnyRow) -> Result<Ticket> {
+    Ok(Ticket {
+        id: r.try_get("id")?,
+        customer_id: r.try_get("customer_id")?,
+        interaction_id: r.try_get("interaction_id")?,
+        queue: r.try_get("queue")?,
+        subject: r.try_get("subject")?,
+        body: r.try_get("body")?,
+        status: r.try_get("status")?,
+        created_ms: r.try_get("created_ms")?,
+    })
+}
+
+/// A connection pool plus the runtime it lives on.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    handle: tokio::runtime::Handle,
+    pub url_kind: &'static str,
+}
+
+impl Store {
+    /// Opens (creating and migrating if needed) the database at `url`. Must
+    /// be called inside a Tokio runtime; that runtime serves later queries.
+    pub async fn open(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let (url, kind) = if let Some(path) = url.strip_prefix("sqlite://") {
+            let path = path.split('?').next().unwrap_or(path);
+            if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::Dir {
+                    path: dir.display().to_string(),
+                    source: e,
+                })?;
+            }
+            let sep = if url.contains('?') { '&' } else { '?' };
+            (format!("{url}{sep}mode=rwc"), "sqlite")
+        } else if url == "sqlite::memory:" {
+            (url.to_string(), "sqlite")
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (url.to_string(), "postgres")
+        } else {
+            return Err(StoreError::Url(url.to_string()));
+        };
+        // One in-memory SQLite database exists per connection.
+        let max = if url == "sqlite::memory:" { 1 } else { 8 };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .connect(&url)
+            .await?;
+        if kind == "sqlite" {
+            // Concurrent readers beside the one writer; wait instead of failing.
+            sqlx::query("PRAGMA journal_mode=WAL").execute(&pool).await.ok();
+            sqlx::query("PRAGMA busy_timeout=5000").execute(&pool).await.ok();
+        }
+        MIGRATOR.run(&pool).await?;
+        Ok(Store {
+            pool,
+            handle: tokio::runtime::Handle::current(),
+            url_kind: kind,
+        })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Runs a store future to completion from synchronous code: inside a
+    /// multi-threaded runtime by lending the current worker, elsewhere on the
+    /// store's own runtime.
+    pub fn wait<F: Future>(&self, f: F) -> F::Output {
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => tokio::task::block_in_place(|| h.block_on(f)),
+            Err(_) => self.handle.block_on(f),
+        }
+    }
+
+    // ---- customers -------------------------------------------------------
+
+    pub async fn customer_count(&self) -> Result<i64> {
+        let r = sqlx::query("SELECT COUNT(*) AS n FROM customers")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(r.try_get("n")?)
+    }
+
+    pub async fn customer(&self, id: &str) -> Result<Option<Customer>> {
+        let row = sqlx::query("SELECT * FROM customers WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut c = customer_of(&row)?;
+        let phones = sqlx::query("SELECT phone FROM customer_phones WHERE customer_id = $1")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        for p in phones {
+            c.phones_masked
+                .push(crate::pipeline::record::mask_phone(&p.try_get::<String, _>("phone")?));
+        }
+        Ok(Some(c))
+    }
+
+    pub async fn customer_by_phone(&self, phone: &str) -> Result<Option<Customer>> {
+        let p = normalize_phone(phone);
+        if p.is_empty() {
+            return Ok(None);
+        }
+        let row = sqlx::query("SELECT customer_id FROM customer_phones WHERE phone = $1")
+            .bind(&p)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(r) => self.customer(&r.try_get::<String, _>("customer_id")?).await,
+            None => Ok(None),
+        }
+    }
+
+    /// A number to reach the customer on (first on record), for outbound
+    /// messages only.
+    pub async fn phone_of(&self, customer_id: &str) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT phone FROM customer_phones WHERE customer_id = $1 ORDER BY phone LIMIT 1",
+        )
+        .bind(customer_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get("phone")?),
+            None => None,
+        })
+    }
+
+    pub async fn add_review(&self, customer_id: &str, order_id: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE customers SET reviews_left = reviews_left + 1 WHERE id = $1")
+            .bind(customer_id)
+            .execute(&self.pool)
+            .await?;
+        if let Some(o) = order_id {
+            sqlx::query("UPDATE orders SET reviewed = 1 WHERE id = $1")
+                .bind(o)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    // ---- bank ------------------------------------------------------------
+
+    /// The account ending in `last4` whose PIN matches, preferring the
+    /// caller's own accounts when the caller is known.
+    pub async fn verify_account(
+        &self,
+        last4: &str,
+        pin: &str,
+        customer_id: Option<&str>,
+    ) -> Result<Option<Account>> {
+        let rows = sqlx::query("SELECT * FROM accounts ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut found = None;
+        for r in rows {
+            let id: String = r.try_get("id")?;
+            if !id.ends_with(last4) || last4.is_empty() {
+                continue;
+            }
+            let hash: String = r.try_get("pin_hash")?;
+            if hash != pin_hash(&id, pin) {
+                continue;
+            }
+            let a = account_of(&r)?;
+            let mine = customer_id.is_some_and(|c| c == a.customer_id);
+            if mine || found.is_none() {
+                found = Some(a);
+            }
+            if mine {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
+    pub async fn account(&self, id: &str) -> Result<Option<Account>> {
+        let r = sqlx::query("SELECT * FROM accounts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        r.as_ref().map(account_of).transpose()
+    }
+
+    pub async fn accounts_of(&self, customer_id: &str) -> Result<Vec<Account>> {
+        let rows = sqlx::query("SELECT * FROM accounts WHERE customer_id = $1 ORDER BY id")
+            .bind(customer_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(account_of).collect()
+    }
+
+    pub async fn transactions(&self, account_id: &str, limit: i64) -> Result<Vec<Transaction>> {
+        let rows = sqlx::query(
+            "SELECT * FROM transactions WHERE account_id = $1 ORDER BY day DESC, id DESC LIMIT $2",
+        )
+        .bind(account_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Transaction {
+                    day: r.try_get("day")?,
+                    description: r.try_get("description")?,
+                    amount: money(r.try_get("amount_cents")?),
+                })
+            })
+            .collect()
+    }
+
+    pub async fn card(&self, last4: &str) -> Result<Option<Card>> {
+        let r = sqlx::query("SELECT * FROM cards WHERE last4 = $1")
+            .bind(last4)
+            .fetch_optional(&self.pool)
+            .await?;
+        r.map(|r| {
+            Ok(Card {
+                last4: r.try_get("last4")?,
+                account_id: r.try_get("account_id")?,
+                kind: r.try_get("kind")?,
+                status: r.try_get("status")?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn block_card(&self, last4: &str) -> Result<()> {
+        sqlx::query("UPDATE cards SET status = 'blocked' WHERE last4 = $1")
+            .bind(last4)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn loan_product(&self, kind: &str) -> Result<Option<LoanProduct>> {
+        let r = sqlx::query("SELECT * FROM loan_products WHERE kind = $1")
+            .bind(kind)
+            .fetch_optional(&self.pool)
+            .await?;
+        r.map(|r| {
+            Ok(LoanProduct {
+                kind: r.try_get("kind")?,
+                rate: r.try_get("rate")?,
+                max_amount: money(r.try_get("max_amount_cents")?),
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn loans_of(&self, customer_id: &str) -> Result<Vec<Loan>> {
+        let rows = sqlx::query("SELECT * FROM loans WHERE customer_id = $1 ORDER BY updated DESC")
+            .bind(customer_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Loan {
+                    id: r.try_get("id")?,
+                    kind: r.try_get("kind")?,
+                    amount: money(r.try_get("amount_cents")?),
+                    status: r.try_get("status")?,
+                    updated: r.try_get("updated")?,
+                })
+            })
+            .collect()
+    }
+
+    // ---- retail ----------------------------------------------------------
+
+    pub async fn order(&self, id: &str) -> Result<Option<Order>> {
+        let r = sqlx::query("SELECT * FROM orders WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        r.as_ref().map(order_of).transpose()
+    }
+
+    /// Newest first.
+    pub async fn orders_of(&self, customer_id: &str) -> Result<Vec<Order>> {
+        let rows =
+            sqlx::query("SELECT * FROM orders WHERE customer_id = $1 ORDER BY placed DESC, id DESC")
+                .bind(customer_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(order_of).collect()
+    }
+
+    pub async fn set_order_address(&self, id: &str, address: &str) -> Result<()> {
+        sqlx::query("UPDATE orders SET address = $1 WHERE id = $2")
+            .bind(address)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn insert_return(&self, r: &ReturnRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO returns (id, order_id, reason, status, refund_cents, created_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&r.id)
+        .bind(&r.order_id)
+        .bind(&r.reason)
+        .bind(&r.status)
+        .bind(cents(r.refund))
+        .bind(r.created_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn returns_of_order(&self, order_id: &str) -> Result<Vec<ReturnRecord>> {
+        let rows = sqlx::query("SELECT * FROM returns WHERE order_id = $1 ORDER BY created_ms")
+            .bind(order_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ReturnRecord {
+                    id: r.try_get("id")?,
+                    order_id: r.try_get("order_id")?,
+                    reason: r.try_get("reason")?,
+                    status: r.try_get("status")?,
+                    refund: money(r.try_get("refund_cents")?),
+                    created_ms: r.try_get("created_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    // ---- interactions ----------------------------------------------------
+
+    pub async fn save_interaction(&self, i: &Interaction) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO interactions (id, customer_id, channel, agent, started_ms, ended_ms, \
+             transcript, intents, slots, sentiment, outcome, handled_by, csat, response_ms, \
+             priority, summary) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16) \
+             ON CONFLICT (id) DO UPDATE SET customer_id = excluded.customer_id, \
+             ended_ms = excluded.ended_ms, transcript = excluded.transcript, \
+             intents = excluded.intents, slots = excluded.slots, sentiment = excluded.sentiment, \
+             outcome = excluded.outcome, handled_by = excluded.handled_by, csat = excluded.csat, \
+             response_ms = excluded.response_ms, priority = excluded.priority, \
+             summary = excluded.summary",
+        )
+        .bind(&i.id)
+        .bind(i.customer_id.clone())
+        .bind(&i.channel)
+        .bind(&i.agent)
+        .bind(i.started_ms)
+        .bind(i.ended_ms)
+        .bind(serde_json::to_string(&i.transcript)?)
+        .bind(serde_json::to_string(&i.intents)?)
+        .bind(serde_json::to_string(&i.slots)?)
+        .bind(serde_json::to_string(&i.sentiment)?)
+        .bind(&i.outcome)
+        .bind(&i.handled_by)
+        .bind(i.csat)
+        .bind(i.response_ms)
+        .bind(i.priority)
+        .bind(&i.summary)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn interaction(&self, id: &str) -> Result<Option<Interaction>> {
+        let r = sqlx::query("SELECT * FROM interactions WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        r.as_ref().map(interaction_of).transpose()
+    }
+
+    /// Newest first.
+    pub async fn interactions_of(&self, customer_id: &str, limit: i64) -> Result<Vec<Interaction>> {
+        let rows = sqlx::query(
+            "SELECT * FROM interactions WHERE customer_id = $1 ORDER BY started_ms DESC LIMIT $2",
+        )
+        .bind(customer_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(interaction_of).collect()
+    }
+
+    pub async fn all_interactions(&self) -> Result<Vec<Interaction>> {
+        let rows = sqlx::query("SELECT * FROM interactions ORDER BY started_ms")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(interaction_of).collect()
+    }
+
+    // ---- tickets ---------------------------------------------------------
+
+    pub async fn insert_ticket(&self, t: &Ticket) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tickets (id, customer_id, interaction_id, queue, subject, body, status, \
+             created_ms) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&t.id)
+        .bind(t.customer_id.clone())
+        .bind(t.interaction_id.clone())
+        .bind(&t.queue)
+        .bind(&t.subject)
+        .bind(&t.body)
+        .bind(&t.status)
+        .bind(t.created_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn tickets(&self) -> Result<Vec<Ticket>> {
+        let rows = sqlx::query("SELECT * FROM tickets ORDER BY created_ms")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(ticket_of).collect()
+    }
+
+    // ---- hand-offs -------------------------------------------------------
+
+    /// Stores a packet; a second transfer of the same call replaces it and
+    /// queues it for delivery again.
+    pub async fn save_handoff(&self, h: &Handoff) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO handoffs (call_id, packet, created_ms, webhook_status, attempts, \
+             next_attempt_ms, last_error, delivered_ms) VALUES ($1,$2,$3,$4,0,$5,'',NULL) \
+             ON CONFLICT (call_id) DO UPDATE SET packet = excluded.packet, \
+             webhook_status = excluded.webhook_status, attempts = 0, \
+             next_attempt_ms = excluded.next_attempt_ms, delivered_ms = NULL",
+        )
+        .bind(&h.call_id)
+        .bind(serde_json::to_string(&h.packet)?)
+        .bind(h.created_ms)
+        .bind(&h.webhook_status)
+        .bind(h.next_attempt_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn handoff(&self, call_id: &str) -> Result<Option<Handoff>> {
+        let r = sqlx::query("SELECT * FROM handoffs WHERE call_id = $1")
+            .bind(call_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        r.as_ref().map(handoff_of).transpose()
+    }
+
+    pub async fn due_handoffs(&self, now: i64) -> Result<Vec<Handoff>> {
+        let rows = sqlx::query(
+            "SELECT * FROM handoffs WHERE webhook_status = 'pending' AND next_attempt_ms <= $1 \
+             ORDER BY next_attempt_ms LIMIT 20",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(handoff_of).collect()
+    }
+
+    pub async fn handoff_attempted(
+        &self,
+        call_id: &str,
+        delivered_at: Option<i64>,
+        next_attempt_ms: i64,
+        error: &str,
+    ) -> Result<()> {
+        let status = if delivered_at.is_some() {
+            "delivered"
+        } else {
+            "pending"
+        };
+        sqlx::query(
+            "UPDATE handoffs SET attempts = attempts + 1, webhook_status = $1, delivered_ms = $2, \
+             next_attempt_ms = $3, last_error = $4 WHERE call_id = $5",
+        )
+        .bind(status)
+        .bind(delivered_at)
+        .bind(next_attempt_ms)
+        .bind(error)
+        .bind(call_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    // ---- events, threads, outbox -----------------------------------------
+
+    /// Records an event; false when its id was seen before.
+    pub async fn insert_event(
+        &self,
+        id: &str,
+        kind: &str,
+        customer_id: Option<&str>,
+        payload: &serde_json::Value,
+    ) -> Result<bool> {
+        let n = sqlx::query(
+            "INSERT INTO events (id, kind, customer_id, payload, received_ms) \
+             VALUES ($1,$2,$3,$4,$5) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(kind)
+        .bind(customer_id.map(str::to_string))
+        .bind(serde_json::to_string(payload)?)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
+    }
+
+    pub async fn save_thread(&self, t: &Thread) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO threads (id, customer_id, rule, step, vars, status, created_ms, \
+             updated_ms) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT (id) DO UPDATE SET \
+             step = excluded.step, vars = excluded.vars, status = excluded.status, \
+             updated_ms = excluded.updated_ms",
+        )
+        .bind(&t.id)
+        .bind(&t.customer_id)
+        .bind(&t.rule)
+        .bind(&t.step)
+        .bind(serde_json::to_string(&t.vars)?)
+        .bind(&t.status)
+        .bind(t.created_ms)
+        .bind(t.updated_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn thread(&self, id: &str) -> Result<Option<Thread>> {
+        let r = sqlx::query("SELECT * FROM threads WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        r.as_ref().map(thread_of).transpose()
+    }
+
+    /// The customer's newest open thread: where a reply belongs.
+    pub async fn open_thread_of(&self, customer_id: &str) -> Result<Option<Thread>> {
+        let r = sqlx::query(
+            "SELECT * FROM threads WHERE customer_id = $1 AND status = 'open' \
+             ORDER BY updated_ms DESC LIMIT 1",
+        )
+        .bind(customer_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.as_ref().map(thread_of).transpose()
+    }
+
+    pub async fn threads(&self) -> Result<Vec<Thread>> {
+        let rows = sqlx::query("SELECT * FROM threads ORDER BY created_ms")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(thread_of).collect()
+    }
+
+    /// Queues a message; false when one with the same key was queued before.
+    pub async fn enqueue(&self, m: &OutboxMessage) -> Result<bool> {
+        let n = sqlx::query(
+            "INSERT INTO outbox (id, dedupe_key, thread_id, customer_id, channel, recipient, \
+             body, status, attempts, next_attempt_ms, last_error, created_ms) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,'pending',0,$8,'',$9) \
+             ON CONFLICT (dedupe_key) DO NOTHING",
+        )
+        .bind(&m.id)
+        .bind(&m.dedupe_key)
+        .bind(m.thread_id.clone())
+        .bind(&m.customer_id)
+        .bind(&m.channel)
+        .bind(&m.recipient)
+        .bind(&m.body)
+        .bind(m.next_attempt_ms)
+        .bind(m.created_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
+    }
+
+    pub async fn due_outbox(&self, now: i64) -> Result<Vec<OutboxMessage>> {
+        let rows = sqlx::query(
+            "SELECT * FROM outbox WHERE status = 'pending' AND next_attempt_ms <= $1 \
+             ORDER BY created_ms LIMIT 20",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(outbox_of).collect()
+    }
+
+    pub async fn outbox(&self) -> Result<Vec<OutboxMessage>> {
+        let rows = sqlx::query("SELECT * FROM outbox ORDER BY created_ms, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(outbox_of).collect()
+    }
+
+    pub async fn outbox_attempted(
+        &self,
+        id: &str,
+        status: &str,
+        sent_ms: Option<i64>,
+        provider_id: Option<&str>,
+        next_attempt_ms: i64,
+        error: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, status = $1, sent_ms = $2, \
+             provider_id = $3, next_attempt_ms = $4, last_error = $5 WHERE id = $6",
+        )
+        .bind(status)
+        .bind(sent_ms)
+        .bind(provider_id.map(str::to_string))
+        .bind(next_attempt_ms)
+        .bind(error)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn record_inbound(
+        &self,
+        thread_id: Option<&str>,
+        customer_id: Option<&str>,
+        channel: &str,
+        body: &str,
+        sentiment: Option<f64>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO inbound_messages (id, thread_id, customer_id, channel, body, sentiment, \
+             received_ms) VALUES ($1,$2,$3,$4,$5,$6,$7)",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(thread_id.map(str::to_string))
+        .bind(customer_id.map(str::to_string))
+        .bind(channel)
+        .bind(body)
+        .bind(sentiment)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phones_and_pins() {
+        assert_eq!(normalize_phone("+1 (555) 555-0110"), "+15555550110");
+        assert_eq!(normalize_phone("anonymous"), "");
+        assert_ne!(pin_hash("a", "1234"), pin_hash("b", "1234"));
+        assert_eq!(pin_hash("a", "1234").len(), 64);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn migrates_seeds_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/t.db", dir.path().display());
+        let s = Store::open(&url).await.unwrap();
+        seed::seed_demo(&s, &seed::demo_path()).await.unwrap();
+        // Opening again re-runs nothing and keeps the data.
+        let s = Store::open(&url).await.unwrap();
+        let c = s.customer_by_phone("+1 555 555 0110").await.unwrap().unwrap();
+        assert_eq!(c.first_name(), "Dana");
+        assert!(c.phones_masked[0].ends_with("10") && c.phones_masked[0].contains('*'));
+        let a = s.verify_account("4561", "1234", None).await.unwrap().unwrap();
+        assert!(a.balance > 0.0);
+        assert!(s.verify_account("4561", "0000", None).await.unwrap().is_none());
+        assert!(!s.transactions(&a.id, 3).await.unwrap().is_empty());
+        // Events are taken once.
+        let v = serde_json::json!({"x": 1});
+        assert!(s.insert_event("e1", "k", None, &v).await.unwrap());
+        assert!(!s.insert_event("e1", "k", None, &v).await.unwrap());
+    }
+}
