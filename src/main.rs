@@ -21,6 +21,31 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum DbCmd {
+    /// Create the database if needed and apply pending migrations.
+    Migrate {
+        /// Database URL (default: store.url from the configuration).
+        #[arg(long, env = "DATABASE_URL")]
+        url: Option<String>,
+        #[arg(long, env = "ATTENDANT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Load customers, accounts and orders (demo rows are replaced).
+    Seed {
+        /// The embedded demo data (db/demo.toml).
+        #[arg(long)]
+        demo: bool,
+        /// A seed file in the same format instead.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[arg(long, env = "DATABASE_URL")]
+        url: Option<String>,
+        #[arg(long, env = "ATTENDANT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// Run the server (Twilio webhook + Media Streams, health, metrics).
     Serve {
@@ -91,8 +116,17 @@ enum Cmd {
         /// Pretend today is this date (YYYY-MM-DD).
         #[arg(long)]
         today: Option<chrono::NaiveDate>,
+        /// Call as this caller ID (looked up in a scratch copy of the demo
+        /// customers), e.g. +15555550110.
+        #[arg(long)]
+        from: Option<String>,
         #[arg(long, default_value = "models")]
         models_dir: PathBuf,
+    },
+    /// Customer store: create/migrate it, load the demo customers.
+    Db {
+        #[command(subcommand)]
+        what: DbCmd,
     },
     /// Evaluate a component on labelled data.
     Eval {
@@ -256,8 +290,57 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             agent,
             script,
             today,
+            from,
             models_dir,
-        } => tokio::task::spawn_blocking(move || chat(agent, script, today, models_dir)).await?,
+        } => {
+            tokio::task::spawn_blocking(move || chat(agent, script, today, from, models_dir))
+                .await?
+        }
+        Cmd::Db { what } => {
+            let (url, config) = match &what {
+                DbCmd::Migrate { url, config } | DbCmd::Seed { url, config, .. } => {
+                    (url.clone(), config.clone())
+                }
+            };
+            let cfg = Config::load(config.as_deref(), std::env::vars())?;
+            let url = url.unwrap_or(cfg.store.url.clone());
+            let store = attendant::store::Store::open(&url).await?;
+            match what {
+                DbCmd::Migrate { .. } => {
+                    println!(
+                        "{} store at {} is migrated ({} customers)",
+                        store.url_kind,
+                        redact_url(&url),
+                        store.customer_count().await?
+                    );
+                }
+                DbCmd::Seed { demo, file, .. } => {
+                    let n = match (demo, file) {
+                        (_, Some(f)) => {
+                            let text = std::fs::read_to_string(&f)
+                                .with_context(|| format!("reading {}", f.display()))?;
+                            attendant::store::seed::seed_text(
+                                &store,
+                                &text,
+                                &f.display().to_string(),
+                            )
+                            .await?
+                        }
+                        (true, None) => {
+                            attendant::store::seed::seed_text(
+                                &store,
+                                attendant::store::seed::DEMO_TOML,
+                                "db/demo.toml",
+                            )
+                            .await?
+                        }
+                        (false, None) => bail!("give --demo or --file PATH"),
+                    };
+                    println!("seeded {}: {n:?}", redact_url(&url));
+                }
+            }
+            Ok(())
+        }
         Cmd::Eval { what } => match what {
             EvalCmd::Nlu {
                 agent,
@@ -354,10 +437,22 @@ fn print_turn(t: &attendant::dialogue::manager::TurnTrace, call: &[String]) {
     println!("bot: {}", t.reply);
 }
 
+/// A database URL with any password blanked, for messages.
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
 fn chat(
     agent: PathBuf,
     script: Option<PathBuf>,
     today: Option<chrono::NaiveDate>,
+    from: Option<String>,
     models_dir: PathBuf,
 ) -> anyhow::Result<()> {
     use attendant::agent::testing;
@@ -369,12 +464,13 @@ fn chat(
         "agent {} loaded in {} ms",
         rt.agent.file.agent.name, rt.load_ms
     );
+    let demo = testing::DemoStore::open()?;
     if let Some(p) = script
         .as_ref()
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
     {
         let mut last = String::new();
-        let (turns, failures) = testing::run_file(&rt, p, |conv, r| {
+        let (turns, failures) = testing::run_file(&rt, &demo.services, p, |conv, r| {
             if conv != last {
                 println!("== {conv}");
                 last = conv.to_string();
@@ -394,10 +490,15 @@ fn chat(
         }
         return Ok(());
     }
-    let mut conv = Conversation::new(rt.clone());
+    let mut conv = Conversation::with_services(rt.clone(), demo.services.clone());
     if let Some(d) = today {
         conv.set_today(d);
     }
+    conv.begin(&attendant::dialogue::CallMeta {
+        channel: "chat".into(),
+        from,
+        ..Default::default()
+    });
     println!("bot: {}", conv.greeting().say);
     let lines: Box<dyn Iterator<Item = String>> = match &script {
         Some(p) => Box::new(

@@ -268,7 +268,9 @@ mod tests {
     fn evaluates_terms() {
         let f = facts();
         let t = |s: &str| Condition::parse(s).unwrap().eval(&f);
-        assert!(t("tier in [gold, platinum] && recent_contacts >= 1 && sentiment <= -0.3"));
+        assert!(t(
+            "tier in [gold, platinum] && recent_contacts >= 1 && sentiment <= -0.3"
+        ));
         assert!(!t("tier == silver"));
         assert!(t("tier == silver || known"));
         assert!(t("!missing && tier != silver"));

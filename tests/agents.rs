@@ -37,6 +37,7 @@ fn every_demo_agent_passes_its_conversation_tests() {
     );
     let mut all = Vec::new();
     let mut total = 0;
+    let demo = testing::DemoStore::open().expect("demo customer store");
     for dir in dirs {
         let rt = AgentRuntime::load_with(&dir, emb.clone())
             .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
@@ -52,7 +53,7 @@ fn every_demo_agent_passes_its_conversation_tests() {
             dir.display()
         );
         for f in files {
-            let (turns, failures) = testing::run_file(&rt, &f, |_, _| {}).unwrap();
+            let (turns, failures) = testing::run_file(&rt, &demo.services, &f, |_, _| {}).unwrap();
             total += turns;
             all.extend(
                 failures

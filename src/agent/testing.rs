@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::{parse_toml, AgentError};
 use crate::dialogue::manager::{AgentRuntime, Conversation, TurnTrace};
-use crate::dialogue::{Action, TurnInput};
+use crate::dialogue::{Action, CallMeta, Services, TurnInput};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,6 +26,8 @@ pub struct TestFile {
 #[serde(deny_unknown_fields)]
 pub struct ConversationTest {
     pub name: String,
+    /// Caller ID the call comes from (looked up in the customer store).
+    pub from: Option<String>,
     /// Expected fragment of the greeting.
     pub greeting: Option<String>,
     pub turn: Vec<TurnTest>,
@@ -135,10 +137,11 @@ pub fn load(path: &Path) -> Result<TestFile, AgentError> {
     parse_toml(path, &text)
 }
 
-/// Runs every conversation in a test file; returns (turns run, failures as
-/// "conversation / turn N: problem").
+/// Runs every conversation in a test file against the given customer
+/// store; returns (turns run, failures as "conversation / turn N: problem").
 pub fn run_file(
     rt: &Arc<AgentRuntime>,
+    services: &Arc<Services>,
     path: &Path,
     mut each: impl FnMut(&str, &TurnResult),
 ) -> Result<(usize, Vec<String>), AgentError> {
@@ -146,10 +149,15 @@ pub fn run_file(
     let mut failures = Vec::new();
     let mut turns = 0;
     for conv in &file.conversation {
-        let mut c = Conversation::new(rt.clone());
+        let mut c = Conversation::with_services(rt.clone(), services.clone());
         if let Some(d) = file.today {
             c.set_today(d);
         }
+        c.begin(&CallMeta {
+            channel: "test".into(),
+            from: conv.from.clone(),
+            ..Default::default()
+        });
         let g = c.greeting();
         if let Some(want) = &conv.greeting {
             if !g.say.to_lowercase().contains(&want.to_lowercase()) {
@@ -182,6 +190,46 @@ pub fn run_file(
                     .map(|f| format!("{} / turn {}: {f}", conv.name, i + 1)),
             );
         }
+        // Stored like a real call's record, so later conversations in the
+        // file from the same number see it as history.
+        c.save_interaction(None);
     }
     Ok((turns, failures))
+}
+
+/// The customer store with the demo records, on a runtime of its own, for
+/// conversation tests and `attendant chat` (which run outside the server).
+pub struct DemoStore {
+    pub services: Arc<Services>,
+    _dir: tempfile::TempDir,
+    // Declared last: dropped after the pool that runs on it.
+    _rt: tokio::runtime::Runtime,
+}
+
+impl DemoStore {
+    /// A scratch database (SQLite, or PostgreSQL under `DATABASE_URL`)
+    /// seeded from `db/demo.toml`.
+    pub fn open() -> anyhow::Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let dir = tempfile::tempdir()?;
+        let store = rt.block_on(async {
+            let url = crate::store::scratch_url(dir.path()).await?;
+            let store = crate::store::Store::open(&url).await?;
+            crate::store::seed::seed_text(&store, crate::store::seed::DEMO_TOML, "db/demo.toml")
+                .await?;
+            Ok::<_, crate::store::StoreError>(store)
+        })?;
+        Ok(Self {
+            services: Arc::new(Services {
+                store,
+                handoff: Default::default(),
+                events: None,
+            }),
+            _dir: dir,
+            _rt: rt,
+        })
+    }
 }

@@ -19,17 +19,17 @@ use super::backend::{Backend, Vars, VERIFIED_KEY};
 use super::{
     Action, CallMeta, Dialogue, DialogueFactory, Interruption, Reply, Services, TurnInput,
 };
-use crate::handoff::{self, IntentMark, Packet, Priority, SentimentInfo};
-use crate::routing::{Decision, RouteAction};
-use crate::rules::{Facts, Value};
-use crate::store::{now_ms, Customer, Interaction, SentimentSample, Utterance};
 use crate::agent::kb::{KbHit, KnowledgeBase};
 use crate::agent::{Agent, AgentError, Builtin, FlowDef, SlotDef, Step};
+use crate::handoff::{self, IntentMark, Packet, Priority, SentimentInfo};
 use crate::nlu::embed::{Embedder, DEFAULT_DIR};
 use crate::nlu::entities::{extract, yes_no, Extracted, SlotValue};
 use crate::nlu::intent::IntentModel;
 use crate::nlu::numbers::tokenize;
 use crate::nlu::sentiment::{trend, Sentiment, SentimentModel};
+use crate::routing::{Decision, RouteAction};
+use crate::rules::{Facts, Value};
+use crate::store::{now_ms, Customer, Interaction, SentimentSample, Utterance};
 
 /// Everything loaded once per agent and shared by its calls.
 pub struct AgentRuntime {
@@ -134,6 +134,10 @@ pub struct ConversationState {
     pub verified_account: Option<String>,
     /// Re-prompts, fallbacks and failed lookups so far.
     pub misses: u32,
+    /// Failed identity checks in this call; at the agent's `slot_tries` the
+    /// call is locked out of account data whichever flow asks.
+    #[serde(default)]
+    pub verify_failures: u32,
     /// The latest routing decision.
     pub routing: Option<Decision>,
     pub routing_offered: bool,
@@ -373,7 +377,10 @@ impl Conversation {
         let mut slots = BTreeMap::new();
         for (k, v) in &self.state.slots {
             let secret = self.slot_def(k).is_some_and(|d| d.secret);
-            slots.insert(k.clone(), if secret { "****".into() } else { v.canonical() });
+            slots.insert(
+                k.clone(),
+                if secret { "****".into() } else { v.canonical() },
+            );
         }
         let sentiment: Vec<SentimentSample> = self.sentiment_samples();
         let intents: Vec<IntentMark> = self
@@ -420,7 +427,14 @@ impl Conversation {
         }
     }
 
-    fn summary(&self, target: &str, reason: &str, d: &Decision, current: f32, trend: f32) -> String {
+    fn summary(
+        &self,
+        target: &str,
+        reason: &str,
+        d: &Decision,
+        current: f32,
+        trend: f32,
+    ) -> String {
         let mut parts = Vec::new();
         match &self.caller.customer {
             Some(c) => parts.push(format!(
@@ -448,7 +462,10 @@ impl Conversation {
                     seen.push(i);
                 }
             }
-            parts.push(format!("Asked about: {}.", seen.join(", ").replace('_', " ")));
+            parts.push(format!(
+                "Asked about: {}.",
+                seen.join(", ").replace('_', " ")
+            ));
         }
         let filled: Vec<String> = self
             .state
@@ -535,9 +552,11 @@ impl Conversation {
     /// The interaction row for this call.
     pub fn interaction(&self, ended_ms: i64, response_ms: Option<i64>) -> Interaction {
         let transferred = self.state.transferred.is_some();
-        let resolved = self.state.turns.iter().any(|t| {
-            t.action.starts_with("done:") || t.action.starts_with("answer:")
-        });
+        let resolved = self
+            .state
+            .turns
+            .iter()
+            .any(|t| t.action.starts_with("done:") || t.action.starts_with("answer:"));
         let mut intents: Vec<String> = Vec::new();
         for t in &self.state.turns {
             if let Some(i) = &t.intent {
@@ -556,7 +575,13 @@ impl Conversation {
         let d = self.state.routing.clone().unwrap_or_default();
         let current = self.state.sentiment.last().map_or(0.0, |p| p.score);
         let summary = match &self.state.transferred {
-            Some(t) => self.summary(t, &self.state.transfer_reason, &d, current, self.state.sentiment_trend()),
+            Some(t) => self.summary(
+                t,
+                &self.state.transfer_reason,
+                &d,
+                current,
+                self.state.sentiment_trend(),
+            ),
             None => {
                 let topics = intents.join(", ").replace('_', " ");
                 let mut s = if topics.is_empty() {
@@ -642,7 +667,11 @@ impl Conversation {
         let d = self.route(None);
         if d.action == RouteAction::Bypass {
             let mut out = Out::default();
-            let say = self.fill_caller(d.say.as_deref().unwrap_or(&self.rt.agent.file.prompts.transfer));
+            let say = self.fill_caller(
+                d.say
+                    .as_deref()
+                    .unwrap_or(&self.rt.agent.file.prompts.transfer),
+            );
             let reason = format!("routing rule {}", d.route.clone().unwrap_or_default());
             self.transfer(&mut out, d.queue.as_deref(), &reason, &say);
             let say = out.say.join(" ");
@@ -854,7 +883,9 @@ impl Conversation {
                     .iter()
                     .map(|(k, v)| (k.clone(), v.canonical()))
                     .collect();
+                let locked = name == "verify_account" && self.state.verify_failures >= tries_max;
                 let res = match &self.services {
+                    _ if locked => Err("I can't verify you automatically on this call".to_string()),
                     Some(sv) => Backend {
                         store: &sv.store,
                         today: self.today,
@@ -882,11 +913,15 @@ impl Conversation {
                         out.push(self.render(&msg));
                         out.action = format!("lookup_failed:{name}");
                         self.state.misses += 1;
-                        let failures = {
+                        let mut failures = {
                             let f = self.state.flow.as_mut().expect("flow is active");
                             f.lookup_failures += 1;
                             f.lookup_failures
                         };
+                        if name == "verify_account" {
+                            self.state.verify_failures += 1;
+                            failures = self.state.verify_failures;
+                        }
                         if name == "verify_account" && failures >= tries_max {
                             // No account data without verification; a person
                             // can verify the caller another way.
@@ -1106,7 +1141,10 @@ impl Conversation {
                 && !self.state.ended
                 && self.state.flow.is_none()
                 && self.state.pending != Some(Pending::Csat)
-                && !out.actions.iter().any(|a| matches!(a, Action::Transfer { .. }))
+                && !out
+                    .actions
+                    .iter()
+                    .any(|a| matches!(a, Action::Transfer { .. }))
             {
                 self.state.routing_offered = true;
                 let say = self.fill_caller(
@@ -1191,12 +1229,10 @@ impl Conversation {
             let score = dtmf
                 .and_then(|d| d.trim_end_matches('#').parse::<i64>().ok())
                 .or_else(|| {
-                    tokenize(text)
-                        .iter()
-                        .find_map(|t| match t {
-                            crate::nlu::numbers::Tok::Num(n) => n.digits.parse::<i64>().ok(),
-                            _ => None,
-                        })
+                    tokenize(text).iter().find_map(|t| match t {
+                        crate::nlu::numbers::Tok::Num(n) => n.digits.parse::<i64>().ok(),
+                        _ => None,
+                    })
                 })
                 .filter(|n| (1..=5).contains(n));
             if let Some(n) = score {
@@ -1560,7 +1596,8 @@ impl Dialogue for AgentDialogue {
             .iter()
             .filter_map(|t| t.timings.voice_to_voice_ms)
             .collect();
-        let response_ms = (!v2v.is_empty()).then(|| (v2v.iter().sum::<u64>() / v2v.len() as u64) as i64);
+        let response_ms =
+            (!v2v.is_empty()).then(|| (v2v.iter().sum::<u64>() / v2v.len() as u64) as i64);
         self.conv.save_interaction(response_ms);
     }
 }

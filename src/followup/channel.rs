@@ -25,7 +25,10 @@ pub fn send(tw: &TwilioConfig, m: &OutboxMessage) -> Result<String, String> {
     let base = tw.api_base.trim_end_matches('/');
     let (url, form): (String, Vec<(&str, String)>) = match m.channel.as_str() {
         "sms" => (
-            format!("{base}/2010-04-01/Accounts/{}/Messages.json", tw.account_sid),
+            format!(
+                "{base}/2010-04-01/Accounts/{}/Messages.json",
+                tw.account_sid
+            ),
             vec![
                 ("To", m.recipient.clone()),
                 ("From", tw.from_number.clone()),

@@ -130,9 +130,7 @@ impl RulesFile {
     pub fn parse(text: &str, path: &str) -> Result<Self, FollowupError> {
         toml::from_str(text).map_err(|e: toml::de::Error| FollowupError::Rules {
             path: path.to_string(),
-            line: e
-                .span()
-                .map_or(1, |s| crate::agent::line_at(text, s.start)),
+            line: e.span().map_or(1, |s| crate::agent::line_at(text, s.start)),
             msg: e.message().to_string(),
         })
     }
@@ -248,8 +246,14 @@ impl Followups {
         }
         facts.insert("tier".into(), Value::Str(customer.tier.clone()));
         facts.insert("lifetime_value".into(), Value::Num(customer.lifetime_value));
-        facts.insert("predicted_value".into(), Value::Num(customer.predicted_value));
-        facts.insert("reviews_left".into(), Value::Num(customer.reviews_left as f64));
+        facts.insert(
+            "predicted_value".into(),
+            Value::Num(customer.predicted_value),
+        );
+        facts.insert(
+            "reviews_left".into(),
+            Value::Num(customer.reviews_left as f64),
+        );
         facts.insert("orders".into(), Value::Num(orders.len() as f64));
         facts.insert("consent_sms".into(), Value::Bool(customer.consent_sms));
         let mut vars = BTreeMap::new();
@@ -281,7 +285,12 @@ impl Followups {
                 rule: rule.name.clone(),
                 step: "awaiting_reply".into(),
                 vars: vars.clone(),
-                status: if rule.reply.is_some() { "open" } else { "closed" }.into(),
+                status: if rule.reply.is_some() {
+                    "open"
+                } else {
+                    "closed"
+                }
+                .into(),
                 created_ms: now,
                 updated_ms: now,
             };
@@ -376,8 +385,11 @@ impl Followups {
         };
         if thread.step == "review_requested" {
             // They answered the review request: count it and close.
-            st.add_review(&customer.id, thread.vars.get("last_order_id").map(String::as_str))
-                .await?;
+            st.add_review(
+                &customer.id,
+                thread.vars.get("last_order_id").map(String::as_str),
+            )
+            .await?;
             thread.status = "closed".into();
             thread.step = "reviewed".into();
             thread.updated_ms = now_ms();
@@ -459,9 +471,12 @@ mod tests {
         let r = RulesFile::load(&p).unwrap();
         assert!(r.rule.iter().any(|r| r.on == "return_processed"));
         assert!(r.rule.iter().any(|r| r.on == "conversation_resolved"));
-        let e = RulesFile::parse("[[rule]]\nname = \"x\"\non = \"a\"\nwhen = \"x >= y\"\nmessage = \"m\"\n", "f.toml")
-            .unwrap_err()
-            .to_string();
+        let e = RulesFile::parse(
+            "[[rule]]\nname = \"x\"\non = \"a\"\nwhen = \"x >= y\"\nmessage = \"m\"\n",
+            "f.toml",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("f.toml:4"), "{e}");
     }
 }

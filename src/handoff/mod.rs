@@ -260,7 +260,9 @@ pub async fn deliver_due(store: &Store, cfg: &HandoffConfig) -> crate::store::Re
         let now = now_ms();
         match res {
             Ok(()) => {
-                store.handoff_attempted(&h.call_id, Some(now), now, "").await?;
+                store
+                    .handoff_attempted(&h.call_id, Some(now), now, "")
+                    .await?;
                 tracing::info!(call = %h.call_id, attempts = h.attempts + 1, "hand-off delivered");
                 delivered += 1;
             }

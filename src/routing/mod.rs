@@ -269,6 +269,9 @@ action = "offer_human"
         )
         .unwrap();
         let e = RoutingRules::load(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("routing.toml:3") && e.contains("lifetime"), "{e}");
+        assert!(
+            e.contains("routing.toml:3") && e.contains("lifetime"),
+            "{e}"
+        );
     }
 }

@@ -235,8 +235,9 @@ async fn get_tickets(State(s): State<Shared>) -> Response {
 pub async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
     let store = Store::open(&cfg.store.url).await?;
     if cfg.store.seed_demo && store.customer_count().await? == 0 {
-        let n = crate::store::seed::seed_text(&store, crate::store::seed::DEMO_TOML, "db/demo.toml")
-            .await?;
+        let n =
+            crate::store::seed::seed_text(&store, crate::store::seed::DEMO_TOML, "db/demo.toml")
+                .await?;
         tracing::info!(customers = n.customers, "demo customers loaded");
     }
     tracing::info!(kind = store.url_kind, "customer store ready");
@@ -264,11 +265,7 @@ fn spawn_workers(state: Shared) {
 
 /// Loads the follow-up rules with the agent's sentiment model (or a fresh
 /// one when the server runs without an agent).
-fn load_followups(
-    cfg: &Config,
-    engines: &Engines,
-    store: Store,
-) -> anyhow::Result<Followups> {
+fn load_followups(cfg: &Config, engines: &Engines, store: Store) -> anyhow::Result<Followups> {
     let rules = RulesFile::load(std::path::Path::new(&cfg.followup.rules))?;
     let scorer = match &engines.agent {
         Some(rt) => Scorer {

@@ -400,7 +400,10 @@ mod tests {
         assert!(transfer_twiml(&tw, "CA1", "sip:agent@pbx", 0).contains("<Sip>sip:agent@pbx</Sip>"));
         tw.workflow_sid = "WW1".into();
         let x = transfer_twiml(&tw, "CA1", "queue:priority_care", 90);
-        assert!(x.contains("workflowSid=\"WW1\"") && x.contains("priority=\"90\""), "{x}");
+        assert!(
+            x.contains("workflowSid=\"WW1\"") && x.contains("priority=\"90\""),
+            "{x}"
+        );
         assert!(x.contains("handoff_call_id&quot;:&quot;CA1"), "{x}");
     }
 }

@@ -392,6 +392,29 @@ fn ticket_of(r: &AnyRow) -> Result<Ticket> {
     })
 }
 
+/// A database of its own for one test run: a fresh SQLite file under `dir`,
+/// or, when `DATABASE_URL` names a PostgreSQL server, a new database created
+/// on it (so parallel tests and earlier runs never see each other's rows).
+pub async fn scratch_url(dir: &Path) -> Result<String> {
+    let base = std::env::var("DATABASE_URL").unwrap_or_default();
+    if !(base.starts_with("postgres://") || base.starts_with("postgresql://")) {
+        return Ok(format!("sqlite://{}", dir.join("attendant.db").display()));
+    }
+    sqlx::any::install_default_drivers();
+    let mut url = url::Url::parse(&base).map_err(|_| StoreError::Url(base.clone()))?;
+    let name = format!("attendant_t_{}", uuid::Uuid::new_v4().simple());
+    let pool = AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&base)
+        .await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&pool)
+        .await?;
+    pool.close().await;
+    url.set_path(&format!("/{name}"));
+    Ok(url.to_string())
+}
+
 /// A connection pool plus the runtime it lives on.
 #[derive(Clone)]
 pub struct Store {
@@ -407,7 +430,10 @@ impl Store {
         sqlx::any::install_default_drivers();
         let (url, kind) = if let Some(path) = url.strip_prefix("sqlite://") {
             let path = path.split('?').next().unwrap_or(path);
-            if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Some(dir) = Path::new(path)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
                 std::fs::create_dir_all(dir).map_err(|e| StoreError::Dir {
                     path: dir.display().to_string(),
                     source: e,
@@ -430,8 +456,14 @@ impl Store {
             .await?;
         if kind == "sqlite" {
             // Concurrent readers beside the one writer; wait instead of failing.
-            sqlx::query("PRAGMA journal_mode=WAL").execute(&pool).await.ok();
-            sqlx::query("PRAGMA busy_timeout=5000").execute(&pool).await.ok();
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&pool)
+                .await
+                .ok();
+            sqlx::query("PRAGMA busy_timeout=5000")
+                .execute(&pool)
+                .await
+                .ok();
         }
         MIGRATOR.run(&pool).await?;
         Ok(Store {
@@ -476,8 +508,9 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         for p in phones {
-            c.phones_masked
-                .push(crate::pipeline::record::mask_phone(&p.try_get::<String, _>("phone")?));
+            c.phones_masked.push(crate::pipeline::record::mask_phone(
+                &p.try_get::<String, _>("phone")?,
+            ));
         }
         Ok(Some(c))
     }
@@ -665,11 +698,12 @@ impl Store {
 
     /// Newest first.
     pub async fn orders_of(&self, customer_id: &str) -> Result<Vec<Order>> {
-        let rows =
-            sqlx::query("SELECT * FROM orders WHERE customer_id = $1 ORDER BY placed DESC, id DESC")
-                .bind(customer_id)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT * FROM orders WHERE customer_id = $1 ORDER BY placed DESC, id DESC",
+        )
+        .bind(customer_id)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(order_of).collect()
     }
 
@@ -1052,15 +1086,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/t.db", dir.path().display());
         let s = Store::open(&url).await.unwrap();
-        seed::seed_demo(&s, &seed::demo_path()).await.unwrap();
+        seed::seed_text(&s, seed::DEMO_TOML, "db/demo.toml")
+            .await
+            .unwrap();
         // Opening again re-runs nothing and keeps the data.
         let s = Store::open(&url).await.unwrap();
-        let c = s.customer_by_phone("+1 555 555 0110").await.unwrap().unwrap();
+        let c = s
+            .customer_by_phone("+1 555 555 0110")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(c.first_name(), "Dana");
         assert!(c.phones_masked[0].ends_with("10") && c.phones_masked[0].contains('*'));
-        let a = s.verify_account("4561", "1234", None).await.unwrap().unwrap();
+        let a = s
+            .verify_account("4561", "1234", None)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(a.balance > 0.0);
-        assert!(s.verify_account("4561", "0000", None).await.unwrap().is_none());
+        assert!(s
+            .verify_account("4561", "0000", None)
+            .await
+            .unwrap()
+            .is_none());
         assert!(!s.transactions(&a.id, 3).await.unwrap().is_empty());
         // Events are taken once.
         let v = serde_json::json!({"x": 1});

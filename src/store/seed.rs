@@ -3,18 +3,12 @@
 //! Re-seeding resets the demo rows and leaves every other row alone.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{cents, now_ms, normalize_phone, pin_hash, Result, Store, StoreError, Utterance};
+use super::{cents, normalize_phone, now_ms, pin_hash, Result, Store, StoreError, Utterance};
 
 pub const DEMO_TOML: &str = include_str!("../../db/demo.toml");
-
-/// Where the demo seed sits in a checkout (the binary also embeds it).
-pub fn demo_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("db/demo.toml")
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -267,12 +261,14 @@ pub async fn seed_text(store: &Store, text: &str, path: &str) -> Result<SeedCoun
             .bind(&c.last4)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO cards (last4, account_id, kind, status) VALUES ($1,$2,$3,'active')")
-            .bind(&c.last4)
-            .bind(&c.account)
-            .bind(&c.kind)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO cards (last4, account_id, kind, status) VALUES ($1,$2,$3,'active')",
+        )
+        .bind(&c.last4)
+        .bind(&c.account)
+        .bind(&c.kind)
+        .execute(&mut *tx)
+        .await?;
     }
     for l in &seed.loan_product {
         sqlx::query("DELETE FROM loan_products WHERE kind = $1")
@@ -438,12 +434,4 @@ pub struct SeedCounts {
     pub accounts: usize,
     pub orders: usize,
     pub interactions: usize,
-}
-
-/// Seeds from a file, or from the embedded demo when the file is missing.
-pub async fn seed_demo(store: &Store, path: &Path) -> Result<SeedCounts> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => seed_text(store, &text, &path.display().to_string()).await,
-        Err(_) => seed_text(store, DEMO_TOML, "embedded db/demo.toml").await,
-    }
 }
