@@ -24,3 +24,9 @@ if [[ ! -s audio-fixtures/short_hm.wav ]]; then
   sox "$tmp" -r 8000 -c 1 -b 16 audio-fixtures/short_hm.wav trim 0 0.18 gain -n -3
   rm -f "$tmp"
 fi
+# The late-order scenario (tests/scenarios.rs): a first call about the order,
+# then an annoyed second call.
+say order_where "Hi, I'm calling to check where my order is."
+say order_bye "Okay, thanks. Bye."
+say csat_four "Four."
+say order_annoyed "This is the second time I'm calling. My headphones still haven't arrived, and I'm really fed up."

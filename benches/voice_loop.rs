@@ -143,6 +143,7 @@ fn call(addr: SocketAddr, script: Script) -> CallOptions {
         linger_ms: 500,
         max_secs: 240,
         dtmf: vec![],
+        signing: None,
     }
 }
 

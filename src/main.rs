@@ -90,6 +90,14 @@ enum Cmd {
         /// DTMF to press, as MS:DIGIT (e.g. 4000:1); repeatable.
         #[arg(long)]
         dtmf: Vec<String>,
+        /// Sign the stream upgrade with this Twilio auth token, as Twilio
+        /// does, for a server that enforces signatures.
+        #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
+        auth_token: Option<String>,
+        /// The server's public stream URL that the signature covers
+        /// (default: --url).
+        #[arg(long)]
+        public_url: Option<String>,
     },
     /// Install prerequisites and prepare models (runs scripts/setup.sh).
     Models {
@@ -213,7 +221,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             linger_ms,
             max_secs,
             dtmf,
+            auth_token,
+            public_url,
         } => {
+            let signing = auth_token.map(|auth_token| client::Signing {
+                auth_token,
+                public_url: public_url.unwrap_or_else(|| url.clone()),
+            });
             let script = if let Some(p) = replay {
                 Script::Replay(p)
             } else if !turns.is_empty() {
@@ -249,6 +263,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 linger_ms,
                 max_secs,
                 dtmf,
+                signing,
             })
             .await?;
             client::print_report(&report);

@@ -18,6 +18,7 @@ fn options(url: String, script: Script) -> CallOptions {
         linger_ms: 1500,
         max_secs: 120,
         dtmf: vec![],
+        signing: None,
     }
 }
 

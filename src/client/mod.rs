@@ -13,6 +13,7 @@ use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::media::{mulaw, PHONE_FRAME};
@@ -54,6 +55,16 @@ pub struct CallOptions {
     pub max_secs: u64,
     /// Milliseconds into the call → DTMF digit.
     pub dtmf: Vec<(u64, char)>,
+    /// Sign the WebSocket upgrade the way Twilio does, for servers that
+    /// enforce `X-Twilio-Signature`.
+    pub signing: Option<Signing>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Signing {
+    pub auth_token: String,
+    /// The stream URL as the server knows itself (its public `wss://` URL).
+    pub public_url: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -185,12 +196,23 @@ fn load_replay(path: &PathBuf) -> Result<Replay, ClientError> {
 }
 
 pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
-    let (ws, _) = tokio_tungstenite::connect_async(opts.url.as_str())
+    let connect_err = |reason: String| ClientError::Connect {
+        url: opts.url.clone(),
+        reason,
+    };
+    let mut req = opts
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| connect_err(e.to_string()))?;
+    if let Some(s) = &opts.signing {
+        let sig = crate::transport::twilio::signature::compute(&s.auth_token, &s.public_url, &[]);
+        let value = sig.parse().map_err(|_| connect_err("bad signature".into()))?;
+        req.headers_mut().insert("X-Twilio-Signature", value);
+    }
+    let (ws, _) = tokio_tungstenite::connect_async(req)
         .await
-        .map_err(|e| ClientError::Connect {
-            url: opts.url.clone(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| connect_err(e.to_string()))?;
     let (mut tx, mut rx) = ws.split();
     let id = uuid::Uuid::new_v4().simple().to_string();
     let stream_sid = format!("MZ{id}");

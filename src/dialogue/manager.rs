@@ -409,7 +409,7 @@ impl Conversation {
                 score: d.score,
                 level: Priority::level_of(d.score).into(),
                 reason: reason.to_string(),
-                signals: d.reasons.clone(),
+                signals: d.signals.clone(),
             },
             summary,
             customer: self.caller.customer.clone(),
@@ -677,6 +677,9 @@ impl Conversation {
             let say = out.say.join(" ");
             self.state.greeting = say.clone();
             self.state.last_reply = say.clone();
+            if let Some(t) = self.state.transferred.clone() {
+                self.save_handoff(&t, &reason);
+            }
             return Reply {
                 say,
                 actions: out.actions,
@@ -797,12 +800,8 @@ impl Conversation {
         let priority = self.state.routing.as_ref().map_or(0, |d| d.score);
         self.state.transferred = Some(target.clone());
         self.state.transfer_reason = reason.to_string();
-        if let Some(sv) = &self.services {
-            let p = self.handoff_packet(&target, reason);
-            if let Err(e) = sv.store.wait(handoff::save(&sv.store, &sv.handoff, &p)) {
-                tracing::error!(error = %e, "cannot store hand-off packet");
-            }
-        }
+        // The packet is stored once this turn is in the transcript (see
+        // `save_handoff`), before the transport acts on the transfer.
         out.actions.push(Action::Transfer {
             target,
             reason: reason.to_string(),
@@ -811,6 +810,15 @@ impl Conversation {
         self.state.flow = None;
         self.state.pending = None;
         self.state.ended = true;
+    }
+
+    fn save_handoff(&self, target: &str, reason: &str) {
+        if let Some(sv) = &self.services {
+            let p = self.handoff_packet(target, reason);
+            if let Err(e) = sv.store.wait(handoff::save(&sv.store, &sv.handoff, &p)) {
+                tracing::error!(error = %e, "cannot store hand-off packet");
+            }
+        }
     }
 
     fn escalate(&mut self, out: &mut Out, reason: &str) {
@@ -1190,6 +1198,13 @@ impl Conversation {
             at_ms: now_ms(),
         };
         self.state.turns.push(trace.clone());
+        if let Some(Action::Transfer { target, reason, .. }) = out
+            .actions
+            .iter()
+            .find(|a| matches!(a, Action::Transfer { .. }))
+        {
+            self.save_handoff(target, reason);
+        }
         (
             Reply {
                 say,

@@ -85,7 +85,9 @@ pub struct Decision {
     pub route: Option<String>,
     pub queue: Option<String>,
     pub say: Option<String>,
-    /// Why: the reasons of the signals that held.
+    /// Names of the signals that held (machine-readable).
+    pub signals: Vec<String>,
+    /// Why, for people: the reasons of the signals that held.
     pub reasons: Vec<String>,
 }
 
@@ -126,9 +128,11 @@ impl RoutingRules {
     pub fn decide(&self, facts: &Facts) -> Decision {
         let mut score = 0;
         let mut reasons = Vec::new();
+        let mut signals = Vec::new();
         for s in &self.signal {
             if s.when.eval(facts) {
                 score += s.points;
+                signals.push(s.name.clone());
                 reasons.push(s.reason.clone().unwrap_or_else(|| s.name.clone()));
             }
         }
@@ -143,12 +147,14 @@ impl RoutingRules {
                     route: Some(r.name.clone()),
                     queue: r.queue.clone(),
                     say: r.say.clone(),
+                    signals,
                     reasons,
                 };
             }
         }
         Decision {
             score,
+            signals,
             reasons,
             ..Default::default()
         }
@@ -201,7 +207,8 @@ action = "offer_human"
         let rules: RoutingRules = toml::from_str(RULES).unwrap();
         use RouteAction::*;
         use Value::*;
-        let table: Vec<(&str, Vec<(&str, Value)>, i64, RouteAction)> = vec![
+        type Row<'a> = (&'a str, Vec<(&'a str, Value)>, i64, RouteAction);
+        let table: Vec<Row> = vec![
             ("unknown, calm", vec![("known", Bool(false))], 0, Continue),
             (
                 "gold, first call, calm",
@@ -258,6 +265,7 @@ action = "offer_human"
         ]));
         assert_eq!(d.queue.as_deref(), Some("queue:priority_care"));
         assert!(d.reasons.contains(&"high-value customer".to_string()));
+        assert!(d.signals.contains(&"high_value".to_string()));
     }
 
     #[test]

@@ -142,10 +142,14 @@ async fn get_kpis(State(s): State<Shared>) -> Response {
     }
 }
 
-fn followups(s: &Shared) -> Result<Arc<Followups>, Response> {
-    s.followups.get().cloned().ok_or_else(|| {
-        (StatusCode::SERVICE_UNAVAILABLE, "follow-ups are loading\n").into_response()
-    })
+/// The follow-up engine loads in the background (it needs the embedder);
+/// until then its endpoints answer 503.
+fn followups(s: &Shared) -> Option<Arc<Followups>> {
+    s.followups.get().cloned()
+}
+
+fn followups_loading() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, "follow-ups are loading\n").into_response()
 }
 
 fn followup_error(e: FollowupError) -> Response {
@@ -164,9 +168,8 @@ async fn post_event(State(s): State<Shared>, body: String) -> Response {
         Ok(v) => v,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("bad JSON: {e}\n")).into_response(),
     };
-    let f = match followups(&s) {
-        Ok(f) => f,
-        Err(r) => return r,
+    let Some(f) = followups(&s) else {
+        return followups_loading();
     };
     match f.handle_event(&ev).await {
         Ok(o) => (StatusCode::ACCEPTED, Json(o)).into_response(),
@@ -192,7 +195,7 @@ pub(crate) async fn take_reply(
     body: &str,
     channel: &str,
 ) -> Result<crate::followup::ReplyOutcome, Response> {
-    let f = followups(s)?;
+    let f = followups(s).ok_or_else(followups_loading)?;
     f.handle_reply(from, body, channel)
         .await
         .map_err(followup_error)

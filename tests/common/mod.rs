@@ -30,8 +30,24 @@ pub fn config(env: &[(&str, &str)]) -> Config {
         "ATTENDANT__SERVER__MODELS_DIR".into(),
         format!("\"{}\"", repo().join("models").display()),
     )];
+    // Every test server gets a database of its own, never the checkout's
+    // data/ (PostgreSQL when DATABASE_URL points at one).
+    if !env.iter().any(|(k, _)| *k == "ATTENDANT__STORE__URL") {
+        vars.push((
+            "ATTENDANT__STORE__URL".into(),
+            format!("\"{}\"", scratch_store()),
+        ));
+    }
     vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Config::load(None, vars).expect("test configuration")
+}
+
+/// A fresh scratch database URL (SQLite in a temporary folder kept for the
+/// process, or a new PostgreSQL database under `DATABASE_URL`).
+pub fn scratch_store() -> String {
+    let dir = tempfile::tempdir().expect("temp dir").keep();
+    rt().block_on(attendant::store::scratch_url(&dir))
+        .expect("scratch database")
 }
 
 /// Starts a server on its own runtime thread and waits until it is healthy.
