@@ -9,3 +9,10 @@ cargo build --release --locked
 audio-fixtures/make.sh target/release/attendant
 cargo clippy --release --locked --all-targets -- -D warnings
 cargo test --release --locked -- --test-threads 2
+# The database-backed tests again on PostgreSQL (each test gets its own
+# database on it): the store, every agent conversation test, the scenarios.
+DATABASE_URL="$(scripts/postgres.sh)"
+export DATABASE_URL
+cargo test --release --locked --lib store::
+cargo test --release --locked --test agents every_demo_agent
+cargo test --release --locked --test scenarios -- --test-threads 2

@@ -61,9 +61,7 @@ fn recorder(listener: TcpListener, reply: Value) -> Hits {
                             path: uri.path().to_string(),
                             headers: headers
                                 .iter()
-                                .map(|(k, v)| {
-                                    (k.to_string(), v.to_str().unwrap_or("").to_string())
-                                })
+                                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
                                 .collect(),
                             body: String::from_utf8_lossy(&body).into_owned(),
                         });
@@ -137,7 +135,10 @@ fn scenario() -> &'static Scenario {
             ("ATTENDANT__SERVER__PUBLIC_URL", q(PUBLIC.into())),
             ("ATTENDANT__TWILIO__AUTH_TOKEN", q(TOKEN.into())),
             ("ATTENDANT__TWILIO__ACCOUNT_SID", q(ACCOUNT.into())),
-            ("ATTENDANT__TWILIO__API_BASE", q(format!("http://{twilio_addr}"))),
+            (
+                "ATTENDANT__TWILIO__API_BASE",
+                q(format!("http://{twilio_addr}")),
+            ),
             ("ATTENDANT__TWILIO__FROM_NUMBER", q("+15550009999".into())),
             (
                 "ATTENDANT__TWILIO__WORKFLOW_SID",
@@ -226,7 +227,13 @@ fn late_order_second_annoyed_call_goes_to_priority_care_with_full_context() {
     );
     let rec = first.record.clone().expect("record");
     let replies: Vec<String> = rec.turns.iter().map(|t| t.bot_text.clone()).collect();
-    eprintln!("call 1: {:#?}", rec.turns.iter().map(|t| (&t.caller_text, &t.bot_text)).collect::<Vec<_>>());
+    eprintln!(
+        "call 1: {:#?}",
+        rec.turns
+            .iter()
+            .map(|t| (&t.caller_text, &t.bot_text))
+            .collect::<Vec<_>>()
+    );
     assert!(
         rec.greeting.contains("Dana"),
         "greeted by name: {:?}",
@@ -242,14 +249,24 @@ fn late_order_second_annoyed_call_goes_to_priority_care_with_full_context() {
     assert_eq!(i1["customer_id"], "C-2001");
     assert_eq!(i1["handled_by"], "bot");
     assert!(
-        s.twilio.lock().unwrap().iter().all(|h| !h.path.contains(&first.call_sid)),
+        s.twilio
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|h| !h.path.contains(&first.call_sid)),
         "no transfer on the first call"
     );
 
     // Call 2, annoyed: straight to a human at high priority.
     let second = call(s, DANA, &["order_annoyed.wav"]);
     let rec2 = second.record.clone().expect("record");
-    eprintln!("call 2: {:#?}", rec2.turns.iter().map(|t| (&t.caller_text, &t.bot_text)).collect::<Vec<_>>());
+    eprintln!(
+        "call 2: {:#?}",
+        rec2.turns
+            .iter()
+            .map(|t| (&t.caller_text, &t.bot_text))
+            .collect::<Vec<_>>()
+    );
     assert!(
         rec2.greeting.contains("called"),
         "history in the greeting: {:?}",
@@ -270,20 +287,26 @@ fn late_order_second_annoyed_call_goes_to_priority_care_with_full_context() {
             .lock()
             .unwrap()
             .iter()
-            .find(|h| h.path.ends_with(&format!("/Calls/{}.json", second.call_sid)))
+            .find(|h| {
+                h.path
+                    .ends_with(&format!("/Calls/{}.json", second.call_sid))
+            })
             .cloned()
     });
     assert_eq!(update.method, "POST");
     assert!(update.path.contains(ACCOUNT));
     assert!(update.headers["authorization"].starts_with("Basic "));
     let twiml = form(&update.body)["Twiml"].clone();
-    assert!(twiml.starts_with("<Response><Enqueue workflowSid="), "{twiml}");
+    assert!(
+        twiml.starts_with("<Response><Enqueue workflowSid="),
+        "{twiml}"
+    );
     assert!(twiml.contains("priority_care"), "{twiml}");
     assert!(twiml.contains("<Task priority=\""), "{twiml}");
 
     // The packet: stored, schema-valid, with the record and both calls.
-    let (packet, headers) = get(s.addr, &format!("/calls/{}/handoff", second.call_sid))
-        .expect("hand-off packet");
+    let (packet, headers) =
+        get(s.addr, &format!("/calls/{}/handoff", second.call_sid)).expect("hand-off packet");
     let errors: Vec<String> = schema()
         .iter_errors(&packet)
         .map(|e| format!("{} at {}", e, e.instance_path))
@@ -301,13 +324,20 @@ fn late_order_second_annoyed_call_goes_to_priority_care_with_full_context() {
         assert!(signals.contains(&want), "{want} missing from {signals:?}");
     }
     assert_eq!(packet["customer"]["id"], "C-2001");
-    assert!(!packet.to_string().contains(DANA), "raw number in the packet");
+    assert!(
+        !packet.to_string().contains(DANA),
+        "raw number in the packet"
+    );
     assert!(packet["transcript"]
         .as_array()
         .unwrap()
         .iter()
         .any(|u| u["speaker"] == "caller"
-            && u["text"].as_str().unwrap().to_lowercase().contains("headphones")));
+            && u["text"]
+                .as_str()
+                .unwrap()
+                .to_lowercase()
+                .contains("headphones")));
     let previous = packet["previous_interactions"].as_array().unwrap();
     assert!(
         previous.iter().any(|p| p["id"] == first.call_sid.as_str()),
@@ -327,8 +357,9 @@ fn late_order_second_annoyed_call_goes_to_priority_care_with_full_context() {
         (n >= 1).then_some(n)
     });
     assert_eq!(
-        get(s.addr, &format!("/calls/{}/handoff", second.call_sid)).unwrap().1
-            ["x-attendant-delivery"],
+        get(s.addr, &format!("/calls/{}/handoff", second.call_sid))
+            .unwrap()
+            .1["x-attendant-delivery"],
         "pending",
         "after {attempts} attempts"
     );
@@ -471,7 +502,9 @@ fn happy_fix_asks_for_a_review_and_an_unhappy_answer_goes_to_the_care_team() {
         assert_eq!(code, 202, "{out}");
         assert_eq!(out["messages"].as_array().unwrap().len(), 1, "{out}");
     }
-    let ask = wait_for("Sam's question", 10, || sms_to(s, sam, mark).into_iter().next());
+    let ask = wait_for("Sam's question", 10, || {
+        sms_to(s, sam, mark).into_iter().next()
+    });
     assert!(ask.contains("eyeshadow palette"), "{ask}");
 
     let (_, happy) = post(
@@ -485,7 +518,9 @@ fn happy_fix_asks_for_a_review_and_an_unhappy_answer_goes_to_the_care_team() {
     });
     assert!(review.contains("https://reviews.example.com/"), "{review}");
 
-    wait_for("Lee's question", 10, || sms_to(s, lee, mark).into_iter().next());
+    wait_for("Lee's question", 10, || {
+        sms_to(s, lee, mark).into_iter().next()
+    });
     let (_, unhappy) = post(
         s.addr,
         "/messages/inbound",
@@ -499,6 +534,12 @@ fn happy_fix_asks_for_a_review_and_an_unhappy_answer_goes_to_the_care_team() {
     assert!(answer.contains("care team"), "{answer}");
     assert!(!answer.contains("review"), "{answer}");
     let (tickets, _) = get(s.addr, "/tickets").unwrap();
-    assert!(tickets.as_array().unwrap().iter().any(|t| t["customer_id"] == "C-2004"
-        && t["queue"] == "care_team"), "{tickets:#}");
+    assert!(
+        tickets
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["customer_id"] == "C-2004" && t["queue"] == "care_team"),
+        "{tickets:#}"
+    );
 }

@@ -207,7 +207,9 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
         .map_err(|e| connect_err(e.to_string()))?;
     if let Some(s) = &opts.signing {
         let sig = crate::transport::twilio::signature::compute(&s.auth_token, &s.public_url, &[]);
-        let value = sig.parse().map_err(|_| connect_err("bad signature".into()))?;
+        let value = sig
+            .parse()
+            .map_err(|_| connect_err("bad signature".into()))?;
         req.headers_mut().insert("X-Twilio-Signature", value);
     }
     let (ws, _) = tokio_tungstenite::connect_async(req)

@@ -1084,7 +1084,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn migrates_seeds_and_reads_back() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/t.db", dir.path().display());
+        // SQLite, or PostgreSQL when DATABASE_URL names one.
+        let url = scratch_url(dir.path()).await.unwrap();
         let s = Store::open(&url).await.unwrap();
         seed::seed_text(&s, seed::DEMO_TOML, "db/demo.toml")
             .await
