@@ -16,6 +16,7 @@ pub mod eval;
 pub mod followup;
 pub mod handoff;
 pub mod kpi;
+pub mod loadtest;
 pub mod media;
 pub mod nlu;
 pub mod pipeline;

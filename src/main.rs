@@ -2,12 +2,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
 use attendant::client::{self, audio, CallOptions, Script};
 use attendant::config::Config;
+use attendant::loadtest;
 
 #[derive(Parser)]
 #[command(
@@ -99,6 +101,9 @@ enum Cmd {
         #[arg(long)]
         public_url: Option<String>,
     },
+    /// Many simultaneous scripted callers against a running server, with a
+    /// latency and quality report (docs/loadtest.md).
+    Loadtest(LoadtestArgs),
     /// Install prerequisites and prepare models (runs scripts/setup.sh).
     Models {
         #[arg(long)]
@@ -174,6 +179,179 @@ enum EvalCmd {
         #[arg(long, default_value = "models")]
         models_dir: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct LoadtestArgs {
+    /// Scenario file (YAML), e.g. loadtest/bank.yaml.
+    #[arg(long)]
+    scenario: PathBuf,
+    /// Media Streams WebSocket URL of the server under test.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/twilio/stream")]
+    url: String,
+    /// Calls to place.
+    #[arg(long, default_value_t = 10)]
+    calls: usize,
+    /// Calls in progress at once.
+    #[arg(long, default_value_t = 2)]
+    concurrency: usize,
+    /// New calls per second while ramping up (0: as fast as slots free up).
+    #[arg(long, default_value_t = 2.0)]
+    ramp: f64,
+    /// Keep calling for this many seconds (then --calls is a minimum).
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Seed for choosing callers.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write every measurement as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the HTML report with plots.
+    #[arg(long)]
+    html: Option<PathBuf>,
+    /// Ramp concurrency until p95 voice-to-voice or the error rate breaks.
+    #[arg(long)]
+    find_capacity: bool,
+    #[arg(long, default_value_t = 800)]
+    p95_ms: u64,
+    /// Largest share of failed calls a level may have and still hold.
+    #[arg(long, default_value_t = 0.0)]
+    max_error_rate: f64,
+    #[arg(long, default_value_t = 32)]
+    max_concurrency: usize,
+    /// Calls per concurrency slot at each capacity level.
+    #[arg(long, default_value_t = 2)]
+    calls_per_slot: usize,
+    /// Skip transcribing the bot's replies (no reply checks).
+    #[arg(long)]
+    no_check: bool,
+    /// Longest one call may last, in seconds.
+    #[arg(long, default_value_t = 120)]
+    max_call_secs: u64,
+    /// Sign stream upgrades with this Twilio auth token.
+    #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    auth_token: Option<String>,
+    /// The stream URL the signature covers (default: --url).
+    #[arg(long)]
+    public_url: Option<String>,
+    /// Configuration for the checker's ASR (models folder).
+    #[arg(long, env = "ATTENDANT_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+/// A progress bar fed from the run's live counters until `done`.
+fn progress_bar(
+    label: String,
+    total: Option<usize>,
+    p: std::sync::Arc<loadtest::Progress>,
+) -> (indicatif::ProgressBar, tokio::task::JoinHandle<()>) {
+    use std::sync::atomic::Ordering;
+    let bar = match total {
+        Some(n) => indicatif::ProgressBar::new(n as u64),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(label);
+    let b = bar.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let mut lat = p.latencies.lock().clone();
+            lat.sort_unstable();
+            let pct = |q: f64| loadtest::report::nearest_rank(&lat, q);
+            b.set_position(p.finished.load(Ordering::Relaxed) as u64);
+            b.set_message(format!(
+                "started {} failed {} | v2v p50 {} ms p95 {} ms",
+                p.started.load(Ordering::Relaxed),
+                p.failed.load(Ordering::Relaxed),
+                pct(50.0),
+                pct(95.0)
+            ));
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+    (bar, task)
+}
+
+async fn loadtest_cmd(a: LoadtestArgs) -> anyhow::Result<()> {
+    let scenario = loadtest::Scenario::load(&a.scenario)?;
+    let base = loadtest::RunOptions {
+        url: a.url.clone(),
+        signing: a.auth_token.clone().map(|auth_token| client::Signing {
+            auth_token,
+            public_url: a.public_url.clone().unwrap_or_else(|| a.url.clone()),
+        }),
+        calls: a.calls.max(1),
+        concurrency: a.concurrency.max(1),
+        ramp_per_s: a.ramp,
+        duration_s: a.duration,
+        seed: a.seed,
+        max_call_s: a.max_call_secs,
+    };
+    let (mut runs, capacity) = if a.find_capacity {
+        let c = loadtest::CapacityOptions {
+            p95_ms: a.p95_ms,
+            max_error_rate: a.max_error_rate,
+            max_concurrency: a.max_concurrency,
+            calls_per_slot: a.calls_per_slot,
+        };
+        let mut bars = Vec::new();
+        let (runs, cap) = loadtest::find_capacity(&scenario, &base, &c, |n| {
+            let p = std::sync::Arc::new(loadtest::Progress::default());
+            bars.push(progress_bar(
+                format!("{n:>3} calls"),
+                Some(n * c.calls_per_slot),
+                p.clone(),
+            ));
+            p
+        })
+        .await;
+        for (b, t) in bars {
+            t.abort();
+            b.finish();
+        }
+        (runs, Some(cap))
+    } else {
+        let p = std::sync::Arc::new(loadtest::Progress::default());
+        let total = a.duration.is_none().then_some(base.calls);
+        let (bar, task) = progress_bar(format!("{} at once", base.concurrency), total, p.clone());
+        let r = loadtest::run(&scenario, &base, p).await;
+        task.abort();
+        bar.finish();
+        (vec![r], None)
+    };
+    if !a.no_check {
+        // After the calls: the checker's ASR never competes with them.
+        eprintln!("transcribing the bot's replies to check them…");
+        let cfg = Config::load(a.config.as_deref(), std::env::vars())?;
+        let asr = attendant::asr::AsrPool::start(&cfg.server.models_dir, &cfg.asr)?;
+        // The ASR pool's calls block; keep them off the async workers.
+        tokio::task::block_in_place(|| {
+            runs.iter_mut()
+                .try_for_each(|r| loadtest::check_replies(r, &scenario, &asr))
+        })?;
+    }
+    let report = loadtest::report::Report::new(runs, capacity);
+    println!("{}", loadtest::report::console(&report));
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+        println!("JSON report: {}", p.display());
+    }
+    if let Some(p) = &a.html {
+        std::fs::write(p, loadtest::report::html(&report))
+            .with_context(|| format!("writing {}", p.display()))?;
+        println!("HTML report: {}", p.display());
+    }
+    if report.summary.ok == 0 {
+        bail!("every call failed");
+    }
+    Ok(())
 }
 
 fn init_logs() {
@@ -276,6 +454,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::Loadtest(a) => loadtest_cmd(a).await,
         Cmd::Models { with_base } => {
             let mut c = std::process::Command::new("scripts/setup.sh");
             if with_base {

@@ -41,6 +41,32 @@ pub enum Script {
     BargeIn { audio: Vec<f32>, after_ms: u64 },
     /// Replay a recorded session (.jsonl of Twilio messages), frame by frame.
     Replay(PathBuf),
+    /// A mix of spoken turns, interruptions and key presses, in order.
+    Steps { steps: Vec<Step>, quiet_ms: u64 },
+}
+
+/// One thing a scripted caller does.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Speak once the bot has answered and been quiet for `quiet_ms`.
+    Say(Vec<f32>),
+    /// Speak over the bot, `after_ms` into its next reply.
+    Interrupt { audio: Vec<f32>, after_ms: u64 },
+    /// Press keys once the bot has answered and is quiet.
+    Dtmf(String),
+}
+
+/// How evenly the bot's audio arrived (measured on receipt, before playout).
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct Pacing {
+    pub frames: u64,
+    /// Playout ran dry in the middle of a reply for this long.
+    pub underrun_ms: u64,
+    /// Longest gap between frames of one reply.
+    pub max_gap_ms: u64,
+    pub gaps_over_60ms: u64,
+    /// Interarrival jitter against the 20 ms frame clock (RFC 3550 estimator).
+    pub jitter_ms: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +99,9 @@ pub struct ReplyTiming {
     pub at_ms: u64,
     /// Caller's last voiced frame sent → first frame of this reply received.
     pub voice_to_voice_ms: Option<u64>,
+    /// The reply's μ-law audio as received.
+    #[serde(skip)]
+    pub audio: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -94,6 +123,10 @@ pub struct CallReport {
     pub clears: usize,
     pub marks_echoed: usize,
     pub closed_by_server: Option<u16>,
+    /// For `Script::Steps`: when each step's audio or keys finished, ms
+    /// since the call started.
+    pub step_ends: Vec<u64>,
+    pub pacing: Pacing,
     /// First bot frame after the call started (time to answer).
     pub first_audio_ms: Option<u64>,
     pub record: Option<CallRecord>,
@@ -236,7 +269,7 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
     .map_err(werr)?;
 
     // Source frames as μ-law, plus per-frame "voiced" flags for measurement.
-    let mut pending_turns: VecDeque<Vec<f32>> = VecDeque::new();
+    let mut pending_steps: VecDeque<Step> = VecDeque::new();
     let mut source: VecDeque<(Vec<u8>, bool)> = VecDeque::new();
     let mut dtmf: Vec<(u64, char)> = opts.dtmf.clone();
     let mut quiet_ms = 0;
@@ -253,7 +286,11 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
             }
         }
         Script::Turns { turns, quiet_ms: q } => {
-            pending_turns = turns.iter().cloned().collect();
+            pending_steps = turns.iter().cloned().map(Step::Say).collect();
+            quiet_ms = *q;
+        }
+        Script::Steps { steps, quiet_ms: q } => {
+            pending_steps = steps.iter().cloned().collect();
             quiet_ms = *q;
         }
         Script::BargeIn { audio, after_ms } => barge = Some((audio.clone(), *after_ms)),
@@ -285,6 +322,8 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
         clears: 0,
         marks_echoed: 0,
         closed_by_server: None,
+        step_ends: vec![],
+        pacing: Pacing::default(),
         first_audio_ms: None,
         record: None,
         bot_audio: vec![],
@@ -300,25 +339,59 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
     let mut open_barge: Option<usize> = None;
     let mut frame_no = 0u64;
     let mut last_utterance_end: Option<u64> = None;
+    let mut starved_ms = 0u64;
+    let mut last_frame_rx: Option<Instant> = None;
+    let mut jitter = 0f64;
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 let now_ms = start.elapsed().as_millis() as u64;
                 // Caller side: the next source frame, or silence.
                 if source.is_empty() {
-                    if let Some(t) = pending_turns.front() {
+                    if let Some(step) = pending_steps.front() {
                         let quiet = last_bot_rx.map(|l| now_ms.saturating_sub(l)).unwrap_or(0);
-                        // Wait for the bot's answer to what we said last (or give up after 15 s).
+                        // Wait for the bot's answer to what we did last (or give up after 15 s).
                         let answered = match last_utterance_end {
                             None => bot_started_at.is_some(),
                             Some(end) => report.replies.last().is_some_and(|r| r.at_ms > end) || now_ms > end + 15_000,
                         };
-                        if answered && playout.is_empty() && quiet >= quiet_ms {
-                            for f in frames_of(t) {
-                                source.push_back((enc(&f), voiced(&f)));
+                        let ready = answered && playout.is_empty() && quiet >= quiet_ms;
+                        match step {
+                            Step::Say(t) if ready => {
+                                for f in frames_of(t) {
+                                    source.push_back((enc(&f), voiced(&f)));
+                                }
+                                let end = now_ms + t.len() as u64 / 8;
+                                last_utterance_end = Some(end);
+                                report.step_ends.push(end);
+                                pending_steps.pop_front();
                             }
-                            last_utterance_end = Some(now_ms + t.len() as u64 / 8);
-                            pending_turns.pop_front();
+                            Step::Dtmf(keys) if ready => {
+                                // Keys 150 ms apart, like a person pressing them.
+                                let mut end = now_ms;
+                                for (i, d) in keys.chars().enumerate() {
+                                    end = now_ms + i as u64 * 150;
+                                    dtmf.push((end, d));
+                                }
+                                dtmf.sort();
+                                last_utterance_end = Some(end);
+                                report.step_ends.push(end);
+                                pending_steps.pop_front();
+                            }
+                            Step::Interrupt { audio, after_ms } => {
+                                // The reply to interrupt: the first one after our last input.
+                                let reply = report.replies.iter().find(|r| last_utterance_end.is_none_or(|e| r.at_ms > e));
+                                if reply.is_some_and(|r| now_ms >= r.at_ms + after_ms) {
+                                    for f in frames_of(audio) {
+                                        source.push_back((enc(&f), voiced(&f)));
+                                    }
+                                    let end = now_ms + audio.len() as u64 / 8;
+                                    last_utterance_end = Some(end);
+                                    report.step_ends.push(end);
+                                    pending_steps.pop_front();
+                                }
+                            }
+                            _ => {}
                         }
                     }
                     if let (Some((audio, after)), Some(b)) = (&barge, bot_started_at) {
@@ -331,7 +404,7 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
                     }
                 }
                 let (frame, is_voiced) = source.pop_front().unwrap_or_else(|| (vec![mulaw::SILENCE; PHONE_FRAME], false));
-                if source.is_empty() && pending_turns.is_empty() && barge.is_none() && script_done_at.is_none() {
+                if source.is_empty() && pending_steps.is_empty() && barge.is_none() && script_done_at.is_none() {
                     script_done_at = Some(now_ms);
                 }
                 report.caller_audio.extend(frame.iter().map(|&b| mulaw::decode(b)));
@@ -378,6 +451,10 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
                 }
                 if !played {
                     report.bot_audio.extend(std::iter::repeat_n(0i16, PHONE_FRAME));
+                    // Dry in the middle of a reply: counted once more audio of it arrives.
+                    if last_bot_rx.is_some_and(|l| now_ms.saturating_sub(l) < 300) {
+                        starved_ms += 20;
+                    }
                 }
                 let quiet = last_bot_rx.map(|l| now_ms.saturating_sub(l)).unwrap_or(u64::MAX);
                 if let Some(done) = script_done_at {
@@ -403,12 +480,31 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
                                 let Some(p) = v["media"]["payload"].as_str() else { continue };
                                 let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(p) else { continue };
                                 let gap = last_bot_rx.map(|l| now_ms.saturating_sub(l)).unwrap_or(u64::MAX);
+                                let rx_at = Instant::now();
                                 if gap > 300 {
                                     // A new reply starts.
                                     let v2v = last_voiced_sent
                                         .filter(|&lv| report.replies.last().is_none_or(|r| lv > r.at_ms))
                                         .map(|lv| now_ms.saturating_sub(lv));
-                                    report.replies.push(ReplyTiming { at_ms: now_ms, voice_to_voice_ms: v2v });
+                                    report.replies.push(ReplyTiming { at_ms: now_ms, voice_to_voice_ms: v2v, audio: Vec::new() });
+                                    starved_ms = 0;
+                                } else if let Some(prev) = last_frame_rx {
+                                    // Within a reply: frames should arrive every 20 ms.
+                                    let ia = rx_at.duration_since(prev).as_secs_f64() * 1000.0;
+                                    let p = &mut report.pacing;
+                                    p.max_gap_ms = p.max_gap_ms.max(ia as u64);
+                                    if ia > 60.0 {
+                                        p.gaps_over_60ms += 1;
+                                    }
+                                    jitter += ((ia - 20.0).abs() - jitter) / 16.0;
+                                    p.jitter_ms = jitter;
+                                    p.underrun_ms += starved_ms;
+                                    starved_ms = 0;
+                                }
+                                last_frame_rx = Some(rx_at);
+                                report.pacing.frames += 1;
+                                if let Some(r) = report.replies.last_mut() {
+                                    r.audio.extend_from_slice(&bytes);
                                 }
                                 report.first_audio_ms.get_or_insert(now_ms);
                                 bot_started_at.get_or_insert(now_ms);

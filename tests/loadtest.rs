@@ -1,0 +1,150 @@
+//! `attendant loadtest` against real servers: sane, non-empty measurements,
+//! reply checks, and a deliberately slowed server showing up as slower.
+
+mod common;
+
+use std::sync::Arc;
+
+use attendant::asr::AsrPool;
+use attendant::loadtest::{self, report, RunOptions, Scenario};
+use common::*;
+use serde_json::Value;
+
+fn options(addr: std::net::SocketAddr, calls: usize, concurrency: usize) -> RunOptions {
+    RunOptions {
+        url: ws_url(addr),
+        signing: None,
+        calls,
+        concurrency,
+        ramp_per_s: 0.0,
+        duration_s: None,
+        seed: 3,
+        max_call_s: 90,
+    }
+}
+
+/// One caller asking the opening hours, for like-for-like comparisons.
+fn hours_only() -> Scenario {
+    let yaml = "name: hours\ncallers:\n  - name: opening hours\n    greeting: { any: [northwind, bank] }\n    steps:\n      - say: faq_hours.wav\n        expect: { any: [saturday, open, seven] }\n";
+    Scenario::parse(yaml, "inline", &repo().join("audio-fixtures")).expect("scenario")
+}
+
+#[test]
+fn loadtest_measures_a_real_server_and_checks_replies() {
+    let addr = server();
+    let scenario = Scenario::load(&repo().join("loadtest/bank.yaml")).expect("bank scenario");
+    let progress = Arc::new(loadtest::Progress::default());
+    let mut result = rt().block_on(loadtest::run(
+        &scenario,
+        &options(addr, 4, 2),
+        progress.clone(),
+    ));
+    let cfg = config(&[]);
+    let asr = AsrPool::start(&cfg.server.models_dir, &cfg.asr).expect("ASR");
+    loadtest::check_replies(&mut result, &scenario, &asr).expect("checks");
+    let rep = report::Report::new(vec![result], None);
+    println!("{}", report::console(&rep));
+    let s = &rep.summary;
+    assert_eq!(s.calls, 4);
+    assert_eq!(
+        progress.finished.load(std::sync::atomic::Ordering::Relaxed),
+        4
+    );
+    assert_eq!(s.failed, 0, "{:#?}", rep.runs[0].calls);
+    let answer = s.time_to_answer_ms.as_ref().expect("time to answer");
+    assert!(answer.p50 > 0 && answer.max < 10_000, "{answer:?}");
+    let v2v = s.voice_to_voice_ms.as_ref().expect("voice-to-voice");
+    assert!(v2v.n >= 1 && v2v.p50 > 100 && v2v.max < 15_000, "{v2v:?}");
+    // Every spoken turn got its latency (key presses have none).
+    for t in rep.runs[0].calls.iter().flat_map(|c| &c.turns) {
+        assert_eq!(t.kind == "dtmf", t.voice_to_voice_ms.is_none(), "{t:?}");
+    }
+    assert!(s.pacing.frames > 100, "{:?}", s.pacing);
+    assert!(
+        s.pacing.jitter_ms.is_finite() && s.pacing.jitter_ms < 20.0,
+        "{:?}",
+        s.pacing
+    );
+    // Every reply with an expectation was transcribed and judged.
+    let expected = rep.runs[0]
+        .calls
+        .iter()
+        .flat_map(|c| &c.turns)
+        .filter(|t| t.expect.is_some())
+        .count();
+    assert!(expected >= 1 && s.checked >= expected, "{s:?}");
+    assert!(
+        s.correct * 10 >= s.checked * 7,
+        "most replies heard as expected: {:#?}",
+        rep.runs[0].calls
+    );
+    // Every turn knows how many calls were in progress.
+    for c in &rep.runs[0].calls {
+        for t in &c.turns {
+            assert!((1..=2).contains(&t.concurrency), "{t:?}");
+        }
+    }
+    // The JSON report round-trips; the HTML has its four plots.
+    let json = serde_json::to_string(&rep).unwrap();
+    let back: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(back["summary"]["calls"], 4);
+    assert_eq!(report::html(&rep).matches("<svg").count(), 4);
+}
+
+#[test]
+fn a_slowed_server_shows_up_as_slower() {
+    let fast = server();
+    let slow = start_server(config(&[("ATTENDANT__SERVER__SLOW_REPLY_MS", "700")]));
+    let scenario = hours_only();
+    let p50 = |addr| {
+        let r = rt().block_on(loadtest::run(
+            &scenario,
+            &options(addr, 2, 1),
+            Arc::new(loadtest::Progress::default()),
+        ));
+        let s = report::summarize(&r);
+        assert_eq!(s.failed, 0, "{:#?}", r.calls);
+        s.voice_to_voice_ms.expect("latency").p50
+    };
+    let (f, s) = (p50(fast), p50(slow));
+    eprintln!("voice-to-voice p50: normal {f} ms, slowed by 700 ms: {s} ms");
+    assert!(s >= f + 400, "normal {f} ms, slowed {s} ms");
+}
+
+#[test]
+fn the_cli_writes_json_and_html_reports() {
+    let addr = server();
+    let dir = tempfile::tempdir().unwrap();
+    let (json, html) = (dir.path().join("r.json"), dir.path().join("r.html"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_attendant"))
+        .args(["loadtest", "--scenario"])
+        .arg(repo().join("loadtest/bank.yaml"))
+        .args([
+            "--url",
+            &ws_url(addr),
+            "--calls",
+            "2",
+            "--concurrency",
+            "2",
+            "--no-check",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .arg("--html")
+        .arg(&html)
+        .env("LD_LIBRARY_PATH", repo().join("models/lib"))
+        .output()
+        .expect("run attendant loadtest");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("voice-to-voice"), "{stdout}");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["summary"]["calls"], 2);
+    assert_eq!(v["runs"][0]["calls"].as_array().unwrap().len(), 2);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert_eq!(page.matches("<svg").count(), 4);
+}
