@@ -223,6 +223,9 @@ struct LoadtestArgs {
     /// Calls per concurrency slot at each capacity level.
     #[arg(long, default_value_t = 2)]
     calls_per_slot: usize,
+    /// Skip the uncounted warm-up call before a capacity search.
+    #[arg(long)]
+    no_warmup: bool,
     /// Skip transcribing the bot's replies (no reply checks).
     #[arg(long)]
     no_check: bool,
@@ -299,13 +302,15 @@ async fn loadtest_cmd(a: LoadtestArgs) -> anyhow::Result<()> {
             max_error_rate: a.max_error_rate,
             max_concurrency: a.max_concurrency,
             calls_per_slot: a.calls_per_slot,
+            warmup: !a.no_warmup,
         };
         let mut bars = Vec::new();
         let (runs, cap) = loadtest::find_capacity(&scenario, &base, &c, |n| {
             let p = std::sync::Arc::new(loadtest::Progress::default());
+            let calls = (n * c.calls_per_slot).max(loadtest::MIN_LEVEL_CALLS);
             bars.push(progress_bar(
-                format!("{n:>3} calls"),
-                Some(n * c.calls_per_slot),
+                format!("{n:>3} at once"),
+                Some(calls),
                 p.clone(),
             ));
             p

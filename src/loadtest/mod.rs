@@ -334,9 +334,15 @@ pub struct CapacityOptions {
     pub p95_ms: u64,
     pub max_error_rate: f64,
     pub max_concurrency: usize,
-    /// Calls per concurrency slot at each level (calls = level × this).
+    /// Calls per concurrency slot at each level (calls = level × this, at
+    /// least `MIN_LEVEL_CALLS`).
     pub calls_per_slot: usize,
+    /// Place one uncounted call before the first level.
+    pub warmup: bool,
 }
+
+/// Fewer calls than this give a p95 that is one outlier.
+pub const MIN_LEVEL_CALLS: usize = 6;
 
 /// Concurrency levels tried in order until one breaks a bound.
 pub fn ladder(max: usize) -> Vec<usize> {
@@ -364,7 +370,7 @@ async fn level(
 ) -> (RunResult, report::Level) {
     let opts = RunOptions {
         concurrency: n,
-        calls: n * c.calls_per_slot.max(1),
+        calls: (n * c.calls_per_slot.max(1)).max(MIN_LEVEL_CALLS),
         duration_s: None,
         ..base.clone()
     };
@@ -390,6 +396,17 @@ pub async fn find_capacity(
     c: &CapacityOptions,
     mut on_level: impl FnMut(usize) -> Arc<Progress>,
 ) -> (Vec<RunResult>, report::Capacity) {
+    // One uncounted call first: the server's first decode after start-up is
+    // slow (caches, allocations) and would otherwise decide level 1.
+    if c.warmup {
+        let warm = RunOptions {
+            calls: 1,
+            concurrency: 1,
+            duration_s: None,
+            ..base.clone()
+        };
+        run(scenario, &warm, Arc::new(Progress::default())).await;
+    }
     let mut runs = Vec::new();
     let mut levels = Vec::new();
     let mut held: Option<usize> = None;

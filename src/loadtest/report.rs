@@ -364,6 +364,7 @@ fn cdf(r: &Report) -> String {
         c.configure_mesh()
             .x_desc("ms")
             .y_desc("share of turns")
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .draw()
             .map_err(|e| e.to_string())?;
         let n = v.len().max(1) as f64;
@@ -397,6 +398,8 @@ fn by_concurrency(r: &Report) -> String {
         c.configure_mesh()
             .x_desc("calls in progress")
             .y_desc("ms")
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.0}"))
             .draw()
             .map_err(|e| e.to_string())?;
         c.draw_series(
