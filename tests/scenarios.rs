@@ -204,6 +204,15 @@ fn call(s: &Scenario, from: &str, turns: &[&str]) -> client::CallReport {
     .expect("call")
 }
 
+fn show(label: &str, rec: &attendant::pipeline::CallRecord) {
+    let turns: Vec<_> = rec
+        .turns
+        .iter()
+        .map(|t| (&t.caller_text, &t.bot_text))
+        .collect();
+    eprintln!("{label}: {turns:#?}");
+}
+
 fn interaction(s: &Scenario, call_sid: &str) -> Value {
     wait_for("the interaction to be stored", 20, || {
         get(s.addr, &format!("/calls/{call_sid}/interaction")).map(|(v, _)| v)
@@ -227,13 +236,7 @@ fn late_order_second_annoyed_call_goes_to_priority_care_with_full_context() {
     );
     let rec = first.record.clone().expect("record");
     let replies: Vec<String> = rec.turns.iter().map(|t| t.bot_text.clone()).collect();
-    eprintln!(
-        "call 1: {:#?}",
-        rec.turns
-            .iter()
-            .map(|t| (&t.caller_text, &t.bot_text))
-            .collect::<Vec<_>>()
-    );
+    show("call 1", &rec);
     assert!(
         rec.greeting.contains("Dana"),
         "greeted by name: {:?}",
@@ -260,13 +263,7 @@ fn late_order_second_annoyed_call_goes_to_priority_care_with_full_context() {
     // Call 2, annoyed: straight to a human at high priority.
     let second = call(s, DANA, &["order_annoyed.wav"]);
     let rec2 = second.record.clone().expect("record");
-    eprintln!(
-        "call 2: {:#?}",
-        rec2.turns
-            .iter()
-            .map(|t| (&t.caller_text, &t.bot_text))
-            .collect::<Vec<_>>()
-    );
+    show("call 2", &rec2);
     assert!(
         rec2.greeting.contains("called"),
         "history in the greeting: {:?}",

@@ -56,6 +56,16 @@ pub enum Step {
     Dtmf(String),
 }
 
+impl Step {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::Say(_) => "say",
+            Step::Interrupt { .. } => "interrupt",
+            Step::Dtmf(_) => "dtmf",
+        }
+    }
+}
+
 /// How evenly the bot's audio arrived (measured on receipt, before playout).
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct Pacing {

@@ -55,6 +55,8 @@ pub struct TurnResult {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CallResult {
     pub index: usize,
+    /// Which of the scenario's callers this call played.
+    pub caller_index: usize,
     pub caller: String,
     pub call_sid: String,
     pub started_ms: u64,
@@ -166,7 +168,8 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions, progress: Arc<Progress>
             let ended = t0.elapsed().as_millis() as u64;
             spans.lock().push((started, ended));
             drop(permit);
-            let res = measure(i, &caller, started, ended, r);
+            let mut res = measure(i, &caller, started, ended, r);
+            res.caller_index = which;
             progress.finished.fetch_add(1, Ordering::Relaxed);
             if !res.ok {
                 progress.failed.fetch_add(1, Ordering::Relaxed);
@@ -247,7 +250,7 @@ fn measure(
         res.greeting_audio = g.audio.clone();
     }
     let mut missing = Vec::new();
-    for (i, kind) in caller.kinds.iter().enumerate() {
+    for (i, kind) in caller.steps.iter().map(|s| s.kind()).enumerate() {
         let ended = rep.step_ends.get(i).copied();
         let reply = ended.and_then(|end| rep.replies.iter().skip(1).find(|r| r.at_ms > end));
         match (ended, reply) {
@@ -310,7 +313,7 @@ pub fn check_replies(
             .text)
     };
     for c in &mut result.calls {
-        let Some(caller) = scenario.callers.iter().find(|k| k.name == c.caller) else {
+        let Some(caller) = scenario.callers.get(c.caller_index) else {
             continue;
         };
         if let Some(e) = &caller.greeting {

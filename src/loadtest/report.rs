@@ -222,21 +222,13 @@ pub fn console(r: &Report) -> String {
         "{:<26} {:>6} {:>6} {:>6} {:>6}   (ms)\n",
         "", "p50", "p95", "p99", "max"
     );
-    o += &format!(
-        "{:<26} {}\n",
-        "time to answer",
-        pct_cell(&s.time_to_answer_ms)
-    );
-    o += &format!(
-        "{:<26} {}\n",
-        "voice-to-voice",
-        pct_cell(&s.voice_to_voice_ms)
-    );
-    o += &format!(
-        "{:<26} {}\n",
-        "barge-in stop",
-        pct_cell(&s.barge_in_stop_ms)
-    );
+    for (name, p) in [
+        ("time to answer", &s.time_to_answer_ms),
+        ("voice-to-voice", &s.voice_to_voice_ms),
+        ("barge-in stop", &s.barge_in_stop_ms),
+    ] {
+        o += &format!("{name:<26} {}\n", pct_cell(p));
+    }
     o += &format!(
         "bot audio: {} frames, underruns {} ms, max gap {} ms, gaps > 60 ms {}, jitter {:.1} ms\n",
         s.pacing.frames,

@@ -112,8 +112,6 @@ pub struct Caller {
     pub steps: Vec<Step>,
     /// One per step: what its reply must contain.
     pub expects: Vec<Option<Expect>>,
-    /// One per step: say, interrupt or dtmf.
-    pub kinds: Vec<&'static str>,
 }
 
 #[derive(Debug, Clone)]
@@ -150,7 +148,6 @@ impl Scenario {
             }
             let mut steps = Vec::new();
             let mut expects = Vec::new();
-            let mut kinds = Vec::new();
             for (i, s) in c.steps.iter().enumerate() {
                 let at = |m: &str| invalid(format!("caller {:?}, step {}: {m}", c.name, i + 1));
                 let wav = |p: &PathBuf| {
@@ -158,22 +155,15 @@ impl Scenario {
                     audio::read_wav_8k(&full).map_err(|e| at(&e.to_string()))
                 };
                 let step = match (&s.say, &s.interrupt, &s.dtmf) {
-                    (Some(p), None, None) => {
-                        kinds.push("say");
-                        Step::Say(wav(p)?)
-                    }
-                    (None, Some(p), None) => {
-                        kinds.push("interrupt");
-                        Step::Interrupt {
-                            audio: wav(p)?,
-                            after_ms: s.after_ms.unwrap_or(1000),
-                        }
-                    }
+                    (Some(p), None, None) => Step::Say(wav(p)?),
+                    (None, Some(p), None) => Step::Interrupt {
+                        audio: wav(p)?,
+                        after_ms: s.after_ms.unwrap_or(1000),
+                    },
                     (None, None, Some(d)) => {
                         if d.is_empty() || !d.chars().all(|c| "0123456789*#".contains(c)) {
                             return Err(at("dtmf takes digits, * and #"));
                         }
-                        kinds.push("dtmf");
                         Step::Dtmf(d.clone())
                     }
                     _ => return Err(at("give exactly one of say, interrupt, dtmf")),
@@ -191,7 +181,6 @@ impl Scenario {
                 greeting: c.greeting.filter(|e| !e.is_empty()),
                 steps,
                 expects,
-                kinds,
             });
         }
         Ok(Scenario {
@@ -268,7 +257,6 @@ mod tests {
                     greeting: None,
                     steps: vec![Step::Dtmf("1".into())],
                     expects: vec![None],
-                    kinds: vec!["dtmf"],
                 })
                 .collect(),
         };
