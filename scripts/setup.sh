@@ -12,7 +12,7 @@ log() { printf '[setup] %s\n' "$*"; }
 # SIP tests, python3-venv for the model converter.
 need_pkgs=()
 check() { dpkg -s "$1" >/dev/null 2>&1 || need_pkgs+=("$1"); }
-for p in build-essential cmake pkg-config libclang-dev clang espeak-ng espeak-ng-data sox \
+for p in build-essential cmake pkg-config libclang-dev clang espeak-ng espeak-ng-data sox sip-tester \
          python3 python3-venv python3-pip git curl ca-certificates; do
   check "$p"
 done

@@ -34,6 +34,8 @@ pub struct Config {
     pub handoff: crate::handoff::HandoffConfig,
     #[serde(default)]
     pub followup: crate::followup::FollowupConfig,
+    #[serde(default)]
+    pub sip: SipSection,
     pub asr: AsrConfig,
     pub tts: TtsConfig,
     pub turn: TurnConfig,
@@ -92,6 +94,23 @@ impl Default for StoreConfig {
         Self {
             url: "sqlite://data/attendant.db".into(),
             seed_demo: true,
+        }
+    }
+}
+
+/// Where the SIP trunk configuration lives (sip-config/).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipSection {
+    pub enabled: bool,
+    pub config: PathBuf,
+}
+
+impl Default for SipSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            config: "sip-config/default.toml".into(),
         }
     }
 }

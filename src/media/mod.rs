@@ -1,6 +1,7 @@
 //! Media: the caller's audio as it arrives (G.711 μ-law at 8 kHz) and the
 //! conversions between that and the 16 kHz / 22.05 kHz float audio the models use.
 
+pub mod alaw;
 pub mod mulaw;
 pub mod resample;
 

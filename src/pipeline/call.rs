@@ -44,6 +44,11 @@ pub enum CallInput {
         at: Instant,
     },
     Hangup,
+    /// The transport could not carry out a transfer (e.g. the SIP REFER was
+    /// refused or the agent's line was busy): the bot takes the call back.
+    TransferFailed {
+        status: u16,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -270,6 +275,7 @@ async fn run(
                 Some(CallInput::Dtmf(d)) => c.on_dtmf(d).await,
                 Some(CallInput::MarkPlayed(name)) => c.on_mark(&name).await,
                 Some(CallInput::ReplyStarted { reply, at }) => c.on_reply_started(reply, at),
+                Some(CallInput::TransferFailed { status }) => c.on_transfer_failed(status).await,
                 Some(CallInput::Hangup) | None => break,
             },
             Some(ev) = irx.recv() => c.on_internal(ev).await,
@@ -736,6 +742,21 @@ impl Call {
         });
         self.turn_timing.insert(index, (now, Instant::now()));
         self.queue_reply(Some(index), reply);
+    }
+
+    /// The caller stays with the bot rather than being dropped.
+    async fn on_transfer_failed(&mut self, status: u16) {
+        tracing::info!(call = %self.meta.call_id, status, "transfer failed; the bot takes the call back");
+        self.record.outcome = "in_progress".into();
+        self.record.transfer_failures += 1;
+        let reply = Reply {
+            say: "I'm sorry, I couldn't reach an agent just now. I'm still here with you. \
+                  What else can I help you with?"
+                .into(),
+            actions: Vec::new(),
+            source: "transfer_failed".into(),
+        };
+        self.queue_reply(None, reply);
     }
 
     async fn start_reply(&mut self, turn: Option<u32>, reply: Reply) {

@@ -57,6 +57,9 @@ pub struct CallRecord {
     pub greeting_first_frame_ms: Option<u64>,
     pub turns: Vec<TurnRecord>,
     pub barge_ins: u32,
+    /// Transfers the transport could not complete (the bot took the call back).
+    #[serde(default)]
+    pub transfer_failures: u32,
     pub outcome: String,
     /// The dialogue's final state (flow, slots, sentiment trajectory, turn
     /// traces), when the dialogue exposes one.

@@ -4,6 +4,7 @@
 //! outbox). Models load in the background; calls get 503 until they are
 //! ready, while the store APIs answer at once.
 
+pub mod sip;
 pub mod twilio;
 
 use std::net::SocketAddr;
@@ -29,6 +30,7 @@ pub struct AppState {
     pub calls: Arc<CallStore>,
     pub services: Arc<Services>,
     pub followups: OnceLock<Arc<Followups>>,
+    pub sip: Arc<parking_lot::Mutex<sip::SipStatus>>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -36,6 +38,7 @@ pub type Shared = Arc<AppState>;
 pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/sip", get(sip_status))
         .route("/metrics", get(metrics_text))
         .route("/calls", get(list_calls))
         .route("/calls/{id}", get(get_call))
@@ -52,6 +55,10 @@ pub fn router(state: Shared) -> Router {
         .route("/twilio/sms", post(twilio::sms_webhook))
         .route("/twilio/stream", get(twilio::stream_upgrade))
         .with_state(state)
+}
+
+async fn sip_status(State(s): State<Shared>) -> Response {
+    Json(s.sip.lock().clone()).into_response()
 }
 
 async fn healthz(State(s): State<Shared>) -> Response {
@@ -318,7 +325,12 @@ pub async fn serve(
         engines: OnceLock::new(),
         services: services.clone(),
         followups: OnceLock::new(),
+        sip: Arc::default(),
     });
+    if cfg.sip.enabled {
+        let sip_cfg = crate::transport::sip::SipConfig::load(&cfg.sip.config)?;
+        sip::start(state.clone(), sip_cfg, state.sip.clone()).await?;
+    }
     spawn_workers(state.clone());
     let loader = state.clone();
     tokio::task::spawn_blocking(move || match Engines::load(cfg.clone(), Some(services)) {

@@ -2,4 +2,6 @@
 //! sans-IO core (messages + `Instant` in, transmits/events/timeouts out) with
 //! a thin tokio driver in `server/`.
 
+pub mod rtp;
+pub mod sip;
 pub mod twilio;

@@ -38,6 +38,11 @@ pub fn config(env: &[(&str, &str)]) -> Config {
             format!("\"{}\"", scratch_store()),
         ));
     }
+    // SIP binds 5060 by default; tests that want it point [sip] at a
+    // config of their own on free ports.
+    if !env.iter().any(|(k, _)| k.starts_with("ATTENDANT__SIP__")) {
+        vars.push(("ATTENDANT__SIP__ENABLED".into(), "false".into()));
+    }
     vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Config::load(None, vars).expect("test configuration")
 }

@@ -1,0 +1,104 @@
+//! RFC 4733 telephone-events: one digit per event, however many packets
+//! (and end-bit retransmissions) carry it.
+
+#[derive(Debug, Default)]
+pub struct DtmfDecoder {
+    /// The event in progress: (RTP timestamp, digit, reported).
+    current: Option<(u32, char, bool)>,
+}
+
+fn digit(event: u8) -> Option<char> {
+    match event {
+        0..=9 => Some((b'0' + event) as char),
+        10 => Some('*'),
+        11 => Some('#'),
+        12..=15 => Some((b'A' + event - 12) as char),
+        _ => None,
+    }
+}
+
+impl DtmfDecoder {
+    /// Feeds one telephone-event payload; returns a digit once per event:
+    /// at its first end packet, or when a new event starts before the old
+    /// one's end arrived (all three end packets lost).
+    pub fn push(&mut self, timestamp: u32, payload: &[u8]) -> Option<char> {
+        if payload.len() < 4 {
+            return None;
+        }
+        let d = digit(payload[0])?;
+        let end = payload[1] & 0x80 != 0;
+        let mut out = None;
+        match self.current {
+            Some((ts, _, _)) if ts == timestamp => {}
+            Some((_, old, reported)) => {
+                if !reported {
+                    out = Some(old);
+                }
+                self.current = Some((timestamp, d, false));
+            }
+            None => self.current = Some((timestamp, d, false)),
+        }
+        if end {
+            if let Some((_, dd, reported)) = &mut self.current {
+                if !*reported {
+                    *reported = true;
+                    // A digit finishing while an older one is flushed: the
+                    // older one goes first, this one next time.
+                    if out.is_none() {
+                        out = Some(*dd);
+                    } else {
+                        *reported = false;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// A digit whose end never came, at the end of the call.
+    pub fn flush(&mut self) -> Option<char> {
+        match self.current.take() {
+            Some((_, d, false)) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(d: u8, end: bool, dur: u16) -> Vec<u8> {
+        let mut p = vec![d, if end { 0x80 } else { 0 } | 10];
+        p.extend_from_slice(&dur.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn one_digit_per_event_despite_end_retransmissions() {
+        let mut dec = DtmfDecoder::default();
+        let mut got = Vec::new();
+        for (ts, d) in [(1000u32, 5u8), (5000, 11)] {
+            for dur in [160, 320, 480] {
+                got.extend(dec.push(ts, &ev(d, false, dur)));
+            }
+            for _ in 0..3 {
+                got.extend(dec.push(ts, &ev(d, true, 640)));
+            }
+        }
+        assert_eq!(got, vec!['5', '#']);
+        assert_eq!(dec.flush(), None);
+    }
+
+    #[test]
+    fn lost_end_packets_still_give_the_digit() {
+        let mut dec = DtmfDecoder::default();
+        assert_eq!(dec.push(100, &ev(1, false, 160)), None);
+        assert_eq!(dec.push(900, &ev(2, false, 160)), Some('1'));
+        assert_eq!(dec.push(900, &ev(2, true, 320)), Some('2'));
+        assert_eq!(dec.push(1700, &ev(10, false, 160)), None);
+        assert_eq!(dec.flush(), Some('*'));
+        assert_eq!(dec.push(1, &[1, 2]), None);
+        assert_eq!(dec.push(1, &[99, 0x80, 0, 1]), None);
+    }
+}

@@ -1,0 +1,287 @@
+//! `sip-config/*.toml`: listen addresses, trunks, media, numbers, transfer
+//! targets. Loaded and checked before anything binds, so a typo is an error
+//! that names the file, never a half-configured trunk.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::sdp::Codec;
+
+pub const DEFAULT_TOML: &str = include_str!("../../../sip-config/default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum SipConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipConfig {
+    pub listen: Listen,
+    #[serde(default)]
+    pub media: Media,
+    #[serde(default)]
+    pub timers: Timers,
+    #[serde(default)]
+    pub trunks: Vec<Trunk>,
+    #[serde(default)]
+    pub numbers: Vec<NumberRoute>,
+    #[serde(default)]
+    pub transfer: Transfer,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    #[serde(default)]
+    pub udp: Vec<SocketAddr>,
+    #[serde(default)]
+    pub tcp: Vec<SocketAddr>,
+    #[serde(default)]
+    pub public_address: String,
+    #[serde(default = "default_realm")]
+    pub realm: String,
+}
+
+fn default_realm() -> String {
+    "attendant".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DtmfMode {
+    Rfc4733,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Symmetric {
+    Always,
+    Auto,
+    Never,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Media {
+    pub rtp_ports: [u16; 2],
+    pub codecs: Vec<Codec>,
+    pub dtmf: DtmfMode,
+    pub jitter_ms: u64,
+    pub symmetric_rtp: Symmetric,
+}
+
+impl Default for Media {
+    fn default() -> Self {
+        Self {
+            rtp_ports: [20000, 30000],
+            codecs: vec![Codec::Pcmu, Codec::Pcma],
+            dtmf: DtmfMode::Rfc4733,
+            jitter_ms: 60,
+            symmetric_rtp: Symmetric::Auto,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timers {
+    pub t1_ms: u64,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Self { t1_ms: 500 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trunk {
+    pub name: String,
+    /// Allowed source networks; empty admits any source.
+    #[serde(default)]
+    pub sources: Vec<IpNet>,
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub password: String,
+    #[serde(default)]
+    pub trust_identity: bool,
+}
+
+impl Trunk {
+    pub fn admits(&self, ip: IpAddr) -> bool {
+        // IPv4-mapped IPv6 sources (dual-stack sockets) count as IPv4.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        self.sources.is_empty() || self.sources.iter().any(|n| n.contains(&ip))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NumberRoute {
+    pub number: String,
+    #[serde(default)]
+    pub agent: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransferMode {
+    Refer,
+    Bridge,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Transfer {
+    pub mode: TransferMode,
+    pub context_header: String,
+    pub targets: BTreeMap<String, String>,
+}
+
+impl Default for Transfer {
+    fn default() -> Self {
+        Self {
+            mode: TransferMode::Refer,
+            context_header: "X-Attendant-Context".into(),
+            targets: BTreeMap::new(),
+        }
+    }
+}
+
+impl SipConfig {
+    pub fn parse(text: &str, origin: &str) -> Result<Self, SipConfigError> {
+        let invalid = |message: String| SipConfigError::Invalid {
+            origin: origin.to_string(),
+            message,
+        };
+        let cfg: SipConfig = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        if cfg.listen.udp.is_empty() && cfg.listen.tcp.is_empty() {
+            return Err(invalid("listen: no udp or tcp address".into()));
+        }
+        if cfg.media.codecs.is_empty() {
+            return Err(invalid("media.codecs is empty".into()));
+        }
+        let [lo, hi] = cfg.media.rtp_ports;
+        if lo > hi || (lo != 0 && hi - lo < 2) {
+            return Err(invalid(format!(
+                "media.rtp_ports [{lo}, {hi}] is not a range"
+            )));
+        }
+        if cfg.timers.t1_ms == 0 {
+            return Err(invalid("timers.t1_ms must be positive".into()));
+        }
+        for t in &cfg.trunks {
+            if t.username.is_empty() != t.password.is_empty() {
+                return Err(invalid(format!(
+                    "trunk {}: username and password go together",
+                    t.name
+                )));
+            }
+        }
+        if !cfg.listen.public_address.is_empty()
+            && cfg.listen.public_address.parse::<IpAddr>().is_err()
+        {
+            return Err(invalid(format!(
+                "listen.public_address {:?} is not an IP address",
+                cfg.listen.public_address
+            )));
+        }
+        for (k, v) in &cfg.transfer.targets {
+            if !v.starts_with("sip:") && !v.starts_with("sips:") {
+                return Err(invalid(format!(
+                    "transfer.targets.{k:?}: {v:?} is not a SIP URI"
+                )));
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Reads `path`; the embedded default when the path is the default one
+    /// and absent (a binary run outside the checkout).
+    pub fn load(path: &Path) -> Result<Self, SipConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text, &path.display().to_string()),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && path.ends_with("sip-config/default.toml") =>
+            {
+                Self::parse(DEFAULT_TOML, "embedded sip-config/default.toml")
+            }
+            Err(source) => Err(SipConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// The agent for a dialled number (None: the server's own agent).
+    pub fn agent_for(&self, number: &str) -> Option<&str> {
+        self.numbers
+            .iter()
+            .find(|n| n.number == number)
+            .or_else(|| self.numbers.iter().find(|n| n.number == "*"))
+            .map(|n| n.agent.as_str())
+            .filter(|a| !a.is_empty())
+    }
+
+    /// The SIP URI a routing target transfers to.
+    pub fn transfer_uri(&self, target: &str) -> Option<String> {
+        if let Some(u) = self.transfer.targets.get(target) {
+            return Some(u.clone());
+        }
+        (target.starts_with("sip:") || target.starts_with("sips:")).then(|| target.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid() {
+        let c = SipConfig::parse(DEFAULT_TOML, "default").unwrap();
+        assert_eq!(c.listen.udp, vec!["127.0.0.1:5060".parse().unwrap()]);
+        assert_eq!(c.listen.tcp, vec!["127.0.0.1:5060".parse().unwrap()]);
+        assert!(c.trunks[0].admits("127.0.0.1".parse().unwrap()));
+        assert!(!c.trunks[0].admits("192.0.2.1".parse().unwrap()));
+        assert!(c.trunks[0].admits("::ffff:127.0.0.1".parse().unwrap()));
+        assert_eq!(
+            c.transfer_uri("queue:care").as_deref(),
+            Some("sip:care@127.0.0.1:5070")
+        );
+        assert_eq!(c.transfer_uri("queue:unknown"), None);
+        assert_eq!(c.agent_for("1000"), None);
+    }
+
+    #[test]
+    fn mistakes_name_the_file() {
+        for bad in [
+            "[listen]\nudp = []\n",
+            "[listen]\nudp = [\"127.0.0.1:5060\"]\n[media]\ncodecs = [\"g729\"]\n",
+            "[listen]\nudp = [\"127.0.0.1:5060\"]\n[[trunks]]\nname = \"x\"\nsources = [\"10.0.0.0/33\"]\n",
+            "[listen]\nudp = [\"127.0.0.1:5060\"]\n[[trunks]]\nname = \"x\"\nusername = \"u\"\n",
+            "[listen]\nudp = [\"127.0.0.1:5060\"]\nbogus = 1\n",
+            "[listen]\nudp = [\"127.0.0.1:5060\"]\n[transfer.targets]\n\"queue:x\" = \"tel:123\"\n",
+        ] {
+            let err = SipConfig::parse(bad, "sip-config/x.toml").unwrap_err().to_string();
+            assert!(err.starts_with("sip-config/x.toml"), "{err}");
+        }
+    }
+}

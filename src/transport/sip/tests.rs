@@ -1,0 +1,506 @@
+//! The SIP core against scripted peers: every exchange checked on the wire.
+
+use std::time::{Duration, Instant};
+
+use super::config::{SipConfig, DEFAULT_TOML};
+use super::core::*;
+use super::message::{self, Message, Response};
+use super::sdp;
+
+const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
+
+fn peer(ip: &str) -> Peer {
+    Peer {
+        addr: format!("{ip}:5070").parse().unwrap(),
+        transport: Transport::Udp,
+        local: "127.0.0.1:5060".parse().unwrap(),
+    }
+}
+
+fn core() -> SipCore {
+    let mut cfg = SipConfig::parse(DEFAULT_TOML, "default").unwrap();
+    cfg.timers.t1_ms = 100;
+    SipCore::new(cfg)
+}
+
+fn invite(call: &str, branch: &str, to_tag: Option<&str>, body: &str) -> String {
+    let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+    let ct = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\r\n"
+    };
+    format!(
+        "INVITE sip:1000@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\r\n\
+         From: \"Dana\" <sip:+15550100110@127.0.0.1>;tag=caller\r\nTo: <sip:1000@127.0.0.1>{to_tag}\r\n\
+         Call-ID: {call}\r\nCSeq: {} INVITE\r\nContact: <sip:dana@127.0.0.1:5070>\r\n\
+         P-Asserted-Identity: <sip:+15550100999@carrier>\r\n{ct}Content-Length: {}\r\n\r\n{body}",
+        if to_tag.is_empty() { 1 } else { 3 },
+        body.len()
+    )
+}
+
+fn request(
+    method: &str,
+    call: &str,
+    branch: &str,
+    to_tag: &str,
+    cseq: u32,
+    extra: &str,
+    body: &str,
+) -> String {
+    format!(
+        "{method} sip:attendant@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\r\n\
+         From: <sip:+15550100110@127.0.0.1>;tag=caller\r\nTo: <sip:1000@127.0.0.1>;tag={to_tag}\r\n\
+         Call-ID: {call}\r\nCSeq: {cseq} {method}\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn out(c: &mut SipCore) -> Vec<Message> {
+    std::iter::from_fn(|| c.poll_transmit())
+        .map(|t| message::parse(&t.data).expect("we send valid SIP"))
+        .collect()
+}
+
+fn responses(c: &mut SipCore) -> Vec<Response> {
+    out(c)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Response(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+fn events(c: &mut SipCore) -> Vec<Event> {
+    std::iter::from_fn(|| c.poll_event()).collect()
+}
+
+fn codes(v: &[Response]) -> Vec<u16> {
+    v.iter().map(|r| r.code).collect()
+}
+
+/// INVITE + accept; returns our To tag.
+fn answered(c: &mut SipCore, now: Instant, call: &str) -> String {
+    c.handle(
+        now,
+        peer("127.0.0.1"),
+        invite(call, "z9hG4bKa", None, OFFER).as_bytes(),
+    );
+    let ev = events(c);
+    let Event::Incoming(inc) = &ev[0] else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(
+        inc.caller.as_deref(),
+        Some("+15550100999"),
+        "trusted PAI wins"
+    );
+    assert_eq!(inc.dialled.as_deref(), Some("1000"));
+    c.accept(now, call, "127.0.0.1:20000".parse().unwrap())
+        .unwrap();
+    let r = responses(c);
+    assert_eq!(codes(&r), vec![100, 200]);
+    let ans = sdp::parse(&r[1].body).unwrap();
+    assert_eq!(ans.port, 20000);
+    r[1].headers
+        .get("To")
+        .and_then(message::parse_name_addr)
+        .unwrap()
+        .tag
+        .unwrap()
+}
+
+#[test]
+fn answer_retransmit_until_ack_then_caller_hangs_up() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let tag = answered(&mut c, t0, "c1");
+    assert!(
+        matches!(&events(&mut c)[..], [Event::Media { negotiated, .. }] if negotiated.codec == sdp::Codec::Pcmu && negotiated.dtmf_pt == Some(101))
+    );
+    // A retransmitted INVITE gets the 200 again.
+    c.handle(
+        t0,
+        peer("127.0.0.1"),
+        invite("c1", "z9hG4bKa", None, OFFER).as_bytes(),
+    );
+    assert_eq!(codes(&responses(&mut c)), vec![200]);
+    // No ACK: 200 again after T1, then 2·T1.
+    c.handle_timeout(t0 + Duration::from_millis(100));
+    assert_eq!(codes(&responses(&mut c)), vec![200]);
+    c.handle_timeout(t0 + Duration::from_millis(250));
+    assert!(responses(&mut c).is_empty());
+    c.handle_timeout(t0 + Duration::from_millis(300));
+    assert_eq!(codes(&responses(&mut c)), vec![200]);
+    c.handle(
+        t0,
+        peer("127.0.0.1"),
+        request("ACK", "c1", "z9hG4bKack", &tag, 1, "", "").as_bytes(),
+    );
+    c.handle_timeout(t0 + Duration::from_secs(2));
+    assert!(responses(&mut c).is_empty(), "ACK stops retransmission");
+    c.handle(
+        t0,
+        peer("127.0.0.1"),
+        request("BYE", "c1", "z9hG4bKbye", &tag, 2, "", "").as_bytes(),
+    );
+    assert_eq!(codes(&responses(&mut c)), vec![200]);
+    assert_eq!(
+        events(&mut c),
+        vec![Event::Ended {
+            id: "c1".into(),
+            reason: EndReason::RemoteBye
+        }]
+    );
+    // BYE retransmitted: same 200, no second event; unknown dialog: 481.
+    c.handle(
+        t0,
+        peer("127.0.0.1"),
+        request("BYE", "c1", "z9hG4bKbye", &tag, 2, "", "").as_bytes(),
+    );
+    assert_eq!(codes(&responses(&mut c)), vec![200]);
+    assert!(events(&mut c).is_empty());
+    c.handle(
+        t0,
+        peer("127.0.0.1"),
+        request("BYE", "c1", "z9hG4bKbye2", &tag, 3, "", "").as_bytes(),
+    );
+    assert_eq!(codes(&responses(&mut c)), vec![481]);
+    assert_eq!(c.active_calls(), 0);
+}
+
+#[test]
+fn bot_hangs_up_with_a_retransmitted_bye() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let tag = answered(&mut c, t0, "c2");
+    c.handle(
+        t0,
+        peer("127.0.0.1"),
+        request("ACK", "c2", "z9hG4bKack", &tag, 1, "", "").as_bytes(),
+    );
+    events(&mut c);
+    c.hangup(t0, "c2").unwrap();
+    let sent = out(&mut c);
+    let Message::Request(bye) = &sent[0] else {
+        panic!()
+    };
+    assert_eq!(bye.method, "BYE");
+    assert_eq!(
+        bye.uri, "sip:dana@127.0.0.1:5070",
+        "sent to the caller's Contact"
+    );
+    assert_eq!(bye.from().unwrap().tag.as_deref(), Some(tag.as_str()));
+    assert_eq!(bye.to().unwrap().tag.as_deref(), Some("caller"));
+    c.handle_timeout(t0 + Duration::from_millis(100));
+    assert_eq!(out(&mut c).len(), 1, "Timer E retransmission");
+    let ok = message::response_to(bye, 200, None);
+    c.handle(t0, peer("127.0.0.1"), &ok.to_bytes());
+    assert_eq!(
+        events(&mut c),
+        vec![Event::Ended {
+            id: "c2".into(),
+            reason: EndReason::LocalBye
+        }]
+    );
+}
+
+#[test]
+fn cancel_before_and_after_the_answer() {
+    let mut c = core();
+    let t0 = Instant::now();
+    c.handle(
+        t0,
+        peer("127.0.0.1"),
+        invite("c3", "z9hG4bKc3", None, OFFER).as_bytes(),
+    );
+    events(&mut c);
+    responses(&mut c);
+    let cancel = request("CANCEL", "c3", "z9hG4bKc3", "x", 1, "", "").replace(";tag=x", "");
+    c.handle(t0, peer("127.0.0.1"), cancel.as_bytes());
+    assert_eq!(codes(&responses(&mut c)), vec![200, 487]);
+    assert_eq!(
+        events(&mut c),
+        vec![Event::Ended {
+            id: "c3".into(),
+            reason: EndReason::Cancelled
+        }]
+    );
+    assert!(
+        c.accept(t0, "c3", "127.0.0.1:20000".parse().unwrap())
+            .is_err(),
+        "too late to answer"
+    );
+    // The race: CANCEL arrives after our 200 — it changes nothing.
+    let tag = answered(&mut c, t0, "c4");
+    events(&mut c);
+    let cancel = request("CANCEL", "c4", "z9hG4bKa", "x", 1, "", "").replace(";tag=x", "");
+    c.handle(t0, peer("127.0.0.1"), cancel.as_bytes());
+    assert_eq!(codes(&responses(&mut c)), vec![200]);
+    assert!(events(&mut c).is_empty());
+    c.handle(
+        t0,
+        peer("127.0.0.1"),
+        request("ACK", "c4", "z9hG4bKk", &tag, 1, "", "").as_bytes(),
+    );
+    assert_eq!(c.active_calls(), 1);
+}
+
+#[test]
+fn rejections_keep_no_state() {
+    let mut c = core();
+    let t0 = Instant::now();
+    c.handle(
+        t0,
+        peer("192.0.2.7"),
+        invite("c5", "z9hG4bK5", None, OFFER).as_bytes(),
+    );
+    assert_eq!(codes(&responses(&mut c)), vec![403]);
+    assert_eq!(c.active_calls(), 0);
+    assert!(events(&mut c).is_empty());
+    let g729 = OFFER.replace("RTP/AVP 0 101", "RTP/AVP 18").replace(
+        "a=rtpmap:101 telephone-event/8000\r\n",
+        "a=rtpmap:18 G729/8000\r\n",
+    );
+    c.handle(
+        t0,
+        peer("127.0.0.1"),
+        invite("c6", "z9hG4bK6", None, &g729).as_bytes(),
+    );
+    let r = responses(&mut c);
+    assert_eq!(codes(&r), vec![488]);
+    assert!(r[0].headers.get("Warning").unwrap().starts_with("305"));
+    // Timer G retransmits the 488 until the ACK.
+    c.handle_timeout(t0 + Duration::from_millis(100));
+    assert_eq!(codes(&responses(&mut c)), vec![488]);
+    let to_tag = r[0]
+        .headers
+        .get("To")
+        .and_then(message::parse_name_addr)
+        .unwrap()
+        .tag
+        .unwrap();
+    c.handle(
+        t0,
+        peer("127.0.0.1"),
+        request("ACK", "c6", "z9hG4bK6", &to_tag, 1, "", "").as_bytes(),
+    );
+    c.handle_timeout(t0 + Duration::from_secs(1));
+    assert!(responses(&mut c).is_empty());
+    // Malformed: 400 when answerable, silence when not.
+    let bad_length =
+        invite("m1", "z9hG4bKm", None, "").replace("Content-Length: 0", "Content-Length: -1");
+    c.handle(t0, peer("127.0.0.1"), bad_length.as_bytes());
+    assert_eq!(codes(&responses(&mut c)), vec![400]);
+    // Without From there is nothing to answer with: dropped.
+    c.handle(
+        t0,
+        peer("127.0.0.1"),
+        b"INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKm\r\nCSeq: 1 INVITE\r\n\r\n",
+    );
+    c.handle(t0, peer("127.0.0.1"), b"\x00\x01garbage");
+    c.handle(t0, peer("127.0.0.1"), b"\r\n\r\n");
+    assert!(out(&mut c).is_empty());
+    assert_eq!(c.stats.rejected_403, 1);
+}
+
+#[test]
+fn options_hold_and_offerless_invite() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let opt = request("OPTIONS", "o1", "z9hG4bKo", "x", 1, "", "").replace(";tag=x", "");
+    c.handle(t0, peer("127.0.0.1"), opt.as_bytes());
+    let r = responses(&mut c);
+    assert_eq!(codes(&r), vec![200]);
+    assert!(r[0].headers.get("Allow").unwrap().contains("REFER"));
+    c.handle(
+        t0,
+        peer("203.0.113.9"),
+        opt.replace("z9hG4bKo", "z9hG4bKo2").as_bytes(),
+    );
+    assert_eq!(codes(&responses(&mut c)), vec![403]);
+
+    let tag = answered(&mut c, t0, "h1");
+    c.handle(
+        t0,
+        peer("127.0.0.1"),
+        request("ACK", "h1", "z9hG4bKack", &tag, 1, "", "").as_bytes(),
+    );
+    events(&mut c);
+    let held = OFFER.replace("a=rtpmap:101", "a=sendonly\r\na=rtpmap:101");
+    let reinvite = invite("h1", "z9hG4bKre", Some(&tag), &held);
+    c.handle(t0, peer("127.0.0.1"), reinvite.as_bytes());
+    let r = responses(&mut c);
+    assert_eq!(codes(&r), vec![200]);
+    assert!(String::from_utf8_lossy(&r[0].body).contains("a=recvonly"));
+    match &events(&mut c)[..] {
+        [Event::Media { remote, .. }] => assert!(remote.on_hold()),
+        e => panic!("{e:?}"),
+    }
+
+    // No offer in the INVITE: we offer in the 200, the ACK answers.
+    c.handle(
+        t0,
+        peer("127.0.0.1"),
+        invite("n1", "z9hG4bKn", None, "").as_bytes(),
+    );
+    events(&mut c);
+    c.accept(t0, "n1", "127.0.0.1:20002".parse().unwrap())
+        .unwrap();
+    let r = responses(&mut c);
+    let offer = sdp::parse(&r[1].body).unwrap();
+    assert!(
+        offer.formats.len() >= 3,
+        "all our codecs and telephone-event"
+    );
+    assert!(events(&mut c).is_empty(), "no media before the answer");
+    let tag = r[1]
+        .headers
+        .get("To")
+        .and_then(message::parse_name_addr)
+        .unwrap()
+        .tag
+        .unwrap();
+    let ack = request(
+        "ACK",
+        "n1",
+        "z9hG4bKna",
+        &tag,
+        1,
+        "Content-Type: application/sdp\r\n",
+        &OFFER.replace("0 101", "8"),
+    );
+    c.handle(t0, peer("127.0.0.1"), ack.as_bytes());
+    match &events(&mut c)[..] {
+        [Event::Media { negotiated, .. }] => assert_eq!(negotiated.codec, sdp::Codec::Pcma),
+        e => panic!("{e:?}"),
+    }
+}
+
+#[test]
+fn refer_success_and_failure() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let tag = answered(&mut c, t0, "r1");
+    c.handle(
+        t0,
+        peer("127.0.0.1"),
+        request("ACK", "r1", "z9hG4bKack", &tag, 1, "", "").as_bytes(),
+    );
+    events(&mut c);
+    c.refer(t0, "r1", "sip:care@127.0.0.1:5070", Some("r1"))
+        .unwrap();
+    let sent = out(&mut c);
+    let Message::Request(refer) = &sent[0] else {
+        panic!()
+    };
+    assert_eq!(refer.method, "REFER");
+    assert_eq!(refer.headers.get("X-Attendant-Context"), Some("r1"));
+    assert!(refer
+        .headers
+        .get("Refer-To")
+        .unwrap()
+        .contains("X-Attendant-Context=r1"));
+    assert!(
+        c.refer(t0, "r1", "sip:x@y", None).is_err(),
+        "one transfer at a time"
+    );
+    c.handle(
+        t0,
+        peer("127.0.0.1"),
+        &message::response_to(refer, 202, None).to_bytes(),
+    );
+    assert_eq!(
+        events(&mut c),
+        vec![Event::Transfer {
+            id: "r1".into(),
+            status: 202,
+            final_: false
+        }]
+    );
+    let notify = |status: &str, state: &str| {
+        request("NOTIFY", "r1", &format!("z9hG4bKn{status}"), &tag, 2,
+            &format!("Event: refer\r\nSubscription-State: {state}\r\nContent-Type: message/sipfrag;version=2.0\r\n"),
+            &format!("SIP/2.0 {status}\r\n"))
+    };
+    c.handle(
+        t0,
+        peer("127.0.0.1"),
+        notify("100 Trying", "active").as_bytes(),
+    );
+    assert_eq!(codes(&responses(&mut c)), vec![200]);
+    c.handle(
+        t0,
+        peer("127.0.0.1"),
+        notify("486 Busy Here", "terminated;reason=noresource").as_bytes(),
+    );
+    assert_eq!(codes(&responses(&mut c)), vec![200]);
+    assert_eq!(
+        events(&mut c),
+        vec![
+            Event::Transfer {
+                id: "r1".into(),
+                status: 100,
+                final_: false
+            },
+            Event::Transfer {
+                id: "r1".into(),
+                status: 486,
+                final_: true
+            },
+        ]
+    );
+    // The call is still ours after a failed transfer; another may follow.
+    assert_eq!(c.active_calls(), 1);
+    c.refer(t0, "r1", "sip:care@127.0.0.1:5070", None).unwrap();
+    let Message::Request(refer) = &out(&mut c)[0] else {
+        panic!()
+    };
+    c.handle(
+        t0,
+        peer("127.0.0.1"),
+        &message::response_to(refer, 603, None).to_bytes(),
+    );
+    assert_eq!(
+        events(&mut c),
+        vec![Event::Transfer {
+            id: "r1".into(),
+            status: 603,
+            final_: true
+        }]
+    );
+}
+
+#[test]
+fn digest_challenge_then_accept() {
+    let mut cfg = SipConfig::parse(DEFAULT_TOML, "default").unwrap();
+    cfg.trunks[0].username = "pbx".into();
+    cfg.trunks[0].password = "secret".into();
+    let mut c = SipCore::new(cfg);
+    let t0 = Instant::now();
+    c.handle(
+        t0,
+        peer("127.0.0.1"),
+        invite("d1", "z9hG4bKd", None, OFFER).as_bytes(),
+    );
+    let r = responses(&mut c);
+    assert_eq!(codes(&r), vec![401]);
+    let chal = r[0].headers.get("WWW-Authenticate").unwrap();
+    let params = super::auth::parse_digest(chal).unwrap();
+    let nonce = &params.iter().find(|(k, _)| k == "nonce").unwrap().1;
+    let md5 = |s: String| {
+        use md5::Digest;
+        hex::encode(md5::Md5::digest(s.as_bytes()))
+    };
+    let ha1 = md5("pbx:attendant:secret".into());
+    let ha2 = md5("INVITE:sip:1000@127.0.0.1".into());
+    let resp = md5(format!("{ha1}:{nonce}:00000001:xyz:auth:{ha2}"));
+    let auth = format!("Authorization: Digest username=\"pbx\",realm=\"attendant\",nonce=\"{nonce}\",uri=\"sip:1000@127.0.0.1\",response=\"{resp}\",qop=auth,nc=00000001,cnonce=\"xyz\"\r\n");
+    let inv =
+        invite("d1", "z9hG4bKd2", None, OFFER).replace("Contact:", &format!("{auth}Contact:"));
+    c.handle(t0, peer("127.0.0.1"), inv.as_bytes());
+    assert_eq!(codes(&responses(&mut c)), vec![100]);
+    assert!(matches!(&events(&mut c)[..], [Event::Incoming(_)]));
+}

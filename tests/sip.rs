@@ -1,0 +1,850 @@
+//! SIP trunk calls against a real server with real models, driven by sipp
+//! (Debian `sip-tester`), a real SIP peer. sipp plays RTP from pcaps we make
+//! from recordings (and SIPp's own RFC 4733 DTMF captures); the bot's RTP
+//! goes to a socket this test owns (the SDP points there), so every reply is
+//! captured, checked packet by packet and transcribed.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use attendant::asr::AsrPool;
+use attendant::client::audio;
+use attendant::eval::wer;
+use attendant::media::{alaw, mulaw, resample::resample};
+use attendant::pipeline::CallRecord;
+use attendant::transport::rtp;
+use common::*;
+
+struct SipServer {
+    http: SocketAddr,
+    udp: SocketAddr,
+    tcp: SocketAddr,
+    dir: PathBuf,
+}
+
+const SIP_CONFIG: &str = r#"
+[listen]
+udp = ["127.0.0.1:0"]
+tcp = ["127.0.0.1:0"]
+
+[media]
+rtp_ports = [0, 0]
+codecs = ["pcmu", "pcma"]
+jitter_ms = 60
+
+# sipp's own address; 127.0.0.2 is kept out to see the 403.
+[[trunks]]
+name = "sipp"
+sources = ["127.0.0.1/32"]
+
+# A PBX that must authenticate.
+[[trunks]]
+name = "pbx"
+sources = ["127.0.0.3/32"]
+username = "pbx"
+password = "secret"
+
+[transfer]
+mode = "refer"
+[transfer.targets]
+"queue:general" = "sip:general@127.0.0.1:5999"
+"#;
+
+fn sip_server() -> &'static SipServer {
+    static S: OnceLock<SipServer> = OnceLock::new();
+    S.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                std::env::var("ATTENDANT_LOG").unwrap_or_else(|_| "warn".into()),
+            ))
+            .with_test_writer()
+            .try_init();
+        let dir = tempfile::tempdir().unwrap().keep();
+        let cfg_path = dir.join("sip.toml");
+        std::fs::write(&cfg_path, SIP_CONFIG).unwrap();
+        let http = start_server(config(&[
+            ("ATTENDANT__SIP__ENABLED", "true"),
+            (
+                "ATTENDANT__SIP__CONFIG",
+                &format!("\"{}\"", cfg_path.display()),
+            ),
+        ]));
+        let st: serde_json::Value = ureq::get(&format!("http://{http}/sip"))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
+        let udp = st["udp"][0].as_str().unwrap().parse().unwrap();
+        let tcp = st["tcp"][0].as_str().unwrap().parse().unwrap();
+        SipServer {
+            http,
+            udp,
+            tcp,
+            dir,
+        }
+    })
+}
+
+fn sipp_data() -> PathBuf {
+    shared().join("sipp/sipp_upstream/pcap")
+}
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Datagrams with their arrival time.
+type Captured = Arc<Mutex<Vec<(Instant, Vec<u8>)>>>;
+
+/// RTP the bot sends us, as it arrived.
+struct Capture {
+    port: u16,
+    packets: Captured,
+    stop: Arc<AtomicBool>,
+}
+
+impl Capture {
+    fn start() -> Self {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let port = sock.local_addr().unwrap().port();
+        let packets: Captured = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s) = (packets.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !s.load(Ordering::Relaxed) {
+                if let Ok((n, _)) = sock.recv_from(&mut buf) {
+                    p.lock().unwrap().push((Instant::now(), buf[..n].to_vec()));
+                }
+            }
+        });
+        Self {
+            port,
+            packets,
+            stop,
+        }
+    }
+
+    fn finish(self) -> Vec<(Instant, Vec<u8>)> {
+        self.stop.store(true, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(150));
+        std::mem::take(&mut *self.packets.lock().unwrap())
+    }
+}
+
+/// The bot's talkspurts (marker bit to the next marker), decoded to PCM.
+fn talkspurts(packets: &[(Instant, Vec<u8>)], pt: u8) -> Vec<Vec<i16>> {
+    let mut spurts: Vec<Vec<i16>> = Vec::new();
+    let mut prev: Option<(u16, u32)> = None;
+    for (_, data) in packets {
+        if rtp::is_rtcp(data) {
+            continue;
+        }
+        let p = rtp::parse(data).expect("the bot sends valid RTP");
+        assert_eq!(p.payload_type, pt, "negotiated payload type");
+        assert_eq!(p.payload.len(), 160, "20 ms packets");
+        if let Some((seq, ts)) = prev {
+            assert_eq!(
+                p.seq,
+                seq.wrapping_add(1),
+                "sequence numbers are continuous"
+            );
+            assert_eq!(
+                p.timestamp,
+                ts.wrapping_add(160),
+                "timestamps advance 160 per packet"
+            );
+        }
+        prev = Some((p.seq, p.timestamp));
+        if p.marker {
+            spurts.push(Vec::new());
+        }
+        if let Some(s) = spurts.last_mut() {
+            s.extend(p.payload.iter().map(|&b| match pt {
+                8 => alaw::decode(b),
+                _ => mulaw::decode(b),
+            }));
+        }
+    }
+    spurts
+}
+
+fn transcribe(pcm: &[i16]) -> String {
+    static ASR: OnceLock<AsrPool> = OnceLock::new();
+    let asr = ASR.get_or_init(|| {
+        let cfg = config(&[]);
+        AsrPool::start(&cfg.server.models_dir, &cfg.asr).expect("ASR")
+    });
+    // Trailing silence of the spurt is dropped by Whisper anyway.
+    let x: Vec<f32> = pcm.iter().map(|&s| s as f32 / 32768.0).collect();
+    let x16 = resample(&x, 8000, 16000).unwrap();
+    asr.transcribe_blocking(x16[..x16.len().min(16000 * 28)].to_vec())
+        .unwrap()
+        .text
+}
+
+/// Writes 20 ms G.711 frames of `wav` as an Ethernet/IPv4/UDP/RTP pcap that
+/// sipp's play_pcap_audio replays (it rewrites addresses and ports).
+fn speech_pcap(wav: &Path, pt: u8, out: &Path) {
+    let samples = audio::read_wav_8k(wav).unwrap();
+    let mut pcm: Vec<i16> = samples.iter().map(|&x| (x * 32767.0) as i16).collect();
+    pcm.resize(pcm.len().div_ceil(160) * 160, 0);
+    let mut f = Vec::new();
+    f.extend_from_slice(&0xa1b2c3d4u32.to_le_bytes());
+    f.extend_from_slice(&2u16.to_le_bytes());
+    f.extend_from_slice(&4u16.to_le_bytes());
+    f.extend_from_slice(&[0u8; 8]);
+    f.extend_from_slice(&65535u32.to_le_bytes());
+    f.extend_from_slice(&1u32.to_le_bytes());
+    for (i, frame) in pcm.chunks(160).enumerate() {
+        let payload: Vec<u8> = frame
+            .iter()
+            .map(|&s| {
+                if pt == 8 {
+                    alaw::encode(s)
+                } else {
+                    mulaw::encode(s)
+                }
+            })
+            .collect();
+        let rtp = rtp::write(&rtp::Packet {
+            marker: i == 0,
+            payload_type: pt,
+            seq: 1000 + i as u16,
+            timestamp: 5000 + 160 * i as u32,
+            ssrc: 0x5eed,
+            payload: &payload,
+        });
+        let udp_len = 8 + rtp.len();
+        let ip_len = 20 + udp_len;
+        let mut pkt = vec![0u8; 12];
+        pkt.extend_from_slice(&[0x08, 0x00]);
+        let mut ip = vec![
+            0x45,
+            0,
+            (ip_len >> 8) as u8,
+            ip_len as u8,
+            0,
+            0,
+            0,
+            0,
+            64,
+            17,
+            0,
+            0,
+            127,
+            0,
+            0,
+            1,
+            127,
+            0,
+            0,
+            1,
+        ];
+        let sum: u32 = ip
+            .chunks(2)
+            .map(|w| u16::from_be_bytes([w[0], w[1]]) as u32)
+            .sum();
+        let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        pkt.extend_from_slice(&ip);
+        pkt.extend_from_slice(&6000u16.to_be_bytes());
+        pkt.extend_from_slice(&20000u16.to_be_bytes());
+        pkt.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        pkt.extend_from_slice(&[0, 0]);
+        pkt.extend_from_slice(&rtp);
+        let t_us = i as u64 * 20_000;
+        f.extend_from_slice(&((t_us / 1_000_000) as u32).to_le_bytes());
+        f.extend_from_slice(&((t_us % 1_000_000) as u32).to_le_bytes());
+        f.extend_from_slice(&(pkt.len() as u32).to_le_bytes());
+        f.extend_from_slice(&(pkt.len() as u32).to_le_bytes());
+        f.extend_from_slice(&pkt);
+    }
+    std::fs::write(out, f).unwrap();
+}
+
+/// Scenario pieces (adapted from SIPp's uac_pcap.xml and the Asterisk test
+/// suite's REFER alice.xml).
+fn invite_msg(codec: &str, pt: u8, media_port: u16, cseq: u32, auth: bool) -> String {
+    let auth = if auth { "[authentication]\n" } else { "" };
+    format!(
+        r#"<send retrans="500"><![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: "Test Caller" <sip:+15550100123@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: {cseq} INVITE
+{auth}Contact: sip:sipp@[local_ip]:[local_port];transport=[transport]
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687637 IN IP4 [local_ip]
+s=-
+c=IN IP4 127.0.0.1
+t=0 0
+m=audio {media_port} RTP/AVP {pt} 101
+a=rtpmap:{pt} {codec}/8000
+a=rtpmap:101 telephone-event/8000
+a=fmtp:101 0-15
+]]></send>
+"#
+    )
+}
+
+fn ack_msg(cseq: u32) -> String {
+    format!(
+        r#"<send><![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: "Test Caller" <sip:+15550100123@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: {cseq} ACK
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+"#
+    )
+}
+
+const ANSWERED: &str = "<recv response=\"100\" optional=\"true\"/>\n<recv response=\"180\" optional=\"true\"/>\n<recv response=\"200\" rtd=\"true\"/>\n";
+
+fn invite(codec: &str, pt: u8, media_port: u16) -> String {
+    [
+        invite_msg(codec, pt, media_port, 1, false),
+        ANSWERED.to_string(),
+        ack_msg(1),
+    ]
+    .concat()
+}
+
+fn pause(ms: u64) -> String {
+    format!("<pause milliseconds=\"{ms}\"/>\n")
+}
+
+fn play(pcap: &Path) -> String {
+    format!(
+        "<nop><action><exec play_pcap_audio=\"{}\"/></action></nop>\n",
+        pcap.display()
+    )
+}
+
+fn caller_bye(cseq: u32) -> String {
+    format!(
+        r#"<send retrans="500"><![CDATA[
+BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: "Test Caller" <sip:+15550100123@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: {cseq} BYE
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+<recv response="200"/>
+"#
+    )
+}
+
+const ANSWER_LAST: &str = r#"<send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+]]></send>
+"#;
+
+fn bot_bye() -> String {
+    format!("<recv request=\"BYE\" timeout=\"40000\"/>\n{ANSWER_LAST}")
+}
+
+/// Takes the REFER (checking the context header), answers 202 and reports
+/// the transfer's outcome in a NOTIFY sipfrag.
+fn refer(sipfrag: &str) -> String {
+    format!(
+        r#"<recv request="REFER" timeout="40000">
+  <action>
+    <ereg regexp="X-Attendant-Context: (.+)" search_in="msg" check_it="true" assign_to="ctx"/>
+    <ereg regexp="Refer-To: .sip:general@127.0.0.1:5999" search_in="msg" check_it="true" assign_to="rt"/>
+  </action>
+</recv>
+<send><![CDATA[
+SIP/2.0 202 Accepted
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+X-Seen: [$ctx] [$rt]
+Content-Length: 0
+]]></send>
+<send retrans="500"><![CDATA[
+NOTIFY sip:attendant@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: "Test Caller" <sip:+15550100123@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 2 NOTIFY
+Event: refer
+Subscription-State: terminated;reason=noresource
+Max-Forwards: 70
+Content-Type: message/sipfrag;version=2.0
+Content-Length: [len]
+
+SIP/2.0 {sipfrag}
+]]></send>
+<recv response="200"/>
+"#
+    )
+}
+
+fn scenario(name: &str, body: &str) -> PathBuf {
+    let path = sip_server().dir.join(format!("{name}.xml"));
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<scenario name=\"{name}\">\n{body}</scenario>\n"
+    );
+    std::fs::write(&path, xml).unwrap();
+    path
+}
+
+/// Runs one sipp call; returns whether sipp counted it successful, and its log.
+fn sipp(
+    scenario: &Path,
+    target: SocketAddr,
+    transport: &str,
+    local_ip: &str,
+    extra: &[&str],
+) -> (bool, String) {
+    let dir = scenario.parent().unwrap();
+    let name = scenario.file_stem().unwrap().to_string_lossy().to_string();
+    let err_file = dir.join(format!("{name}_errors.log"));
+    let out = Command::new("sipp")
+        .arg(target.to_string())
+        .args(["-sf", &scenario.display().to_string()])
+        .args(["-s", "1000", "-m", "1", "-l", "1", "-t", transport])
+        .args(["-i", local_ip, "-p", &free_port().to_string()])
+        .args(["-mp", &free_port().to_string()])
+        .args(["-timeout", "120s", "-timeout_error", "-nostdin"])
+        .args(["-trace_err", "-error_file", &err_file.display().to_string()])
+        .args(extra)
+        .current_dir(dir)
+        .output()
+        .expect("sipp is installed (Debian sip-tester)");
+    let log = format!(
+        "{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&err_file).unwrap_or_default()
+    );
+    (out.status.success(), log)
+}
+
+fn call_ids(http: SocketAddr) -> Vec<String> {
+    ureq::get(&format!("http://{http}/calls"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap()
+}
+
+fn record(http: SocketAddr, id: &str) -> Option<CallRecord> {
+    ureq::get(&format!("http://{http}/calls/{id}"))
+        .call()
+        .ok()?
+        .into_json()
+        .ok()
+}
+
+/// The record of the SIP call that started after `before`, once it ended.
+fn last_sip_record(http: SocketAddr, before: &[String]) -> CallRecord {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = call_ids(http)
+            .into_iter()
+            .filter(|id| !before.contains(id))
+            .filter_map(|id| record(http, &id))
+            .find(|r| r.channel == "sip");
+        if let Some(rec) = found {
+            if rec.ended_unix_ms.is_some() {
+                return rec;
+            }
+        }
+        assert!(Instant::now() < deadline, "no ended SIP call record");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn sip_ids(http: SocketAddr) -> Vec<String> {
+    call_ids(http)
+}
+
+fn words_found(expected: &str, heard: &str) -> f64 {
+    let want = attendant::eval::normalize(expected);
+    let got = attendant::eval::normalize(heard);
+    want.iter().filter(|w| got.contains(w)).count() as f64 / want.len().max(1) as f64
+}
+
+#[test]
+fn pcmu_call_over_udp_real_speech_is_transcribed_and_replies_flow_back_as_rtp() {
+    let s = sip_server();
+    let before = sip_ids(s.http);
+    let manifest = std::fs::read_to_string(shared().join("speech/manifest.jsonl")).unwrap();
+    let reference = manifest
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["path"] == "osr_8k/OSR_us_000_0034_8k.wav")
+        .expect("OSR entry")["transcript"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pcap = s.dir.join("osr0034_pcmu.pcap");
+    speech_pcap(
+        &shared().join("speech/osr_8k/OSR_us_000_0034_8k.wav"),
+        0,
+        &pcap,
+    );
+    let cap = Capture::start();
+    let body = [
+        invite("PCMU", 0, cap.port),
+        pause(6000),
+        play(&pcap),
+        pause(45_000),
+        caller_bye(2),
+    ]
+    .concat();
+    let (ok, log) = sipp(
+        &scenario("pcmu_speech", &body),
+        s.udp,
+        "u1",
+        "127.0.0.1",
+        &[],
+    );
+    let packets = cap.finish();
+    assert!(ok, "sipp call failed:\n{log}");
+    let rec = last_sip_record(s.http, &before);
+    assert_eq!(rec.outcome, "caller_hung_up");
+    let hyp: Vec<String> = rec.turns.iter().map(|t| t.caller_text.clone()).collect();
+    let w = wer(&reference, &hyp.join(" "));
+    eprintln!("SIP OSR WER {:.1}%: {}", w * 100.0, hyp.join(" | "));
+    assert!(w <= 0.15, "WER {:.1}% > 15%", w * 100.0);
+    // The bot's audio: the greeting, then replies, each a talkspurt.
+    let spurts = talkspurts(&packets, 0);
+    assert!(spurts.len() >= 2, "{} talkspurts", spurts.len());
+    let greeting = transcribe(&spurts[0]).to_lowercase();
+    assert!(
+        words_found(&rec.greeting, &greeting) >= 0.6,
+        "greeting heard as {greeting:?}, said {:?}",
+        rec.greeting
+    );
+    // Each reply the dialogue chose is what went out on the wire (the last
+    // spoken reply that was not cut off by the caller's next sentence).
+    let said: Vec<&String> = rec
+        .turns
+        .iter()
+        .filter(|t| !t.interrupted && !t.bot_text.is_empty())
+        .map(|t| &t.bot_text)
+        .collect();
+    let last_said = said.last().expect("a reply that played out");
+    let last_heard = transcribe(spurts.last().unwrap());
+    assert!(
+        words_found(last_said, &last_heard) >= 0.6,
+        "reply heard as {last_heard:?}, said {last_said:?}"
+    );
+}
+
+#[test]
+fn pcma_call_over_tcp_answers_a_question_takes_digits_once_and_the_bot_hangs_up() {
+    let s = sip_server();
+    let before = sip_ids(s.http);
+    let question = s.dir.join("faq_hours_pcma.pcap");
+    speech_pcap(&fixture("faq_hours.wav"), 8, &question);
+    let bye = s.dir.join("goodbye_pcma.pcap");
+    speech_pcap(&fixture("goodbye.wav"), 8, &bye);
+    let cap = Capture::start();
+    let digit = sipp_data().join("dtmf_2833_1.pcap");
+    let body = [
+        invite("PCMA", 8, cap.port),
+        pause(6000),
+        play(&question),
+        pause(12_000),
+        play(&digit),
+        pause(6000),
+        play(&bye),
+        bot_bye(),
+    ]
+    .concat();
+    let (ok, log) = sipp(&scenario("pcma_tcp", &body), s.tcp, "t1", "127.0.0.1", &[]);
+    let packets = cap.finish();
+    assert!(ok, "sipp call failed:\n{log}");
+    let rec = last_sip_record(s.http, &before);
+    assert_eq!(rec.outcome, "bot_hung_up", "{rec:?}");
+    let hours = rec
+        .turns
+        .iter()
+        .find(|t| t.caller_text.to_lowercase().contains("opening hours"))
+        .expect("question heard");
+    assert_eq!(hours.source, "kb:opening_hours");
+    let digits: Vec<&str> = rec.turns.iter().filter_map(|t| t.dtmf.as_deref()).collect();
+    assert_eq!(digits, vec!["1"], "one digit per RFC 4733 event");
+    let spurts = talkspurts(&packets, 8);
+    let heard: Vec<String> = spurts
+        .iter()
+        .map(|s| transcribe(s).to_lowercase())
+        .collect();
+    assert!(heard.iter().any(|h| h.contains("saturday")), "{heard:?}");
+}
+
+#[test]
+fn refer_transfer_carries_the_context_and_a_failed_one_returns_to_the_bot() {
+    let s = sip_server();
+    let zero = sipp_data().join("dtmf_2833_0.pcap");
+    // Accepted: the far end reports 200 in its NOTIFY; the bot leaves with BYE.
+    let before = sip_ids(s.http);
+    let cap = Capture::start();
+    let body = [
+        invite("PCMU", 0, cap.port),
+        pause(3000),
+        play(&zero),
+        refer("200 OK"),
+        bot_bye(),
+    ]
+    .concat();
+    let (ok, log) = sipp(&scenario("refer_ok", &body), s.udp, "u1", "127.0.0.1", &[]);
+    cap.finish();
+    assert!(ok, "sipp REFER call failed:\n{log}");
+    let rec = last_sip_record(s.http, &before);
+    assert!(
+        rec.outcome.starts_with("transferred:queue:general"),
+        "{}",
+        rec.outcome
+    );
+    assert_eq!(rec.transfer_failures, 0);
+    // The context id names a hand-off packet the agent side can fetch.
+    let r = ureq::get(&format!("http://{}/calls/{}/handoff", s.http, rec.call_id)).call();
+    assert!(r.is_ok(), "hand-off packet for the REFER's context id");
+
+    // Refused: the agent's line is busy; the caller stays with the bot.
+    let before = sip_ids(s.http);
+    let cap = Capture::start();
+    let body = [
+        invite("PCMU", 0, cap.port),
+        pause(3000),
+        play(&zero),
+        refer("486 Busy Here"),
+        pause(9000),
+        caller_bye(3),
+    ]
+    .concat();
+    let (ok, log) = sipp(
+        &scenario("refer_busy", &body),
+        s.udp,
+        "u1",
+        "127.0.0.1",
+        &[],
+    );
+    let packets = cap.finish();
+    assert!(ok, "sipp failed-REFER call failed:\n{log}");
+    let rec = last_sip_record(s.http, &before);
+    assert_eq!(rec.transfer_failures, 1);
+    assert_eq!(
+        rec.outcome, "caller_hung_up",
+        "back with the bot, then the caller hung up"
+    );
+    let heard = transcribe(talkspurts(&packets, 0).last().unwrap()).to_lowercase();
+    assert!(
+        heard.contains("still here") || heard.contains("agent"),
+        "{heard}"
+    );
+}
+
+#[test]
+fn unacceptable_offers_and_strangers_are_refused() {
+    let s = sip_server();
+    // G.729 only: 488.
+    let g729 = r#"<send retrans="500"><![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:caller@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: sip:sipp@[local_ip]:[local_port]
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=- 1 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 [local_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 18
+a=rtpmap:18 G729/8000
+]]></send>
+<recv response="100" optional="true"/>
+<recv response="488"/>
+<send><![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:caller@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Content-Length: 0
+]]></send>
+"#;
+    let (ok, log) = sipp(&scenario("g729", g729), s.udp, "u1", "127.0.0.1", &[]);
+    assert!(ok, "488 expected:\n{log}");
+    // An address no trunk admits: 403, and no call is set up.
+    let forbidden = g729.replace(
+        "<recv response=\"100\" optional=\"true\"/>\n<recv response=\"488\"/>",
+        "<recv response=\"403\"/>",
+    );
+    let (ok, log) = sipp(
+        &scenario("stranger", &forbidden),
+        s.udp,
+        "u1",
+        "127.0.0.2",
+        &[],
+    );
+    assert!(ok, "403 expected:\n{log}");
+    // The PBX trunk must authenticate: 401, then the digest answer gets in.
+    let cap = Capture::start();
+    let auth = [
+        invite_msg("PCMU", 0, cap.port, 1, false),
+        "<recv response=\"100\" optional=\"true\"/>\n<recv response=\"401\" auth=\"true\"/>\n"
+            .to_string(),
+        ack_msg(1),
+        invite_msg("PCMU", 0, cap.port, 2, true),
+        ANSWERED.to_string(),
+        ack_msg(2),
+        pause(1000),
+        caller_bye(3),
+    ]
+    .concat();
+    let (ok, log) = sipp(
+        &scenario("digest", &auth),
+        s.udp,
+        "u1",
+        "127.0.0.3",
+        &["-au", "pbx", "-ap", "secret"],
+    );
+    cap.finish();
+    assert!(ok, "digest call failed:\n{log}");
+    let st: serde_json::Value = ureq::get(&format!("http://{}/sip", s.http))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert!(st["core"]["rejected_403"].as_u64().unwrap() >= 1);
+    assert!(st["core"]["rejected_488"].as_u64().unwrap() >= 1);
+    assert!(st["core"]["challenged_401"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn malformed_sip_gets_400_or_silence_and_never_a_crash() {
+    let s = sip_server();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let local = sock.local_addr().unwrap();
+    let head = |method: &str, extra: &str| {
+        format!(
+            "{method} sip:1000@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{}\r\nFrom: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:1000@127.0.0.1>\r\nCall-ID: torture-{}\r\n{extra}",
+            fastrand::u32(..),
+            fastrand::u32(..)
+        )
+    };
+    // (message, expected status or None for "dropped")
+    let cases: Vec<(Vec<u8>, Option<u16>)> = vec![
+        // RFC 4475 §3.1.2.4-like: CSeq not a number.
+        (format!("{}CSeq: 3g1 OPTIONS\r\nContent-Length: 0\r\n\r\n", head("OPTIONS", "")).into_bytes(), Some(400)),
+        // §3.1.2.8-like: negative Content-Length.
+        (format!("{}CSeq: 1 INVITE\r\nContent-Length: -999\r\n\r\n", head("INVITE", "")).into_bytes(), Some(400)),
+        // §3.1.2.7-like: Content-Length larger than the datagram.
+        (format!("{}CSeq: 1 INVITE\r\nContent-Type: application/sdp\r\nContent-Length: 9999\r\n\r\nv=0\r\n", head("INVITE", "")).into_bytes(), Some(400)),
+        // §3.3.14-like: unknown protocol version.
+        (format!("{}CSeq: 1 OPTIONS\r\n\r\n", head("OPTIONS", "")).replacen("SIP/2.0\r\n", "SIP/7.0\r\n", 1).into_bytes(), Some(505)),
+        // §3.1.2.11-like: spaces in the Request-URI.
+        (format!("{}CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n", head("INVITE", "")).replacen("sip:1000@127.0.0.1", "sip:1000@127.0.0.1; lr", 1).into_bytes(), Some(400)),
+        // SDP that is not SDP.
+        (format!("{}CSeq: 1 INVITE\r\nContent-Type: application/sdp\r\nContent-Length: 7\r\n\r\ngarbage", head("INVITE", "")).into_bytes(), Some(488)),
+        // No From: nothing to answer with.
+        (b"INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKq\r\nCSeq: 1 INVITE\r\n\r\n".to_vec(), None),
+        // Binary noise and a lone response.
+        (vec![0xff, 0x00, 0x13, 0x37, b'\r', b'\n', b'\r', b'\n'], None),
+        (b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKnone\r\n\r\n".to_vec(), None),
+    ];
+    let mut buf = [0u8; 4096];
+    let call_id = |m: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("Call-ID: ").map(str::to_string))
+    };
+    let mut earlier: Vec<String> = Vec::new();
+    for (msg, want) in cases {
+        sock.send_to(&msg, s.udp).unwrap();
+        // Retransmissions of earlier answers (Timer G) are not this answer.
+        let deadline = Instant::now() + Duration::from_millis(800);
+        let mut got = None;
+        while Instant::now() < deadline {
+            let Ok((n, _)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            if call_id(&text).is_some_and(|c| earlier.contains(&c)) {
+                continue;
+            }
+            got = text
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse::<u16>().ok());
+            break;
+        }
+        assert_eq!(got, want, "{}", String::from_utf8_lossy(&msg));
+        earlier.extend(call_id(&String::from_utf8_lossy(&msg)));
+    }
+    // Still alive and answering.
+    let opt = format!(
+        "{}CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        head("OPTIONS", "")
+    );
+    sock.send_to(opt.as_bytes(), s.udp).unwrap();
+    let id = call_id(&opt).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "OPTIONS answered after the torture"
+        );
+        let Ok((n, _)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        if call_id(&text).as_deref() == Some(id.as_str()) {
+            assert!(text.starts_with("SIP/2.0 200"), "{text}");
+            break;
+        }
+    }
+}
