@@ -121,6 +121,9 @@ pub struct DialogueConfig {
     /// Agent directory (intents, flows, knowledge); empty runs the FAQ bot.
     pub agent: String,
     pub faq: String,
+    /// Further agent folders loaded beside `agent`, chosen per call (SIP
+    /// dialled-number routes add theirs here).
+    pub extra_agents: Vec<String>,
 }
 
 fn merge(base: &mut toml::Value, over: toml::Value) {

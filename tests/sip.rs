@@ -50,6 +50,15 @@ sources = ["127.0.0.3/32"]
 username = "pbx"
 password = "secret"
 
+# Dialling 2000 reaches the retailer; anything else the server's bank agent.
+[[numbers]]
+number = "2000"
+agent = "agents/retailer"
+
+[[numbers]]
+number = "*"
+agent = ""
+
 [transfer]
 mode = "refer"
 [transfer.targets]
@@ -433,13 +442,25 @@ fn sipp(
     local_ip: &str,
     extra: &[&str],
 ) -> (bool, String) {
+    sipp_to("1000", scenario, target, transport, local_ip, extra)
+}
+
+/// Like `sipp`, dialling `number`.
+fn sipp_to(
+    number: &str,
+    scenario: &Path,
+    target: SocketAddr,
+    transport: &str,
+    local_ip: &str,
+    extra: &[&str],
+) -> (bool, String) {
     let dir = scenario.parent().unwrap();
     let name = scenario.file_stem().unwrap().to_string_lossy().to_string();
     let err_file = dir.join(format!("{name}_errors.log"));
     let out = Command::new("sipp")
         .arg(target.to_string())
         .args(["-sf", &scenario.display().to_string()])
-        .args(["-s", "1000", "-m", "1", "-l", "1", "-t", transport])
+        .args(["-s", number, "-m", "1", "-l", "1", "-t", transport])
         .args(["-i", local_ip, "-p", &free_port().to_string()])
         .args(["-mp", &free_port().to_string()])
         .args(["-timeout", "120s", "-timeout_error", "-nostdin"])
@@ -678,6 +699,28 @@ fn refer_transfer_carries_the_context_and_a_failed_one_returns_to_the_bot() {
         heard.contains("still here") || heard.contains("agent"),
         "{heard}"
     );
+}
+
+#[test]
+fn the_dialled_number_picks_the_agent() {
+    let s = sip_server();
+    let before = sip_ids(s.http);
+    let cap = Capture::start();
+    let body = [invite("PCMU", 0, cap.port), pause(4000), caller_bye(2)].concat();
+    let (ok, log) = sipp_to(
+        "2000",
+        &scenario("retailer", &body),
+        s.udp,
+        "u1",
+        "127.0.0.1",
+        &[],
+    );
+    let packets = cap.finish();
+    assert!(ok, "sipp call failed:\n{log}");
+    let rec = last_sip_record(s.http, &before);
+    assert!(rec.greeting.contains("Northwind Shop"), "{}", rec.greeting);
+    let heard = transcribe(&talkspurts(&packets, 0)[0]).to_lowercase();
+    assert!(heard.contains("order"), "{heard}");
 }
 
 #[test]

@@ -234,7 +234,12 @@ async fn run(
         }
     };
     let mut c = Call {
-        dialogue: e.dialogue.new_dialogue(),
+        dialogue: meta
+            .params
+            .get("agent")
+            .and_then(|a| e.agents.get(a))
+            .unwrap_or(&e.dialogue)
+            .new_dialogue(),
         e,
         meta,
         out,

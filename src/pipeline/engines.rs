@@ -39,6 +39,9 @@ pub struct Engines {
     pub dialogue: Box<dyn DialogueFactory>,
     /// The agent behind `dialogue`, when one is configured.
     pub agent: Option<Arc<AgentRuntime>>,
+    /// Further agents by folder (`dialogue.extra_agents`), picked per call
+    /// with the call's `agent` parameter (e.g. a SIP dialled-number route).
+    pub agents: std::collections::HashMap<String, Box<dyn DialogueFactory>>,
 }
 
 impl Engines {
@@ -79,8 +82,21 @@ impl Engines {
             let rt = AgentRuntime::load(Path::new(&cfg.dialogue.agent), &dir)?;
             tracing::info!(agent = %rt.agent.file.agent.name, ms = rt.load_ms, "agent loaded");
             agent = Some(rt.clone());
-            Box::new(AgentFactory::new(rt, services))
+            Box::new(AgentFactory::new(rt, services.clone()))
         };
+        let mut agents: std::collections::HashMap<String, Box<dyn DialogueFactory>> =
+            std::collections::HashMap::new();
+        for folder in &cfg.dialogue.extra_agents {
+            if folder == &cfg.dialogue.agent || agents.contains_key(folder) {
+                continue;
+            }
+            let rt = AgentRuntime::load(Path::new(folder), &dir)?;
+            tracing::info!(agent = %rt.agent.file.agent.name, ms = rt.load_ms, "extra agent loaded");
+            agents.insert(
+                folder.clone(),
+                Box::new(AgentFactory::new(rt, services.clone())),
+            );
+        }
         tracing::info!(
             ms = t.elapsed().as_millis() as u64,
             asr = %cfg.asr.model,
@@ -95,13 +111,17 @@ impl Engines {
             tts,
             dialogue,
             agent,
+            agents,
         }))
     }
 
     /// Synthesises the dialogue's fixed prompts so they play instantly.
     pub fn prewarm(&self) {
         let t = Instant::now();
-        let prompts = self.dialogue.prompts();
+        let mut prompts = self.dialogue.prompts();
+        for f in self.agents.values() {
+            prompts.extend(f.prompts());
+        }
         self.tts.prewarm(&prompts);
         tracing::info!(
             prompts = prompts.len(),

@@ -17,6 +17,9 @@ pub struct Metrics {
     pub asr_final: Histogram,
     pub tts_first_audio: Histogram,
     pub protocol_errors_total: IntCounter,
+    pub rtp_packets_received_total: IntCounter,
+    pub rtp_packets_sent_total: IntCounter,
+    pub rtp_packets_concealed_total: IntCounter,
     /// Contact-center KPIs over the interactions table, refreshed per scrape.
     pub kpi_calls: Gauge,
     pub kpi_avg_response_seconds: Gauge,
@@ -69,6 +72,21 @@ pub fn metrics() -> &'static Metrics {
                 &r,
                 "attendant_protocol_errors_total",
                 "Connections closed for malformed input",
+            ),
+            rtp_packets_received_total: counter(
+                &r,
+                "attendant_rtp_packets_received_total",
+                "RTP packets received from SIP callers",
+            ),
+            rtp_packets_sent_total: counter(
+                &r,
+                "attendant_rtp_packets_sent_total",
+                "RTP packets sent to SIP callers",
+            ),
+            rtp_packets_concealed_total: counter(
+                &r,
+                "attendant_rtp_packets_concealed_total",
+                "20 ms slots played from concealment (RTP lost, late, or the caller silent)",
             ),
             voice_to_voice: hist(
                 &r,

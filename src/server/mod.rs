@@ -310,6 +310,20 @@ pub async fn serve(
     listen: SocketAddr,
     on_bound: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
+    // The trunk file is checked before anything binds; its number routes
+    // name agents that load with the models.
+    let mut cfg = cfg;
+    let sip_cfg = if cfg.sip.enabled {
+        let c = crate::transport::sip::SipConfig::load(&cfg.sip.config)?;
+        for n in &c.numbers {
+            if !n.agent.is_empty() && !cfg.dialogue.extra_agents.contains(&n.agent) {
+                cfg.dialogue.extra_agents.push(n.agent.clone());
+            }
+        }
+        Some(c)
+    } else {
+        None
+    };
     let store = open_store(&cfg).await?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
@@ -327,8 +341,7 @@ pub async fn serve(
         followups: OnceLock::new(),
         sip: Arc::default(),
     });
-    if cfg.sip.enabled {
-        let sip_cfg = crate::transport::sip::SipConfig::load(&cfg.sip.config)?;
+    if let Some(sip_cfg) = sip_cfg {
         sip::start(state.clone(), sip_cfg, state.sip.clone()).await?;
     }
     spawn_workers(state.clone());

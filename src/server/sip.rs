@@ -390,6 +390,12 @@ async fn on_event(
             if let Some(d) = &inc.display_name {
                 params.insert("display_name".to_string(), d.clone());
             }
+            if let Some(agent) = core
+                .config()
+                .agent_for(inc.dialled.as_deref().unwrap_or(""))
+            {
+                params.insert("agent".to_string(), agent.to_string());
+            }
             let meta = CallMeta {
                 call_id: id.clone(),
                 channel: "sip".into(),
@@ -536,6 +542,7 @@ async fn media(a: MediaArgs) {
                     m.protocol_errors_total.inc();
                     continue;
                 };
+                m.rtp_packets_received_total.inc();
                 if !latched {
                     dest = latch(symmetric, sdp_addr, src);
                     if dest != sdp_addr {
@@ -615,7 +622,11 @@ async fn media(a: MediaArgs) {
         let now = Instant::now();
         while let Some(p) = jb.pop(now) {
             let bytes = match p {
-                Playout::Audio(b) | Playout::Concealed(b) => b,
+                Playout::Audio(b) => b,
+                Playout::Concealed(b) => {
+                    m.rtp_packets_concealed_total.inc();
+                    b
+                }
             };
             let ulaw = match negotiated.codec {
                 Codec::Pcmu => bytes,
@@ -628,7 +639,9 @@ async fn media(a: MediaArgs) {
         while let Some(s) = out.poll(now) {
             match s {
                 outbound::Sent::Packet(p) => {
-                    let _ = sock.send_to(&p, dest).await;
+                    if sock.send_to(&p, dest).await.is_ok() {
+                        m.rtp_packets_sent_total.inc();
+                    }
                 }
                 outbound::Sent::Mark(name) => {
                     if let Some(c) = &call {
