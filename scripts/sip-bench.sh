@@ -7,12 +7,12 @@
 #      recording as RTP for the hold time while the server runs the whole
 #      pipeline; counted from the server's RTP counters over a 10 s window
 #      (each call should move 50 packets/s each way).
-# Usage: scripts/sip-bench.sh [RATES] [LEVELS]   e.g. "5 10 20" "10 20 40"
+# Usage: scripts/sip-bench.sh [RATES] [LEVELS]   e.g. "5 10 20" "10 20 40"; "" skips a part
 # Needs target/release/attendant (cargo build --release) and ../shared/data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rates="${1:-5 10 20 40}"
-levels="${2:-10 20 40}"
+rates="${1-5 10 20 40}"
+levels="${2-10 20 40}"
 bin=target/release/attendant
 [[ -x $bin ]] || { echo "build first: cargo build --release" >&2; exit 1; }
 command -v sipp >/dev/null || { echo "sipp missing: apt-get install sip-tester" >&2; exit 1; }
@@ -133,19 +133,24 @@ for n in $levels; do
   sipp_pid=$!
   sleep $((n / 20 + 8))
   active=$(curl -sf "http://127.0.0.1:$http_port/sip" | python3 -c 'import json,sys; print(json.load(sys.stdin)["active_calls"])')
-  s1=$(metric attendant_rtp_packets_sent_total); r1=$(metric attendant_rtp_packets_received_total)
+  # Timestamps come with the samples: under load /metrics answers slowly.
+  t1=$(date +%s.%N); s1=$(metric attendant_rtp_packets_sent_total); r1=$(metric attendant_rtp_packets_received_total)
   sleep 10
-  s2=$(metric attendant_rtp_packets_sent_total); r2=$(metric attendant_rtp_packets_received_total)
+  t2=$(date +%s.%N); s2=$(metric attendant_rtp_packets_sent_total); r2=$(metric attendant_rtp_packets_received_total)
   wait $sipp_pid
   read -r ok failed < "$work/hold.out"
-  python3 - "$n" "$active" "$s1" "$s2" "$r1" "$r2" "${ok:-0}" "${failed:-?}" <<'PY'
+  python3 - "$n" "$active" "$s1" "$s2" "$r1" "$r2" "${ok:-0}" "${failed:-?}" "$t1" "$t2" <<'PY'
 import sys
 n, active = int(sys.argv[1]), int(sys.argv[2])
 s1, s2, r1, r2 = map(float, sys.argv[3:7])
 ok, failed = sys.argv[7], sys.argv[8]
-sent = (s2 - s1) / 10 / max(active, 1)
+dt = float(sys.argv[10]) - float(sys.argv[9])
+sent = (s2 - s1) / dt / max(active, 1)
 print(f"{n} callers: {active} calls up at once, bot RTP {sent:.1f} packets/s per call "
-      f"(50 expected), caller RTP in {(r2 - r1) / 10:.0f} packets/s in all; sipp {ok} ok, {failed} failed")
+      f"(50 expected), caller RTP in {(r2 - r1) / dt / max(active, 1):.1f} packets/s per call "
+      f"(the recording has 33); window {dt:.1f} s; sipp {ok} ok, {failed} failed")
 PY
-  sleep 5
+  sleep 8
+  i1=$(metric attendant_rtp_packets_sent_total); sleep 5; i2=$(metric attendant_rtp_packets_sent_total)
+  echo "   after the calls: $(curl -sf "http://127.0.0.1:$http_port/sip" | python3 -c 'import json,sys; print(json.load(sys.stdin)["active_calls"])') calls up, bot RTP $(( (${i2%.*} - ${i1%.*}) / 5 )) packets/s"
 done

@@ -199,18 +199,26 @@ async fn tcp_conn(
 
 struct Slot {
     incoming: IncomingCall,
-    rtp: Option<Arc<UdpSocket>>,
-    rtcp: Option<Arc<UdpSocket>>,
+    rtp: Option<std::net::UdpSocket>,
+    rtcp: Option<std::net::UdpSocket>,
     media: Option<mpsc::UnboundedSender<ToMedia>>,
 }
 
 /// Binds an even RTP port and the RTCP port above it, inside the range.
-async fn bind_media(ip: IpAddr, range: [u16; 2]) -> std::io::Result<(UdpSocket, UdpSocket)> {
+/// Plain std sockets: they are registered with the media runtime that
+/// drives them, not with the signalling one.
+fn bind_media(
+    ip: IpAddr,
+    range: [u16; 2],
+) -> std::io::Result<(std::net::UdpSocket, std::net::UdpSocket)> {
+    let open = |port: u16| -> std::io::Result<std::net::UdpSocket> {
+        let s = std::net::UdpSocket::bind((ip, port))?;
+        s.set_nonblocking(true)?;
+        Ok(s)
+    };
     let [lo, hi] = range;
     if lo == 0 {
-        let rtp = UdpSocket::bind((ip, 0)).await?;
-        let rtcp = UdpSocket::bind((ip, 0)).await?;
-        return Ok((rtp, rtcp));
+        return Ok((open(0)?, open(0)?));
     }
     let pairs = ((hi - lo) / 2).max(1);
     for _ in 0..64 {
@@ -218,10 +226,10 @@ async fn bind_media(ip: IpAddr, range: [u16; 2]) -> std::io::Result<(UdpSocket, 
         if port >= hi {
             continue;
         }
-        let Ok(rtp) = UdpSocket::bind((ip, port)).await else {
+        let Ok(rtp) = open(port) else {
             continue;
         };
-        if let Ok(rtcp) = UdpSocket::bind((ip, port + 1)).await {
+        if let Ok(rtcp) = open(port + 1) {
             return Ok((rtp, rtcp));
         }
     }
@@ -229,6 +237,20 @@ async fn bind_media(ip: IpAddr, range: [u16; 2]) -> std::io::Result<(UdpSocket, 
         std::io::ErrorKind::AddrInUse,
         "no free RTP port pair in media.rtp_ports",
     ))
+}
+
+/// RTP runs on a runtime of its own, so the 20 ms clock of every call keeps
+/// time even while the call pipelines keep the main workers busy.
+fn media_runtime() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("attendant-rtp")
+            .enable_all()
+            .build()
+            .expect("RTP runtime")
+    })
 }
 
 async fn signalling(
@@ -341,7 +363,7 @@ async fn on_event(
                 .public_address
                 .parse()
                 .unwrap_or(inc.peer.local.ip());
-            match bind_media(inc.peer.local.ip(), core.config().media.rtp_ports).await {
+            match bind_media(inc.peer.local.ip(), core.config().media.rtp_ports) {
                 Ok((rtp_sock, rtcp_sock)) => {
                     let port = rtp_sock.local_addr().map(|a| a.port()).unwrap_or(0);
                     if let Err(e) = core.accept(now, &id, SocketAddr::new(public, port)) {
@@ -354,8 +376,8 @@ async fn on_event(
                         id,
                         Slot {
                             incoming: inc,
-                            rtp: Some(Arc::new(rtp_sock)),
-                            rtcp: Some(Arc::new(rtcp_sock)),
+                            rtp: Some(rtp_sock),
+                            rtcp: Some(rtcp_sock),
                             media: None,
                         },
                     );
@@ -407,7 +429,7 @@ async fn on_event(
             let (mtx, mrx) = mpsc::unbounded_channel();
             slot.media = Some(mtx);
             let cfg = core.config().media.clone();
-            tokio::spawn(media(MediaArgs {
+            media_runtime().spawn(media(MediaArgs {
                 id,
                 rtp: rtp_sock,
                 rtcp: rtcp_sock,
@@ -415,6 +437,8 @@ async fn on_event(
                 negotiated,
                 jitter: Duration::from_millis(cfg.jitter_ms),
                 symmetric: cfg.symmetric_rtp,
+                rtp_timeout: (cfg.rtp_timeout_s > 0)
+                    .then(|| Duration::from_secs(cfg.rtp_timeout_s)),
                 call,
                 cmds: mrx,
                 to_core: tx.clone(),
@@ -453,12 +477,13 @@ async fn on_event(
 
 struct MediaArgs {
     id: String,
-    rtp: Arc<UdpSocket>,
-    rtcp: Arc<UdpSocket>,
+    rtp: std::net::UdpSocket,
+    rtcp: std::net::UdpSocket,
     remote: RemoteMedia,
     negotiated: Negotiated,
     jitter: Duration,
     symmetric: Symmetric,
+    rtp_timeout: Option<Duration>,
     call: CallHandle,
     cmds: mpsc::UnboundedReceiver<ToMedia>,
     to_core: mpsc::UnboundedSender<ToCore>,
@@ -496,10 +521,20 @@ async fn media(a: MediaArgs) {
         mut negotiated,
         jitter,
         symmetric,
+        rtp_timeout,
         call,
         mut cmds,
         to_core,
     } = a;
+    let (sock, rtcp_sock) = match (UdpSocket::from_std(sock), UdpSocket::from_std(rtcp_sock)) {
+        (Ok(a), Ok(b)) => (a, b),
+        _ => {
+            tracing::warn!(call = %id, "RTP sockets unusable; hanging up");
+            let _ = to_core.send(ToCore::Hangup { id: id.clone() });
+            let _ = to_core.send(ToCore::MediaStopped { id });
+            return;
+        }
+    };
     let mut call = Some(call);
     let sdp_addr = SocketAddr::new(remote.addr, remote.port);
     let mut dest = sdp_addr;
@@ -513,8 +548,10 @@ async fn media(a: MediaArgs) {
         negotiated.codec.payload_type(),
         silence(negotiated.codec),
     );
-    out.set_muted(remote.on_hold());
+    let mut on_hold = remote.on_hold();
+    out.set_muted(on_hold);
     out.start(Instant::now());
+    let mut last_rx = Instant::now();
     let mut jb = JitterBuffer::new(jitter, silence(negotiated.codec));
     let mut dtmf = DtmfDecoder::default();
     let mut hangup_wanted = false;
@@ -543,6 +580,7 @@ async fn media(a: MediaArgs) {
                     continue;
                 };
                 m.rtp_packets_received_total.inc();
+                last_rx = Instant::now();
                 if !latched {
                     dest = latch(symmetric, sdp_addr, src);
                     if dest != sdp_addr {
@@ -602,7 +640,9 @@ async fn media(a: MediaArgs) {
                     if !latched || symmetric == Symmetric::Never {
                         dest = SocketAddr::new(remote.addr, remote.port);
                     }
-                    out.set_muted(remote.on_hold());
+                    on_hold = remote.on_hold();
+                    out.set_muted(on_hold);
+                    last_rx = Instant::now();
                     negotiated = n;
                 }
                 Some(ToMedia::Dtmf(d)) => {
@@ -672,6 +712,13 @@ async fn media(a: MediaArgs) {
                 rx,
             );
             let _ = rtcp_sock.send_to(&sr, rtcp_dest).await;
+        }
+        if let Some(t) = rtp_timeout {
+            if !on_hold && !hangup_sent && now.duration_since(last_rx) > t {
+                tracing::info!(call = %id, secs = t.as_secs(), "no RTP from the caller; hanging up");
+                hangup_wanted = true;
+                out.clear();
+            }
         }
         if hangup_wanted && !hangup_sent && out.queued().is_zero() {
             hangup_sent = true;

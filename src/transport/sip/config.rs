@@ -80,6 +80,9 @@ pub struct Media {
     pub dtmf: DtmfMode,
     pub jitter_ms: u64,
     pub symmetric_rtp: Symmetric,
+    /// No RTP from the caller for this long (not on hold) ends the call:
+    /// a caller who vanished without BYE does not hold a pipeline forever.
+    pub rtp_timeout_s: u64,
 }
 
 impl Default for Media {
@@ -90,6 +93,7 @@ impl Default for Media {
             dtmf: DtmfMode::Rfc4733,
             jitter_ms: 60,
             symmetric_rtp: Symmetric::Auto,
+            rtp_timeout_s: 30,
         }
     }
 }
