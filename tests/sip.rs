@@ -425,6 +425,8 @@ SIP/2.0 {sipfrag}
     )
 }
 
+/// Writes a one-call scenario; its Call-ID is `call_id_of(name)`, so the
+/// test finds its own call record even with other calls running.
 fn scenario(name: &str, body: &str) -> PathBuf {
     let path = sip_server().dir.join(format!("{name}.xml"));
     let xml = format!(
@@ -461,6 +463,10 @@ fn sipp_to(
         .arg(target.to_string())
         .args(["-sf", &scenario.display().to_string()])
         .args(["-s", number, "-m", "1", "-l", "1", "-t", transport])
+        .args([
+            "-cid_str",
+            &format!("attendant-test-{name}-{}-%u@%s", std::process::id()),
+        ])
         .args(["-i", local_ip, "-p", &free_port().to_string()])
         .args(["-mp", &free_port().to_string()])
         .args(["-timeout", "120s", "-timeout_error", "-nostdin"])
@@ -483,12 +489,9 @@ fn sipp_to(
     (out.status.success(), log)
 }
 
-fn call_ids(http: SocketAddr) -> Vec<String> {
-    ureq::get(&format!("http://{http}/calls"))
-        .call()
-        .unwrap()
-        .into_json()
-        .unwrap()
+/// The Call-ID sipp gives scenario `name`'s (first) call (`-cid_str`).
+fn call_id_of(name: &str) -> String {
+    format!("attendant-test-{name}-{}-1@127.0.0.1", std::process::id())
 }
 
 fn record(http: SocketAddr, id: &str) -> Option<CallRecord> {
@@ -499,27 +502,20 @@ fn record(http: SocketAddr, id: &str) -> Option<CallRecord> {
         .ok()
 }
 
-/// The record of the SIP call that started after `before`, once it ended.
-fn last_sip_record(http: SocketAddr, before: &[String]) -> CallRecord {
+/// The record of scenario `name`'s call, once the call has ended.
+fn record_of(http: SocketAddr, name: &str) -> CallRecord {
+    let id = call_id_of(name);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let found = call_ids(http)
-            .into_iter()
-            .filter(|id| !before.contains(id))
-            .filter_map(|id| record(http, &id))
-            .find(|r| r.channel == "sip");
-        if let Some(rec) = found {
+        if let Some(rec) = record(http, &id) {
             if rec.ended_unix_ms.is_some() {
+                assert_eq!(rec.channel, "sip");
                 return rec;
             }
         }
-        assert!(Instant::now() < deadline, "no ended SIP call record");
+        assert!(Instant::now() < deadline, "no ended call record for {id}");
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn sip_ids(http: SocketAddr) -> Vec<String> {
-    call_ids(http)
 }
 
 fn words_found(expected: &str, heard: &str) -> f64 {
@@ -531,7 +527,6 @@ fn words_found(expected: &str, heard: &str) -> f64 {
 #[test]
 fn pcmu_call_over_udp_real_speech_is_transcribed_and_replies_flow_back_as_rtp() {
     let s = sip_server();
-    let before = sip_ids(s.http);
     let manifest = std::fs::read_to_string(shared().join("speech/manifest.jsonl")).unwrap();
     let reference = manifest
         .lines()
@@ -565,7 +560,7 @@ fn pcmu_call_over_udp_real_speech_is_transcribed_and_replies_flow_back_as_rtp() 
     );
     let packets = cap.finish();
     assert!(ok, "sipp call failed:\n{log}");
-    let rec = last_sip_record(s.http, &before);
+    let rec = record_of(s.http, "pcmu_speech");
     assert_eq!(rec.outcome, "caller_hung_up");
     let hyp: Vec<String> = rec.turns.iter().map(|t| t.caller_text.clone()).collect();
     let w = wer(&reference, &hyp.join(" "));
@@ -599,7 +594,6 @@ fn pcmu_call_over_udp_real_speech_is_transcribed_and_replies_flow_back_as_rtp() 
 #[test]
 fn pcma_call_over_tcp_answers_a_question_takes_digits_once_and_the_bot_hangs_up() {
     let s = sip_server();
-    let before = sip_ids(s.http);
     let question = s.dir.join("faq_hours_pcma.pcap");
     speech_pcap(&fixture("faq_hours.wav"), 8, &question);
     let bye = s.dir.join("goodbye_pcma.pcap");
@@ -620,7 +614,7 @@ fn pcma_call_over_tcp_answers_a_question_takes_digits_once_and_the_bot_hangs_up(
     let (ok, log) = sipp(&scenario("pcma_tcp", &body), s.tcp, "t1", "127.0.0.1", &[]);
     let packets = cap.finish();
     assert!(ok, "sipp call failed:\n{log}");
-    let rec = last_sip_record(s.http, &before);
+    let rec = record_of(s.http, "pcma_tcp");
     assert_eq!(rec.outcome, "bot_hung_up", "{rec:?}");
     let hours = rec
         .turns
@@ -643,7 +637,6 @@ fn refer_transfer_carries_the_context_and_a_failed_one_returns_to_the_bot() {
     let s = sip_server();
     let zero = sipp_data().join("dtmf_2833_0.pcap");
     // Accepted: the far end reports 200 in its NOTIFY; the bot leaves with BYE.
-    let before = sip_ids(s.http);
     let cap = Capture::start();
     let body = [
         invite("PCMU", 0, cap.port),
@@ -656,7 +649,7 @@ fn refer_transfer_carries_the_context_and_a_failed_one_returns_to_the_bot() {
     let (ok, log) = sipp(&scenario("refer_ok", &body), s.udp, "u1", "127.0.0.1", &[]);
     cap.finish();
     assert!(ok, "sipp REFER call failed:\n{log}");
-    let rec = last_sip_record(s.http, &before);
+    let rec = record_of(s.http, "refer_ok");
     assert!(
         rec.outcome.starts_with("transferred:queue:general"),
         "{}",
@@ -668,7 +661,6 @@ fn refer_transfer_carries_the_context_and_a_failed_one_returns_to_the_bot() {
     assert!(r.is_ok(), "hand-off packet for the REFER's context id");
 
     // Refused: the agent's line is busy; the caller stays with the bot.
-    let before = sip_ids(s.http);
     let cap = Capture::start();
     let body = [
         invite("PCMU", 0, cap.port),
@@ -688,7 +680,7 @@ fn refer_transfer_carries_the_context_and_a_failed_one_returns_to_the_bot() {
     );
     let packets = cap.finish();
     assert!(ok, "sipp failed-REFER call failed:\n{log}");
-    let rec = last_sip_record(s.http, &before);
+    let rec = record_of(s.http, "refer_busy");
     assert_eq!(rec.transfer_failures, 1);
     assert_eq!(
         rec.outcome, "caller_hung_up",
@@ -702,11 +694,13 @@ fn refer_transfer_carries_the_context_and_a_failed_one_returns_to_the_bot() {
 }
 
 #[test]
-fn the_dialled_number_picks_the_agent() {
+fn the_dialled_number_picks_the_agent_and_the_caller_is_recognised() {
     let s = sip_server();
-    let before = sip_ids(s.http);
     let cap = Capture::start();
-    let body = [invite("PCMU", 0, cap.port), pause(4000), caller_bye(2)].concat();
+    // Dana, a demo customer of the shop, calls the shop's number.
+    let body = [invite("PCMU", 0, cap.port), pause(5000), caller_bye(2)]
+        .concat()
+        .replace("+15550100123", "+15555550110");
     let (ok, log) = sipp_to(
         "2000",
         &scenario("retailer", &body),
@@ -717,10 +711,75 @@ fn the_dialled_number_picks_the_agent() {
     );
     let packets = cap.finish();
     assert!(ok, "sipp call failed:\n{log}");
-    let rec = last_sip_record(s.http, &before);
+    let rec = record_of(s.http, "retailer");
     assert!(rec.greeting.contains("Northwind Shop"), "{}", rec.greeting);
+    assert!(
+        rec.greeting.contains("Dana"),
+        "greeted by name: {}",
+        rec.greeting
+    );
+    assert_eq!(
+        rec.from_masked.as_deref(),
+        Some("+*********10"),
+        "the number is masked in records"
+    );
     let heard = transcribe(&talkspurts(&packets, 0)[0]).to_lowercase();
-    assert!(heard.contains("order"), "{heard}");
+    assert!(heard.contains("dana"), "{heard}");
+}
+
+#[test]
+fn hold_and_unhold_by_re_invite() {
+    let s = sip_server();
+    let cap = Capture::start();
+    let reinvite = |cseq: u32, dir: &str, expect: &str| {
+        let msg = invite_msg("PCMU", 0, cap.port, cseq, false)
+            .replace(
+                "To: <sip:[service]@[remote_ip]:[remote_port]>\n",
+                "To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]\n",
+            )
+            .replace("a=fmtp:101 0-15\n", &format!("a=fmtp:101 0-15\na={dir}\n"));
+        format!(
+            "{msg}<recv response=\"200\"><action><ereg regexp=\"a={expect}\" search_in=\"body\" check_it=\"true\" assign_to=\"d{cseq}\"/></action></recv>\n{}",
+            ack_msg(cseq).replace("X-Unused", "")
+        )
+    };
+    let body = [
+        invite("PCMU", 0, cap.port),
+        pause(2000),
+        reinvite(2, "sendonly", "recvonly"),
+        pause(3000),
+        reinvite(3, "sendrecv", "sendrecv"),
+        pause(2000),
+        caller_bye(4),
+    ]
+    .concat();
+    // The ereg variables must be used once to satisfy sipp.
+    let body = body.replacen("CSeq: 4 BYE", "CSeq: 4 BYE\nX-Seen: [$d2] [$d3]", 1);
+    let (ok, log) = sipp(&scenario("hold", &body), s.udp, "u1", "127.0.0.1", &[]);
+    let packets = cap.finish();
+    assert!(ok, "sipp hold call failed:\n{log}");
+    // The bot's stream stops while held and resumes on the same clock.
+    let rtp: Vec<(Instant, u32)> = packets
+        .iter()
+        .filter(|(_, d)| !rtp::is_rtcp(d))
+        .map(|(t, d)| (*t, rtp::parse(d).unwrap().timestamp))
+        .collect();
+    let (gap_at, gap) = rtp
+        .windows(2)
+        .map(|w| (w[0], w[1].0.duration_since(w[0].0)))
+        .max_by_key(|(_, g)| *g)
+        .unwrap();
+    assert!(
+        gap >= Duration::from_millis(2500),
+        "no silence on hold: largest gap {gap:?}"
+    );
+    let after = rtp.iter().find(|(t, _)| *t > gap_at.0).unwrap();
+    let ts_jump = after.1.wrapping_sub(gap_at.1) as f64 / 8.0;
+    let wall = after.0.duration_since(gap_at.0).as_millis() as f64;
+    assert!(
+        (ts_jump - wall).abs() < 200.0,
+        "timestamps kept time on hold: {ts_jump} ms vs {wall} ms"
+    );
 }
 
 #[test]
