@@ -207,6 +207,11 @@ impl SipConfig {
                 cfg.listen.public_address
             )));
         }
+        if cfg.transfer.mode == TransferMode::Bridge {
+            return Err(invalid(
+                "transfer.mode = \"bridge\" (B2BUA) is not available yet; use \"refer\"".into(),
+            ));
+        }
         for (k, v) in &cfg.transfer.targets {
             if !v.starts_with("sip:") && !v.starts_with("sips:") {
                 return Err(invalid(format!(
@@ -283,6 +288,7 @@ mod tests {
             "[listen]\nudp = [\"127.0.0.1:5060\"]\n[[trunks]]\nname = \"x\"\nusername = \"u\"\n",
             "[listen]\nudp = [\"127.0.0.1:5060\"]\nbogus = 1\n",
             "[listen]\nudp = [\"127.0.0.1:5060\"]\n[transfer.targets]\n\"queue:x\" = \"tel:123\"\n",
+            "[listen]\nudp = [\"127.0.0.1:5060\"]\n[transfer]\nmode = \"bridge\"\n",
         ] {
             let err = SipConfig::parse(bad, "sip-config/x.toml").unwrap_err().to_string();
             assert!(err.starts_with("sip-config/x.toml"), "{err}");
