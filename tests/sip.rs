@@ -26,6 +26,8 @@ struct SipServer {
     udp: SocketAddr,
     tcp: SocketAddr,
     dir: PathBuf,
+    /// Where the sipp playing the customer-care agent listens.
+    agent_port: u16,
 }
 
 const SIP_CONFIG: &str = r#"
@@ -59,10 +61,16 @@ agent = "agents/retailer"
 number = "*"
 agent = ""
 
+# The bank's 0 is a REFER; the shop's customer care is bridged to a sipp
+# playing the agent.
 [transfer]
 mode = "refer"
+ring_timeout_s = 10
 [transfer.targets]
 "queue:general" = "sip:general@127.0.0.1:5999"
+"queue:customer_care" = "sip:care@127.0.0.1:AGENT_PORT"
+[transfer.modes]
+"queue:customer_care" = "bridge"
 "#;
 
 fn sip_server() -> &'static SipServer {
@@ -76,7 +84,12 @@ fn sip_server() -> &'static SipServer {
             .try_init();
         let dir = tempfile::tempdir().unwrap().keep();
         let cfg_path = dir.join("sip.toml");
-        std::fs::write(&cfg_path, SIP_CONFIG).unwrap();
+        let agent_port = free_port();
+        std::fs::write(
+            &cfg_path,
+            SIP_CONFIG.replace("AGENT_PORT", &agent_port.to_string()),
+        )
+        .unwrap();
         let http = start_server(config(&[
             ("ATTENDANT__SIP__ENABLED", "true"),
             (
@@ -96,6 +109,7 @@ fn sip_server() -> &'static SipServer {
             udp,
             tcp,
             dir,
+            agent_port,
         }
     })
 }
@@ -949,4 +963,232 @@ fn malformed_sip_gets_400_or_silence_and_never_a_crash() {
             break;
         }
     }
+}
+
+/// Everything said on a leg: all its packets decoded in order, cut at
+/// pauses of 600 ms or more, each piece transcribed.
+fn all_speech(packets: &[(Instant, Vec<u8>)], pt: u8) -> String {
+    let mut pcm: Vec<i16> = Vec::new();
+    for (_, data) in packets {
+        if rtp::is_rtcp(data) {
+            continue;
+        }
+        let p = rtp::parse(data).expect("valid RTP");
+        pcm.extend(p.payload.iter().map(|&b| match pt {
+            8 => alaw::decode(b),
+            _ => mulaw::decode(b),
+        }));
+    }
+    let mut texts = Vec::new();
+    let mut start: Option<usize> = None;
+    let mut quiet = 0;
+    for (i, frame) in pcm.chunks(160).enumerate() {
+        let energy = frame.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / frame.len() as f64;
+        if energy.sqrt() > 300.0 {
+            start.get_or_insert(i);
+            quiet = 0;
+        } else if let Some(s0) = start {
+            quiet += 1;
+            if quiet >= 30 || (i - s0) >= 25 * 50 {
+                texts.push(transcribe(&pcm[s0 * 160..(i + 1) * 160]));
+                start = None;
+            }
+        }
+    }
+    if let Some(s0) = start {
+        texts.push(transcribe(&pcm[s0 * 160..]));
+    }
+    texts.join(" ").to_lowercase()
+}
+
+/// The customer-care agent, played by a sipp UAS on the configured port:
+/// checks the INVITE carries the caller's hand-off context, then `answer`.
+fn agent_scenario(name: &str, caller: &str, answer: &str) -> PathBuf {
+    let ctx = caller.replace('.', "\\.");
+    let uui: String = caller.bytes().map(|b| format!("{b:02x}")).collect();
+    let body = format!(
+        r#"<recv request="INVITE" crlf="true">
+  <action>
+    <ereg regexp="X-Attendant-Context: {ctx}" search_in="msg" check_it="true" assign_to="ctx"/>
+    <ereg regexp="User-to-User: {uui};encoding=hex" search_in="msg" check_it="true" assign_to="uui"/>
+  </action>
+</recv>
+<send><![CDATA[
+SIP/2.0 180 Ringing
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+X-Seen: [$ctx] [$uui]
+Contact: <sip:care@[local_ip]:[local_port];transport=[transport]>
+Content-Length: 0
+]]></send>
+<pause milliseconds="500"/>
+{answer}"#
+    );
+    scenario(name, &body)
+}
+
+/// Runs the agent's sipp (a UAS taking one call) until it ends.
+fn agent_sipp(scenario: PathBuf, port: u16) -> std::thread::JoinHandle<(bool, String)> {
+    std::thread::spawn(move || {
+        let out = Command::new("sipp")
+            .args(["-sf", &scenario.display().to_string()])
+            .args(["-m", "1", "-t", "u1", "-i", "127.0.0.1"])
+            .args(["-p", &port.to_string(), "-mp", &free_port().to_string()])
+            .args(["-timeout", "120s", "-timeout_error", "-nostdin"])
+            .current_dir(scenario.parent().unwrap())
+            .output()
+            .expect("sipp is installed (Debian sip-tester)");
+        let log = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .join("\n");
+        (out.status.success(), log)
+    })
+}
+
+#[test]
+fn bridged_transfer_briefs_the_agent_then_relays_both_ways_and_busy_returns_to_the_bot() {
+    let s = sip_server();
+    let zero = sipp_data().join("dtmf_2833_0.pcap");
+    let agent_says = s.dir.join("agent_cards.pcap");
+    speech_pcap(&shared().join("speech/cmu/cards/005.wav"), 0, &agent_says);
+    let caller_says = s.dir.join("caller_order.pcap");
+    speech_pcap(&fixture("order_where.wav"), 0, &caller_says);
+
+    // The agent answers, hears the briefing, speaks; later the caller speaks
+    // to them and hangs up (we pass the BYE on).
+    let agent_cap = Capture::start();
+    let answer = format!(
+        r#"<send retrans="500"><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:care@[local_ip]:[local_port];transport=[transport]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=agent 1 1 IN IP4 127.0.0.1
+s=-
+c=IN IP4 127.0.0.1
+t=0 0
+m=audio {} RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+]]></send>
+<recv request="ACK"/>
+{}{}<recv request="BYE" timeout="90000"/>
+{ANSWER_LAST}"#,
+        agent_cap.port,
+        pause(12_000),
+        play(&agent_says),
+    );
+    let agent = agent_sipp(
+        agent_scenario("agent_answers", &call_id_of("bridge_ok"), &answer),
+        s.agent_port,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let caller_cap = Capture::start();
+    let body = [
+        invite("PCMU", 0, caller_cap.port),
+        pause(3000),
+        play(&zero),
+        // sipp sends no RTP while it pauses: stay under media.rtp_timeout_s.
+        pause(24_000),
+        play(&caller_says),
+        pause(6000),
+        caller_bye(2),
+    ]
+    .concat();
+    let (ok, log) = sipp_to(
+        "2000",
+        &scenario("bridge_ok", &body),
+        s.udp,
+        "u1",
+        "127.0.0.1",
+        &[],
+    );
+    let caller_heard = all_speech(&caller_cap.finish(), 0);
+    let (agent_ok, agent_log) = agent.join().unwrap();
+    let agent_heard = all_speech(&agent_cap.finish(), 0);
+    assert!(ok, "caller's sipp failed:\n{log}");
+    assert!(
+        agent_ok,
+        "agent's sipp failed (context header?):\n{agent_log}"
+    );
+    let rec = record_of(s.http, "bridge_ok");
+    assert_eq!(rec.outcome, "transferred:queue:customer_care", "{rec:?}");
+    assert_eq!(rec.transfer_failures, 0);
+    eprintln!("agent heard: {agent_heard}\ncaller heard: {caller_heard}");
+    // The bot briefed the agent, then the caller's own words came through.
+    assert!(
+        agent_heard.contains("transferring") || agent_heard.contains("customer care"),
+        "briefing: {agent_heard}"
+    );
+    assert!(
+        words_found("calling to check where my order is", &agent_heard) >= 0.6,
+        "caller relayed to the agent: {agent_heard}"
+    );
+    // And the caller heard the agent.
+    assert!(
+        words_found(
+            "eight of spades four of clubs seven of hearts",
+            &caller_heard
+        ) >= 0.5,
+        "agent relayed to the caller: {caller_heard}"
+    );
+
+    // Busy agent: the caller stays with the bot, which says so.
+    let busy = r#"<send><![CDATA[
+SIP/2.0 486 Busy Here
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+]]></send>
+<recv request="ACK"/>
+"#;
+    let agent = agent_sipp(
+        agent_scenario("agent_busy", &call_id_of("bridge_busy"), busy),
+        s.agent_port,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let caller_cap = Capture::start();
+    let body = [
+        invite("PCMU", 0, caller_cap.port),
+        pause(3000),
+        play(&zero),
+        pause(18_000),
+        caller_bye(2),
+    ]
+    .concat();
+    let (ok, log) = sipp_to(
+        "2000",
+        &scenario("bridge_busy", &body),
+        s.udp,
+        "u1",
+        "127.0.0.1",
+        &[],
+    );
+    let packets = caller_cap.finish();
+    let (agent_ok, agent_log) = agent.join().unwrap();
+    assert!(ok, "caller's sipp failed:\n{log}");
+    assert!(agent_ok, "busy agent's sipp failed:\n{agent_log}");
+    let rec = record_of(s.http, "bridge_busy");
+    assert_eq!(rec.transfer_failures, 1, "{rec:?}");
+    assert_eq!(rec.outcome, "caller_hung_up");
+    let heard = transcribe(talkspurts(&packets, 0).last().unwrap()).to_lowercase();
+    assert!(
+        heard.contains("still here") || heard.contains("agent"),
+        "{heard}"
+    );
 }

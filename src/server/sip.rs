@@ -1,9 +1,15 @@
 //! Thin tokio driver for SIP trunks: sockets and timers around the sans-IO
 //! `SipCore` (signalling) and, per call, the RTP cores (jitter buffer, DTMF,
 //! paced sender, RTCP) wired to the same call pipeline as the Twilio path.
+//!
+//! A bridged transfer (B2BUA) adds a second leg to a call: we INVITE the
+//! agent's URI, the bot briefs the agent with the hand-off summary on that
+//! leg, then the two media tasks relay audio to each other until either side
+//! hangs up. If the agent's leg fails first, the caller goes back to the bot.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,9 +26,9 @@ use crate::pipeline::{metrics::metrics, spawn_call, CallHandle, CallInput, CallO
 use crate::transport::rtp::{
     self, dtmf::DtmfDecoder, jitter::JitterBuffer, jitter::Playout, outbound, rtcp,
 };
-use crate::transport::sip::config::{SipConfig, Symmetric};
+use crate::transport::sip::config::{SipConfig, Symmetric, TransferMode};
 use crate::transport::sip::core::{
-    CoreStats, EndReason, Event, IncomingCall, Peer, SipCore, Transport,
+    CoreStats, EndReason, Event, IncomingCall, OutboundCall, Peer, SipCore, Transport,
 };
 use crate::transport::sip::message;
 use crate::transport::sip::sdp::{Codec, Negotiated, RemoteMedia};
@@ -38,10 +44,25 @@ pub struct SipStatus {
 }
 
 enum ToCore {
-    Message { peer: Peer, data: Vec<u8> },
-    Hangup { id: String },
-    Transfer { id: String, target: String },
-    MediaStopped { id: String },
+    Message {
+        peer: Peer,
+        data: Vec<u8>,
+    },
+    Hangup {
+        id: String,
+    },
+    Transfer {
+        id: String,
+        target: String,
+    },
+    MediaStopped {
+        id: String,
+    },
+    /// A mark queued on a leg without a pipeline (the agent's) was played.
+    MediaMark {
+        id: String,
+        name: String,
+    },
 }
 
 enum ToMedia {
@@ -51,8 +72,24 @@ enum ToMedia {
     },
     Dtmf(char),
     TransferFailed(u16),
+    /// The caller is waiting for an agent: their audio is not the bot's.
+    AwaitingAgent,
+    /// μ-law audio to play on this leg (the briefing on the agent's leg).
+    Play(Arc<Vec<u8>>),
+    Mark(String),
+    /// Relay: what this leg hears goes to `to_peer`; what arrives on
+    /// `from_peer` is played. A caller's pipeline ends here.
+    Bridge {
+        to_peer: mpsc::UnboundedSender<Vec<u8>>,
+        from_peer: mpsc::UnboundedReceiver<Vec<u8>>,
+    },
     Stop,
 }
+
+/// Played on the agent's leg once the briefing has been heard.
+const BRIEFED: &str = "attendant-briefed";
+/// Reply number for audio that is not a bot reply (relay, briefing).
+const RELAY_REPLY: u32 = u32::MAX;
 
 type TcpConns = Arc<Mutex<HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>>>;
 
@@ -198,10 +235,21 @@ async fn tcp_conn(
 }
 
 struct Slot {
-    incoming: IncomingCall,
+    leg: Leg,
     rtp: Option<std::net::UdpSocket>,
     rtcp: Option<std::net::UdpSocket>,
     media: Option<mpsc::UnboundedSender<ToMedia>>,
+}
+
+enum Leg {
+    /// A call we answered; `agent` is the leg of a bridged transfer.
+    Caller {
+        incoming: IncomingCall,
+        agent: Option<String>,
+        bridged: bool,
+    },
+    /// The call we placed to an agent for caller `caller`.
+    Agent { caller: String, target: String },
 }
 
 /// Binds an even RTP port and the RTCP port above it, inside the range.
@@ -278,7 +326,11 @@ async fn signalling(
                     }
                     ToCore::Transfer { id, target } => {
                         let uri = core.config().transfer_uri(&target);
+                        let mode = core.config().transfer_mode(&target);
                         let result = match uri {
+                            Some(uri) if mode == TransferMode::Bridge => {
+                                start_bridge(&mut core, &mut calls, &udp, &id, &target, &uri).await
+                            }
                             Some(uri) => core.refer(now, &id, &uri, Some(&id)).map_err(|e| e.to_string()),
                             None => Err(format!("no SIP URI for transfer target {target:?} in sip-config [transfer.targets]")),
                         };
@@ -294,6 +346,8 @@ async fn signalling(
                             slot.media = None;
                         }
                     }
+                    ToCore::MediaMark { id, name } if name == BRIEFED => connect_bridge(&mut calls, &id),
+                    ToCore::MediaMark { .. } => {}
                 }
             }
             _ = async {
@@ -342,6 +396,193 @@ async fn signalling(
     }
 }
 
+/// Places the agent's leg of a bridged transfer (over UDP, from the socket
+/// the caller came in on when it is UDP).
+async fn start_bridge(
+    core: &mut SipCore,
+    calls: &mut HashMap<String, Slot>,
+    udp: &HashMap<SocketAddr, Arc<UdpSocket>>,
+    id: &str,
+    target: &str,
+    uri: &str,
+) -> Result<(), String> {
+    let Some(Slot {
+        leg: Leg::Caller {
+            incoming, agent, ..
+        },
+        media,
+        ..
+    }) = calls.get(id)
+    else {
+        return Err("no such call".into());
+    };
+    if agent.is_some() {
+        return Err("a transfer is already under way".into());
+    }
+    let (host, port) =
+        message::uri_host_port(uri).ok_or_else(|| format!("{uri:?} names no host"))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let addr = tokio::net::lookup_host((host.as_str(), port.unwrap_or(5060)))
+        .await
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host} has no address"))?;
+    let local = if incoming.peer.transport == Transport::Udp
+        && incoming.peer.local.is_ipv4() == addr.is_ipv4()
+    {
+        incoming.peer.local
+    } else {
+        *udp.keys()
+            .find(|l| l.is_ipv4() == addr.is_ipv4())
+            .ok_or("no SIP UDP socket to call the agent from")?
+    };
+    let (rtp_sock, rtcp_sock) = bind_media(local.ip(), core.config().media.rtp_ports)
+        .map_err(|e| format!("no RTP port for the agent's leg: {e}"))?;
+    let port = rtp_sock.local_addr().map(|a| a.port()).unwrap_or(0);
+    let public: IpAddr = core
+        .config()
+        .listen
+        .public_address
+        .parse()
+        .unwrap_or(local.ip());
+    let header = core.config().transfer.context_header.clone();
+    let call = OutboundCall {
+        uri: uri.to_string(),
+        peer: Peer {
+            addr,
+            transport: Transport::Udp,
+            local,
+        },
+        local_media: SocketAddr::new(public, port),
+        from_user: incoming.caller.clone(),
+        from_display: incoming.display_name.clone(),
+        headers: vec![
+            (header, id.to_string()),
+            (
+                "User-to-User".into(),
+                format!("{};encoding=hex", hex::encode(id.as_bytes())),
+            ),
+        ],
+        ring_timeout: Duration::from_secs(core.config().transfer.ring_timeout_s.max(1)),
+    };
+    if let Some(m) = media {
+        let _ = m.send(ToMedia::AwaitingAgent);
+    }
+    let agent_id = core
+        .invite(Instant::now(), call)
+        .map_err(|e| e.to_string())?;
+    tracing::info!(call = %id, agent_leg = %agent_id, %target, "bridged transfer: calling the agent");
+    if let Some(Slot {
+        leg: Leg::Caller { agent, .. },
+        ..
+    }) = calls.get_mut(id)
+    {
+        *agent = Some(agent_id.clone());
+    }
+    calls.insert(
+        agent_id,
+        Slot {
+            leg: Leg::Agent {
+                caller: id.to_string(),
+                target: target.to_string(),
+            },
+            rtp: Some(rtp_sock),
+            rtcp: Some(rtcp_sock),
+            media: None,
+        },
+    );
+    Ok(())
+}
+
+/// The agent has heard the briefing: each leg now plays what the other hears.
+fn connect_bridge(calls: &mut HashMap<String, Slot>, agent_id: &str) {
+    let Some(Slot {
+        leg: Leg::Agent { caller, .. },
+        media: Some(agent_media),
+        ..
+    }) = calls.get(agent_id)
+    else {
+        return;
+    };
+    let agent_media = agent_media.clone();
+    let caller = caller.clone();
+    let Some(Slot {
+        leg: Leg::Caller { bridged, .. },
+        media: Some(caller_media),
+        ..
+    }) = calls.get_mut(&caller)
+    else {
+        return;
+    };
+    let (c2a_tx, c2a_rx) = mpsc::unbounded_channel();
+    let (a2c_tx, a2c_rx) = mpsc::unbounded_channel();
+    *bridged = true;
+    let _ = caller_media.send(ToMedia::Bridge {
+        to_peer: c2a_tx,
+        from_peer: a2c_rx,
+    });
+    let _ = agent_media.send(ToMedia::Bridge {
+        to_peer: a2c_tx,
+        from_peer: c2a_rx,
+    });
+    tracing::info!(call = %caller, agent_leg = %agent_id, "bridged: caller and agent connected");
+}
+
+/// What the bot tells the agent before connecting the caller: the hand-off
+/// packet's summary, so nobody has to ask the caller to repeat themselves.
+async fn briefing(state: &Shared, caller: &str, target: &str) -> String {
+    let queue = target.trim_start_matches("queue:").replace('_', " ");
+    let summary = match state.services.store.handoff(caller).await {
+        Ok(Some(h)) => serde_json::from_value::<crate::handoff::Packet>(h.packet)
+            .map(|p| p.summary)
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    // Read aloud: "queue:customer_care" is said as "customer care".
+    let summary = summary.replace("queue:", "").replace('_', " ");
+    format!("Attendant transferring a caller to {queue}. {summary}")
+        .trim()
+        .to_string()
+}
+
+/// Speaks the briefing on the agent's leg, then a mark that says it was heard.
+fn brief_agent(
+    state: Shared,
+    caller: String,
+    target: String,
+    media: mpsc::UnboundedSender<ToMedia>,
+) {
+    tokio::spawn(async move {
+        let text = briefing(&state, &caller, &target).await;
+        let engines = state.engines.get().cloned();
+        match engines.map(|e| e.tts.speak(&text, Arc::new(AtomicBool::new(false)))) {
+            Some(Ok(mut rx)) => {
+                while let Some(chunk) = rx.recv().await {
+                    if media.send(ToMedia::Play(chunk.ulaw)).is_err() {
+                        return;
+                    }
+                }
+            }
+            Some(Err(e)) => tracing::warn!(call = %caller, error = %e, "no briefing for the agent"),
+            None => {}
+        }
+        let _ = media.send(ToMedia::Mark(BRIEFED.into()));
+    });
+}
+
+/// The status a failed agent leg reports to the caller's pipeline.
+fn failure_status(reason: EndReason) -> u16 {
+    match reason {
+        EndReason::Rejected(code) => code,
+        EndReason::Cancelled => 408,
+        EndReason::RemoteBye => 480,
+        EndReason::LocalBye | EndReason::NoAck => 500,
+    }
+}
+
 async fn on_event(
     state: &Shared,
     core: &mut SipCore,
@@ -375,7 +616,11 @@ async fn on_event(
                     calls.insert(
                         id,
                         Slot {
-                            incoming: inc,
+                            leg: Leg::Caller {
+                                incoming: inc,
+                                agent: None,
+                                bridged: false,
+                            },
                             rtp: Some(rtp_sock),
                             rtcp: Some(rtcp_sock),
                             media: None,
@@ -406,7 +651,33 @@ async fn on_event(
             let Some(engines) = state.engines.get().cloned() else {
                 return;
             };
-            let inc = &slot.incoming;
+            let cfg = core.config().media.clone();
+            let (mtx, mrx) = mpsc::unbounded_channel();
+            slot.media = Some(mtx.clone());
+            let mut args = MediaArgs {
+                id: id.clone(),
+                rtp: rtp_sock,
+                rtcp: rtcp_sock,
+                remote,
+                negotiated,
+                jitter: Duration::from_millis(cfg.jitter_ms),
+                symmetric: cfg.symmetric_rtp,
+                rtp_timeout: (cfg.rtp_timeout_s > 0)
+                    .then(|| Duration::from_secs(cfg.rtp_timeout_s)),
+                call: None,
+                cmds: mrx,
+                to_core: tx.clone(),
+            };
+            let inc = match &slot.leg {
+                Leg::Caller { incoming, .. } => incoming,
+                // The agent answered: brief them, then bridge.
+                Leg::Agent { caller, target } => {
+                    tracing::info!(call = %caller, agent_leg = %id, "agent answered; briefing");
+                    media_runtime().spawn(media(args));
+                    brief_agent(state.clone(), caller.clone(), target.clone(), mtx);
+                    return;
+                }
+            };
             let mut params = std::collections::BTreeMap::new();
             params.insert("trunk".to_string(), inc.trunk.clone());
             if let Some(d) = &inc.display_name {
@@ -425,24 +696,8 @@ async fn on_event(
                 to: inc.dialled.clone(),
                 params,
             };
-            let call = spawn_call(engines, meta, state.calls.clone());
-            let (mtx, mrx) = mpsc::unbounded_channel();
-            slot.media = Some(mtx);
-            let cfg = core.config().media.clone();
-            media_runtime().spawn(media(MediaArgs {
-                id,
-                rtp: rtp_sock,
-                rtcp: rtcp_sock,
-                remote,
-                negotiated,
-                jitter: Duration::from_millis(cfg.jitter_ms),
-                symmetric: cfg.symmetric_rtp,
-                rtp_timeout: (cfg.rtp_timeout_s > 0)
-                    .then(|| Duration::from_secs(cfg.rtp_timeout_s)),
-                call,
-                cmds: mrx,
-                to_core: tx.clone(),
-            }));
+            args.call = Some(spawn_call(engines, meta, state.calls.clone()));
+            media_runtime().spawn(media(args));
         }
         Event::Dtmf { id, digit } => {
             if let Some(m) = calls.get(&id).and_then(|s| s.media.as_ref()) {
@@ -467,6 +722,34 @@ async fn on_event(
                 if let Some(m) = slot.media {
                     let _ = m.send(ToMedia::Stop);
                 }
+                match slot.leg {
+                    // The caller left: so does the agent's leg (CANCEL or BYE).
+                    Leg::Caller {
+                        agent: Some(agent), ..
+                    } => {
+                        let _ = core.hangup(now, &agent);
+                    }
+                    Leg::Caller { .. } => {}
+                    Leg::Agent { caller, .. } => {
+                        if let Some(Slot {
+                            leg: Leg::Caller { agent, bridged, .. },
+                            media,
+                            ..
+                        }) = calls.get_mut(&caller)
+                        {
+                            *agent = None;
+                            if *bridged {
+                                // The agent hung up on a bridged call: it is over.
+                                let _ = core.hangup(now, &caller);
+                            } else if let Some(m) = media {
+                                // Busy, no answer, or gone during the briefing:
+                                // the bot takes the caller back.
+                                tracing::info!(call = %caller, ?reason, "bridged transfer failed");
+                                let _ = m.send(ToMedia::TransferFailed(failure_status(reason)));
+                            }
+                        }
+                    }
+                }
             }
             if matches!(reason, EndReason::NoAck) {
                 metrics().protocol_errors_total.inc();
@@ -484,7 +767,8 @@ struct MediaArgs {
     jitter: Duration,
     symmetric: Symmetric,
     rtp_timeout: Option<Duration>,
-    call: CallHandle,
+    /// The bot's pipeline; none on an agent's leg.
+    call: Option<CallHandle>,
     cmds: mpsc::UnboundedReceiver<ToMedia>,
     to_core: mpsc::UnboundedSender<ToCore>,
 }
@@ -502,6 +786,13 @@ fn silence(codec: Codec) -> u8 {
     match codec {
         Codec::Pcmu => 0xff,
         Codec::Pcma => alaw::SILENCE,
+    }
+}
+
+async fn next_relayed(rx: &mut Option<mpsc::UnboundedReceiver<Vec<u8>>>) -> Option<Vec<u8>> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -535,7 +826,11 @@ async fn media(a: MediaArgs) {
             return;
         }
     };
-    let mut call = Some(call);
+    let mut call = call;
+    // Bridged: what we hear goes to the other leg, what it hears we play.
+    let mut relay: Option<mpsc::UnboundedSender<Vec<u8>>> = None;
+    let mut relay_in: Option<mpsc::UnboundedReceiver<Vec<u8>>> = None;
+    let mut awaiting_agent = false;
     let sdp_addr = SocketAddr::new(remote.addr, remote.port);
     let mut dest = sdp_addr;
     let mut rtcp_dest = SocketAddr::new(remote.addr, remote.port.wrapping_add(1));
@@ -592,7 +887,7 @@ async fn media(a: MediaArgs) {
                 let now = Instant::now();
                 if Some(p.payload_type) == negotiated.dtmf_pt {
                     if let Some(d) = dtmf.push(p.timestamp, p.payload) {
-                        if let Some(c) = &call {
+                        if let Some(c) = call.as_ref().filter(|_| !awaiting_agent) {
                             let _ = c.input.send(CallInput::Dtmf(d)).await;
                         }
                     }
@@ -635,6 +930,17 @@ async fn media(a: MediaArgs) {
                     }
                 },
             },
+            f = next_relayed(&mut relay_in) => match f {
+                Some(ulaw) => {
+                    let bytes = match negotiated.codec {
+                        Codec::Pcmu => ulaw,
+                        Codec::Pcma => alaw::from_ulaw(&ulaw),
+                    };
+                    out.send_audio(RELAY_REPLY, &bytes);
+                }
+                // The other leg's media ended; signalling ends this one.
+                None => relay_in = None,
+            },
             c = cmds.recv() => match c {
                 Some(ToMedia::Update { remote, negotiated: n }) => {
                     if !latched || symmetric == Symmetric::Never {
@@ -651,9 +957,29 @@ async fn media(a: MediaArgs) {
                     }
                 }
                 Some(ToMedia::TransferFailed(status)) => {
+                    awaiting_agent = false;
                     if let Some(c) = &call {
                         let _ = c.input.send(CallInput::TransferFailed { status }).await;
                     }
+                }
+                Some(ToMedia::AwaitingAgent) => awaiting_agent = true,
+                Some(ToMedia::Play(ulaw)) => {
+                    let bytes = match negotiated.codec {
+                        Codec::Pcmu => ulaw.to_vec(),
+                        Codec::Pcma => alaw::from_ulaw(&ulaw),
+                    };
+                    out.send_audio(RELAY_REPLY, &bytes);
+                }
+                Some(ToMedia::Mark(name)) => out.send_mark(name),
+                Some(ToMedia::Bridge { to_peer, from_peer }) => {
+                    // The bot's part is done: its pipeline ends (the record
+                    // keeps the transfer as the outcome) and its audio stops.
+                    if let Some(c) = call.take() {
+                        let _ = c.input.send(CallInput::Hangup).await;
+                    }
+                    out.clear();
+                    relay = Some(to_peer);
+                    relay_in = Some(from_peer);
                 }
                 Some(ToMedia::Stop) | None => break,
             },
@@ -672,7 +998,9 @@ async fn media(a: MediaArgs) {
                 Codec::Pcmu => bytes,
                 Codec::Pcma => alaw::to_ulaw(&bytes),
             };
-            if let Some(c) = &call {
+            if let Some(r) = &relay {
+                let _ = r.send(ulaw);
+            } else if let Some(c) = call.as_ref().filter(|_| !awaiting_agent) {
                 let _ = c.input.try_send(CallInput::Audio(ulaw));
             }
         }
@@ -686,6 +1014,11 @@ async fn media(a: MediaArgs) {
                 outbound::Sent::Mark(name) => {
                     if let Some(c) = &call {
                         let _ = c.input.try_send(CallInput::MarkPlayed(name));
+                    } else {
+                        let _ = to_core.send(ToCore::MediaMark {
+                            id: id.clone(),
+                            name,
+                        });
                     }
                 }
                 outbound::Sent::ReplyStarted(reply) => {

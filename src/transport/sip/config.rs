@@ -154,9 +154,15 @@ pub enum TransferMode {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Transfer {
+    /// How targets not listed in `modes` are reached.
     pub mode: TransferMode,
     pub context_header: String,
     pub targets: BTreeMap<String, String>,
+    /// Per-target override of `mode`.
+    pub modes: BTreeMap<String, TransferMode>,
+    /// A bridged transfer whose agent does not answer within this long is
+    /// cancelled and the caller returns to the bot.
+    pub ring_timeout_s: u64,
 }
 
 impl Default for Transfer {
@@ -165,6 +171,8 @@ impl Default for Transfer {
             mode: TransferMode::Refer,
             context_header: "X-Attendant-Context".into(),
             targets: BTreeMap::new(),
+            modes: BTreeMap::new(),
+            ring_timeout_s: 30,
         }
     }
 }
@@ -207,15 +215,29 @@ impl SipConfig {
                 cfg.listen.public_address
             )));
         }
-        if cfg.transfer.mode == TransferMode::Bridge {
-            return Err(invalid(
-                "transfer.mode = \"bridge\" (B2BUA) is not available yet; use \"refer\"".into(),
-            ));
-        }
         for (k, v) in &cfg.transfer.targets {
             if !v.starts_with("sip:") && !v.starts_with("sips:") {
                 return Err(invalid(format!(
                     "transfer.targets.{k:?}: {v:?} is not a SIP URI"
+                )));
+            }
+        }
+        // We place bridged calls over UDP only.
+        let bridged = cfg
+            .transfer
+            .targets
+            .iter()
+            .filter(|(k, _)| cfg.transfer_mode(k) == TransferMode::Bridge);
+        for (k, v) in bridged {
+            let lower = v.to_ascii_lowercase();
+            if lower.starts_with("sips:") || lower.contains("transport=tcp") {
+                return Err(invalid(format!(
+                    "transfer.targets.{k:?}: bridged transfers call agents over UDP; {v:?} asks for another transport"
+                )));
+            }
+            if cfg.listen.udp.is_empty() {
+                return Err(invalid(format!(
+                    "transfer target {k:?} is bridged but [listen] has no udp address to call from"
                 )));
             }
         }
@@ -250,6 +272,15 @@ impl SipConfig {
             .filter(|a| !a.is_empty())
     }
 
+    /// How a routing target is reached: by REFER or by a bridged call.
+    pub fn transfer_mode(&self, target: &str) -> TransferMode {
+        self.transfer
+            .modes
+            .get(target)
+            .copied()
+            .unwrap_or(self.transfer.mode)
+    }
+
     /// The SIP URI a routing target transfers to.
     pub fn transfer_uri(&self, target: &str) -> Option<String> {
         if let Some(u) = self.transfer.targets.get(target) {
@@ -277,6 +308,21 @@ mod tests {
         );
         assert_eq!(c.transfer_uri("queue:unknown"), None);
         assert_eq!(c.agent_for("1000"), None);
+        assert_eq!(c.transfer_mode("queue:care"), TransferMode::Refer);
+    }
+
+    #[test]
+    fn a_target_can_be_bridged_while_others_are_referred() {
+        let c = SipConfig::parse(
+            "[listen]\nudp = [\"127.0.0.1:5060\"]\n[transfer]\nmode = \"refer\"\n\
+             [transfer.targets]\n\"queue:a\" = \"sip:a@10.0.0.1\"\n\"queue:b\" = \"sip:b@10.0.0.2:5080\"\n\
+             [transfer.modes]\n\"queue:b\" = \"bridge\"\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(c.transfer_mode("queue:a"), TransferMode::Refer);
+        assert_eq!(c.transfer_mode("queue:b"), TransferMode::Bridge);
+        assert_eq!(c.transfer.ring_timeout_s, 30);
     }
 
     #[test]
@@ -288,7 +334,9 @@ mod tests {
             "[listen]\nudp = [\"127.0.0.1:5060\"]\n[[trunks]]\nname = \"x\"\nusername = \"u\"\n",
             "[listen]\nudp = [\"127.0.0.1:5060\"]\nbogus = 1\n",
             "[listen]\nudp = [\"127.0.0.1:5060\"]\n[transfer.targets]\n\"queue:x\" = \"tel:123\"\n",
-            "[listen]\nudp = [\"127.0.0.1:5060\"]\n[transfer]\nmode = \"bridge\"\n",
+            "[listen]\nudp = [\"127.0.0.1:5060\"]\n[transfer]\nmode = \"transfer\"\n",
+            "[listen]\ntcp = [\"127.0.0.1:5060\"]\n[transfer]\nmode = \"bridge\"\n[transfer.targets]\n\"queue:x\" = \"sip:x@10.0.0.1\"\n",
+            "[listen]\nudp = [\"127.0.0.1:5060\"]\n[transfer.targets]\n\"queue:x\" = \"sip:x@10.0.0.1;transport=tcp\"\n[transfer.modes]\n\"queue:x\" = \"bridge\"\n",
         ] {
             let err = SipConfig::parse(bad, "sip-config/x.toml").unwrap_err().to_string();
             assert!(err.starts_with("sip-config/x.toml"), "{err}");

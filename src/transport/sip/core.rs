@@ -112,6 +112,20 @@ enum State {
     /// Rejected or cancelled; kept until the final response is ACKed so a
     /// retransmitted INVITE is recognised.
     Over,
+    /// Our INVITE is out (a call we place: the agent leg of a bridged
+    /// transfer), no final response yet.
+    Calling,
+}
+
+/// What a dialog we started (UAC) needs beyond the common fields.
+struct Uac {
+    /// A provisional response arrived: CANCEL may be sent (§9.1).
+    provisional: bool,
+    /// The application hung up before the far end answered.
+    cancel_wanted: bool,
+    cancel_sent: bool,
+    /// Ringing ends here with a CANCEL.
+    ring_deadline: Instant,
 }
 
 struct Dialog {
@@ -120,7 +134,6 @@ struct Dialog {
     invite_branch: String,
     local_tag: String,
     remote_uri: String,
-    remote_from: String,
     remote_target: String,
     route_set: Vec<String>,
     local_cseq: u32,
@@ -133,6 +146,24 @@ struct Dialog {
     /// Last response sent to the INVITE (for retransmitted INVITEs).
     last_invite_response: Option<Vec<u8>>,
     refer_pending: bool,
+    /// From and To of the requests we send in this dialog (with tags).
+    local_party: String,
+    remote_party: String,
+    uac: Option<Uac>,
+}
+
+/// A call to place (the agent leg of a bridged transfer).
+#[derive(Debug, Clone)]
+pub struct OutboundCall {
+    pub uri: String,
+    pub peer: Peer,
+    pub local_media: SocketAddr,
+    /// Shown to the agent as the caller (user part and display name).
+    pub from_user: Option<String>,
+    pub from_display: Option<String>,
+    pub headers: Vec<(String, String)>,
+    /// Ringing longer than this is given up with CANCEL.
+    pub ring_timeout: Duration,
 }
 
 /// A final response to an INVITE, retransmitted until ACKed (Timer G/H).
@@ -164,7 +195,12 @@ pub struct SipCore {
     t1: Duration,
     dialogs: HashMap<String, Dialog>,
     reliable: Vec<Reliable>,
+    /// Our client transactions by "branch METHOD" (a CANCEL shares its
+    /// INVITE's branch).
     client: HashMap<String, ClientTx>,
+    /// ACKs we sent for final responses to our INVITEs, by branch, resent
+    /// when the response is retransmitted.
+    acks: HashMap<String, (Peer, Vec<u8>, Instant)>,
     /// Responses to non-INVITE requests by (branch, method), for retransmits.
     cache: HashMap<(String, String), (Vec<u8>, Instant)>,
     transmits: VecDeque<Transmit>,
@@ -202,6 +238,7 @@ impl SipCore {
             dialogs: HashMap::new(),
             reliable: Vec::new(),
             client: HashMap::new(),
+            acks: HashMap::new(),
             cache: HashMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -236,7 +273,14 @@ impl SipCore {
             .values()
             .map(|c| c.next.map_or(c.give_up, |n| n.min(c.give_up)));
         let c = self.cache.values().map(|(_, exp)| *exp);
-        a.chain(b).chain(c).min()
+        let d = self.acks.values().map(|(_, _, exp)| *exp);
+        let e = self
+            .dialogs
+            .values()
+            .filter_map(|d| d.uac.as_ref().filter(|_| d.state == State::Calling))
+            .filter(|u| !u.cancel_sent)
+            .map(|u| u.ring_deadline);
+        a.chain(b).chain(c).chain(d).chain(e).min()
     }
 
     fn t2(&self) -> Duration {
@@ -601,9 +645,8 @@ impl SipCore {
         let dialog = Dialog {
             peer,
             invite_branch: branch,
-            local_tag,
+            local_tag: local_tag.clone(),
             remote_uri: from.as_ref().map(|f| f.uri.clone()).unwrap_or_default(),
-            remote_from: req.headers.get("From").unwrap_or("").to_string(),
             remote_target,
             route_set: req.headers.get_all("Record-Route"),
             local_cseq: fastrand::u32(1..10_000),
@@ -615,6 +658,9 @@ impl SipCore {
             session_id: fastrand::u64(1..u32::MAX as u64),
             last_invite_response: Some(trying),
             refer_pending: false,
+            local_party: format!("{};tag={local_tag}", req.headers.get("To").unwrap_or("")),
+            remote_party: req.headers.get("From").unwrap_or("").to_string(),
+            uac: None,
             invite: req,
         };
         self.dialogs.insert(call_id.clone(), dialog);
@@ -925,8 +971,26 @@ impl SipCore {
         let Some(branch) = resp.top_branch() else {
             return;
         };
+        let (_, method) = resp.cseq();
+        let key = format!("{branch} {method}");
+        if method == "INVITE" {
+            if !self.client.contains_key(&key) {
+                // A retransmitted final response: our ACK again (§17.1.1.2,
+                // §13.2.2.4).
+                if resp.code >= 200 {
+                    if let Some((peer, ack, _)) = self.acks.get(&branch) {
+                        let (peer, ack) = (*peer, ack.clone());
+                        self.stats.retransmissions += 1;
+                        self.send(peer, ack);
+                    }
+                }
+                return;
+            }
+            self.on_invite_response(now, &key, &branch, resp);
+            return;
+        }
         if resp.code < 200 {
-            if let Some(tx) = self.client.get_mut(&branch) {
+            if let Some(tx) = self.client.get_mut(&key) {
                 // Provisional: stop retransmitting faster than T2 (§17.1.2.2).
                 if let Some(n) = tx.next.as_mut() {
                     *n = now + self.t1 * 8;
@@ -934,7 +998,7 @@ impl SipCore {
             }
             return;
         }
-        let Some(tx) = self.client.remove(&branch) else {
+        let Some(tx) = self.client.remove(&key) else {
             return;
         };
         match tx.method.as_str() {
@@ -961,7 +1025,267 @@ impl SipCore {
         }
     }
 
-    /// Builds an in-dialog request from us (UAS side of the dialog).
+    /// A response to an INVITE we sent (client INVITE transaction, §17.1.1).
+    fn on_invite_response(&mut self, now: Instant, key: &str, branch: &str, resp: Response) {
+        let call_id = self.client[key].call_id.clone();
+        if resp.code < 200 {
+            // Proceeding: no more retransmissions, no Timer B; ringing is
+            // bounded by the ring timeout instead.
+            if let Some(tx) = self.client.get_mut(key) {
+                tx.next = None;
+                tx.give_up = now + Duration::from_secs(24 * 3600);
+            }
+            let send_cancel = match self.dialogs.get_mut(&call_id).and_then(|d| d.uac.as_mut()) {
+                Some(u) => {
+                    u.provisional = true;
+                    u.cancel_wanted && !u.cancel_sent
+                }
+                None => false,
+            };
+            if send_cancel {
+                self.send_cancel(now, &call_id);
+            }
+            return;
+        }
+        self.client.remove(key);
+        let Some(d) = self.dialogs.get_mut(&call_id) else {
+            return;
+        };
+        let cancelled = d.uac.as_ref().is_some_and(|u| u.cancel_wanted);
+        let to = resp.headers.get("To").unwrap_or("").to_string();
+        if resp.code >= 300 {
+            // The ACK of a failure is part of the INVITE transaction: same
+            // branch, same Request-URI, the response's To (§17.1.1.3).
+            let mut h = message::Headers::default();
+            for v in d.invite.headers.get_all("Via").into_iter().take(1) {
+                h.push("Via", v);
+            }
+            h.push("Max-Forwards", "70");
+            h.push("From", d.local_party.clone());
+            h.push("To", to);
+            h.push("Call-ID", call_id.clone());
+            h.push("CSeq", format!("{} ACK", d.invite.cseq().0));
+            for r in d.invite.headers.get_all("Route") {
+                h.push("Route", r);
+            }
+            let ack = Request {
+                method: "ACK".into(),
+                uri: d.invite.uri.clone(),
+                headers: h,
+                body: Vec::new(),
+            }
+            .to_bytes();
+            let peer = d.peer;
+            self.dialogs.remove(&call_id);
+            self.acks.insert(
+                branch.to_string(),
+                (peer, ack.clone(), now + self.timer_64()),
+            );
+            self.send(peer, ack);
+            let reason = if cancelled && resp.code == 487 {
+                EndReason::Cancelled
+            } else {
+                EndReason::Rejected(resp.code)
+            };
+            self.events.push_back(Event::Ended {
+                id: call_id,
+                reason,
+            });
+            return;
+        }
+        // 2xx: the dialog is established; the ACK is a request of its own
+        // (new branch, the route set and remote target of the dialog).
+        d.remote_party = to;
+        d.route_set = resp.headers.get_all("Record-Route");
+        d.route_set.reverse();
+        if let Some(c) = resp
+            .headers
+            .get("Contact")
+            .and_then(message::parse_name_addr)
+        {
+            d.remote_target = c.uri;
+        }
+        d.state = State::Confirmed;
+        let cseq = d.invite.cseq().0;
+        let local_cseq = d.local_cseq;
+        let Some((mut ack, peer, _)) = self.dialog_request(&call_id, "ACK") else {
+            return;
+        };
+        ack.headers.set("CSeq", format!("{cseq} ACK"));
+        if let Some(d) = self.dialogs.get_mut(&call_id) {
+            // ACK does not use up a sequence number.
+            d.local_cseq = local_cseq;
+        }
+        let ack = ack.to_bytes();
+        self.acks.insert(
+            branch.to_string(),
+            (peer, ack.clone(), now + self.timer_64()),
+        );
+        self.send(peer, ack);
+        let codecs = self.cfg.media.codecs.clone();
+        let dtmf = self.dtmf_enabled();
+        let answer =
+            sdp::parse(&resp.body).and_then(|a| sdp::negotiate(&a, &codecs, dtmf).map(|n| (a, n)));
+        match answer {
+            // The CANCEL lost the race with the 200: the call is answered
+            // and must be ended with BYE (§9.1).
+            _ if cancelled => {
+                let _ = self.hangup(now, &call_id);
+            }
+            Ok((remote, negotiated)) => {
+                if let Some(d) = self.dialogs.get_mut(&call_id) {
+                    d.negotiated = Some(negotiated.clone());
+                }
+                self.stats.answered += 1;
+                self.events.push_back(Event::Media {
+                    id: call_id,
+                    remote,
+                    negotiated,
+                });
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "answer to our INVITE is unusable; hanging up");
+                let _ = self.hangup(now, &call_id);
+            }
+        }
+    }
+
+    /// Places a call: sends an INVITE offering our codecs and returns its
+    /// Call-ID. Progress comes back as events: `Media` once answered,
+    /// `Ended` if it fails, is cancelled or rings too long.
+    pub fn invite(&mut self, now: Instant, call: OutboundCall) -> Result<String, CoreError> {
+        let id = format!("{}@attendant", token());
+        let local_tag = token();
+        let br = branch();
+        let peer = call.peer;
+        let ip = self.public_ip(&peer);
+        let host = match ip {
+            IpAddr::V6(v6) => format!("[{v6}]"),
+            v4 => v4.to_string(),
+        };
+        let user = call
+            .from_user
+            .as_deref()
+            .filter(|u| {
+                !u.is_empty()
+                    && u.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+-_.*#".contains(c))
+            })
+            .unwrap_or("attendant");
+        let display = call
+            .from_display
+            .as_deref()
+            .map(|d| d.replace(['"', '\\', '\r', '\n'], ""))
+            .filter(|d| !d.is_empty())
+            .map(|d| format!("\"{d}\" "))
+            .unwrap_or_default();
+        let from = format!("{display}<sip:{user}@{host}>;tag={local_tag}");
+        let to = format!("<{}>", call.uri);
+        let tp = match peer.transport {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        };
+        let cseq = 1;
+        let mut h = message::Headers::default();
+        h.push(
+            "Via",
+            format!("SIP/2.0/{tp} {};branch={br};rport", peer.local),
+        );
+        h.push("Max-Forwards", "70");
+        h.push("From", from.clone());
+        h.push("To", to.clone());
+        h.push("Call-ID", id.clone());
+        h.push("CSeq", format!("{cseq} INVITE"));
+        h.push("Contact", self.contact(&peer));
+        h.push("Allow", ALLOW);
+        for (k, v) in &call.headers {
+            h.push(k, v.clone());
+        }
+        h.push("Content-Type", "application/sdp");
+        let session_id = fastrand::u64(1..u32::MAX as u64);
+        let dtmf = self.dtmf_enabled();
+        let body = sdp::write(
+            session_id,
+            1,
+            call.local_media.ip(),
+            call.local_media.port(),
+            &self.cfg.media.codecs,
+            dtmf.then_some(101),
+            Direction::SendRecv,
+        );
+        let req = Request {
+            method: "INVITE".into(),
+            uri: call.uri.clone(),
+            headers: h,
+            body,
+        };
+        let dialog = Dialog {
+            peer,
+            invite: req.clone(),
+            invite_branch: br.clone(),
+            local_tag,
+            remote_uri: call.uri.clone(),
+            remote_target: call.uri.clone(),
+            route_set: Vec::new(),
+            local_cseq: cseq,
+            state: State::Calling,
+            offer: None,
+            negotiated: None,
+            local_media: Some(call.local_media),
+            sdp_version: 1,
+            session_id,
+            last_invite_response: None,
+            refer_pending: false,
+            local_party: from,
+            remote_party: to,
+            uac: Some(Uac {
+                provisional: false,
+                cancel_wanted: false,
+                cancel_sent: false,
+                ring_deadline: now + call.ring_timeout,
+            }),
+        };
+        self.dialogs.insert(id.clone(), dialog);
+        self.start_client(now, &id, req, peer, br);
+        Ok(id)
+    }
+
+    /// CANCEL for our INVITE: same branch, Request-URI, From, To and
+    /// CSeq number (§9.1).
+    fn send_cancel(&mut self, now: Instant, id: &str) {
+        let Some(d) = self.dialogs.get_mut(id) else {
+            return;
+        };
+        if let Some(u) = d.uac.as_mut() {
+            u.cancel_wanted = true;
+            u.cancel_sent = true;
+        }
+        let mut h = message::Headers::default();
+        for v in d.invite.headers.get_all("Via").into_iter().take(1) {
+            h.push("Via", v);
+        }
+        h.push("Max-Forwards", "70");
+        h.push("From", d.local_party.clone());
+        h.push("To", d.invite.headers.get("To").unwrap_or("").to_string());
+        h.push("Call-ID", id);
+        h.push("CSeq", format!("{} CANCEL", d.invite.cseq().0));
+        let req = Request {
+            method: "CANCEL".into(),
+            uri: d.invite.uri.clone(),
+            headers: h,
+            body: Vec::new(),
+        };
+        let (peer, br) = (d.peer, d.invite_branch.clone());
+        // Without a final response 64·T1 after the CANCEL, the attempt is
+        // over (§9.1).
+        let give_up = now + self.timer_64();
+        if let Some(tx) = self.client.get_mut(&format!("{br} INVITE")) {
+            tx.give_up = give_up;
+        }
+        self.start_client(now, id, req, peer, br);
+    }
+
+    /// Builds an in-dialog request from us (either side of the dialog).
     fn dialog_request(&mut self, id: &str, method: &str) -> Option<(Request, Peer, String)> {
         let d = self.dialogs.get_mut(id)?;
         d.local_cseq += 1;
@@ -974,15 +1298,8 @@ impl SipCore {
         let local = d.peer.local;
         h.push("Via", format!("SIP/2.0/{tp} {local};branch={br};rport"));
         h.push("Max-Forwards", "70");
-        // Our From is their To with our tag; our To is their From.
-        let their_to = d.invite.headers.get("To").unwrap_or("").to_string();
-        let ours = if d.invite.to().is_some_and(|t| t.tag.is_some()) {
-            their_to
-        } else {
-            format!("{their_to};tag={}", d.local_tag)
-        };
-        h.push("From", ours);
-        h.push("To", d.remote_from.clone());
+        h.push("From", d.local_party.clone());
+        h.push("To", d.remote_party.clone());
         h.push("Call-ID", id);
         h.push("CSeq", format!("{} {method}", d.local_cseq));
         for r in &d.route_set {
@@ -1012,7 +1329,7 @@ impl SipCore {
         self.send(peer, data.clone());
         let next = (peer.transport == Transport::Udp).then_some(now + self.t1);
         self.client.insert(
-            br,
+            format!("{br} {}", req.method),
             ClientTx {
                 call_id: id.into(),
                 method: req.method,
@@ -1035,6 +1352,20 @@ impl SipCore {
         match state {
             State::Pending => return self.reject(now, id, 480),
             State::Closing | State::Over => return Ok(()),
+            State::Calling => {
+                let send_now = match self.dialogs.get_mut(id).and_then(|d| d.uac.as_mut()) {
+                    Some(u) if !u.cancel_sent => {
+                        u.cancel_wanted = true;
+                        u.provisional
+                    }
+                    _ => false,
+                };
+                // Else the CANCEL waits for a provisional response (§9.1).
+                if send_now {
+                    self.send_cancel(now, id);
+                }
+                return Ok(());
+            }
             _ => {}
         }
         self.reliable.retain(|r| r.call_id != id || !r.is_2xx);
@@ -1129,7 +1460,12 @@ impl SipCore {
             if let Some(n) = tx.next {
                 if now >= n {
                     resend.push((tx.to, tx.data.clone()));
-                    tx.interval = (tx.interval * 2).min(t2);
+                    // Timer A doubles without the T2 cap (§17.1.1.2).
+                    tx.interval = if tx.method == "INVITE" {
+                        tx.interval * 2
+                    } else {
+                        (tx.interval * 2).min(t2)
+                    };
                     tx.next = Some(now + tx.interval);
                 }
             }
@@ -1160,9 +1496,48 @@ impl SipCore {
                         final_: true,
                     });
                 }
+                // Timer B, or no answer to our CANCEL: the attempt is over.
+                "INVITE" => {
+                    if let Some(d) = self.dialogs.remove(&tx.call_id) {
+                        let cancelled = d.uac.as_ref().is_some_and(|u| u.cancel_wanted);
+                        self.events.push_back(Event::Ended {
+                            id: tx.call_id,
+                            reason: if cancelled {
+                                EndReason::Cancelled
+                            } else {
+                                EndReason::Rejected(408)
+                            },
+                        });
+                    }
+                }
                 _ => {}
             }
         }
+        // Calls we place that ring too long are cancelled.
+        let ringing: Vec<(String, bool)> = self
+            .dialogs
+            .iter()
+            .filter(|(_, d)| d.state == State::Calling)
+            .filter_map(|(id, d)| {
+                let u = d.uac.as_ref()?;
+                (!u.cancel_sent && now >= u.ring_deadline).then(|| (id.clone(), u.provisional))
+            })
+            .collect();
+        for (id, provisional) in ringing {
+            if provisional {
+                self.send_cancel(now, &id);
+            } else {
+                // Nothing heard at all: give up without waiting for Timer B.
+                let br = self.dialogs[&id].invite_branch.clone();
+                self.client.remove(&format!("{br} INVITE"));
+                self.dialogs.remove(&id);
+                self.events.push_back(Event::Ended {
+                    id,
+                    reason: EndReason::Rejected(408),
+                });
+            }
+        }
+        self.acks.retain(|_, (_, _, exp)| *exp > now);
         // Dialogs whose INVITE was rejected and never ACKed are dropped
         // with the last retransmission.
         let reliable = &self.reliable;

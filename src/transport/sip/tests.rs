@@ -504,3 +504,247 @@ fn digest_challenge_then_accept() {
     assert_eq!(codes(&responses(&mut c)), vec![100]);
     assert!(matches!(&events(&mut c)[..], [Event::Incoming(_)]));
 }
+
+fn requests(c: &mut SipCore) -> Vec<message::Request> {
+    out(c)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Request(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+fn agent_call() -> OutboundCall {
+    OutboundCall {
+        uri: "sip:care@127.0.0.1:5070".into(),
+        peer: peer("127.0.0.1"),
+        local_media: "127.0.0.1:20002".parse().unwrap(),
+        from_user: Some("+15550100110".into()),
+        from_display: Some("Dana \"D\" Whitfield".into()),
+        headers: vec![("X-Attendant-Context".into(), "call-1".into())],
+        ring_timeout: Duration::from_secs(20),
+    }
+}
+
+/// The agent's response to our INVITE `inv` (To tag `agent` on finals).
+fn answer_to(inv: &message::Request, code: u16, body: &str) -> String {
+    let mut r = message::response_to(inv, code, (code > 100).then_some("agent"));
+    if code == 200 {
+        r.headers.push("Contact", "<sip:care@127.0.0.1:5072>");
+        r.headers.push("Record-Route", "<sip:proxy1;lr>");
+        r.headers.push("Record-Route", "<sip:proxy2;lr>");
+        r.headers.push("Content-Type", "application/sdp");
+        r.body = body.as_bytes().to_vec();
+    }
+    String::from_utf8(r.to_bytes()).unwrap()
+}
+
+#[test]
+fn placed_call_retransmits_then_is_answered_acked_and_hung_up() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let id = c.invite(t0, agent_call()).unwrap();
+    let inv = requests(&mut c).remove(0);
+    assert_eq!(inv.method, "INVITE");
+    assert_eq!(inv.uri, "sip:care@127.0.0.1:5070");
+    assert_eq!(inv.headers.get("X-Attendant-Context"), Some("call-1"));
+    let from = inv.from().unwrap();
+    assert_eq!(from.display.as_deref(), Some("Dana D Whitfield"));
+    assert_eq!(
+        message::uri_user(&from.uri).as_deref(),
+        Some("+15550100110")
+    );
+    let offer = sdp::parse(&inv.body).unwrap();
+    assert_eq!(offer.port, 20002);
+    // Timer A: T1, then 2·T1 (no T2 cap for INVITE).
+    c.handle_timeout(t0 + Duration::from_millis(100));
+    assert_eq!(requests(&mut c).len(), 1);
+    c.handle_timeout(t0 + Duration::from_millis(250));
+    assert!(requests(&mut c).is_empty());
+    c.handle_timeout(t0 + Duration::from_millis(300));
+    assert_eq!(requests(&mut c).len(), 1);
+    // Ringing stops the retransmissions.
+    c.handle(t0, peer("127.0.0.1"), answer_to(&inv, 180, "").as_bytes());
+    c.handle_timeout(t0 + Duration::from_millis(1000));
+    assert!(requests(&mut c).is_empty());
+    assert!(events(&mut c).is_empty());
+    // Answered: ACK to the Contact through the route set, media event.
+    let ok = answer_to(&inv, 200, OFFER);
+    c.handle(t0, peer("127.0.0.1"), ok.as_bytes());
+    let ack = requests(&mut c).remove(0);
+    assert_eq!(ack.method, "ACK");
+    assert_eq!(ack.uri, "sip:care@127.0.0.1:5072");
+    assert_eq!(ack.cseq(), (1, "ACK".into()));
+    assert_eq!(
+        ack.headers.get_all("Route"),
+        vec!["<sip:proxy2;lr>", "<sip:proxy1;lr>"]
+    );
+    assert_ne!(ack.top_via().unwrap().branch, inv.top_via().unwrap().branch);
+    assert_eq!(ack.to().unwrap().tag.as_deref(), Some("agent"));
+    let ev = events(&mut c);
+    assert!(
+        matches!(&ev[..], [Event::Media { id: i, remote, .. }] if *i == id && remote.port == 6000),
+        "{ev:?}"
+    );
+    // A retransmitted 200 gets the same ACK again.
+    c.handle(t0, peer("127.0.0.1"), ok.as_bytes());
+    assert_eq!(requests(&mut c)[0].to_bytes(), ack.to_bytes());
+    // Our BYE: our From tag, their To tag, next CSeq.
+    c.hangup(t0, &id).unwrap();
+    let bye = requests(&mut c).remove(0);
+    assert_eq!(bye.method, "BYE");
+    assert_eq!(bye.cseq(), (2, "BYE".into()));
+    assert_eq!(bye.from().unwrap().tag, from.tag);
+    assert_eq!(bye.to().unwrap().tag.as_deref(), Some("agent"));
+    let r = message::response_to(&bye, 200, None);
+    c.handle(t0, peer("127.0.0.1"), &r.to_bytes());
+    assert_eq!(
+        events(&mut c),
+        vec![Event::Ended {
+            id,
+            reason: EndReason::LocalBye
+        }]
+    );
+    assert_eq!(c.active_calls(), 0);
+}
+
+#[test]
+fn placed_call_busy_is_acked_and_the_agent_can_hang_up() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let id = c.invite(t0, agent_call()).unwrap();
+    let inv = requests(&mut c).remove(0);
+    let busy = answer_to(&inv, 486, "");
+    c.handle(t0, peer("127.0.0.1"), busy.as_bytes());
+    let ack = requests(&mut c).remove(0);
+    assert_eq!(ack.method, "ACK");
+    assert_eq!(
+        ack.uri, inv.uri,
+        "a failure's ACK goes where the INVITE went"
+    );
+    assert_eq!(ack.top_via().unwrap().branch, inv.top_via().unwrap().branch);
+    assert_eq!(
+        events(&mut c),
+        vec![Event::Ended {
+            id: id.clone(),
+            reason: EndReason::Rejected(486)
+        }]
+    );
+    c.handle(t0, peer("127.0.0.1"), busy.as_bytes());
+    assert_eq!(
+        requests(&mut c)[0].method,
+        "ACK",
+        "retransmitted 486 re-ACKed"
+    );
+    assert_eq!(c.active_calls(), 0);
+
+    // Answered, then the agent hangs up.
+    let id = c.invite(t0, agent_call()).unwrap();
+    let inv = requests(&mut c).remove(0);
+    c.handle(
+        t0,
+        peer("127.0.0.1"),
+        answer_to(&inv, 200, OFFER).as_bytes(),
+    );
+    requests(&mut c);
+    events(&mut c);
+    let our_tag = inv.from().unwrap().tag.unwrap();
+    let bye = format!(
+        "BYE sip:attendant@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKab\r\n\
+         From: <sip:care@127.0.0.1>;tag=agent\r\nTo: <sip:care@127.0.0.1:5070>;tag={our_tag}\r\n\
+         Call-ID: {id}\r\nCSeq: 7 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    c.handle(t0, peer("127.0.0.1"), bye.as_bytes());
+    assert_eq!(codes(&responses(&mut c)), vec![200]);
+    assert_eq!(
+        events(&mut c),
+        vec![Event::Ended {
+            id,
+            reason: EndReason::RemoteBye
+        }]
+    );
+}
+
+#[test]
+fn placed_call_is_cancelled_after_ringing_and_on_ring_timeout() {
+    let mut c = core();
+    let t0 = Instant::now();
+    // Hung up before any answer: the CANCEL waits for the 180.
+    let id = c.invite(t0, agent_call()).unwrap();
+    let inv = requests(&mut c).remove(0);
+    c.hangup(t0, &id).unwrap();
+    assert!(
+        requests(&mut c).is_empty(),
+        "no CANCEL before a provisional"
+    );
+    c.handle(t0, peer("127.0.0.1"), answer_to(&inv, 180, "").as_bytes());
+    let cancel = requests(&mut c).remove(0);
+    assert_eq!(cancel.method, "CANCEL");
+    assert_eq!(cancel.cseq(), (1, "CANCEL".into()));
+    assert_eq!(
+        cancel.top_via().unwrap().branch,
+        inv.top_via().unwrap().branch
+    );
+    c.handle(
+        t0,
+        peer("127.0.0.1"),
+        &message::response_to(&cancel, 200, Some("agent")).to_bytes(),
+    );
+    c.handle(t0, peer("127.0.0.1"), answer_to(&inv, 487, "").as_bytes());
+    assert_eq!(requests(&mut c)[0].method, "ACK");
+    assert_eq!(
+        events(&mut c),
+        vec![Event::Ended {
+            id,
+            reason: EndReason::Cancelled
+        }]
+    );
+
+    // Rings past the ring timeout: CANCEL; the 200 that crosses it is
+    // ACKed and ended with BYE.
+    let mut call = agent_call();
+    call.ring_timeout = Duration::from_secs(5);
+    let id = c.invite(t0, call).unwrap();
+    let inv = requests(&mut c).remove(0);
+    c.handle(t0, peer("127.0.0.1"), answer_to(&inv, 180, "").as_bytes());
+    assert!(c.poll_timeout().unwrap() <= t0 + Duration::from_secs(5));
+    c.handle_timeout(t0 + Duration::from_secs(5));
+    assert_eq!(requests(&mut c)[0].method, "CANCEL");
+    c.handle(
+        t0,
+        peer("127.0.0.1"),
+        answer_to(&inv, 200, OFFER).as_bytes(),
+    );
+    let sent = requests(&mut c);
+    let methods: Vec<&str> = sent.iter().map(|r| r.method.as_str()).collect();
+    assert_eq!(methods, vec!["ACK", "BYE"]);
+    assert_eq!(sent[1].call_id(), id);
+    assert!(
+        events(&mut c).is_empty(),
+        "no media for a call we cancelled"
+    );
+
+    // Nobody there at all: Timer B ends it with 408.
+    let mut c = core();
+    let id = c.invite(t0, agent_call()).unwrap();
+    let mut t = t0;
+    while let Some(next) = c.poll_timeout() {
+        t = next;
+        c.handle_timeout(t);
+        let ev = events(&mut c);
+        if !ev.is_empty() {
+            assert_eq!(
+                ev,
+                vec![Event::Ended {
+                    id: id.clone(),
+                    reason: EndReason::Rejected(408)
+                }]
+            );
+            break;
+        }
+        assert!(t < t0 + Duration::from_secs(10));
+    }
+    assert_eq!(t, t0 + Duration::from_millis(6400), "64·T1");
+    assert_eq!(c.active_calls(), 0);
+}
