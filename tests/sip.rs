@@ -1001,11 +1001,29 @@ fn all_speech(packets: &[(Instant, Vec<u8>)], pt: u8) -> String {
     texts.join(" ").to_lowercase()
 }
 
+/// A response from the agent's sipp to the INVITE, tagged like its 180.
+fn agent_response(status: &str, rest: &str) -> String {
+    format!(
+        r#"<send retrans="500"><![CDATA[
+SIP/2.0 {status}
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+{rest}
+]]></send>
+"#
+    )
+}
+
 /// The customer-care agent, played by a sipp UAS on the configured port:
 /// checks the INVITE carries the caller's hand-off context, then `answer`.
 fn agent_scenario(name: &str, caller: &str, answer: &str) -> PathBuf {
     let ctx = caller.replace('.', "\\.");
     let uui: String = caller.bytes().map(|b| format!("{b:02x}")).collect();
+    let ringing = agent_response("180 Ringing", "X-Seen: [$ctx] [$uui]\nContent-Length: 0")
+        .replace(" retrans=\"500\"", "");
     let body = format!(
         r#"<recv request="INVITE" crlf="true">
   <action>
@@ -1013,32 +1031,34 @@ fn agent_scenario(name: &str, caller: &str, answer: &str) -> PathBuf {
     <ereg regexp="User-to-User: {uui};encoding=hex" search_in="msg" check_it="true" assign_to="uui"/>
   </action>
 </recv>
-<send><![CDATA[
-SIP/2.0 180 Ringing
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-X-Seen: [$ctx] [$uui]
-Contact: <sip:care@[local_ip]:[local_port];transport=[transport]>
-Content-Length: 0
-]]></send>
-<pause milliseconds="500"/>
+{ringing}<pause milliseconds="500"/>
 {answer}"#
     );
     scenario(name, &body)
 }
 
-/// Runs the agent's sipp (a UAS taking one call) until it ends.
-fn agent_sipp(scenario: PathBuf, port: u16) -> std::thread::JoinHandle<(bool, String)> {
-    std::thread::spawn(move || {
+/// One caller (dialling the shop, pressing 0, then `after_zero`) bridged
+/// to one agent (a sipp UAS answering with `answer`).
+struct BridgeRun {
+    caller_ok: bool,
+    caller_log: String,
+    caller_packets: Vec<(Instant, Vec<u8>)>,
+    agent_ok: bool,
+    agent_log: String,
+}
+
+fn bridge_run(name: &str, answer: &str, after_zero: &[String]) -> BridgeRun {
+    let s = sip_server();
+    let agent_name = format!("{name}_agent");
+    let scenario_file = agent_scenario(&agent_name, &call_id_of(name), answer);
+    let port = s.agent_port;
+    let agent = std::thread::spawn(move || {
         let out = Command::new("sipp")
-            .args(["-sf", &scenario.display().to_string()])
+            .args(["-sf", &scenario_file.display().to_string()])
             .args(["-m", "1", "-t", "u1", "-i", "127.0.0.1"])
             .args(["-p", &port.to_string(), "-mp", &free_port().to_string()])
             .args(["-timeout", "120s", "-timeout_error", "-nostdin"])
-            .current_dir(scenario.parent().unwrap())
+            .current_dir(scenario_file.parent().unwrap())
             .output()
             .expect("sipp is installed (Debian sip-tester)");
         let log = String::from_utf8_lossy(&out.stdout)
@@ -1048,13 +1068,34 @@ fn agent_sipp(scenario: PathBuf, port: u16) -> std::thread::JoinHandle<(bool, St
             .collect::<Vec<_>>()
             .join("\n");
         (out.status.success(), log)
-    })
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let cap = Capture::start();
+    let zero = sipp_data().join("dtmf_2833_0.pcap");
+    let mut steps = vec![invite("PCMU", 0, cap.port), pause(3000), play(&zero)];
+    steps.extend_from_slice(after_zero);
+    let (caller_ok, caller_log) = sipp_to(
+        "2000",
+        &scenario(name, &steps.concat()),
+        s.udp,
+        "u1",
+        "127.0.0.1",
+        &[],
+    );
+    let caller_packets = cap.finish();
+    let (agent_ok, agent_log) = agent.join().unwrap();
+    BridgeRun {
+        caller_ok,
+        caller_log,
+        caller_packets,
+        agent_ok,
+        agent_log,
+    }
 }
 
 #[test]
 fn bridged_transfer_briefs_the_agent_then_relays_both_ways_and_busy_returns_to_the_bot() {
     let s = sip_server();
-    let zero = sipp_data().join("dtmf_2833_0.pcap");
     let agent_says = s.dir.join("agent_cards.pcap");
     speech_pcap(&shared().join("speech/cmu/cards/005.wav"), 0, &agent_says);
     let caller_says = s.dir.join("caller_order.pcap");
@@ -1063,65 +1104,40 @@ fn bridged_transfer_briefs_the_agent_then_relays_both_ways_and_busy_returns_to_t
     // The agent answers, hears the briefing, speaks; later the caller speaks
     // to them and hangs up (we pass the BYE on).
     let agent_cap = Capture::start();
-    let answer = format!(
-        r#"<send retrans="500"><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:care@[local_ip]:[local_port];transport=[transport]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=agent 1 1 IN IP4 127.0.0.1
-s=-
-c=IN IP4 127.0.0.1
-t=0 0
-m=audio {} RTP/AVP 0
-a=rtpmap:0 PCMU/8000
-]]></send>
-<recv request="ACK"/>
-{}{}<recv request="BYE" timeout="90000"/>
-{ANSWER_LAST}"#,
-        agent_cap.port,
+    let sdp = format!(
+        "Contact: <sip:care@[local_ip]:[local_port];transport=[transport]>\n\
+         Content-Type: application/sdp\nContent-Length: [len]\n\n\
+         v=0\no=agent 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\n\
+         m=audio {} RTP/AVP 0\na=rtpmap:0 PCMU/8000",
+        agent_cap.port
+    );
+    let answer = [
+        agent_response("200 OK", &sdp),
+        "<recv request=\"ACK\"/>\n".into(),
         pause(12_000),
         play(&agent_says),
-    );
-    let agent = agent_sipp(
-        agent_scenario("agent_answers", &call_id_of("bridge_ok"), &answer),
-        s.agent_port,
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let caller_cap = Capture::start();
-    let body = [
-        invite("PCMU", 0, caller_cap.port),
-        pause(3000),
-        play(&zero),
-        // sipp sends no RTP while it pauses: stay under media.rtp_timeout_s.
-        pause(24_000),
-        play(&caller_says),
-        pause(6000),
-        caller_bye(2),
+        "<recv request=\"BYE\" timeout=\"90000\"/>\n".into(),
+        ANSWER_LAST.into(),
     ]
     .concat();
-    let (ok, log) = sipp_to(
-        "2000",
-        &scenario("bridge_ok", &body),
-        s.udp,
-        "u1",
-        "127.0.0.1",
-        &[],
+    let run = bridge_run(
+        "bridge_ok",
+        &answer,
+        &[
+            // sipp sends no RTP while it pauses: stay under media.rtp_timeout_s.
+            pause(24_000),
+            play(&caller_says),
+            pause(6000),
+            caller_bye(2),
+        ],
     );
-    let caller_heard = all_speech(&caller_cap.finish(), 0);
-    let (agent_ok, agent_log) = agent.join().unwrap();
+    let caller_heard = all_speech(&run.caller_packets, 0);
     let agent_heard = all_speech(&agent_cap.finish(), 0);
-    assert!(ok, "caller's sipp failed:\n{log}");
+    assert!(run.caller_ok, "caller's sipp failed:\n{}", run.caller_log);
     assert!(
-        agent_ok,
-        "agent's sipp failed (context header?):\n{agent_log}"
+        run.agent_ok,
+        "agent's sipp failed (context header?):\n{}",
+        run.agent_log
     );
     let rec = record_of(s.http, "bridge_ok");
     assert_eq!(rec.outcome, "transferred:queue:customer_care", "{rec:?}");
@@ -1146,47 +1162,18 @@ a=rtpmap:0 PCMU/8000
     );
 
     // Busy agent: the caller stays with the bot, which says so.
-    let busy = r#"<send><![CDATA[
-SIP/2.0 486 Busy Here
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-]]></send>
-<recv request="ACK"/>
-"#;
-    let agent = agent_sipp(
-        agent_scenario("agent_busy", &call_id_of("bridge_busy"), busy),
-        s.agent_port,
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let caller_cap = Capture::start();
-    let body = [
-        invite("PCMU", 0, caller_cap.port),
-        pause(3000),
-        play(&zero),
-        pause(18_000),
-        caller_bye(2),
+    let busy = [
+        agent_response("486 Busy Here", "Content-Length: 0"),
+        "<recv request=\"ACK\"/>\n".into(),
     ]
     .concat();
-    let (ok, log) = sipp_to(
-        "2000",
-        &scenario("bridge_busy", &body),
-        s.udp,
-        "u1",
-        "127.0.0.1",
-        &[],
-    );
-    let packets = caller_cap.finish();
-    let (agent_ok, agent_log) = agent.join().unwrap();
-    assert!(ok, "caller's sipp failed:\n{log}");
-    assert!(agent_ok, "busy agent's sipp failed:\n{agent_log}");
+    let run = bridge_run("bridge_busy", &busy, &[pause(18_000), caller_bye(2)]);
+    assert!(run.caller_ok, "caller's sipp failed:\n{}", run.caller_log);
+    assert!(run.agent_ok, "busy agent's sipp failed:\n{}", run.agent_log);
     let rec = record_of(s.http, "bridge_busy");
     assert_eq!(rec.transfer_failures, 1, "{rec:?}");
     assert_eq!(rec.outcome, "caller_hung_up");
-    let heard = transcribe(talkspurts(&packets, 0).last().unwrap()).to_lowercase();
+    let heard = transcribe(talkspurts(&run.caller_packets, 0).last().unwrap()).to_lowercase();
     assert!(
         heard.contains("still here") || heard.contains("agent"),
         "{heard}"
