@@ -1170,6 +1170,14 @@ fn bridged_transfer_briefs_the_agent_then_relays_both_ways_and_busy_returns_to_t
     let run = bridge_run("bridge_busy", &busy, &[pause(18_000), caller_bye(2)]);
     assert!(run.caller_ok, "caller's sipp failed:\n{}", run.caller_log);
     assert!(run.agent_ok, "busy agent's sipp failed:\n{}", run.agent_log);
+    // While the agent's phone rang, the caller heard ringback.
+    let ringback = attendant::media::tones::ringback_frame(0);
+    assert!(
+        run.caller_packets
+            .iter()
+            .any(|(_, d)| rtp::parse(d).is_ok_and(|p| p.marker && p.payload == &ringback[..])),
+        "no ringback while the agent's phone rang"
+    );
     let rec = record_of(s.http, "bridge_busy");
     assert_eq!(rec.transfer_failures, 1, "{rec:?}");
     assert_eq!(rec.outcome, "caller_hung_up");

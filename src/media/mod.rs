@@ -4,6 +4,7 @@
 pub mod alaw;
 pub mod mulaw;
 pub mod resample;
+pub mod tones;
 
 /// Telephony sample rate (Twilio Media Streams, G.711).
 pub const PHONE_RATE: u32 = 8000;

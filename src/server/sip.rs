@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use super::Shared;
 use crate::dialogue::CallMeta;
-use crate::media::alaw;
+use crate::media::{alaw, tones};
 use crate::pipeline::{metrics::metrics, spawn_call, CallHandle, CallInput, CallOutput};
 use crate::transport::rtp::{
     self, dtmf::DtmfDecoder, jitter::JitterBuffer, jitter::Playout, outbound, rtcp,
@@ -90,6 +90,7 @@ enum ToMedia {
 const BRIEFED: &str = "attendant-briefed";
 /// Reply number for audio that is not a bot reply (relay, briefing).
 const RELAY_REPLY: u32 = u32::MAX;
+const RINGBACK_REPLY: u32 = u32::MAX - 1;
 
 type TcpConns = Arc<Mutex<HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>>>;
 
@@ -831,6 +832,9 @@ async fn media(a: MediaArgs) {
     let mut relay: Option<mpsc::UnboundedSender<Vec<u8>>> = None;
     let mut relay_in: Option<mpsc::UnboundedReceiver<Vec<u8>>> = None;
     let mut awaiting_agent = false;
+    // While the agent's phone rings (and they are briefed), the caller hears
+    // ringback instead of dead air: the frame count since it started.
+    let mut ringback: Option<u64> = None;
     let sdp_addr = SocketAddr::new(remote.addr, remote.port);
     let mut dest = sdp_addr;
     let mut rtcp_dest = SocketAddr::new(remote.addr, remote.port.wrapping_add(1));
@@ -958,11 +962,17 @@ async fn media(a: MediaArgs) {
                 }
                 Some(ToMedia::TransferFailed(status)) => {
                     awaiting_agent = false;
+                    if ringback.take().is_some() {
+                        out.clear();
+                    }
                     if let Some(c) = &call {
                         let _ = c.input.send(CallInput::TransferFailed { status }).await;
                     }
                 }
-                Some(ToMedia::AwaitingAgent) => awaiting_agent = true,
+                Some(ToMedia::AwaitingAgent) => {
+                    awaiting_agent = true;
+                    ringback = Some(0);
+                }
                 Some(ToMedia::Play(ulaw)) => {
                     let bytes = match negotiated.codec {
                         Codec::Pcmu => ulaw.to_vec(),
@@ -978,6 +988,7 @@ async fn media(a: MediaArgs) {
                         let _ = c.input.send(CallInput::Hangup).await;
                     }
                     out.clear();
+                    ringback = None;
                     relay = Some(to_peer);
                     relay_in = Some(from_peer);
                 }
@@ -1002,6 +1013,19 @@ async fn media(a: MediaArgs) {
                 let _ = r.send(ulaw);
             } else if let Some(c) = call.as_ref().filter(|_| !awaiting_agent) {
                 let _ = c.input.try_send(CallInput::Audio(ulaw));
+            }
+        }
+        if let Some(n) = ringback.as_mut().filter(|_| !hangup_wanted) {
+            // A few frames ahead only, so the tone stops at once when the
+            // agent answers or the transfer fails.
+            while out.queued() < Duration::from_millis(60) {
+                let ulaw = tones::ringback_frame(*n);
+                *n += 1;
+                let bytes = match negotiated.codec {
+                    Codec::Pcmu => ulaw,
+                    Codec::Pcma => alaw::from_ulaw(&ulaw),
+                };
+                out.send_audio(RINGBACK_REPLY, &bytes);
             }
         }
         while let Some(s) = out.poll(now) {
