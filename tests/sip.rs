@@ -25,6 +25,9 @@ struct SipServer {
     http: SocketAddr,
     udp: SocketAddr,
     tcp: SocketAddr,
+    tls: SocketAddr,
+    /// The TLS listener's self-signed certificate (DER), for the client.
+    tls_cert: Vec<u8>,
     dir: PathBuf,
     /// Where the sipp playing the customer-care agent listens.
     agent_port: u16,
@@ -34,6 +37,12 @@ const SIP_CONFIG: &str = r#"
 [listen]
 udp = ["127.0.0.1:0"]
 tcp = ["127.0.0.1:0"]
+tls = ["127.0.0.1:0"]
+
+# Next to this file: made by the test for "localhost".
+[tls]
+cert = "cert.pem"
+key = "key.pem"
 
 [media]
 rtp_ports = [0, 0]
@@ -85,6 +94,9 @@ fn sip_server() -> &'static SipServer {
         let dir = tempfile::tempdir().unwrap().keep();
         let cfg_path = dir.join("sip.toml");
         let agent_port = free_port();
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
         std::fs::write(
             &cfg_path,
             SIP_CONFIG.replace("AGENT_PORT", &agent_port.to_string()),
@@ -104,10 +116,13 @@ fn sip_server() -> &'static SipServer {
             .unwrap();
         let udp = st["udp"][0].as_str().unwrap().parse().unwrap();
         let tcp = st["tcp"][0].as_str().unwrap().parse().unwrap();
+        let tls = st["tls"][0].as_str().unwrap().parse().unwrap();
         SipServer {
             http,
             udp,
             tcp,
+            tls,
+            tls_cert: cert.cert.der().to_vec(),
             dir,
             agent_port,
         }
@@ -1185,5 +1200,204 @@ fn bridged_transfer_briefs_the_agent_then_relays_both_ways_and_busy_returns_to_t
     assert!(
         heard.contains("still here") || heard.contains("agent"),
         "{heard}"
+    );
+}
+
+/// A SIP-over-TLS client with rustls (sipp in Debian is built without TLS),
+/// trusting only the server's test certificate.
+struct TlsPeer {
+    stream: rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+    buf: Vec<u8>,
+}
+
+use tokio_rustls::rustls;
+
+impl TlsPeer {
+    fn connect(s: &SipServer) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(s.tls_cert.clone().into()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let conn =
+            rustls::ClientConnection::new(Arc::new(cfg), "localhost".try_into().unwrap()).unwrap();
+        let tcp = std::net::TcpStream::connect(s.tls).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        Self {
+            stream: rustls::StreamOwned::new(conn, tcp),
+            buf: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, msg: &str) {
+        use std::io::Write;
+        self.stream.write_all(msg.as_bytes()).unwrap();
+        self.stream.flush().unwrap();
+    }
+
+    /// The next whole SIP message (head and body).
+    fn recv(&mut self) -> String {
+        use std::io::Read;
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).to_string();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.trim()
+                            .eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                if self.buf.len() >= end + 4 + len {
+                    let msg: Vec<u8> = self.buf.drain(..end + 4 + len).collect();
+                    return String::from_utf8_lossy(&msg).to_string();
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .expect("a SIP message over TLS");
+            assert!(n > 0, "server closed the TLS connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Reads until the final response to `method`, skipping provisionals.
+    fn final_response(&mut self, method: &str) -> String {
+        loop {
+            let m = self.recv();
+            let cseq_ok = m
+                .lines()
+                .any(|l| l.to_ascii_lowercase().starts_with("cseq:") && l.ends_with(method));
+            let provisional = m.starts_with("SIP/2.0 1");
+            if m.starts_with("SIP/2.0 ") && cseq_ok && !provisional {
+                return m;
+            }
+        }
+    }
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+#[test]
+fn a_call_over_tls_is_answered_and_plain_text_on_the_tls_port_costs_nothing() {
+    use std::io::{Read, Write};
+    let s = sip_server();
+    // A peer speaking plain SIP to the TLS port gets no SIP answer and the
+    // listener carries on.
+    let mut plain = std::net::TcpStream::connect(s.tls).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    plain
+        .write_all(b"OPTIONS sip:attendant@127.0.0.1 SIP/2.0\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
+    let mut junk = Vec::new();
+    let _ = plain.read_to_end(&mut junk);
+    assert!(
+        !junk.starts_with(b"SIP/2.0"),
+        "plain text answered over TLS port"
+    );
+
+    let mut peer = TlsPeer::connect(s);
+    let local = peer.stream.sock.local_addr().unwrap();
+    let cap = Capture::start();
+    let call_id = format!("attendant-test-tls-{}@127.0.0.1", std::process::id());
+    let sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n",
+        cap.port
+    );
+    let common = |method: &str, cseq: u32, branch: &str, to_tag: &str| {
+        format!(
+            "{method} sip:1000@localhost:{port};transport=tls SIP/2.0\r\n\
+             Via: SIP/2.0/TLS {local};branch=z9hG4bK-tls-{branch}\r\n\
+             Max-Forwards: 70\r\n\
+             From: \"TLS Caller\" <sip:+15550100777@127.0.0.1>;tag=tls-caller\r\n\
+             To: <sip:1000@localhost>{to_tag}\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: {cseq} {method}\r\n\
+             Contact: <sip:caller@{local};transport=tls>\r\n",
+            port = s.tls.port()
+        )
+    };
+    peer.send(&format!(
+        "{}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        common("INVITE", 1, "1", ""),
+        sdp.len()
+    ));
+    let ok = peer.final_response("INVITE");
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    assert!(
+        header(&ok, "Via").unwrap().starts_with("SIP/2.0/TLS"),
+        "{ok}"
+    );
+    assert!(
+        header(&ok, "Contact").unwrap().contains("transport=tls"),
+        "{ok}"
+    );
+    assert!(ok.contains("RTP/AVP 0"), "PCMU answered: {ok}");
+    let to = header(&ok, "To").unwrap();
+    let to_tag = &to[to.find(";tag=").expect("To tag")..];
+    peer.send(&format!(
+        "{}Content-Length: 0\r\n\r\n",
+        common("ACK", 1, "2", to_tag)
+    ));
+    // The greeting plays out over RTP (the sender fills gaps with silence,
+    // so "done" is 1.5 s with no voiced packet after some voiced ones).
+    let voiced = |p: &Vec<u8>| p.len() > 12 && p[12..].iter().any(|&b| b != 0xFF && b != 0x7F);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (n, last) = {
+            let p = cap.packets.lock().unwrap();
+            let v: Vec<Instant> = p
+                .iter()
+                .filter(|(_, d)| voiced(d))
+                .map(|(t, _)| *t)
+                .collect();
+            (v.len(), v.last().copied())
+        };
+        if n > 50 && last.is_some_and(|t| t.elapsed() > Duration::from_millis(1500)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "greeting did not finish: {n} voiced packets"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    peer.send(&format!(
+        "{}Content-Length: 0\r\n\r\n",
+        common("BYE", 2, "3", to_tag)
+    ));
+    let bye_ok = peer.final_response("BYE");
+    assert!(bye_ok.starts_with("SIP/2.0 200"), "{bye_ok}");
+    let packets = cap.finish();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let rec = loop {
+        if let Some(rec) = record(s.http, &call_id).filter(|r| r.ended_unix_ms.is_some()) {
+            break rec;
+        }
+        assert!(Instant::now() < deadline, "no ended record for {call_id}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(rec.outcome, "caller_hung_up");
+    let spurts = talkspurts(&packets, 0);
+    let greeting = transcribe(&spurts[0]).to_lowercase();
+    assert!(
+        words_found(&rec.greeting, &greeting) >= 0.6,
+        "greeting heard as {greeting:?}, said {:?}",
+        rec.greeting
     );
 }

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
 
 use super::Shared;
 use crate::dialogue::CallMeta;
@@ -38,6 +39,7 @@ use crate::transport::sip::sdp::{Codec, Negotiated, RemoteMedia};
 pub struct SipStatus {
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
     pub active_calls: usize,
     pub calls_answered: u64,
     pub core: CoreStats,
@@ -129,14 +131,39 @@ pub async fn start(
         })?;
         let local = listener.local_addr()?;
         bound_tcp.push(local);
-        tokio::spawn(tcp_acceptor(listener, local, tx.clone(), conns.clone()));
+        tokio::spawn(tcp_acceptor(
+            listener,
+            local,
+            tx.clone(),
+            conns.clone(),
+            None,
+        ));
+    }
+    let mut bound_tls = Vec::new();
+    if !cfg.listen.tls.is_empty() {
+        let acceptor = tls_acceptor(&cfg.tls)?;
+        for addr in &cfg.listen.tls {
+            let listener = TcpListener::bind(addr).await.map_err(|e| {
+                anyhow::anyhow!("cannot bind SIP TLS {addr}: {e} (see [sip] in the config)")
+            })?;
+            let local = listener.local_addr()?;
+            bound_tls.push(local);
+            tokio::spawn(tcp_acceptor(
+                listener,
+                local,
+                tx.clone(),
+                conns.clone(),
+                Some(acceptor.clone()),
+            ));
+        }
     }
     {
         let mut st = status.lock();
         st.udp = bound_udp.clone();
         st.tcp = bound_tcp.clone();
+        st.tls = bound_tls.clone();
     }
-    tracing::info!(udp = ?bound_udp, tcp = ?bound_tcp, "SIP listening");
+    tracing::info!(udp = ?bound_udp, tcp = ?bound_tcp, tls = ?bound_tls, "SIP listening");
     let core = SipCore::new(cfg);
     tokio::spawn(signalling(state, core, udp, conns, tx, rx, status));
     Ok(())
@@ -169,28 +196,86 @@ async fn udp_reader(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Unbounded
     }
 }
 
+/// The server side of SIP over TLS from the configured PEM files; read once
+/// at start so a bad certificate stops the server with the file's name.
+fn tls_acceptor(cfg: &crate::transport::sip::config::Tls) -> anyhow::Result<TlsAcceptor> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&cfg.cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("SIP TLS certificate {}: {e}", cfg.cert.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!(
+            "SIP TLS certificate {}: no certificate in it",
+            cfg.cert.display()
+        );
+    }
+    let key = PrivateKeyDer::from_pem_file(&cfg.key)
+        .map_err(|e| anyhow::anyhow!("SIP TLS key {}: {e}", cfg.key.display()))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let server = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "SIP TLS {} / {}: {e}",
+                cfg.cert.display(),
+                cfg.key.display()
+            )
+        })?;
+    Ok(TlsAcceptor::from(Arc::new(server)))
+}
+
+/// Accepts stream connections; with `tls`, each one first completes a TLS
+/// handshake (a peer that fails or stalls it is dropped, costing nothing).
 async fn tcp_acceptor(
     listener: TcpListener,
     local: SocketAddr,
     tx: mpsc::UnboundedSender<ToCore>,
     conns: TcpConns,
+    tls: Option<TlsAcceptor>,
 ) {
     loop {
         let Ok((stream, from)) = listener.accept().await else {
             continue;
         };
-        tokio::spawn(tcp_conn(stream, from, local, tx.clone(), conns.clone()));
+        let (tx, conns) = (tx.clone(), conns.clone());
+        match tls.clone() {
+            None => {
+                tokio::spawn(stream_conn(stream, from, local, Transport::Tcp, tx, conns));
+            }
+            Some(acceptor) => {
+                tokio::spawn(async move {
+                    let shake =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                            .await;
+                    match shake {
+                        Ok(Ok(stream)) => {
+                            stream_conn(stream, from, local, Transport::Tls, tx, conns).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(error = %e, "SIP TLS handshake failed"),
+                        Err(_) => tracing::debug!("SIP TLS handshake timed out"),
+                    }
+                });
+            }
+        }
     }
 }
 
-async fn tcp_conn(
-    stream: TcpStream,
+/// One SIP stream connection (TCP or TLS): frames messages to the core and
+/// writes what the core sends to this peer.
+async fn stream_conn<S>(
+    stream: S,
     from: SocketAddr,
     local: SocketAddr,
+    transport: Transport,
     tx: mpsc::UnboundedSender<ToCore>,
     conns: TcpConns,
-) {
-    let (mut rd, mut wr) = stream.into_split();
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (wtx, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
     conns.lock().insert(from, wtx);
     let writer = tokio::spawn(async move {
@@ -202,7 +287,7 @@ async fn tcp_conn(
     });
     let peer = Peer {
         addr: from,
-        transport: Transport::Tcp,
+        transport,
         local,
     };
     let mut buf: Vec<u8> = Vec::new();
@@ -365,7 +450,7 @@ async fn signalling(
                         let _ = sock.send_to(&t.data, t.to.addr).await;
                     }
                 }
-                Transport::Tcp => {
+                Transport::Tcp | Transport::Tls => {
                     if let Some(w) = conns.lock().get(&t.to.addr) {
                         let _ = w.send(t.data);
                     }
@@ -383,7 +468,7 @@ async fn signalling(
                         let _ = sock.send_to(&t.data, t.to.addr).await;
                     }
                 }
-                Transport::Tcp => {
+                Transport::Tcp | Transport::Tls => {
                     if let Some(w) = conns.lock().get(&t.to.addr) {
                         let _ = w.send(t.data);
                     }

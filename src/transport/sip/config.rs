@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,19 @@ pub struct SipConfig {
     pub numbers: Vec<NumberRoute>,
     #[serde(default)]
     pub transfer: Transfer,
+    #[serde(default)]
+    pub tls: Tls,
+}
+
+/// Certificate for `listen.tls`. Relative paths are read from the config
+/// file's folder.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,6 +60,9 @@ pub struct Listen {
     pub udp: Vec<SocketAddr>,
     #[serde(default)]
     pub tcp: Vec<SocketAddr>,
+    /// SIP over TLS (port 5061 by convention); needs [tls] cert and key.
+    #[serde(default)]
+    pub tls: Vec<SocketAddr>,
     #[serde(default)]
     pub public_address: String,
     #[serde(default = "default_realm")]
@@ -184,8 +200,15 @@ impl SipConfig {
             message,
         };
         let cfg: SipConfig = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
-        if cfg.listen.udp.is_empty() && cfg.listen.tcp.is_empty() {
-            return Err(invalid("listen: no udp or tcp address".into()));
+        if cfg.listen.udp.is_empty() && cfg.listen.tcp.is_empty() && cfg.listen.tls.is_empty() {
+            return Err(invalid("listen: no udp, tcp or tls address".into()));
+        }
+        if !cfg.listen.tls.is_empty()
+            && (cfg.tls.cert.as_os_str().is_empty() || cfg.tls.key.as_os_str().is_empty())
+        {
+            return Err(invalid(
+                "listen.tls needs [tls] cert and key (PEM files)".into(),
+            ));
         }
         if cfg.media.codecs.is_empty() {
             return Err(invalid("media.codecs is empty".into()));
@@ -248,7 +271,16 @@ impl SipConfig {
     /// and absent (a binary run outside the checkout).
     pub fn load(path: &Path) -> Result<Self, SipConfigError> {
         match std::fs::read_to_string(path) {
-            Ok(text) => Self::parse(&text, &path.display().to_string()),
+            Ok(text) => {
+                let mut cfg = Self::parse(&text, &path.display().to_string())?;
+                let dir = path.parent().unwrap_or(Path::new(""));
+                for p in [&mut cfg.tls.cert, &mut cfg.tls.key] {
+                    if !p.as_os_str().is_empty() && p.is_relative() {
+                        *p = dir.join(&*p);
+                    }
+                }
+                Ok(cfg)
+            }
             Err(e)
                 if e.kind() == std::io::ErrorKind::NotFound
                     && path.ends_with("sip-config/default.toml") =>
@@ -326,6 +358,20 @@ mod tests {
     }
 
     #[test]
+    fn tls_paths_are_read_next_to_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trunk.toml");
+        std::fs::write(
+            &path,
+            "[listen]\ntls = [\"127.0.0.1:5061\"]\n[tls]\ncert = \"c.pem\"\nkey = \"/etc/k.pem\"\n",
+        )
+        .unwrap();
+        let c = SipConfig::load(&path).unwrap();
+        assert_eq!(c.tls.cert, dir.path().join("c.pem"));
+        assert_eq!(c.tls.key, PathBuf::from("/etc/k.pem"));
+    }
+
+    #[test]
     fn mistakes_name_the_file() {
         for bad in [
             "[listen]\nudp = []\n",
@@ -337,6 +383,7 @@ mod tests {
             "[listen]\nudp = [\"127.0.0.1:5060\"]\n[transfer]\nmode = \"transfer\"\n",
             "[listen]\ntcp = [\"127.0.0.1:5060\"]\n[transfer]\nmode = \"bridge\"\n[transfer.targets]\n\"queue:x\" = \"sip:x@10.0.0.1\"\n",
             "[listen]\nudp = [\"127.0.0.1:5060\"]\n[transfer.targets]\n\"queue:x\" = \"sip:x@10.0.0.1;transport=tcp\"\n[transfer.modes]\n\"queue:x\" = \"bridge\"\n",
+            "[listen]\ntls = [\"127.0.0.1:5061\"]\n[tls]\ncert = \"cert.pem\"\n",
         ] {
             let err = SipConfig::parse(bad, "sip-config/x.toml").unwrap_err().to_string();
             assert!(err.starts_with("sip-config/x.toml"), "{err}");

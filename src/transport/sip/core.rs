@@ -21,6 +21,28 @@ use super::sdp::{self, Direction, Negotiated, RemoteMedia};
 pub enum Transport {
     Udp,
     Tcp,
+    /// TCP carrying TLS: reliable like TCP; the driver owns the handshake.
+    Tls,
+}
+
+impl Transport {
+    /// The name in a Via header.
+    pub fn via_name(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        }
+    }
+
+    /// The `transport=` URI parameter (none for UDP, the default).
+    fn uri_param(self) -> &'static str {
+        match self {
+            Transport::Udp => "",
+            Transport::Tcp => ";transport=tcp",
+            Transport::Tls => ";transport=tls",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -306,10 +328,7 @@ impl SipCore {
             IpAddr::V6(v6) => format!("[{v6}]"),
             v4 => v4.to_string(),
         };
-        let tp = match peer.transport {
-            Transport::Udp => "",
-            Transport::Tcp => ";transport=tcp",
-        };
+        let tp = peer.transport.uri_param();
         format!("<sip:attendant@{host}:{}{tp}>", peer.local.port())
     }
 
@@ -1181,10 +1200,7 @@ impl SipCore {
             .unwrap_or_default();
         let from = format!("{display}<sip:{user}@{host}>;tag={local_tag}");
         let to = format!("<{}>", call.uri);
-        let tp = match peer.transport {
-            Transport::Udp => "UDP",
-            Transport::Tcp => "TCP",
-        };
+        let tp = peer.transport.via_name();
         let cseq = 1;
         let mut h = message::Headers::default();
         h.push(
@@ -1291,10 +1307,7 @@ impl SipCore {
         d.local_cseq += 1;
         let br = branch();
         let mut h = message::Headers::default();
-        let tp = match d.peer.transport {
-            Transport::Udp => "UDP",
-            Transport::Tcp => "TCP",
-        };
+        let tp = d.peer.transport.via_name();
         let local = d.peer.local;
         h.push("Via", format!("SIP/2.0/{tp} {local};branch={br};rport"));
         h.push("Max-Forwards", "70");

@@ -748,3 +748,59 @@ fn placed_call_is_cancelled_after_ringing_and_on_ring_timeout() {
     assert_eq!(t, t0 + Duration::from_millis(6400), "64·T1");
     assert_eq!(c.active_calls(), 0);
 }
+
+#[test]
+fn over_tls_our_contact_and_via_say_so_and_only_the_2xx_is_resent() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let tls = Peer {
+        transport: Transport::Tls,
+        local: "127.0.0.1:5061".parse().unwrap(),
+        ..peer("127.0.0.1")
+    };
+    let inv = invite("t1", "z9hG4bKt", None, OFFER).replace("SIP/2.0/UDP", "SIP/2.0/TLS");
+    c.handle(t0, tls, inv.as_bytes());
+    assert!(matches!(events(&mut c)[..], [Event::Incoming(_)]));
+    c.accept(t0, "t1", "127.0.0.1:20000".parse().unwrap())
+        .unwrap();
+    let sent: Vec<Transmit> = std::iter::from_fn(|| c.poll_transmit()).collect();
+    assert!(sent.iter().all(|t| t.to == tls), "answers go back over TLS");
+    let r = responses_of(&sent);
+    assert_eq!(codes(&r), vec![100, 200]);
+    let contact = r[1].headers.get("Contact").unwrap();
+    assert_eq!(contact, "<sip:attendant@127.0.0.1:5061;transport=tls>");
+    // The 2xx is still resent until the ACK, whatever the transport (RFC
+    // 3261 §13.3.1.4: the ACK is end to end, proxies may sit between).
+    c.handle_timeout(t0 + Duration::from_millis(100));
+    assert_eq!(codes(&responses(&mut c)), vec![200]);
+    let tag = r[1]
+        .headers
+        .get("To")
+        .and_then(message::parse_name_addr)
+        .unwrap()
+        .tag
+        .unwrap();
+    let ack = request("ACK", "t1", "z9hG4bKta", &tag, 1, "", "").replace("/UDP", "/TLS");
+    c.handle(t0, tls, ack.as_bytes());
+    events(&mut c);
+    c.hangup(t0, "t1").unwrap();
+    let Message::Request(bye) = &out(&mut c)[0] else {
+        panic!()
+    };
+    assert!(bye
+        .headers
+        .get("Via")
+        .unwrap()
+        .starts_with("SIP/2.0/TLS 127.0.0.1:5061;"));
+    c.handle_timeout(t0 + Duration::from_secs(2));
+    assert!(out(&mut c).is_empty(), "no Timer E over TLS");
+}
+
+fn responses_of(sent: &[Transmit]) -> Vec<Response> {
+    sent.iter()
+        .filter_map(|t| match message::parse(&t.data).unwrap() {
+            Message::Response(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
