@@ -77,6 +77,16 @@ fn events(c: &mut SipCore) -> Vec<Event> {
     std::iter::from_fn(|| c.poll_event()).collect()
 }
 
+/// The To tag our response carries.
+fn to_tag(r: &Response) -> String {
+    r.headers
+        .get("To")
+        .and_then(message::parse_name_addr)
+        .unwrap()
+        .tag
+        .unwrap()
+}
+
 fn codes(v: &[Response]) -> Vec<u16> {
     v.iter().map(|r| r.code).collect()
 }
@@ -104,12 +114,7 @@ fn answered(c: &mut SipCore, now: Instant, call: &str) -> String {
     assert_eq!(codes(&r), vec![100, 200]);
     let ans = sdp::parse(&r[1].body).unwrap();
     assert_eq!(ans.port, 20000);
-    r[1].headers
-        .get("To")
-        .and_then(message::parse_name_addr)
-        .unwrap()
-        .tag
-        .unwrap()
+    to_tag(&r[1])
 }
 
 #[test]
@@ -275,13 +280,7 @@ fn rejections_keep_no_state() {
     // Timer G retransmits the 488 until the ACK.
     c.handle_timeout(t0 + Duration::from_millis(100));
     assert_eq!(codes(&responses(&mut c)), vec![488]);
-    let to_tag = r[0]
-        .headers
-        .get("To")
-        .and_then(message::parse_name_addr)
-        .unwrap()
-        .tag
-        .unwrap();
+    let to_tag = to_tag(&r[0]);
     c.handle(
         t0,
         peer("127.0.0.1"),
@@ -356,13 +355,7 @@ fn options_hold_and_offerless_invite() {
         "all our codecs and telephone-event"
     );
     assert!(events(&mut c).is_empty(), "no media before the answer");
-    let tag = r[1]
-        .headers
-        .get("To")
-        .and_then(message::parse_name_addr)
-        .unwrap()
-        .tag
-        .unwrap();
+    let tag = to_tag(&r[1]);
     let ack = request(
         "ACK",
         "n1",
@@ -773,13 +766,7 @@ fn over_tls_our_contact_and_via_say_so_and_only_the_2xx_is_resent() {
     // 3261 §13.3.1.4: the ACK is end to end, proxies may sit between).
     c.handle_timeout(t0 + Duration::from_millis(100));
     assert_eq!(codes(&responses(&mut c)), vec![200]);
-    let tag = r[1]
-        .headers
-        .get("To")
-        .and_then(message::parse_name_addr)
-        .unwrap()
-        .tag
-        .unwrap();
+    let tag = to_tag(&r[1]);
     let ack = request("ACK", "t1", "z9hG4bKta", &tag, 1, "", "").replace("/UDP", "/TLS");
     c.handle(t0, tls, ack.as_bytes());
     events(&mut c);
