@@ -15,8 +15,9 @@ pub fn ringback_frame(n: u64) -> Vec<u8> {
         .map(|i| {
             let t = (start + i) as f64 / PHONE_RATE as f64;
             let two_pi = 2.0 * std::f64::consts::PI;
-            // -19 dBm0-ish per tone: well under clipping when summed.
-            let x = 0.1 * ((two_pi * 440.0 * t).sin() + (two_pi * 480.0 * t).sin());
+            // -19 dBm0 per tone (the standard's level): 22.2 dB under a
+            // full-scale sine, which is +3.17 dBm0 in G.711.
+            let x = 0.0776 * ((two_pi * 440.0 * t).sin() + (two_pi * 480.0 * t).sin());
             mulaw::encode((x * 32767.0) as i16)
         })
         .collect()

@@ -916,10 +916,10 @@ async fn media(a: MediaArgs) {
     // Bridged: what we hear goes to the other leg, what it hears we play.
     let mut relay: Option<mpsc::UnboundedSender<Vec<u8>>> = None;
     let mut relay_in: Option<mpsc::UnboundedReceiver<Vec<u8>>> = None;
-    let mut awaiting_agent = false;
-    // While the agent's phone rings (and they are briefed), the caller hears
-    // ringback instead of dead air: the frame count since it started.
-    let mut ringback: Option<u64> = None;
+    // Some while the agent's phone rings (and they are briefed): the caller's
+    // audio does not reach the bot and they hear ringback instead of dead air.
+    // The count is ringback frames sent so far.
+    let mut awaiting_agent: Option<u64> = None;
     let sdp_addr = SocketAddr::new(remote.addr, remote.port);
     let mut dest = sdp_addr;
     let mut rtcp_dest = SocketAddr::new(remote.addr, remote.port.wrapping_add(1));
@@ -976,7 +976,7 @@ async fn media(a: MediaArgs) {
                 let now = Instant::now();
                 if Some(p.payload_type) == negotiated.dtmf_pt {
                     if let Some(d) = dtmf.push(p.timestamp, p.payload) {
-                        if let Some(c) = call.as_ref().filter(|_| !awaiting_agent) {
+                        if let Some(c) = call.as_ref().filter(|_| awaiting_agent.is_none()) {
                             let _ = c.input.send(CallInput::Dtmf(d)).await;
                         }
                     }
@@ -1046,8 +1046,7 @@ async fn media(a: MediaArgs) {
                     }
                 }
                 Some(ToMedia::TransferFailed(status)) => {
-                    awaiting_agent = false;
-                    if ringback.take().is_some() {
+                    if awaiting_agent.take().is_some() {
                         out.clear();
                     }
                     if let Some(c) = &call {
@@ -1055,8 +1054,7 @@ async fn media(a: MediaArgs) {
                     }
                 }
                 Some(ToMedia::AwaitingAgent) => {
-                    awaiting_agent = true;
-                    ringback = Some(0);
+                    awaiting_agent = Some(0);
                 }
                 Some(ToMedia::Play(ulaw)) => {
                     let bytes = match negotiated.codec {
@@ -1073,7 +1071,7 @@ async fn media(a: MediaArgs) {
                         let _ = c.input.send(CallInput::Hangup).await;
                     }
                     out.clear();
-                    ringback = None;
+                    awaiting_agent = None;
                     relay = Some(to_peer);
                     relay_in = Some(from_peer);
                 }
@@ -1096,11 +1094,11 @@ async fn media(a: MediaArgs) {
             };
             if let Some(r) = &relay {
                 let _ = r.send(ulaw);
-            } else if let Some(c) = call.as_ref().filter(|_| !awaiting_agent) {
+            } else if let Some(c) = call.as_ref().filter(|_| awaiting_agent.is_none()) {
                 let _ = c.input.try_send(CallInput::Audio(ulaw));
             }
         }
-        if let Some(n) = ringback.as_mut().filter(|_| !hangup_wanted) {
+        if let Some(n) = awaiting_agent.as_mut().filter(|_| !hangup_wanted) {
             // A few frames ahead only, so the tone stops at once when the
             // agent answers or the transfer fails.
             while out.queued() < Duration::from_millis(60) {
