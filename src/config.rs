@@ -246,13 +246,15 @@ mod tests {
         let c = Config::load(None, Vec::new()).unwrap();
         assert_eq!(c.server.listen, "127.0.0.1:8080");
         assert_eq!(c.turn.barge_in_ms, 300);
+        assert_eq!(c.asr.engine, crate::asr::AsrEngine::Moonshine);
         assert_eq!(c.asr.model, "ggml-tiny.en-q8_0.bin");
     }
 
     #[test]
     fn env_overrides_types_and_twilio_token() {
         let env = vec![
-            ("ATTENDANT__ASR__WORKERS".to_string(), "2".to_string()),
+            ("ATTENDANT__ASR__WORKERS".to_string(), "3".to_string()),
+            ("ATTENDANT__ASR__ENGINE".to_string(), "whisper".to_string()),
             (
                 "ATTENDANT__SERVER__PUBLIC_URL".to_string(),
                 "https://x.example".to_string(),
@@ -261,7 +263,8 @@ mod tests {
             ("UNRELATED".to_string(), "1".to_string()),
         ];
         let c = Config::load(None, env).unwrap();
-        assert_eq!(c.asr.workers, 2);
+        assert_eq!(c.asr.workers, 3);
+        assert_eq!(c.asr.engine, crate::asr::AsrEngine::Whisper);
         assert_eq!(c.server.public_url, "https://x.example");
         assert_eq!(c.twilio.auth_token, "secret");
     }

@@ -1,9 +1,134 @@
-//! Speech recognition: Whisper (whisper.cpp via whisper-rs) on a pool of
-//! worker threads sized to the machine, shared by every call.
+//! Speech recognition behind one [`Recognizer`] trait: Moonshine tiny-en
+//! (sherpa-onnx, the default: fast and accurate on phone speech) or Whisper
+//! (whisper.cpp via whisper-rs: multilingual, CUDA). Both run on the same
+//! worker pool, shared by every call. A second, optional lane decodes turns
+//! that answer a digits question with the engine measured best at digits.
 
+pub mod moonshine;
+pub mod pool;
 pub mod whisper;
 
-pub use whisper::{AsrConfig, AsrError, AsrPool, Priority, Transcript};
+use serde::{Deserialize, Serialize};
+
+pub use pool::{AsrPool, Pending, Priority, Purpose, Transcript};
+
+/// Which recogniser decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AsrEngine {
+    Moonshine,
+    Whisper,
+}
+
+impl AsrEngine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Moonshine => "moonshine",
+            Self::Whisper => "whisper",
+        }
+    }
+}
+
+/// A decoder of whole utterances. Each pool worker owns one.
+pub trait Recognizer: Send + 'static {
+    /// Text of 16 kHz mono `audio`, non-speech annotations removed.
+    fn decode(&mut self, audio: &[f32]) -> Result<String, AsrError>;
+}
+
+pub const DIGITS_PROMPT: &str = "Account number: 4 0 7 2. PIN: 9 1 5 8.";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AsrConfig {
+    /// The recogniser for callers' turns.
+    pub engine: AsrEngine,
+    /// Engine for turns answering a digits question (account numbers,
+    /// PINs); `None` uses `engine`.
+    pub digits_engine: Option<AsrEngine>,
+    /// Moonshine folder (encoder_model.ort, decoder_model_merged.ort,
+    /// tokens.txt), relative to the models directory.
+    pub moonshine_model: String,
+    /// ggml Whisper model file, relative to the models directory.
+    pub model: String,
+    /// Worker threads of the main engine, each decoding one turn at a time.
+    pub workers: usize,
+    /// Compute threads per worker.
+    pub threads: usize,
+    /// Workers and threads of the digits lane, when it has its own engine.
+    pub digits_workers: usize,
+    pub digits_threads: usize,
+    pub language: String,
+    /// Whisper: size the encoder's context to the utterance instead of 30 s.
+    pub dynamic_audio_ctx: bool,
+    /// Whisper: extra encoder context beyond the utterance, in ms.
+    pub audio_ctx_margin_ms: u64,
+    /// Whisper: smallest encoder window, in ms. Below about 10 s tiny.en's
+    /// decoder often never emits end-of-text and repeats itself.
+    pub audio_ctx_min_ms: u64,
+    /// Partial hypothesis every this much speech (0 = off).
+    pub partial_interval_ms: u64,
+    /// Whisper: bias the decoder with the domain's vocabulary.
+    pub initial_prompt: String,
+    /// Whisper on the digits lane: a prompt that makes it write digits as
+    /// digits (measured: isolated FSDD digits 69 → 85 of 100).
+    pub digits_prompt: String,
+    pub queue: usize,
+}
+
+impl Default for AsrConfig {
+    fn default() -> Self {
+        Self {
+            engine: AsrEngine::Moonshine,
+            digits_engine: Some(AsrEngine::Whisper),
+            moonshine_model: "moonshine/tiny-en".into(),
+            model: "ggml-tiny.en-q8_0.bin".into(),
+            workers: 2,
+            threads: 1,
+            digits_workers: 1,
+            digits_threads: 2,
+            language: "en".into(),
+            dynamic_audio_ctx: true,
+            audio_ctx_margin_ms: 1000,
+            audio_ctx_min_ms: 10000,
+            partial_interval_ms: 300,
+            initial_prompt: String::new(),
+            digits_prompt: DIGITS_PROMPT.into(),
+            queue: 64,
+        }
+    }
+}
+
+impl AsrConfig {
+    /// The engine of the digits lane, if it differs from the main one.
+    pub fn separate_digits_engine(&self) -> Option<AsrEngine> {
+        self.digits_engine.filter(|e| *e != self.engine)
+    }
+
+    /// Model files an engine needs, relative to the models directory.
+    pub fn files(&self, engine: AsrEngine) -> Vec<std::path::PathBuf> {
+        match engine {
+            AsrEngine::Whisper => vec![self.model.clone().into()],
+            AsrEngine::Moonshine => moonshine::FILES
+                .iter()
+                .map(|f| std::path::Path::new(&self.moonshine_model).join(f))
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AsrError {
+    #[error("cannot load ASR model {path}: {reason}")]
+    Load { path: String, reason: String },
+    #[error("recognition failed: {0}")]
+    Decode(String),
+    #[error("ASR queue is full")]
+    Busy,
+    #[error("ASR job was cancelled")]
+    Cancelled,
+    #[error("ASR pool has shut down")]
+    Closed,
+}
 
 /// ggml's OpenMP pool spin-waits by default, which starves the other calls'
 /// work on a small machine; make it sleep unless the operator chose otherwise.
@@ -15,8 +140,8 @@ pub fn configure_threads() {
     }
 }
 
-/// Strips Whisper's non-speech annotations ("[BLANK_AUDIO]", "(coughs)",
-/// "♪") and surrounding whitespace.
+/// Strips non-speech annotations ("[BLANK_AUDIO]", "(coughs)", "♪") and
+/// surrounding whitespace.
 pub fn clean_transcript(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut depth = 0i32;
@@ -34,7 +159,7 @@ pub fn clean_transcript(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::clean_transcript;
+    use super::*;
 
     #[test]
     fn strips_annotations() {
@@ -45,5 +170,17 @@ mod tests {
             clean_transcript("What are your hours?"),
             "What are your hours?"
         );
+    }
+
+    #[test]
+    fn digits_lane_only_when_its_engine_differs() {
+        let mut c = AsrConfig::default();
+        assert_eq!(c.separate_digits_engine(), Some(AsrEngine::Whisper));
+        c.engine = AsrEngine::Whisper;
+        assert_eq!(c.separate_digits_engine(), None);
+        c.digits_engine = None;
+        assert_eq!(c.separate_digits_engine(), None);
+        let files = AsrConfig::default().files(AsrEngine::Moonshine);
+        assert!(files.iter().any(|f| f.ends_with("tokens.txt")), "{files:?}");
     }
 }

@@ -1,113 +1,27 @@
-//! Whisper worker pool. Final transcripts (end of turn) always go before
-//! partial hypotheses; partials are dropped rather than queued when the
-//! pool is busy, so they never delay an answer.
+//! Whisper (whisper.cpp via whisper-rs): multilingual, and CUDA with the
+//! `cuda` feature. Each worker gets its own decoder state over one shared
+//! model. Tiny models on short windows can run away (repeat forever), so
+//! decoding here is bounded and retried with the full window.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
-use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
 use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct AsrConfig {
-    /// ggml model file, relative to the models directory.
-    pub model: String,
-    /// Worker threads, each with its own decoder state.
-    pub workers: usize,
-    /// Compute threads per worker.
-    pub threads: usize,
-    pub language: String,
-    /// Size the encoder's context to the utterance instead of 30 s.
-    pub dynamic_audio_ctx: bool,
-    /// Extra encoder context beyond the utterance, in ms.
-    pub audio_ctx_margin_ms: u64,
-    /// Smallest encoder window, in ms. Below about 10 s tiny.en's decoder
-    /// often never emits end-of-text and repeats itself.
-    pub audio_ctx_min_ms: u64,
-    /// Partial hypothesis every this much speech (0 = off).
-    pub partial_interval_ms: u64,
-    /// Bias the decoder with the domain's vocabulary.
-    pub initial_prompt: String,
-    pub queue: usize,
-}
+use super::{AsrConfig, AsrError, Recognizer};
 
-impl Default for AsrConfig {
-    fn default() -> Self {
-        Self {
-            model: "ggml-tiny.en-q8_0.bin".into(),
-            workers: 1,
-            threads: 2,
-            language: "en".into(),
-            dynamic_audio_ctx: true,
-            audio_ctx_margin_ms: 1000,
-            audio_ctx_min_ms: 10000,
-            partial_interval_ms: 1000,
-            initial_prompt: String::new(),
-            queue: 64,
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum AsrError {
-    #[error("cannot load Whisper model {path}: {reason}")]
-    Load { path: String, reason: String },
-    #[error("recognition failed: {0}")]
-    Decode(String),
-    #[error("ASR queue is full")]
-    Busy,
-    #[error("ASR job was cancelled")]
-    Cancelled,
-    #[error("ASR pool has shut down")]
-    Closed,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Priority {
-    Final,
-    Partial,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Transcript {
-    pub text: String,
-    pub audio_ms: u64,
-    /// Time spent waiting for a free worker.
-    pub queue_ms: u64,
-    /// Time spent in whisper.cpp.
-    pub decode_ms: u64,
-}
-
-struct Job {
-    audio: Arc<Vec<f32>>,
-    cancel: Arc<AtomicBool>,
-    enqueued: Instant,
-    reply: oneshot::Sender<Result<Transcript, AsrError>>,
-}
-
-/// Handle to a running recognition; dropping it does not cancel.
-pub struct Pending {
-    pub cancel: Arc<AtomicBool>,
-    pub result: oneshot::Receiver<Result<Transcript, AsrError>>,
-}
-
-pub struct AsrPool {
-    finals: Sender<Job>,
-    partials: Sender<Job>,
-    /// Jobs queued or decoding; partials run only when a worker is idle.
-    load: Arc<AtomicUsize>,
-    workers: usize,
+/// A loaded ggml model, shared by its workers.
+pub struct WhisperModel {
+    ctx: Arc<WhisperContext>,
+    cfg: AsrConfig,
+    path: PathBuf,
     pub uses_gpu: bool,
 }
 
-impl AsrPool {
-    pub fn start(models_dir: &std::path::Path, cfg: &AsrConfig) -> Result<Self, AsrError> {
-        let path: PathBuf = models_dir.join(&cfg.model);
+impl WhisperModel {
+    pub fn load(models_dir: &Path, cfg: &AsrConfig) -> Result<Self, AsrError> {
+        let path = models_dir.join(&cfg.model);
         let mut params = WhisperContextParameters::default();
         let uses_gpu = gpu_present();
         params.use_gpu(uses_gpu);
@@ -115,115 +29,61 @@ impl AsrPool {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        let ctx = Arc::new(ctx);
-        let (finals, final_rx) = bounded::<Job>(cfg.queue.max(1));
-        let (partials, partial_rx) = bounded::<Job>(cfg.workers.max(1));
-        let load = Arc::new(AtomicUsize::new(0));
-        for i in 0..cfg.workers.max(1) {
-            let state = ctx.create_state().map_err(|e| AsrError::Load {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            let (f, p, c, l) = (
-                final_rx.clone(),
-                partial_rx.clone(),
-                cfg.clone(),
-                load.clone(),
-            );
-            std::thread::Builder::new()
-                .name(format!("asr-{i}"))
-                .spawn(move || worker(state, f, p, c, l))
-                .map_err(|e| AsrError::Load {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                })?;
-        }
         Ok(Self {
-            finals,
-            partials,
-            load,
-            workers: cfg.workers.max(1),
+            ctx: Arc::new(ctx),
+            cfg: cfg.clone(),
+            path,
             uses_gpu,
         })
     }
 
-    /// Queues 16 kHz mono audio for recognition.
-    pub fn submit(&self, audio: Arc<Vec<f32>>, prio: Priority) -> Result<Pending, AsrError> {
-        let cancel = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = oneshot::channel();
-        let job = Job {
-            audio,
-            cancel: cancel.clone(),
-            enqueued: Instant::now(),
-            reply: tx,
-        };
-        let q = match prio {
-            Priority::Final => &self.finals,
-            Priority::Partial => {
-                // Partials only use idle capacity: on a busy pool a running
-                // partial would delay someone's answer.
-                if self.load.load(Ordering::SeqCst) >= self.workers {
-                    return Err(AsrError::Busy);
-                }
-                &self.partials
-            }
-        };
-        self.load.fetch_add(1, Ordering::SeqCst);
-        q.try_send(job).map_err(|e| {
-            self.load.fetch_sub(1, Ordering::SeqCst);
-            match e {
-                TrySendError::Full(_) => AsrError::Busy,
-                TrySendError::Disconnected(_) => AsrError::Closed,
-            }
+    /// A decoder with its own state, computing on `threads` threads.
+    pub fn recognizer(&self, threads: usize) -> Result<WhisperRecognizer, AsrError> {
+        let state = self.ctx.create_state().map_err(|e| AsrError::Load {
+            path: self.path.display().to_string(),
+            reason: e.to_string(),
         })?;
-        Ok(Pending { cancel, result: rx })
+        let mut cfg = self.cfg.clone();
+        cfg.threads = threads.max(1);
+        Ok(WhisperRecognizer { state, cfg })
     }
+}
 
-    /// Blocking convenience for tools and tests.
-    pub fn transcribe_blocking(&self, audio: Vec<f32>) -> Result<Transcript, AsrError> {
-        let p = self.submit(Arc::new(audio), Priority::Final)?;
-        p.result.blocking_recv().map_err(|_| AsrError::Closed)?
+pub struct WhisperRecognizer {
+    state: whisper_rs::WhisperState,
+    cfg: AsrConfig,
+}
+
+impl Recognizer for WhisperRecognizer {
+    fn decode(&mut self, audio: &[f32]) -> Result<String, AsrError> {
+        decode(&mut self.state, audio, &self.cfg).map(|t| collapse_repeat(&t))
     }
+}
+
+/// Tiny Whisper sometimes writes a short utterance twice over ("3 4 9 9 3 4
+/// 9 9" for "3 4 9 9"): a text that is one phrase of three or more words
+/// exactly doubled is taken once. (A caller who really said it twice loses
+/// nothing by it.)
+fn collapse_repeat(text: &str) -> String {
+    let norm = |w: &str| {
+        w.trim_matches(|c: char| !c.is_alphanumeric())
+            .to_lowercase()
+    };
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let n = words.len();
+    if n >= 6 && n.is_multiple_of(2) {
+        let (a, b) = words.split_at(n / 2);
+        if a.iter().zip(b).all(|(x, y)| norm(x) == norm(y)) {
+            return b.join(" ");
+        }
+    }
+    text.to_string()
 }
 
 fn gpu_present() -> bool {
     cfg!(feature = "cuda")
         && (std::path::Path::new("/dev/nvidia0").exists()
             || std::path::Path::new("/proc/driver/nvidia/version").exists())
-}
-
-fn worker(
-    mut state: whisper_rs::WhisperState,
-    finals: Receiver<Job>,
-    partials: Receiver<Job>,
-    cfg: AsrConfig,
-    load: Arc<AtomicUsize>,
-) {
-    loop {
-        // Finals first; otherwise wait on both.
-        let job = match finals.try_recv() {
-            Ok(j) => j,
-            Err(_) => crossbeam_channel::select! {
-                recv(finals) -> j => match j { Ok(j) => j, Err(_) => return },
-                recv(partials) -> j => match j { Ok(j) => j, Err(_) => return },
-            },
-        };
-        if job.cancel.load(Ordering::Relaxed) {
-            load.fetch_sub(1, Ordering::SeqCst);
-            let _ = job.reply.send(Err(AsrError::Cancelled));
-            continue;
-        }
-        let queue_ms = job.enqueued.elapsed().as_millis() as u64;
-        let t = Instant::now();
-        let res = decode(&mut state, &job.audio, &job.cancel, &cfg).map(|text| Transcript {
-            text,
-            audio_ms: job.audio.len() as u64 / 16,
-            queue_ms,
-            decode_ms: t.elapsed().as_millis() as u64,
-        });
-        load.fetch_sub(1, Ordering::SeqCst);
-        let _ = job.reply.send(res);
-    }
 }
 
 /// Encoder frames (one per 20 ms) for a window of `samples` at 16 kHz plus
@@ -242,7 +102,6 @@ fn token_budget(samples: usize) -> i32 {
 fn decode(
     state: &mut whisper_rs::WhisperState,
     audio: &[f32],
-    _cancel: &Arc<AtomicBool>,
     cfg: &AsrConfig,
 ) -> Result<String, AsrError> {
     if cfg.dynamic_audio_ctx {
@@ -317,6 +176,17 @@ fn run_whisper(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_doubled_short_transcript_is_taken_once() {
+        assert_eq!(collapse_repeat("3 4 9 9 3 4 9 9"), "3 4 9 9");
+        assert_eq!(collapse_repeat("3 4 9 9, 3 4 9 9."), "3 4 9 9.");
+        assert_eq!(collapse_repeat("1 2 1 2"), "1 2 1 2");
+        assert_eq!(
+            collapse_repeat("I want to check my balance please"),
+            "I want to check my balance please"
+        );
+    }
 
     #[test]
     fn window_is_sized_to_the_utterance_with_a_floor() {

@@ -107,8 +107,13 @@ pub struct Signing {
 pub struct ReplyTiming {
     /// When the bot's reply began, ms since the call started.
     pub at_ms: u64,
-    /// Caller's last voiced frame sent → first frame of this reply received.
+    /// Caller's last voiced frame sent → first audible frame of this reply
+    /// received (what the caller hears; leading silence does not count).
     pub voice_to_voice_ms: Option<u64>,
+    /// Caller's last voiced frame sent → first frame of this reply received,
+    /// audible or not.
+    #[serde(default)]
+    pub first_frame_ms: Option<u64>,
     /// The reply's μ-law audio as received.
     #[serde(skip)]
     pub audio: Vec<u8>,
@@ -153,6 +158,16 @@ enum Playout {
 
 /// Energy gate used to find the caller's voiced frames in our own source
 /// audio (not on the bot's audio path, so it costs the measurement nothing).
+/// A bot frame the caller can hear: above about -45 dBFS.
+fn audible(ulaw: &[u8]) -> bool {
+    let n = ulaw.len().max(1) as f64;
+    let e: f64 = ulaw
+        .iter()
+        .map(|&b| (mulaw::decode(b) as f64 / 32768.0).powi(2))
+        .sum();
+    (e / n).sqrt() > 0.0056
+}
+
 fn voiced(frame: &[f32]) -> bool {
     let rms = (frame.iter().map(|x| x * x).sum::<f32>() / frame.len().max(1) as f32).sqrt();
     rms > 0.02
@@ -341,6 +356,9 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
     };
     let mut seq = 2u64;
     let mut last_voiced_sent: Option<u64> = None;
+    // The reply in progress has had no audible frame yet: the caller's last
+    // voiced frame it answers.
+    let mut awaiting_audible: Option<u64> = None;
     let mut last_bot_rx: Option<u64> = None;
     let mut bot_started_at: Option<u64> = None;
     let mut script_done_at: Option<u64> = None;
@@ -492,11 +510,11 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
                                 let gap = last_bot_rx.map(|l| now_ms.saturating_sub(l)).unwrap_or(u64::MAX);
                                 let rx_at = Instant::now();
                                 if gap > 300 {
-                                    // A new reply starts.
-                                    let v2v = last_voiced_sent
-                                        .filter(|&lv| report.replies.last().is_none_or(|r| lv > r.at_ms))
-                                        .map(|lv| now_ms.saturating_sub(lv));
-                                    report.replies.push(ReplyTiming { at_ms: now_ms, voice_to_voice_ms: v2v, audio: Vec::new() });
+                                    // A new reply starts; its latency runs to the first audible frame.
+                                    awaiting_audible = last_voiced_sent
+                                        .filter(|&lv| report.replies.last().is_none_or(|r| lv > r.at_ms));
+                                    let first = awaiting_audible.map(|lv| now_ms.saturating_sub(lv));
+                                    report.replies.push(ReplyTiming { at_ms: now_ms, voice_to_voice_ms: None, first_frame_ms: first, audio: Vec::new() });
                                     starved_ms = 0;
                                 } else if let Some(prev) = last_frame_rx {
                                     // Within a reply: frames should arrive every 20 ms.
@@ -510,6 +528,12 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
                                     p.jitter_ms = jitter;
                                     p.underrun_ms += starved_ms;
                                     starved_ms = 0;
+                                }
+                                if awaiting_audible.is_some() && audible(&bytes) {
+                                    let lv = awaiting_audible.take().unwrap_or(now_ms);
+                                    if let Some(r) = report.replies.last_mut() {
+                                        r.voice_to_voice_ms = Some(now_ms.saturating_sub(lv));
+                                    }
                                 }
                                 last_frame_rx = Some(rx_at);
                                 report.pacing.frames += 1;

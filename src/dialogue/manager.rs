@@ -17,13 +17,13 @@ use serde::{Deserialize, Serialize};
 
 use super::backend::{Backend, Vars, VERIFIED_KEY};
 use super::{
-    Action, CallMeta, Dialogue, DialogueFactory, Interruption, Reply, Services, TurnInput,
+    Action, CallMeta, Dialogue, DialogueFactory, Expect, Interruption, Reply, Services, TurnInput,
 };
 use crate::agent::kb::{KbHit, KnowledgeBase};
 use crate::agent::{Agent, AgentError, Builtin, FlowDef, SlotDef, Step};
 use crate::handoff::{self, IntentMark, Packet, Priority, SentimentInfo};
 use crate::nlu::embed::{Embedder, DEFAULT_DIR};
-use crate::nlu::entities::{extract, yes_no, Extracted, SlotValue};
+use crate::nlu::entities::{extract, yes_no, Extracted, SlotKind, SlotValue};
 use crate::nlu::intent::IntentModel;
 use crate::nlu::numbers::tokenize;
 use crate::nlu::sentiment::{trend, Sentiment, SentimentModel};
@@ -781,6 +781,32 @@ impl Conversation {
             (_, None) => String::new(),
         };
         self.render(&p)
+    }
+
+    /// What the flow's current step asks the caller for.
+    pub fn expecting(&self) -> Expect {
+        let Some(step) = self.current_step() else {
+            return Expect::Open;
+        };
+        if let Some(slot) = &step.collect {
+            let Some(d) = self.slot_def(slot) else {
+                return Expect::Open;
+            };
+            return match d.spec.kind {
+                Some(SlotKind::Digits) => {
+                    let min = d.spec.length.or(d.spec.min_length).unwrap_or(1);
+                    let max = d.spec.length.or(d.spec.max_length).unwrap_or(usize::MAX);
+                    Expect::Digits { min, max }
+                }
+                Some(SlotKind::YesNo) => Expect::YesNo,
+                Some(SlotKind::Text) | None => Expect::Open,
+                Some(_) => Expect::Value,
+            };
+        }
+        if step.confirm.is_some() {
+            return Expect::YesNo;
+        }
+        Expect::Open
     }
 
     /// The question the flow is waiting on, if any (for resume and help).
@@ -1599,6 +1625,10 @@ impl Dialogue for AgentDialogue {
         // The caller cut in: "repeat" should give the whole reply again, and
         // nothing else changes — the flow still waits on the same answer.
         tracing::debug!(heard_ms = what.heard_ms, "reply interrupted");
+    }
+
+    fn expecting(&self) -> Expect {
+        self.conv.expecting()
     }
 
     fn state_json(&self) -> Option<serde_json::Value> {

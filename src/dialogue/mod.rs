@@ -65,11 +65,33 @@ pub struct Interruption {
     pub heard_ms: u64,
 }
 
+/// What the bot's last question asks for. The voice loop uses it to pick
+/// the recogniser (digits) and to end a turn as soon as the answer is whole.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Expect {
+    /// Anything: a request, a question.
+    #[default]
+    Open,
+    YesNo,
+    /// A digit string (account digits, PIN) of this many digits.
+    Digits {
+        min: usize,
+        max: usize,
+    },
+    /// A short value: a choice, an amount, a date, a name.
+    Value,
+}
+
 /// A per-call conversation.
 pub trait Dialogue: Send + Sync {
     fn greeting(&mut self, call: &CallMeta) -> Reply;
     fn on_turn(&mut self, call: &CallMeta, turn: &TurnInput) -> Reply;
     fn on_interrupted(&mut self, _what: &Interruption) {}
+    /// What the caller is being asked for now.
+    fn expecting(&self) -> Expect {
+        Expect::Open
+    }
     /// The conversation state, serialised (for call records and hand-offs).
     fn state_json(&self) -> Option<serde_json::Value> {
         None

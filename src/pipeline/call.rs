@@ -18,11 +18,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
+use super::endpoint::{self, Verdict};
 use super::engines::Engines;
 use super::metrics::metrics;
 use super::record::{mask_phone, CallRecord, CallStore, Timings, TurnRecord};
-use crate::asr::{Priority, Transcript};
-use crate::dialogue::{Action, CallMeta, Dialogue, Interruption, Reply, TurnInput};
+use crate::asr::{Priority, Purpose, Transcript};
+use crate::dialogue::{Action, CallMeta, Dialogue, Expect, Interruption, Reply, TurnInput};
 use crate::media::{mulaw, resample::StreamResampler, MODEL_RATE, PHONE_FRAME, PHONE_RATE};
 use crate::speech::TtsChunk;
 use crate::turn::vad::{VadState, WINDOW};
@@ -128,6 +129,8 @@ struct Spec {
     last_voice: u64,
     cancel: Arc<AtomicBool>,
     result: Option<Transcript>,
+    /// What the transcript's words say about the turn being over.
+    verdict: Option<Verdict>,
 }
 
 struct PendingTurn {
@@ -139,6 +142,8 @@ struct PendingTurn {
     confirmed: bool,
     partials: Vec<String>,
     smart_turn_prob: Option<f32>,
+    /// Smart Turn judged the turn complete at the pause ending here.
+    smart_turn_yes: Option<u64>,
     end_reason: String,
     /// The speculative transcript started at this turn's latest pause.
     spec: Option<Spec>,
@@ -176,6 +181,11 @@ struct Call {
     first_audio_at: HashMap<u32, Instant>,
     partial_inflight: bool,
     last_partial_pos: u64,
+    /// What the bot's last question asked for.
+    expect: Expect,
+    /// The last turn ended early (not by the fallback): (index, its last
+    /// voiced position), to notice a caller who was not finished.
+    last_early_end: Option<(u32, u64)>,
 
     reply_seq: u32,
     playing: Option<Playback>,
@@ -190,6 +200,16 @@ pub fn spawn_call(e: Arc<Engines>, meta: CallMeta, store: Arc<CallStore>) -> Cal
     CallHandle {
         input: in_tx,
         output: out_rx,
+    }
+}
+
+/// Runs a dialogue step (embeddings, knowledge search, store look-ups: tens
+/// of ms) without holding up the other calls' tasks on this worker thread.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
@@ -263,12 +283,15 @@ async fn run(
         first_audio_at: HashMap::new(),
         partial_inflight: false,
         last_partial_pos: 0,
+        expect: Expect::Open,
+        last_early_end: None,
         reply_seq: 0,
         playing: None,
         hangup_sent: false,
     };
     tracing::info!(call = %c.meta.call_id, channel = %c.meta.channel, from = ?c.record.from_masked, "call started");
-    let greeting = c.dialogue.greeting(&c.meta);
+    let greeting = blocking(|| c.dialogue.greeting(&c.meta));
+    c.expect = c.dialogue.expecting();
     c.record.greeting = greeting.say.clone();
     c.start_reply(None, greeting).await;
     c.store.upsert(c.record.clone());
@@ -374,6 +397,7 @@ impl Call {
         for ev in self.det.push(prob) {
             self.on_turn_event(ev, now).await;
         }
+        self.check_endpoint(now).await;
         // Trim the buffer: keep the pre-roll when idle, the whole turn otherwise.
         let live = match self.det.onset() {
             Some(onset) => onset,
@@ -434,6 +458,7 @@ impl Call {
     async fn on_turn_event(&mut self, ev: TurnEvent, now: Instant) {
         match ev {
             TurnEvent::SpeechStarted { onset } => {
+                self.note_continuation(onset);
                 self.turn_seq += 1;
                 self.turn = Some(PendingTurn {
                     index: self.turn_seq,
@@ -444,6 +469,7 @@ impl Call {
                     confirmed: false,
                     partials: Vec::new(),
                     smart_turn_prob: None,
+                    smart_turn_yes: None,
                     end_reason: String::new(),
                     spec: None,
                 });
@@ -483,11 +509,17 @@ impl Call {
                     onset.saturating_sub(self.preroll()),
                     last_voice + TAIL_SAMPLES,
                 ));
-                if let Ok(p) = self.e.asr.submit(audio.clone(), Priority::Final) {
+                let purpose = self.purpose();
+                if let Ok(p) = self
+                    .e
+                    .asr
+                    .submit_for(purpose, audio.clone(), Priority::Final)
+                {
                     let spec = Spec {
                         last_voice,
                         cancel: p.cancel.clone(),
                         result: None,
+                        verdict: None,
                     };
                     if let Some(old) = self.turn.as_mut().and_then(|t| t.spec.replace(spec)) {
                         old.cancel.store(true, Ordering::Relaxed);
@@ -518,6 +550,65 @@ impl Call {
         }
     }
 
+    /// The lane that should hear the caller's answer.
+    fn purpose(&self) -> Purpose {
+        match self.expect {
+            Expect::Digits { .. } => Purpose::Digits,
+            _ => Purpose::General,
+        }
+    }
+
+    /// Ends a paused turn once the silence so far is what the evidence
+    /// (Smart Turn, the transcript's words, the question) asks for; the
+    /// detector's own fallback covers the rest.
+    async fn check_endpoint(&mut self, now: Instant) {
+        let Some(paused) = self.det.paused_at() else {
+            return;
+        };
+        let Some(t) = self.turn.as_ref().filter(|t| t.last_voice == paused) else {
+            return;
+        };
+        let smart = t.smart_turn_yes == Some(paused);
+        let verdict = t
+            .spec
+            .as_ref()
+            .filter(|s| s.last_voice == paused)
+            .and_then(|s| s.verdict);
+        let c = self.det.config();
+        let need = endpoint::silence_needed(
+            verdict,
+            self.expect,
+            smart,
+            c.pause_ms,
+            c.complete_silence_ms,
+            c.max_silence_ms,
+        );
+        let silence_ms = self.det.position().saturating_sub(paused) / 16;
+        if need >= c.max_silence_ms || silence_ms < need {
+            return;
+        }
+        let reason = if smart { "smart_turn" } else { "transcript" };
+        if let Some(TurnEvent::EndOfTurn { onset, last_voice }) = self.det.end_turn() {
+            self.end_of_turn(onset, last_voice, reason, now).await;
+        }
+    }
+
+    /// Speech that starts sooner after an early end than the fallback would
+    /// have waited means the last turn was cut while the caller paused.
+    fn note_continuation(&mut self, onset: u64) {
+        let Some((index, last_voice)) = self.last_early_end.take() else {
+            return;
+        };
+        let gap_ms = onset.saturating_sub(last_voice) / 16;
+        if gap_ms < self.det.config().max_silence_ms {
+            metrics().turns_cut_early.inc();
+            if let Some(r) = self.record.turns.iter_mut().find(|r| r.index == index) {
+                r.timings.cut_early = true;
+            }
+            tracing::info!(call = %self.meta.call_id, turn = index, gap_ms, "caller went on after an early end of turn");
+        }
+    }
+
     async fn resume_if_paused(&mut self) {
         if let Some(p) = self.playing.as_mut() {
             if p.paused {
@@ -536,6 +627,7 @@ impl Call {
         t.last_voice_at = at;
         t.eot_at = Some(now);
         t.end_reason = reason.into();
+        self.last_early_end = (reason != "silence").then_some((t.index, last_voice));
         // A short "yes"/"mm-hm" over the bot is a backchannel, not a turn.
         if !t.confirmed && self.bot_audible() {
             if let Some(s) = t.spec.take() {
@@ -547,6 +639,7 @@ impl Call {
         metrics()
             .end_of_turn
             .observe(now.duration_since(at).as_secs_f64());
+        metrics().turn_ends_total.with_label_values(&[reason]).inc();
         let index = t.index;
         // The speculative transcript serves if it covers exactly this turn.
         let ready = match t.spec.as_mut() {
@@ -590,12 +683,19 @@ impl Call {
                         t.index == turn
                             && t.spec.as_ref().is_some_and(|s| s.last_voice == last_voice)
                     };
+                    let expect = self.expect;
                     if let Some(t) = self.turn.as_mut().filter(|t| matches(t)) {
-                        // The caller is still in the turn: keep it for the end.
+                        // The caller is still in the turn: keep it for the end,
+                        // and let its words help decide when that is.
                         match result {
-                            Ok(tr) => t.spec.as_mut().expect("matched").result = Some(tr),
+                            Ok(tr) => {
+                                let s = t.spec.as_mut().expect("matched");
+                                s.verdict = Some(endpoint::verdict(&tr.text, expect));
+                                s.result = Some(tr);
+                            }
                             Err(_) => t.spec = None,
                         }
+                        self.check_endpoint(Instant::now()).await;
                     } else if let Some(t) = self.ended.iter_mut().find(|t| matches(t)) {
                         t.spec = None;
                         match result {
@@ -613,19 +713,14 @@ impl Call {
                 },
             },
             Internal::SmartTurn { turn, pause, prob } => {
+                let yes = prob >= self.det.config().smart_turn_threshold;
                 if let Some(t) = self.turn.as_mut().filter(|t| t.index == turn) {
                     t.smart_turn_prob = Some(prob);
-                }
-                let live = self
-                    .turn
-                    .as_ref()
-                    .is_some_and(|t| t.index == turn && t.last_voice == pause);
-                if live && prob >= self.det.config().smart_turn_threshold {
-                    if let Some(TurnEvent::EndOfTurn { onset, last_voice }) = self.det.end_turn() {
-                        self.end_of_turn(onset, last_voice, "smart_turn", Instant::now())
-                            .await;
+                    if yes && t.last_voice == pause {
+                        t.smart_turn_yes = Some(pause);
                     }
                 }
+                self.check_endpoint(Instant::now()).await;
             }
             Internal::Tts { reply, chunk } => self.on_tts_chunk(reply, chunk).await,
             Internal::TtsDone { reply } => {
@@ -647,7 +742,11 @@ impl Call {
             t.onset.saturating_sub(self.preroll()),
             t.last_voice + TAIL_SAMPLES,
         ));
-        match self.e.asr.submit(audio, Priority::Final) {
+        match self
+            .e
+            .asr
+            .submit_for(self.purpose(), audio, Priority::Final)
+        {
             Ok(p) => self.forward_asr(AsrKind::Final, turn, p.result),
             Err(err) => {
                 tracing::warn!(error = %err, "ASR unavailable");
@@ -678,7 +777,8 @@ impl Call {
             speech_ms: (t.last_voice - t.onset) / 16,
             index: turn,
         };
-        let reply = self.dialogue.on_turn(&self.meta, &input);
+        let reply = blocking(|| self.dialogue.on_turn(&self.meta, &input));
+        self.expect = self.dialogue.expecting();
         let done = Instant::now();
         let rec = TurnRecord {
             index: turn,
@@ -692,6 +792,7 @@ impl Call {
                 end_of_turn_ms: Some(ms(eot_at.duration_since(t.last_voice_at))),
                 asr_final_ms: Some(ms(now.duration_since(eot_at))),
                 asr_decode_ms: Some(tr.decode_ms),
+                asr_engine: tr.engine.into(),
                 dialogue_ms: Some(ms(done.duration_since(now))),
                 smart_turn_probability: t.smart_turn_prob,
                 end_reason: t.end_reason.clone(),
@@ -733,7 +834,8 @@ impl Call {
             index,
         };
         let now = Instant::now();
-        let reply = self.dialogue.on_turn(&self.meta, &input);
+        let reply = blocking(|| self.dialogue.on_turn(&self.meta, &input));
+        self.expect = self.dialogue.expecting();
         self.record.turns.push(TurnRecord {
             index,
             dtmf: Some(d.to_string()),
@@ -773,13 +875,12 @@ impl Call {
         let id = self.reply_seq;
         let cancel = Arc::new(AtomicBool::new(false));
         let slot = turn.and_then(|t| self.record.turns.iter().position(|r| r.index == t));
-        let sentences = crate::speech::sentences::split(&reply.say);
-        if sentences.is_empty() {
+        if crate::speech::sentences::split(&reply.say).is_empty() {
             self.run_actions(reply.actions).await;
             return;
         }
         match self.e.tts.speak(&reply.say, cancel.clone()) {
-            Ok(mut rx) => {
+            Ok((mut rx, sentences)) => {
                 let tx = self.internal.clone();
                 tokio::spawn(async move {
                     while let Some(chunk) = rx.recv().await {

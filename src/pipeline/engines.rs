@@ -59,13 +59,16 @@ impl Engines {
             }
         };
         let ort_lib = dir.join("lib/libonnxruntime.so");
-        for p in [
+        let mut files = vec![
             ort_lib.clone(),
             dir.join("silero_vad.onnx"),
             dir.join("smart-turn-v3.2-cpu.onnx"),
-            dir.join(&cfg.asr.model),
             dir.join(&cfg.tts.voice).join("model.onnx"),
-        ] {
+        ];
+        for engine in std::iter::once(cfg.asr.engine).chain(cfg.asr.separate_digits_engine()) {
+            files.extend(cfg.asr.files(engine).into_iter().map(|f| dir.join(f)));
+        }
+        for p in files {
             need(&p)?;
         }
         onnx::init(&ort_lib)?;
@@ -99,7 +102,8 @@ impl Engines {
         }
         tracing::info!(
             ms = t.elapsed().as_millis() as u64,
-            asr = %cfg.asr.model,
+            asr = cfg.asr.engine.name(),
+            digits_asr = ?cfg.asr.separate_digits_engine().map(|e| e.name()),
             gpu = asr.uses_gpu,
             "models loaded"
         );

@@ -3,7 +3,8 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -12,6 +13,10 @@ pub struct Metrics {
     pub calls_active: IntGauge,
     pub turns_total: IntCounter,
     pub barge_ins_total: IntCounter,
+    /// Turns ended, by what ended them (smart_turn, transcript, silence).
+    pub turn_ends_total: IntCounterVec,
+    /// Early-ended turns after which the caller went on speaking.
+    pub turns_cut_early: IntCounter,
     pub voice_to_voice: Histogram,
     pub end_of_turn: Histogram,
     pub asr_final: Histogram,
@@ -60,7 +65,23 @@ pub fn metrics() -> &'static Metrics {
             IntGauge::new("attendant_calls_active", "Calls in progress").expect("gauge");
         r.register(Box::new(calls_active.clone()))
             .expect("unique metric");
+        let turn_ends_total = IntCounterVec::new(
+            Opts::new(
+                "attendant_turn_ends_total",
+                "Caller turns ended, by what decided the end",
+            ),
+            &["reason"],
+        )
+        .expect("valid counter");
+        r.register(Box::new(turn_ends_total.clone()))
+            .expect("unique metric");
         Metrics {
+            turn_ends_total,
+            turns_cut_early: counter(
+                &r,
+                "attendant_turns_cut_early_total",
+                "Turns ended before the caller had finished (they went on within the fallback silence)",
+            ),
             calls_total: counter(&r, "attendant_calls_total", "Calls started"),
             turns_total: counter(&r, "attendant_turns_total", "Caller turns answered"),
             barge_ins_total: counter(

@@ -3,6 +3,7 @@
 //! clear on confirmed speech, resume on a false alarm).
 
 pub mod call;
+pub mod endpoint;
 pub mod engines;
 pub mod metrics;
 pub mod record;

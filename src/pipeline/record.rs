@@ -12,8 +12,11 @@ pub struct Timings {
     pub end_of_turn_ms: Option<u64>,
     /// End-of-turn decision → final transcript.
     pub asr_final_ms: Option<u64>,
-    /// Time whisper.cpp spent on the final transcript.
+    /// Time the recogniser spent on the final transcript.
     pub asr_decode_ms: Option<u64>,
+    /// The engine that decoded it ("moonshine", "whisper").
+    #[serde(default)]
+    pub asr_engine: String,
     /// Final transcript → dialogue reply.
     pub dialogue_ms: Option<u64>,
     /// Dialogue reply → first synthesised audio.
@@ -23,8 +26,13 @@ pub struct Timings {
     /// Headline: last voiced caller frame in → first bot frame out.
     pub voice_to_voice_ms: Option<u64>,
     pub smart_turn_probability: Option<f32>,
-    /// "smart_turn", "silence" or "dtmf".
+    /// "smart_turn", "transcript" (the words answered or closed a
+    /// sentence), "silence" (the fallback) or "dtmf".
     pub end_reason: String,
+    /// Ended too early: the caller spoke again sooner than the silence
+    /// fallback would have waited, so the turn was cut mid-thought.
+    #[serde(default)]
+    pub cut_early: bool,
     /// The speculative transcript (started at the pause) was used.
     pub speculative_hit: bool,
 }

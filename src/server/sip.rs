@@ -645,7 +645,7 @@ fn brief_agent(
         let text = briefing(&state, &caller, &target).await;
         let engines = state.engines.get().cloned();
         match engines.map(|e| e.tts.speak(&text, Arc::new(AtomicBool::new(false)))) {
-            Some(Ok(mut rx)) => {
+            Some(Ok((mut rx, _))) => {
                 while let Some(chunk) = rx.recv().await {
                     if media.send(ToMedia::Play(chunk.ulaw)).is_err() {
                         return;

@@ -46,9 +46,50 @@ fn push(out: &mut Vec<String>, cur: &mut String) {
     }
 }
 
+/// Splits a long sentence after its first clause (a comma after at least
+/// four words, with at least three to follow), so the first audio of an
+/// uncached reply is ready sooner. Short sentences are left whole.
+pub fn first_clause(sentence: &str) -> Option<(String, String)> {
+    const LONG: usize = 60;
+    if sentence.len() < LONG {
+        return None;
+    }
+    let mut words = 0;
+    for (i, c) in sentence.char_indices() {
+        if c.is_whitespace() {
+            words += 1;
+        }
+        if c == ',' && words >= 3 {
+            let (head, tail) = sentence.split_at(i + 1);
+            if tail.split_whitespace().count() >= 3 {
+                return Some((head.trim().to_string(), tail.trim().to_string()));
+            }
+            return None;
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
-    use super::split;
+    use super::{first_clause, split};
+
+    #[test]
+    fn long_first_sentences_split_after_the_first_clause() {
+        assert_eq!(
+            first_clause("Your balance is twelve dollars, and your last payment was on Monday."),
+            Some((
+                "Your balance is twelve dollars,".to_string(),
+                "and your last payment was on Monday.".to_string()
+            ))
+        );
+        assert_eq!(first_clause("Sure, I can help."), None);
+        assert_eq!(
+            first_clause("Well, that is a question I can answer for you right away today."),
+            None,
+            "too few words before the comma"
+        );
+    }
 
     #[test]
     fn splits_sentences() {

@@ -77,8 +77,8 @@ pub struct TtsChunk {
 
 struct Job {
     sentences: Vec<String>,
-    /// Leading sentences already served from the cache.
-    skip: usize,
+    /// The next sentence to synthesise (those before were sent).
+    next: usize,
     cancel: Arc<AtomicBool>,
     out: mpsc::Sender<TtsChunk>,
     submitted: Instant,
@@ -90,6 +90,10 @@ struct Cache {
     order: VecDeque<String>,
 }
 
+/// Replies whose first audio is still to come go to `firsts`; a worker
+/// synthesises one sentence of a job, then puts it on `rests`. Workers take
+/// firsts before rests, so a new reply's first sentence never waits behind
+/// another call's third.
 pub struct TtsPool {
     jobs: Sender<Job>,
     cache: Arc<Mutex<Cache>>,
@@ -158,15 +162,26 @@ impl Engine {
             return Ok(Some(Vec::new()));
         };
         let pcm = resample::resample(audio.samples(), self.rate, PHONE_RATE)?;
+        let pcm = trim_leading_silence(&pcm);
         let mut out = Vec::with_capacity(pcm.len());
-        mulaw::encode_from_f32(&pcm, &mut out);
+        mulaw::encode_from_f32(pcm, &mut out);
         Ok(Some(out))
     }
+}
+
+/// Piper starts each sentence with ~0.1–0.2 s of near-silence; the caller
+/// hears that as latency. Keep 10 ms before the first audible sample.
+fn trim_leading_silence(pcm: &[f32]) -> &[f32] {
+    const AUDIBLE: f32 = 0.01; // about -40 dBFS
+    const KEEP: usize = PHONE_RATE as usize / 100;
+    let first = pcm.iter().position(|x| x.abs() >= AUDIBLE).unwrap_or(0);
+    &pcm[first.saturating_sub(KEEP)..]
 }
 
 impl TtsPool {
     pub fn start(models: &Path, cfg: &TtsConfig) -> Result<Self, TtsError> {
         let (jobs, rx) = bounded::<Job>(cfg.queue.max(1));
+        let (rest_tx, rest_rx) = bounded::<Job>(cfg.queue.max(1));
         let cache = Arc::new(Mutex::new(Cache::default()));
         let first = Arc::new(Engine::load(models, cfg)?);
         let engine = Arc::new(Mutex::new(Some(first.clone())));
@@ -176,10 +191,15 @@ impl TtsPool {
             } else {
                 Arc::new(Engine::load(models, cfg)?)
             };
-            let (rx, cache, cap) = (rx.clone(), cache.clone(), cfg.cache_sentences);
+            let q = Queues {
+                firsts: rx.clone(),
+                rests: rest_rx.clone(),
+                requeue: rest_tx.clone(),
+            };
+            let (cache, cap) = (cache.clone(), cfg.cache_sentences);
             std::thread::Builder::new()
                 .name(format!("tts-{i}"))
-                .spawn(move || worker(e, rx, cache, cap))
+                .spawn(move || worker(e, q, cache, cap))
                 .map_err(|e| TtsError::Load(e.to_string()))?;
         }
         Ok(Self {
@@ -190,13 +210,22 @@ impl TtsPool {
         })
     }
 
-    /// Starts speaking `text`; chunks arrive on the returned channel in order.
+    /// Starts speaking `text`; chunks arrive on the returned channel in
+    /// order, one per returned part (chunk `index` = position in it).
     pub fn speak(
         &self,
         text: &str,
         cancel: Arc<AtomicBool>,
-    ) -> Result<mpsc::Receiver<TtsChunk>, TtsError> {
-        let parts = sentences::split(text);
+    ) -> Result<(mpsc::Receiver<TtsChunk>, Vec<String>), TtsError> {
+        let mut parts = sentences::split(text);
+        // An uncached first sentence starts with its first clause.
+        if let Some(first) = parts.first() {
+            if !self.cache.lock().map.contains_key(first) {
+                if let Some((head, tail)) = sentences::first_clause(first) {
+                    parts.splice(0..1, [head, tail]);
+                }
+            }
+        }
         let (tx, rx) = mpsc::channel(parts.len().max(1) + 1);
         let submitted = Instant::now();
         // Serve a cached prefix at once, without waiting for a worker.
@@ -219,8 +248,8 @@ impl TtsPool {
         }
         if first_uncached < parts.len() {
             let job = Job {
-                sentences: parts,
-                skip: first_uncached,
+                sentences: parts.clone(),
+                next: first_uncached,
                 cancel,
                 out: tx,
                 submitted,
@@ -230,7 +259,7 @@ impl TtsPool {
                 TrySendError::Disconnected(_) => TtsError::Closed,
             })?;
         }
-        Ok(rx)
+        Ok((rx, parts))
     }
 
     /// Synthesises and caches prompts ahead of time (greeting, FAQ answers).
@@ -275,42 +304,71 @@ fn insert(cache: &Mutex<Cache>, cap: usize, key: String, val: Arc<Vec<u8>>) {
     }
 }
 
-fn worker(engine: Arc<Engine>, jobs: Receiver<Job>, cache: Arc<Mutex<Cache>>, cap: usize) {
-    while let Ok(job) = jobs.recv() {
-        let n = job.sentences.len();
-        for (i, s) in job.sentences.iter().enumerate().skip(job.skip) {
-            if job.cancel.load(Ordering::Relaxed) || job.out.is_closed() {
+struct Queues {
+    firsts: Receiver<Job>,
+    rests: Receiver<Job>,
+    requeue: Sender<Job>,
+}
+
+fn worker(engine: Arc<Engine>, q: Queues, cache: Arc<Mutex<Cache>>, cap: usize) {
+    loop {
+        let mut job = match q.firsts.try_recv() {
+            Ok(j) => j,
+            Err(_) => crossbeam_channel::select! {
+                recv(q.firsts) -> j => match j { Ok(j) => j, Err(_) => return },
+                recv(q.rests) -> j => match j { Ok(j) => j, Err(_) => return },
+            },
+        };
+        // One sentence, then back in line behind waiting first sentences;
+        // with no room in line, carry on with this reply.
+        loop {
+            if !synth_next(&engine, &mut job, &cache, cap) {
                 break;
             }
-            let cached = cache.lock().map.get(s).cloned();
-            let t = Instant::now();
-            let (ulaw, was_cached) = match cached {
-                Some(u) => (u, true),
-                None => match engine.speak(s, &job.cancel) {
-                    Ok(Some(u)) => {
-                        let u = Arc::new(u);
-                        insert(&cache, cap, s.clone(), u.clone());
-                        (u, false)
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "TTS failed");
-                        break;
-                    }
-                },
-            };
-            let chunk = TtsChunk {
-                index: i,
-                text: s.clone(),
-                ulaw,
-                ready_ms: job.submitted.elapsed().as_millis() as u64,
-                synth_ms: t.elapsed().as_millis() as u64,
-                cached: was_cached,
-                last: i + 1 == n,
-            };
-            if job.out.blocking_send(chunk).is_err() {
-                break;
+            match q.requeue.try_send(job) {
+                Ok(()) => break,
+                Err(TrySendError::Full(j)) | Err(TrySendError::Disconnected(j)) => job = j,
             }
         }
     }
+}
+
+/// Synthesises and sends the job's next sentence; false when the job is
+/// finished, cancelled or its receiver gone.
+fn synth_next(engine: &Engine, job: &mut Job, cache: &Mutex<Cache>, cap: usize) -> bool {
+    let n = job.sentences.len();
+    let i = job.next;
+    if i >= n || job.cancel.load(Ordering::Relaxed) || job.out.is_closed() {
+        return false;
+    }
+    let s = &job.sentences[i];
+    let cached = cache.lock().map.get(s).cloned();
+    let t = Instant::now();
+    let (ulaw, was_cached) = match cached {
+        Some(u) => (u, true),
+        None => match engine.speak(s, &job.cancel) {
+            Ok(Some(u)) => {
+                let u = Arc::new(u);
+                insert(cache, cap, s.clone(), u.clone());
+                (u, false)
+            }
+            Ok(None) => return false,
+            Err(e) => {
+                tracing::warn!(error = %e, "TTS failed");
+                return false;
+            }
+        },
+    };
+    let chunk = TtsChunk {
+        index: i,
+        text: s.clone(),
+        ulaw,
+        ready_ms: job.submitted.elapsed().as_millis() as u64,
+        synth_ms: t.elapsed().as_millis() as u64,
+        cached: was_cached,
+        last: i + 1 == n,
+    };
+    job.next += 1;
+    // The channel holds every chunk of the reply, so this never waits.
+    job.out.try_send(chunk).is_ok() && job.next < n
 }

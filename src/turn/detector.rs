@@ -27,6 +27,9 @@ pub struct TurnConfig {
     pub barge_in_ms: u64,
     pub pause_ms: u64,
     pub max_silence_ms: u64,
+    /// Silence that ends a turn whose transcript closes a sentence, when
+    /// Smart Turn did not already end it.
+    pub complete_silence_ms: u64,
     pub min_turn_ms: u64,
     pub smart_turn_threshold: f32,
     pub preroll_ms: u64,
@@ -41,6 +44,7 @@ impl Default for TurnConfig {
             barge_in_ms: 300,
             pause_ms: 200,
             max_silence_ms: 1000,
+            complete_silence_ms: 400,
             min_turn_ms: 120,
             smart_turn_threshold: 0.5,
             preroll_ms: 200,
@@ -209,6 +213,14 @@ impl TurnDetector {
     pub fn onset(&self) -> Option<u64> {
         match self.state {
             State::Turn(seg) => Some(seg.onset),
+            _ => None,
+        }
+    }
+
+    /// Last voiced position of the open segment, while it is paused.
+    pub fn paused_at(&self) -> Option<u64> {
+        match self.state {
+            State::Turn(seg) if seg.paused => Some(seg.last_voice),
             _ => None,
         }
     }

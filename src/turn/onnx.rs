@@ -118,3 +118,49 @@ pub fn session(path: &Path) -> Result<ort::session::Session, OnnxError> {
         .commit_from_file(path)
         .map_err(|e| err(e.to_string()))
 }
+
+/// Several sessions of one model, so calls running it at once do not queue
+/// behind one lock: a caller takes any free session, and waits only when
+/// every one is busy.
+pub struct SessionPool {
+    sessions: Vec<parking_lot::Mutex<ort::session::Session>>,
+    next: AtomicUsize,
+}
+
+impl SessionPool {
+    /// `size` sessions of the model at `path` (at least one).
+    pub fn open(path: &Path, size: usize) -> Result<Self, OnnxError> {
+        let sessions = (0..size.max(1))
+            .map(|_| session(path).map(parking_lot::Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            sessions,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// One session per core and one spare: each run is single-threaded.
+    pub fn default_size() -> usize {
+        std::thread::available_parallelism().map_or(2, |n| n.get()) + 1
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Runs `f` on a free session.
+    pub fn with<R>(&self, f: impl FnOnce(&mut ort::session::Session) -> R) -> R {
+        let n = self.sessions.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        for i in 0..n {
+            if let Some(mut s) = self.sessions[(start + i) % n].try_lock() {
+                return f(&mut s);
+            }
+        }
+        f(&mut self.sessions[start].lock())
+    }
+}

@@ -3,25 +3,23 @@
 
 use std::path::Path;
 
-use ort::session::Session;
 use ort::value::Tensor;
-use parking_lot::Mutex;
 
 use super::mel;
-use super::onnx::{self, OnnxError};
+use super::onnx::{self, OnnxError, SessionPool};
 
 const SECONDS: usize = 8;
 const SAMPLES: usize = 16000 * SECONDS;
 const FRAMES: usize = SAMPLES / mel::HOP;
 
 pub struct SmartTurn {
-    session: Mutex<Session>,
+    sessions: SessionPool,
 }
 
 impl SmartTurn {
     pub fn load(path: &Path) -> Result<Self, OnnxError> {
         Ok(Self {
-            session: Mutex::new(onnx::session(path)?),
+            sessions: SessionPool::open(path, SessionPool::default_size())?,
         })
     }
 
@@ -36,9 +34,10 @@ impl SmartTurn {
         let t = Tensor::from_array(([1usize, mel::N_MELS, FRAMES], feats)).map_err(run)?;
         static TURN_SITE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
         let _g = onnx::InferenceGuard::enter(&TURN_SITE)?;
-        let mut s = self.session.lock();
-        let out = s.run(ort::inputs!["input_features" => t]).map_err(run)?;
-        let (_, p) = out["logits"].try_extract_tensor::<f32>().map_err(run)?;
-        Ok(p.first().copied().unwrap_or(0.0))
+        self.sessions.with(|s| {
+            let out = s.run(ort::inputs!["input_features" => t]).map_err(run)?;
+            let (_, p) = out["logits"].try_extract_tensor::<f32>().map_err(run)?;
+            Ok(p.first().copied().unwrap_or(0.0))
+        })
     }
 }

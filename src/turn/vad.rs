@@ -3,19 +3,18 @@
 
 use std::path::Path;
 
-use ort::session::Session;
 use ort::value::Tensor;
-use parking_lot::Mutex;
 
-use super::onnx::{self, OnnxError};
+use super::onnx::{self, OnnxError, SessionPool};
 
 pub const WINDOW: usize = 512;
 const CONTEXT: usize = 64;
 const STATE_LEN: usize = 2 * 128;
 
-/// The model, shared by every call; each call owns a [`VadState`].
+/// The model, shared by every call through a few sessions (not one lock
+/// for all calls); each call owns a [`VadState`].
 pub struct SileroVad {
-    session: Mutex<Session>,
+    sessions: SessionPool,
 }
 
 /// Per-call recurrent state of the VAD.
@@ -37,7 +36,7 @@ impl Default for VadState {
 impl SileroVad {
     pub fn load(path: &Path) -> Result<Self, OnnxError> {
         Ok(Self {
-            session: Mutex::new(onnx::session(path)?),
+            sessions: SessionPool::open(path, SessionPool::default_size())?,
         })
     }
 
@@ -53,14 +52,15 @@ impl SileroVad {
         let sr = Tensor::from_array((Vec::<i64>::new(), vec![16000i64])).map_err(run)?;
         static VAD_SITE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
         let _g = onnx::InferenceGuard::enter(&VAD_SITE)?;
-        let mut session = self.session.lock();
-        let out = session
-            .run(ort::inputs!["input" => x, "state" => h, "sr" => sr])
-            .map_err(run)?;
-        let (_, p) = out["output"].try_extract_tensor::<f32>().map_err(run)?;
-        let (_, new_state) = out["stateN"].try_extract_tensor::<f32>().map_err(run)?;
-        let prob = p.first().copied().unwrap_or(0.0);
-        st.state.copy_from_slice(&new_state[..STATE_LEN]);
+        let prob = self.sessions.with(|session| -> Result<f32, OnnxError> {
+            let out = session
+                .run(ort::inputs!["input" => x, "state" => h, "sr" => sr])
+                .map_err(run)?;
+            let (_, p) = out["output"].try_extract_tensor::<f32>().map_err(run)?;
+            let (_, new_state) = out["stateN"].try_extract_tensor::<f32>().map_err(run)?;
+            st.state.copy_from_slice(&new_state[..STATE_LEN]);
+            Ok(p.first().copied().unwrap_or(0.0))
+        })?;
         st.context.copy_from_slice(&window[WINDOW - CONTEXT..]);
         Ok(prob)
     }
