@@ -1,6 +1,11 @@
 //! Moonshine tiny-en (v2: encoder + merged decoder) through sherpa-onnx.
 //! Its encoder takes the utterance as it is — no 30 s window to pad — so a
 //! 3 s turn decodes in tens of milliseconds on one thread. English only.
+//!
+//! sherpa-onnx 1.13.8 returns empty text for Moonshine input past about
+//! 9.2 s (fixed in 2.0, which however dropped the espeak-ng front end our
+//! Piper voice needs), so longer turns are cut at their quietest points into
+//! pieces of at most [`MAX_PIECE`] samples, decoded in order and joined.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -20,6 +25,37 @@ pub const FILES: [&str; 3] = [
 /// Shortest input the encoder is given; shorter turns are padded with
 /// silence (a clipped "no" would otherwise have too few frames).
 const MIN_SAMPLES: usize = 16000 / 2;
+
+/// Longest piece given to the decoder at once (8.5 s).
+pub const MAX_PIECE: usize = 16000 * 17 / 2;
+/// Shortest piece a long turn is cut into (4 s), so cuts fall between words.
+const MIN_PIECE: usize = 16000 * 4;
+/// Window over which quietness is judged (100 ms).
+const QUIET_WINDOW: usize = 1600;
+
+/// Where to cut `audio` so that no piece is longer than `MAX_PIECE`: at the
+/// middle of the quietest 100 ms window 4–8.5 s into what is left.
+pub fn cut_points(audio: &[f32]) -> Vec<usize> {
+    let mut cuts = Vec::new();
+    let mut start = 0;
+    while audio.len() - start > MAX_PIECE {
+        let lo = start + MIN_PIECE;
+        let hi = start + MAX_PIECE - QUIET_WINDOW;
+        let energy = |i: usize| {
+            audio[i..i + QUIET_WINDOW]
+                .iter()
+                .map(|v| v * v)
+                .sum::<f32>()
+        };
+        let best = (lo..=hi)
+            .step_by(160)
+            .min_by(|&a, &b| energy(a).total_cmp(&energy(b)))
+            .unwrap_or(hi);
+        start = best + QUIET_WINDOW / 2;
+        cuts.push(start);
+    }
+    cuts
+}
 
 /// The model, shared by the workers: the recogniser is thread-safe and
 /// each decode uses its own stream.
@@ -52,7 +88,25 @@ impl MoonshineModel {
         Ok(Self { rec })
     }
 
+    /// Text of `audio`, cut into pieces the decoder handles when long.
     pub fn transcribe(&self, audio: &[f32]) -> Result<String, AsrError> {
+        let mut bounds = vec![0];
+        bounds.extend(cut_points(audio));
+        bounds.push(audio.len());
+        let mut text = String::new();
+        for w in bounds.windows(2) {
+            let piece = self.transcribe_piece(&audio[w[0]..w[1]])?;
+            if !piece.is_empty() {
+                if !text.is_empty() {
+                    text.push(' ');
+                }
+                text.push_str(&piece);
+            }
+        }
+        Ok(text)
+    }
+
+    fn transcribe_piece(&self, audio: &[f32]) -> Result<String, AsrError> {
         static SITE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
         let _g = onnx::InferenceGuard::enter(&SITE).map_err(|e| AsrError::Decode(e.to_string()))?;
         let stream = self.rec.create_stream();
@@ -86,5 +140,34 @@ impl MoonshineRecognizer {
 impl Recognizer for MoonshineRecognizer {
     fn decode(&mut self, audio: &[f32]) -> Result<String, AsrError> {
         self.model.transcribe(audio)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_audio_is_cut_at_its_quiet_points_into_decodable_pieces() {
+        // 20 s of "speech" (noise-like tone) with quiet gaps at 6 s and 13 s.
+        let mut x: Vec<f32> = (0..16000 * 20)
+            .map(|i| (i as f32 * 0.3).sin() * 0.5)
+            .collect();
+        for gap in [6 * 16000, 13 * 16000] {
+            x[gap..gap + 3200].iter_mut().for_each(|v| *v = 0.0);
+        }
+        let cuts = cut_points(&x);
+        assert_eq!(cuts.len(), 2, "{cuts:?}");
+        assert!((6 * 16000..6 * 16000 + 3200).contains(&cuts[0]), "{cuts:?}");
+        assert!(
+            (13 * 16000..13 * 16000 + 3200).contains(&cuts[1]),
+            "{cuts:?}"
+        );
+        let mut prev = 0;
+        for c in cuts.iter().copied().chain([x.len()]) {
+            assert!(c - prev <= MAX_PIECE);
+            prev = c;
+        }
+        assert!(cut_points(&x[..MAX_PIECE]).is_empty());
     }
 }
