@@ -1,0 +1,170 @@
+//! Recognisers on real speech through the phone path (8 kHz μ-law → 16 kHz),
+//! and the voice loop's use of them: Moonshine for open speech (also past
+//! the ~9 s where sherpa-onnx 1.13.8 alone returns nothing), the Whisper
+//! digits lane for account digits, and turns that end on their words.
+
+mod common;
+
+use attendant::asr::{AsrEngine, AsrPool, Purpose};
+use attendant::client::{self, audio, CallOptions, Script};
+use attendant::eval::wer;
+use attendant::media::{mulaw, resample::resample};
+use attendant::nlu::numbers::{tokenize, Tok};
+use common::*;
+
+fn phone_path(pcm8k: &[f32]) -> Vec<f32> {
+    let mut mu = Vec::new();
+    mulaw::encode_from_f32(pcm8k, &mut mu);
+    let mut back = Vec::new();
+    mulaw::decode_to_f32(&mu, &mut back);
+    resample(&back, 8000, 16000).unwrap()
+}
+
+fn digits_of(text: &str) -> String {
+    tokenize(text)
+        .into_iter()
+        .filter_map(|t| match t {
+            Tok::Num(n) => Some(n.digits),
+            Tok::Word(_) => None,
+        })
+        .collect()
+}
+
+fn reference(path: &str) -> String {
+    let manifest = std::fs::read_to_string(shared().join("speech/manifest.jsonl")).unwrap();
+    manifest
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["path"] == path)
+        .expect("manifest entry")["transcript"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Four FSDD digits of one speaker read in a row, as a caller reads out
+/// account digits: 0.3 s lead-in, 150 ms between digits (8 kHz).
+fn spoken_digits(speaker: &str, digits: &str, take: usize) -> Vec<f32> {
+    let mut pcm = vec![0.0f32; 2400];
+    for d in digits.chars() {
+        let f = shared().join(format!("speech/fsdd/{d}_{speaker}_{take}.wav"));
+        pcm.extend(audio::read_wav_8k(&f).unwrap());
+        pcm.extend(std::iter::repeat_n(0.0, 1200));
+    }
+    pcm
+}
+
+#[test]
+fn moonshine_transcribes_a_35_second_phone_recording_whole() {
+    let cfg = config(&[]);
+    assert_eq!(cfg.asr.engine, AsrEngine::Moonshine, "the default engine");
+    let pool = AsrPool::start(&cfg.server.models_dir, &cfg.asr).expect("ASR");
+    let osr = shared().join("speech/osr_8k/OSR_us_000_0034_8k.wav");
+    let x = phone_path(&audio::read_wav_8k(&osr).unwrap());
+    assert!(x.len() > 16000 * 30);
+    let t = pool.transcribe_blocking(x).unwrap();
+    assert_eq!(t.engine, "moonshine");
+    let w = wer(&reference("osr_8k/OSR_us_000_0034_8k.wav"), &t.text);
+    eprintln!(
+        "Moonshine, 35 s: WER {:.1}% in {} ms: {}",
+        w * 100.0,
+        t.decode_ms,
+        t.text
+    );
+    assert!(w <= 0.10, "WER {:.1}%: {}", w * 100.0, t.text);
+    // Each of the ten sentences is there, the last ones included.
+    assert!(t.text.to_lowercase().contains("come quickly"), "{}", t.text);
+}
+
+#[test]
+fn the_digits_lane_reads_account_digits_better_than_moonshine() {
+    let cfg = config(&[]);
+    let pool = AsrPool::start(&cfg.server.models_dir, &cfg.asr).expect("ASR");
+    assert_eq!(pool.engine_for(Purpose::Digits), AsrEngine::Whisper);
+    assert_eq!(pool.engine_for(Purpose::General), AsrEngine::Moonshine);
+    let cases = [
+        ("george", "4561", 3),
+        ("george", "9078", 5),
+        ("george", "2304", 7),
+        ("jackson", "1234", 3),
+        ("jackson", "8675", 9),
+        ("jackson", "3099", 11),
+        ("nicolas", "5512", 2),
+        ("nicolas", "7640", 4),
+        ("lucas", "6021", 6),
+        ("lucas", "4983", 8),
+    ];
+    let (mut lane, mut moon) = (0, 0);
+    for (speaker, want, take) in cases {
+        let x = phone_path(&spoken_digits(speaker, want, take));
+        let d = pool
+            .transcribe_blocking_for(Purpose::Digits, x.clone())
+            .unwrap();
+        let m = pool.transcribe_blocking(x).unwrap();
+        eprintln!(
+            "{speaker} {want}: digits lane {:?}, moonshine {:?}",
+            d.text, m.text
+        );
+        lane += usize::from(digits_of(&d.text) == want);
+        moon += usize::from(digits_of(&m.text) == want);
+    }
+    eprintln!("4-digit strings right: digits lane {lane}/10, moonshine {moon}/10");
+    assert!(lane >= 8, "digits lane {lane}/10");
+    assert!(lane >= moon, "digits lane {lane} < moonshine {moon}");
+}
+
+#[test]
+fn an_account_digits_answer_goes_to_the_digits_lane_and_ends_on_its_words() {
+    let addr = server();
+    let balance = audio::read_wav_8k(&fixture("balance.wav")).unwrap();
+    let digits = spoken_digits("george", "4561", 5);
+    let report = rt()
+        .block_on(client::run_call(CallOptions {
+            url: ws_url(addr),
+            http: String::new(),
+            from: "+15555550123".into(),
+            script: Script::Turns {
+                turns: vec![balance, digits],
+                quiet_ms: 700,
+            },
+            linger_ms: 1500,
+            max_secs: 90,
+            dtmf: vec![],
+            signing: None,
+        }))
+        .expect("call");
+    let rec = report.record.expect("call record");
+    for t in &rec.turns {
+        eprintln!(
+            "turn {}: {:?} [{} via {}, p={:?}] -> {:?}",
+            t.index,
+            t.caller_text,
+            t.timings.end_reason,
+            t.timings.asr_engine,
+            t.timings.smart_turn_probability,
+            t.bot_text
+        );
+    }
+    let first = &rec.turns[0];
+    assert_eq!(first.timings.asr_engine, "moonshine");
+    assert!(
+        first.bot_text.contains("last four digits"),
+        "{:?}",
+        first.bot_text
+    );
+    let second = rec.turns.get(1).expect("the digits turn");
+    assert_eq!(second.timings.asr_engine, "whisper");
+    assert_eq!(digits_of(&second.caller_text), "4561");
+    assert_ne!(
+        second.timings.end_reason, "silence",
+        "a complete answer to a digits question must not wait for the fallback"
+    );
+    assert!(second.bot_text.contains("PIN"), "{:?}", second.bot_text);
+    // The caller heard both answers, measured at the first audible frame.
+    let heard: Vec<u64> = report
+        .replies
+        .iter()
+        .filter_map(|r| r.voice_to_voice_ms)
+        .collect();
+    assert_eq!(heard.len(), 2, "{:?}", report.replies);
+}
