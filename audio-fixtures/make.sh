@@ -28,6 +28,6 @@ fi
 # then an annoyed second call.
 say order_where "Hi, I'm calling to check where my order is."
 say order_bye "Okay, thanks. Bye."
-say balance "I would like to check my balance, please."
+say balance "What is the balance of my account?"
 say csat_four "Four."
 say order_annoyed "This is the second time I'm calling. My headphones still haven't arrived, and I'm really fed up."
