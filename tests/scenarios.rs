@@ -334,7 +334,7 @@ fn late_order_second_annoyed_call_goes_to_priority_care_with_full_context() {
                 .as_str()
                 .unwrap()
                 .to_lowercase()
-                .contains("headphones")));
+                .contains("headphone"))); // "headphone(s)": the words, not the ASR's plural
     let previous = packet["previous_interactions"].as_array().unwrap();
     assert!(
         previous.iter().any(|p| p["id"] == first.call_sid.as_str()),

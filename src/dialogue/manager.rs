@@ -785,6 +785,12 @@ impl Conversation {
 
     /// What the flow's current step asks the caller for.
     pub fn expecting(&self) -> Expect {
+        match &self.state.pending {
+            // "On a scale of one to five": one spoken digit.
+            Some(Pending::Csat) => return Expect::Digits { min: 1, max: 1 },
+            Some(_) => return Expect::YesNo,
+            None => {}
+        }
         let Some(step) = self.current_step() else {
             return Expect::Open;
         };

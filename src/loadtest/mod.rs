@@ -71,10 +71,42 @@ pub struct CallResult {
     /// Caller speech onset over the bot → bot audio stopped arriving.
     pub barge_in_stop_ms: Vec<u64>,
     pub pacing: client::Pacing,
+    /// The server's own marks for this call's answered turns (from its
+    /// call record), to set beside what the caller measured.
+    #[serde(default)]
+    pub server: ServerTurns,
     #[serde(skip)]
     pub greeting_audio: Vec<u8>,
     #[serde(skip)]
     pub reply_audio: Vec<Vec<u8>>,
+}
+
+/// What the server's call record says of a call's turns.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ServerTurns {
+    /// Server-measured voice-to-voice per answered turn.
+    pub voice_to_voice_ms: Vec<u64>,
+    /// What ended each spoken turn (smart_turn, transcript, silence).
+    pub end_reasons: Vec<String>,
+    /// Turns ended before the caller had finished.
+    pub cut_early: usize,
+}
+
+impl ServerTurns {
+    fn of(rec: &crate::pipeline::CallRecord) -> Self {
+        let spoken = rec.turns.iter().filter(|t| t.dtmf.is_none());
+        Self {
+            voice_to_voice_ms: spoken
+                .clone()
+                .filter_map(|t| t.timings.voice_to_voice_ms)
+                .collect(),
+            end_reasons: spoken
+                .clone()
+                .map(|t| t.timings.end_reason.clone())
+                .collect(),
+            cut_early: spoken.filter(|t| t.timings.cut_early).count(),
+        }
+    }
 }
 
 /// Everything one run measured.
@@ -242,6 +274,9 @@ fn measure(
     res.call_sid = rep.call_sid.clone();
     res.time_to_answer_ms = rep.first_audio_ms;
     res.pacing = rep.pacing.clone();
+    if let Some(rec) = &rep.record {
+        res.server = ServerTurns::of(rec);
+    }
     res.barge_in_stop_ms = rep.barge_ins.iter().filter_map(|b| b.stop_ms).collect();
     // Replies: the first is the greeting; each later one answers the step
     // that came before it.

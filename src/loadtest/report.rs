@@ -66,6 +66,14 @@ pub struct Summary {
     pub failures: BTreeMap<String, usize>,
     pub time_to_answer_ms: Option<Percentiles>,
     pub voice_to_voice_ms: Option<Percentiles>,
+    /// The same turns as the server measured them (its call records).
+    #[serde(default)]
+    pub server_voice_to_voice_ms: Option<Percentiles>,
+    /// Spoken turns by what ended them, and those cut too early.
+    #[serde(default)]
+    pub turn_ends: BTreeMap<String, usize>,
+    #[serde(default)]
+    pub turns_cut_early: usize,
     pub barge_in_stop_ms: Option<Percentiles>,
     pub pacing: PacingSummary,
     /// Replies with a check, and how many passed.
@@ -114,6 +122,20 @@ pub fn summarize(r: &RunResult) -> Summary {
                 .iter()
                 .flat_map(|c| c.turns.iter().filter_map(|t| t.voice_to_voice_ms)),
         ),
+        server_voice_to_voice_ms: Percentiles::of(
+            r.calls
+                .iter()
+                .flat_map(|c| c.server.voice_to_voice_ms.iter().copied()),
+        ),
+        turn_ends: r
+            .calls
+            .iter()
+            .flat_map(|c| c.server.end_reasons.iter())
+            .fold(BTreeMap::new(), |mut m, why| {
+                *m.entry(why.clone()).or_insert(0) += 1;
+                m
+            }),
+        turns_cut_early: r.calls.iter().map(|c| c.server.cut_early).sum(),
         barge_in_stop_ms: Percentiles::of(
             r.calls
                 .iter()
@@ -225,9 +247,25 @@ pub fn console(r: &Report) -> String {
     for (name, p) in [
         ("time to answer", &s.time_to_answer_ms),
         ("voice-to-voice", &s.voice_to_voice_ms),
+        ("  (server-measured)", &s.server_voice_to_voice_ms),
         ("barge-in stop", &s.barge_in_stop_ms),
     ] {
         o += &format!("{name:<26} {}\n", pct_cell(p));
+    }
+    let ended: usize = s.turn_ends.values().sum();
+    if ended > 0 {
+        let share = |n: usize| 100.0 * n as f64 / ended as f64;
+        let parts: Vec<String> = s
+            .turn_ends
+            .iter()
+            .map(|(why, n)| format!("{why} {n} ({:.0} %)", share(*n)))
+            .collect();
+        o += &format!(
+            "turns ended by: {}; cut too early {} ({:.1} %)\n",
+            parts.join(", "),
+            s.turns_cut_early,
+            share(s.turns_cut_early)
+        );
     }
     o += &format!(
         "bot audio: {} frames, underruns {} ms, max gap {} ms, gaps > 60 ms {}, jitter {:.1} ms\n",
