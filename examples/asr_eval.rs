@@ -15,7 +15,7 @@ use attendant::client::audio::read_wav;
 use attendant::config::Config;
 use attendant::eval::{edit_distance, normalize};
 use attendant::media::{mulaw, resample::resample};
-use attendant::nlu::numbers::{tokenize, Tok};
+use attendant::nlu::numbers::spoken_digits;
 
 /// 16 kHz audio as it reaches the recogniser from a phone call.
 fn phone_path(pcm: &[f32], rate: u32) -> anyhow::Result<Vec<f32>> {
@@ -25,16 +25,6 @@ fn phone_path(pcm: &[f32], rate: u32) -> anyhow::Result<Vec<f32>> {
     let mut back = Vec::new();
     mulaw::decode_to_f32(&mu, &mut back);
     Ok(resample(&back, 8000, 16000)?)
-}
-
-fn digits_of(text: &str) -> String {
-    tokenize(text)
-        .into_iter()
-        .filter_map(|t| match t {
-            Tok::Num(n) => Some(n.digits),
-            Tok::Word(_) => None,
-        })
-        .collect()
 }
 
 struct Item {
@@ -114,14 +104,14 @@ fn main() -> anyhow::Result<()> {
         let mut ok_digits = 0;
         for it in &digits {
             let tr = pool.transcribe_blocking(it.pcm16.clone())?;
-            ok_digits += usize::from(digits_of(&tr.text) == it.transcript);
+            ok_digits += usize::from(spoken_digits(&tr.text) == it.transcript);
         }
         let (mut ok_strings, mut dtimes) = (0, Vec::new());
         for it in &strings {
             let t = Instant::now();
             let tr = pool.transcribe_blocking(it.pcm16.clone())?;
             dtimes.push(t.elapsed().as_secs_f64() * 1000.0);
-            let got = digits_of(&tr.text);
+            let got = spoken_digits(&tr.text);
             ok_strings += usize::from(got == it.transcript);
             if std::env::var_os("VERBOSE").is_some() {
                 println!(
@@ -149,7 +139,7 @@ fn main() -> anyhow::Result<()> {
             let mut ok = 0;
             for it in set {
                 let tr = pool.transcribe_blocking_for(lane, it.pcm16.clone())?;
-                ok += usize::from(digits_of(&tr.text) == it.transcript);
+                ok += usize::from(spoken_digits(&tr.text) == it.transcript);
             }
             Ok(ok)
         };
@@ -210,7 +200,7 @@ fn load(shared: &Path) -> anyhow::Result<Sets> {
                 .entry(speaker)
                 .or_default()
                 .push((transcript.clone(), pcm.clone()));
-            let d = digits_of(&transcript);
+            let d = spoken_digits(&transcript);
             digits.push(Item {
                 path,
                 transcript: d,
@@ -233,7 +223,7 @@ fn load(shared: &Path) -> anyhow::Result<Sets> {
             let mut want = String::new();
             for _ in 0..4 {
                 let (t, a) = &items[rng.usize(..items.len())];
-                want.push_str(&digits_of(t));
+                want.push_str(&spoken_digits(t));
                 pcm.extend_from_slice(a);
                 pcm.extend(std::iter::repeat_n(0.0, 1200));
             }

@@ -9,7 +9,7 @@ use attendant::asr::{AsrEngine, AsrPool, Purpose};
 use attendant::client::{self, audio, CallOptions, Script};
 use attendant::eval::wer;
 use attendant::media::{mulaw, resample::resample};
-use attendant::nlu::numbers::{tokenize, Tok};
+use attendant::nlu::numbers::spoken_digits;
 use common::*;
 
 fn phone_path(pcm8k: &[f32]) -> Vec<f32> {
@@ -18,16 +18,6 @@ fn phone_path(pcm8k: &[f32]) -> Vec<f32> {
     let mut back = Vec::new();
     mulaw::decode_to_f32(&mu, &mut back);
     resample(&back, 8000, 16000).unwrap()
-}
-
-fn digits_of(text: &str) -> String {
-    tokenize(text)
-        .into_iter()
-        .filter_map(|t| match t {
-            Tok::Num(n) => Some(n.digits),
-            Tok::Word(_) => None,
-        })
-        .collect()
 }
 
 fn reference(path: &str) -> String {
@@ -44,7 +34,7 @@ fn reference(path: &str) -> String {
 
 /// Four FSDD digits of one speaker read in a row, as a caller reads out
 /// account digits: 0.3 s lead-in, 150 ms between digits (8 kHz).
-fn spoken_digits(speaker: &str, digits: &str, take: usize) -> Vec<f32> {
+fn read_out_digits(speaker: &str, digits: &str, take: usize) -> Vec<f32> {
     let mut pcm = vec![0.0f32; 2400];
     for d in digits.chars() {
         let f = shared().join(format!("speech/fsdd/{d}_{speaker}_{take}.wav"));
@@ -96,7 +86,7 @@ fn the_digits_lane_reads_account_digits_better_than_moonshine() {
     ];
     let (mut lane, mut moon) = (0, 0);
     for (speaker, want, take) in cases {
-        let x = phone_path(&spoken_digits(speaker, want, take));
+        let x = phone_path(&read_out_digits(speaker, want, take));
         let d = pool
             .transcribe_blocking_for(Purpose::Digits, x.clone())
             .unwrap();
@@ -105,8 +95,8 @@ fn the_digits_lane_reads_account_digits_better_than_moonshine() {
             "{speaker} {want}: digits lane {:?}, moonshine {:?}",
             d.text, m.text
         );
-        lane += usize::from(digits_of(&d.text) == want);
-        moon += usize::from(digits_of(&m.text) == want);
+        lane += usize::from(spoken_digits(&d.text) == want);
+        moon += usize::from(spoken_digits(&m.text) == want);
     }
     eprintln!("4-digit strings right: digits lane {lane}/10, moonshine {moon}/10");
     assert!(lane >= 8, "digits lane {lane}/10");
@@ -117,7 +107,7 @@ fn the_digits_lane_reads_account_digits_better_than_moonshine() {
 fn an_account_digits_answer_goes_to_the_digits_lane_and_ends_on_its_words() {
     let addr = server();
     let balance = audio::read_wav_8k(&fixture("balance.wav")).unwrap();
-    let digits = spoken_digits("george", "4561", 5);
+    let digits = read_out_digits("george", "4561", 5);
     let report = rt()
         .block_on(client::run_call(CallOptions {
             url: ws_url(addr),
@@ -154,7 +144,7 @@ fn an_account_digits_answer_goes_to_the_digits_lane_and_ends_on_its_words() {
     );
     let second = rec.turns.get(1).expect("the digits turn");
     assert_eq!(second.timings.asr_engine, "whisper");
-    assert_eq!(digits_of(&second.caller_text), "4561");
+    assert_eq!(spoken_digits(&second.caller_text), "4561");
     assert_ne!(
         second.timings.end_reason, "silence",
         "a complete answer to a digits question must not wait for the fallback"

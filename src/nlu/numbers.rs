@@ -174,6 +174,18 @@ pub fn words(text: &str) -> Vec<String> {
     out
 }
 
+/// Every digit spoken in `text`, in order ("4 5, six one" → "4561"): how
+/// an account number or PIN read out is scored.
+pub fn spoken_digits(text: &str) -> String {
+    tokenize(text)
+        .into_iter()
+        .filter_map(|t| match t {
+            Tok::Num(n) => Some(n.digits),
+            Tok::Word(_) => None,
+        })
+        .collect()
+}
+
 /// Tokenises and folds runs of number words into [`Number`]s.
 pub fn tokenize(text: &str) -> Vec<Tok> {
     let ws = words(text);
