@@ -24,8 +24,15 @@ if ((${#need_pkgs[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
 fi
 
+# The one minimum Rust version: Cargo.toml's rust-version.
+need_rust="$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)"
 if ! command -v cargo >/dev/null; then
-  echo "cargo not found: install Rust (https://rustup.rs, 1.85 or newer) and re-run" >&2
+  echo "cargo not found: install Rust (https://rustup.rs, $need_rust or newer) and re-run" >&2
+  exit 1
+fi
+have_rust="$(rustc --version | awk '{print $2}')"
+if [[ "$(printf '%s\n%s\n' "$need_rust" "$have_rust" | sort -V | head -n1)" != "$need_rust" ]]; then
+  echo "Rust $have_rust is too old: Attendant needs $need_rust or newer (rustup update)" >&2
   exit 1
 fi
 
