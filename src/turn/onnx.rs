@@ -144,14 +144,6 @@ impl SessionPool {
         std::thread::available_parallelism().map_or(2, |n| n.get()) + 1
     }
 
-    pub fn len(&self) -> usize {
-        self.sessions.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
-    }
-
     /// Runs `f` on a free session.
     pub fn with<R>(&self, f: impl FnOnce(&mut ort::session::Session) -> R) -> R {
         let n = self.sessions.len();
