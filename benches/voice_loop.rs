@@ -46,6 +46,12 @@ fn bench_config() -> (Config, tempfile::NamedTempFile) {
         // The FAQ bot with an echo fallback: every reply is synthesised fresh,
         // so the figures include TTS (an agent's cached prompts would hide it).
         ("ATTENDANT__DIALOGUE__AGENT".to_string(), "\"\"".to_string()),
+        ("ATTENDANT__AUTH__ADMIN_TOKEN".to_string(), bench_token()),
+        // Every benchmark caller has the same caller ID.
+        (
+            "ATTENDANT__SERVER__MAX_CALLS_PER_NUMBER".to_string(),
+            "0".to_string(),
+        ),
         (
             "ATTENDANT__DIALOGUE__FAQ".to_string(),
             format!("\"{}\"", faq.path().display()),
@@ -134,6 +140,13 @@ fn utterances() -> Vec<Vec<f32>> {
     u
 }
 
+/// The admin token of the benchmark's own server, fresh per run.
+fn bench_token() -> String {
+    static T: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    T.get_or_init(|| attendant::server::auth::new_secret("bench_"))
+        .clone()
+}
+
 fn call(addr: SocketAddr, script: Script) -> CallOptions {
     CallOptions {
         url: format!("ws://{addr}/twilio/stream"),
@@ -144,6 +157,7 @@ fn call(addr: SocketAddr, script: Script) -> CallOptions {
         max_secs: 240,
         dtmf: vec![],
         signing: None,
+        api_token: Some(bench_token()),
     }
 }
 

@@ -36,6 +36,8 @@ pub struct Config {
     pub followup: crate::followup::FollowupConfig,
     #[serde(default)]
     pub sip: SipSection,
+    #[serde(default)]
+    pub auth: crate::server::auth::AuthConfig,
     pub asr: AsrConfig,
     pub tts: TtsConfig,
     pub turn: TurnConfig,
@@ -49,6 +51,12 @@ pub struct ServerConfig {
     pub models_dir: PathBuf,
     pub keep_calls: usize,
     pub slow_reply_ms: u64,
+    /// Calls this node takes at once over all transports (0: no limit).
+    pub max_calls: usize,
+    /// Calls at once from one caller number (0: no limit).
+    pub max_calls_per_number: usize,
+    /// On SIGTERM, live calls may go on this long before they are ended.
+    pub drain_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -59,11 +67,14 @@ impl Default for ServerConfig {
             models_dir: "models".into(),
             keep_calls: 1000,
             slow_reply_ms: 0,
+            max_calls: 32,
+            max_calls_per_number: 4,
+            drain_timeout_ms: 30_000,
         }
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TwilioConfig {
     pub auth_token: String,
@@ -77,6 +88,38 @@ pub struct TwilioConfig {
     /// TaskRouter workflow for `queue:` targets; with it the priority and
     /// hand-off id travel as the task's attributes.
     pub workflow_sid: String,
+    /// Serve Twilio without checking its signatures on a non-loopback
+    /// address (refused at start unless set).
+    pub allow_unsigned: bool,
+    /// A stream whose `start` has not come by then is closed.
+    pub start_timeout_ms: u64,
+    /// Largest WebSocket message (and frame) taken from a stream.
+    pub max_message_bytes: usize,
+    /// Caller audio may run this far ahead of real time; more is dropped…
+    pub media_burst_ms: u64,
+    /// …and once this much has been dropped the stream is closed (0: never).
+    pub media_close_after_ms: u64,
+    /// How long a stream token from the voice webhook stays valid.
+    pub stream_token_ttl_s: i64,
+}
+
+impl Default for TwilioConfig {
+    fn default() -> Self {
+        Self {
+            auth_token: String::new(),
+            prebuffer_frames: 2,
+            account_sid: String::new(),
+            api_base: "https://api.twilio.com".into(),
+            from_number: String::new(),
+            workflow_sid: String::new(),
+            allow_unsigned: false,
+            start_timeout_ms: 10_000,
+            max_message_bytes: 64 * 1024,
+            media_burst_ms: 1000,
+            media_close_after_ms: 5000,
+            stream_token_ttl_s: 120,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -188,9 +231,20 @@ impl Config {
                     message: "expected ATTENDANT__SECTION__KEY".into(),
                 });
             }
+            // A key whose default is text stays text, so a numeric-looking
+            // token or password (`12345`) is not turned into a number.
+            let is_text = value
+                .get(&path[0])
+                .and_then(|t| t.get(&path[1]))
+                .is_some_and(|d| d.is_str());
+            let parsed = match env_value(&v) {
+                toml::Value::String(s) => toml::Value::String(s),
+                _ if is_text => toml::Value::String(v.clone()),
+                other => other,
+            };
             let mut t = toml::Table::new();
             let mut inner = toml::Table::new();
-            inner.insert(path[1].clone(), env_value(&v));
+            inner.insert(path[1].clone(), parsed);
             t.insert(path[0].clone(), toml::Value::Table(inner));
             merge(&mut value, toml::Value::Table(t));
         }
@@ -248,6 +302,20 @@ mod tests {
         assert_eq!(c.turn.barge_in_ms, 300);
         assert_eq!(c.asr.engine, crate::asr::AsrEngine::Moonshine);
         assert_eq!(c.asr.model, "ggml-tiny.en-q8_0.bin");
+    }
+
+    #[test]
+    fn numeric_looking_secrets_stay_text() {
+        let env = vec![
+            ("TWILIO_AUTH_TOKEN".to_string(), "12345".to_string()),
+            (
+                "ATTENDANT__AUTH__ADMIN_TOKEN".to_string(),
+                "987".to_string(),
+            ),
+        ];
+        let c = Config::load(None, env).unwrap();
+        assert_eq!(c.twilio.auth_token, "12345");
+        assert_eq!(c.auth.admin_token, "987");
     }
 
     #[test]

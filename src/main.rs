@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use attendant::client::{self, audio, CallOptions, Script};
 use attendant::config::Config;
 use attendant::loadtest;
+use attendant::store::Store;
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +43,44 @@ enum DbCmd {
         file: Option<PathBuf>,
         #[arg(long, env = "DATABASE_URL")]
         url: Option<String>,
+        #[arg(long, env = "ATTENDANT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Make an API token (printed once; only its hash is stored). A name
+    /// already in use is replaced: that is how a token is rotated.
+    Create {
+        name: String,
+        /// admin, ops, supervisor, agent or integration.
+        #[arg(long)]
+        role: String,
+        #[arg(long, env = "ATTENDANT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// List tokens (names, roles, last use; never values).
+    List {
+        #[arg(long, env = "ATTENDANT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Revoke a token by name.
+    Revoke {
+        name: String,
+        #[arg(long, env = "ATTENDANT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Add a person who signs in (POST /auth/login), or reset their password
+    /// and role. The password is read from ATTENDANT_PASSWORD or standard input.
+    Add {
+        name: String,
+        #[arg(long)]
+        role: String,
         #[arg(long, env = "ATTENDANT_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -100,6 +139,9 @@ enum Cmd {
         /// (default: --url).
         #[arg(long)]
         public_url: Option<String>,
+        /// API token (ops role) for reading the call's record afterwards.
+        #[arg(long, env = "ATTENDANT_TOKEN", hide_env_values = true)]
+        api_token: Option<String>,
     },
     /// Many simultaneous scripted callers against a running server, with a
     /// latency and quality report (docs/loadtest.md).
@@ -140,6 +182,16 @@ enum Cmd {
     Db {
         #[command(subcommand)]
         what: DbCmd,
+    },
+    /// API tokens for machines (docs/security.md).
+    Token {
+        #[command(subcommand)]
+        what: TokenCmd,
+    },
+    /// People who sign in (supervisors, agents).
+    User {
+        #[command(subcommand)]
+        what: UserCmd,
     },
     /// Evaluate a component on labelled data.
     Eval {
@@ -238,6 +290,9 @@ struct LoadtestArgs {
     /// The stream URL the signature covers (default: --url).
     #[arg(long)]
     public_url: Option<String>,
+    /// API token (ops role) for reading each call's record from the server.
+    #[arg(long, env = "ATTENDANT_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
     /// Configuration for the checker's ASR (models folder).
     #[arg(long, env = "ATTENDANT_CONFIG")]
     config: Option<PathBuf>,
@@ -289,6 +344,7 @@ async fn loadtest_cmd(a: LoadtestArgs) -> anyhow::Result<()> {
             auth_token,
             public_url: a.public_url.clone().unwrap_or_else(|| a.url.clone()),
         }),
+        api_token: a.api_token.clone(),
         calls: a.calls.max(1),
         concurrency: a.concurrency.max(1),
         ramp_per_s: a.ramp,
@@ -406,6 +462,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             dtmf,
             auth_token,
             public_url,
+            api_token,
         } => {
             let signing = auth_token.map(|auth_token| client::Signing {
                 auth_token,
@@ -447,6 +504,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 max_secs,
                 dtmf,
                 signing,
+                api_token,
             })
             .await?;
             client::print_report(&report);
@@ -540,6 +598,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::Token { what } => token_cmd(what).await,
+        Cmd::User { what } => user_cmd(what).await,
         Cmd::Eval { what } => match what {
             EvalCmd::Nlu {
                 agent,
@@ -735,5 +795,72 @@ fn chat(
             break;
         }
     }
+    Ok(())
+}
+
+async fn open_configured_store(config: Option<&std::path::Path>) -> anyhow::Result<Store> {
+    let cfg = Config::load(config, std::env::vars())?;
+    Ok(Store::open(&cfg.store.url).await?)
+}
+
+async fn token_cmd(what: TokenCmd) -> anyhow::Result<()> {
+    use attendant::server::auth;
+    match what {
+        TokenCmd::Create { name, role, config } => {
+            let role: auth::Role = role.parse().map_err(anyhow::Error::msg)?;
+            let store = open_configured_store(config.as_deref()).await?;
+            let token = auth::new_secret("att_");
+            store
+                .put_token(&name, &role.to_string(), &auth::hash_secret(&token))
+                .await?;
+            eprintln!("token {name:?} ({role}); it is shown only now:");
+            println!("{token}");
+        }
+        TokenCmd::List { config } => {
+            let store = open_configured_store(config.as_deref()).await?;
+            for t in store.tokens().await? {
+                println!(
+                    "{:<24} {:<12} last used {:<14} {}",
+                    t.name,
+                    t.role,
+                    if t.last_used_ms == 0 {
+                        "never".to_string()
+                    } else {
+                        t.last_used_ms.to_string()
+                    },
+                    if t.revoked { "revoked" } else { "" }
+                );
+            }
+        }
+        TokenCmd::Revoke { name, config } => {
+            let store = open_configured_store(config.as_deref()).await?;
+            if !store.revoke_token(&name).await? {
+                bail!("no live token named {name:?}");
+            }
+            println!("revoked {name:?}");
+        }
+    }
+    Ok(())
+}
+
+async fn user_cmd(what: UserCmd) -> anyhow::Result<()> {
+    use attendant::server::auth;
+    let UserCmd::Add { name, role, config } = what;
+    let role: auth::Role = role.parse().map_err(anyhow::Error::msg)?;
+    let password = match std::env::var("ATTENDANT_PASSWORD") {
+        Ok(p) => p,
+        Err(_) => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim_end_matches(['\r', '\n']).to_string()
+        }
+    };
+    if password.chars().count() < 12 {
+        bail!("passwords have at least 12 characters");
+    }
+    let hash = auth::hash_password(&password).map_err(anyhow::Error::msg)?;
+    let store = open_configured_store(config.as_deref()).await?;
+    store.put_user(&name, &role.to_string(), &hash).await?;
+    println!("{name:?} may sign in as {role}");
     Ok(())
 }

@@ -121,6 +121,7 @@ fn an_account_digits_answer_goes_to_the_digits_lane_and_ends_on_its_words() {
             max_secs: 90,
             dtmf: vec![],
             signing: None,
+            api_token: Some(API_TOKEN.into()),
         }))
         .expect("call");
     let rec = report.record.expect("call record");

@@ -14,6 +14,7 @@ fn options(addr: std::net::SocketAddr, calls: usize, concurrency: usize) -> RunO
     RunOptions {
         url: ws_url(addr),
         signing: None,
+        api_token: Some(API_TOKEN.into()),
         calls,
         concurrency,
         ramp_per_s: 0.0,

@@ -163,7 +163,7 @@ fn scenario() -> &'static Scenario {
 }
 
 fn get(addr: SocketAddr, path: &str) -> Option<(Value, HashMap<String, String>)> {
-    let r = ureq::get(&format!("http://{addr}{path}")).call().ok()?;
+    let r = api_get(&format!("http://{addr}{path}")).call().ok()?;
     let headers = r
         .headers_names()
         .into_iter()
@@ -173,7 +173,7 @@ fn get(addr: SocketAddr, path: &str) -> Option<(Value, HashMap<String, String>)>
 }
 
 fn post(addr: SocketAddr, path: &str, body: Value) -> (u16, Value) {
-    match ureq::post(&format!("http://{addr}{path}")).send_json(body) {
+    match api_post(&format!("http://{addr}{path}")).send_json(body) {
         Ok(r) => (r.status(), r.into_json().unwrap_or(Value::Null)),
         Err(ureq::Error::Status(code, r)) => (code, json!(r.into_string().unwrap_or_default())),
         Err(e) => panic!("POST {path}: {e}"),
@@ -196,6 +196,7 @@ fn call(s: &Scenario, from: &str, turns: &[&str]) -> client::CallReport {
         linger_ms: 2000,
         max_secs: 90,
         dtmf: vec![],
+        api_token: Some(API_TOKEN.into()),
         signing: Some(Signing {
             auth_token: TOKEN.into(),
             public_url: format!("{}/twilio/stream", PUBLIC.replace("https://", "wss://")),
@@ -399,7 +400,7 @@ fn late_order_second_annoyed_call_goes_to_priority_care_with_full_context() {
     assert!(kpis["transferred"].as_u64().unwrap() >= 1);
     assert!(kpis["repeat_contact_rate"].as_f64().unwrap() > 0.0);
     assert!(kpis["avg_response_ms"].as_f64().unwrap() > 0.0);
-    let metrics = ureq::get(&format!("http://{}/metrics", s.addr))
+    let metrics = api_get(&format!("http://{}/metrics", s.addr))
         .call()
         .unwrap()
         .into_string()

@@ -109,7 +109,7 @@ fn sip_server() -> &'static SipServer {
                 &format!("\"{}\"", cfg_path.display()),
             ),
         ]));
-        let st: serde_json::Value = ureq::get(&format!("http://{http}/sip"))
+        let st: serde_json::Value = api_get(&format!("http://{http}/sip"))
             .call()
             .unwrap()
             .into_json()
@@ -524,7 +524,7 @@ fn call_id_of(name: &str) -> String {
 }
 
 fn record(http: SocketAddr, id: &str) -> Option<CallRecord> {
-    ureq::get(&format!("http://{http}/calls/{id}"))
+    api_get(&format!("http://{http}/calls/{id}"))
         .call()
         .ok()?
         .into_json()
@@ -686,7 +686,7 @@ fn refer_transfer_carries_the_context_and_a_failed_one_returns_to_the_bot() {
     );
     assert_eq!(rec.transfer_failures, 0);
     // The context id names a hand-off packet the agent side can fetch.
-    let r = ureq::get(&format!("http://{}/calls/{}/handoff", s.http, rec.call_id)).call();
+    let r = api_get(&format!("http://{}/calls/{}/handoff", s.http, rec.call_id)).call();
     assert!(r.is_ok(), "hand-off packet for the REFER's context id");
 
     // Refused: the agent's line is busy; the caller stays with the bot.
@@ -884,7 +884,7 @@ Content-Length: 0
     );
     cap.finish();
     assert!(ok, "digest call failed:\n{log}");
-    let st: serde_json::Value = ureq::get(&format!("http://{}/sip", s.http))
+    let st: serde_json::Value = api_get(&format!("http://{}/sip", s.http))
         .call()
         .unwrap()
         .into_json()

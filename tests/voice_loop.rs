@@ -19,6 +19,7 @@ fn options(url: String, script: Script) -> CallOptions {
         max_secs: 120,
         dtmf: vec![],
         signing: None,
+        api_token: Some(API_TOKEN.into()),
     }
 }
 
@@ -222,13 +223,13 @@ fn health_metrics_and_call_records_are_served() {
     let addr = server();
     let r = ureq::get(&format!("http://{addr}/healthz")).call().unwrap();
     assert_eq!(r.status(), 200);
-    let m = ureq::get(&format!("http://{addr}/metrics"))
+    let m = api_get(&format!("http://{addr}/metrics"))
         .call()
         .unwrap()
         .into_string()
         .unwrap();
     assert!(m.contains("attendant_voice_to_voice_seconds"), "{m}");
-    let e = ureq::get(&format!("http://{addr}/calls/CAnope"))
+    let e = api_get(&format!("http://{addr}/calls/CAnope"))
         .call()
         .unwrap_err();
     assert!(matches!(e, ureq::Error::Status(404, _)));

@@ -94,6 +94,8 @@ pub struct CallOptions {
     /// Sign the WebSocket upgrade the way Twilio does, for servers that
     /// enforce `X-Twilio-Signature`.
     pub signing: Option<Signing>,
+    /// API token for reading the server's call record (GET /calls/{id}).
+    pub api_token: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -194,14 +196,59 @@ fn http_base(url: &str) -> String {
     }
 }
 
-/// Fetches the server's record of a call (transcripts and timings).
-pub async fn fetch_record(http: &str, call_sid: &str) -> Option<CallRecord> {
-    let url = format!("{}/calls/{}", http.trim_end_matches('/'), call_sid);
+/// POSTs the voice webhook as Twilio would (signed) and returns the
+/// `<Parameter>`s of the `<Stream>` it answers with.
+async fn answer_webhook(
+    opts: &CallOptions,
+    s: &Signing,
+    call_sid: &str,
+) -> Result<Vec<(String, String)>, String> {
+    let to_http = |u: &str| {
+        u.replacen("wss://", "https://", 1)
+            .replacen("ws://", "http://", 1)
+            .replace("/twilio/stream", "/twilio/voice")
+    };
+    let url = to_http(&opts.url);
+    let signed_url = to_http(&s.public_url);
+    let form = vec![
+        ("CallSid".to_string(), call_sid.to_string()),
+        ("From".to_string(), opts.from.clone()),
+        ("To".to_string(), "+15550000000".to_string()),
+    ];
+    let sig = crate::transport::twilio::signature::compute(&s.auth_token, &signed_url, &form);
     tokio::task::spawn_blocking(move || {
-        let resp = ureq::get(&url)
-            .timeout(Duration::from_secs(5))
-            .call()
-            .ok()?;
+        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let xml = ureq::post(&url)
+            .timeout(Duration::from_secs(10))
+            .set("X-Twilio-Signature", &sig)
+            .send_form(&pairs)
+            .map_err(|e| format!("voice webhook: {e}"))?
+            .into_string()
+            .map_err(|e| e.to_string())?;
+        let params = crate::transport::twilio::twiml::stream_parameters(&xml);
+        if params.is_empty() {
+            return Err(format!("the voice webhook did not connect a stream: {xml}"));
+        }
+        Ok(params)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Fetches the server's record of a call (transcripts and timings).
+pub async fn fetch_record(
+    http: &str,
+    call_sid: &str,
+    api_token: Option<&str>,
+) -> Option<CallRecord> {
+    let url = format!("{}/calls/{}", http.trim_end_matches('/'), call_sid);
+    let auth = api_token.map(|t| format!("Bearer {t}"));
+    tokio::task::spawn_blocking(move || {
+        let mut req = ureq::get(&url).timeout(Duration::from_secs(5));
+        if let Some(a) = &auth {
+            req = req.set("authorization", a);
+        }
+        let resp = req.call().ok()?;
         resp.into_json::<CallRecord>().ok()
     })
     .await
@@ -270,13 +317,30 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
             .map_err(|_| connect_err("bad signature".into()))?;
         req.headers_mut().insert("X-Twilio-Signature", value);
     }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let stream_sid = format!("MZ{id}");
+    let mut call_sid = format!("CA{id}");
+    let mut custom = json!({"From": opts.from, "To": "+15550000000"});
+    // A signing server wants what Twilio brings: the voice webhook first,
+    // then a stream whose start carries the webhook's parameters (with the
+    // per-call stream token).
+    if let Some(s) = &opts.signing {
+        let params = answer_webhook(&opts, s, &call_sid)
+            .await
+            .map_err(connect_err)?;
+        let mut map = serde_json::Map::new();
+        for (k, v) in params {
+            if k == "CallSid" {
+                call_sid = v.clone();
+            }
+            map.insert(k, Value::String(v));
+        }
+        custom = Value::Object(map);
+    }
     let (ws, _) = tokio_tungstenite::connect_async(req)
         .await
         .map_err(|e| connect_err(e.to_string()))?;
     let (mut tx, mut rx) = ws.split();
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let stream_sid = format!("MZ{id}");
-    let call_sid = format!("CA{id}");
     let send = |v: Value| Message::Text(v.to_string().into());
     let werr = |e: tokio_tungstenite::tungstenite::Error| ClientError::Ws(e.to_string());
     tx.send(send(
@@ -288,7 +352,7 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
         "event":"start","sequenceNumber":"1","streamSid":stream_sid,
         "start":{"accountSid":"AC00000000000000000000000000000000","streamSid":stream_sid,"callSid":call_sid,
                  "tracks":["inbound"],"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},
-                 "customParameters":{"From":opts.from,"To":"+15550000000"}}
+                 "customParameters":custom}
     })))
     .await
     .map_err(werr)?;
@@ -598,7 +662,7 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
     // The server finalises the record when it sees the stop; give it a moment.
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if let Some(r) = fetch_record(&http, &call_sid).await {
+        if let Some(r) = fetch_record(&http, &call_sid, opts.api_token.as_deref()).await {
             let done = r.ended_unix_ms.is_some();
             report.record = Some(r);
             if done {

@@ -23,6 +23,8 @@ pub struct RunOptions {
     /// Media Streams WebSocket URL.
     pub url: String,
     pub signing: Option<Signing>,
+    /// API token for reading call records.
+    pub api_token: Option<String>,
     /// Calls to place (at least one).
     pub calls: usize,
     pub concurrency: usize,
@@ -188,6 +190,7 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions, progress: Arc<Progress>
             max_secs: opts.max_call_s,
             dtmf: vec![],
             signing: opts.signing.clone(),
+            api_token: opts.api_token.clone(),
         };
         let (active, spans, progress) = (active.clone(), spans.clone(), progress.clone());
         progress.started.fetch_add(1, Ordering::Relaxed);

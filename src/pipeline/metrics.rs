@@ -15,6 +15,15 @@ pub struct Metrics {
     pub barge_ins_total: IntCounter,
     /// Turns ended, by what ended them (smart_turn, transcript, silence).
     pub turn_ends_total: IntCounterVec,
+    /// Calls refused at the door, by reason (full, number_busy, draining,
+    /// bad_token, no_start).
+    pub calls_refused_total: IntCounterVec,
+    /// Caller audio dropped for arriving faster than real time.
+    pub media_dropped_ms_total: IntCounter,
+    /// Requests dropped from sources over the SIP rate limit.
+    pub sip_dropped_total: IntCounter,
+    /// SIP sources banned by the rate limit.
+    pub sip_bans_total: IntCounter,
     /// Early-ended turns after which the caller went on speaking.
     pub turns_cut_early: IntCounter,
     pub voice_to_voice: Histogram,
@@ -75,8 +84,34 @@ pub fn metrics() -> &'static Metrics {
         .expect("valid counter");
         r.register(Box::new(turn_ends_total.clone()))
             .expect("unique metric");
+        let calls_refused_total = IntCounterVec::new(
+            Opts::new(
+                "attendant_calls_refused_total",
+                "Calls refused before they started, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid counter");
+        r.register(Box::new(calls_refused_total.clone()))
+            .expect("unique metric");
         Metrics {
             turn_ends_total,
+            calls_refused_total,
+            media_dropped_ms_total: counter(
+                &r,
+                "attendant_media_dropped_ms_total",
+                "Milliseconds of caller audio dropped for arriving faster than real time",
+            ),
+            sip_dropped_total: counter(
+                &r,
+                "attendant_sip_dropped_total",
+                "SIP messages dropped from sources over the rate limit",
+            ),
+            sip_bans_total: counter(
+                &r,
+                "attendant_sip_bans_total",
+                "SIP sources banned for flooding",
+            ),
             turns_cut_early: counter(
                 &r,
                 "attendant_turns_cut_early_total",

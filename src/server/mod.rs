@@ -4,6 +4,8 @@
 //! outbox). Models load in the background; calls get 503 until they are
 //! ready, while the store APIs answer at once.
 
+pub mod admission;
+pub mod auth;
 pub mod sip;
 pub mod twilio;
 
@@ -31,9 +33,16 @@ pub struct AppState {
     pub services: Arc<Services>,
     pub followups: OnceLock<Arc<Followups>>,
     pub sip: Arc<parking_lot::Mutex<sip::SipStatus>>,
+    /// Signed requests already taken (see `auth`).
+    pub replay: auth::ReplayGuard,
+    /// Places for calls on this node (caps, draining).
+    pub admission: Arc<admission::Admission>,
 }
 
 pub type Shared = Arc<AppState>;
+
+/// Largest request body any route takes.
+const BODY_LIMIT: usize = 256 * 1024;
 
 pub fn router(state: Shared) -> Router {
     Router::new()
@@ -54,6 +63,16 @@ pub fn router(state: Shared) -> Router {
         .route("/twilio/voice", post(twilio::voice_webhook))
         .route("/twilio/sms", post(twilio::sms_webhook))
         .route("/twilio/stream", get(twilio::stream_upgrade))
+        .route("/auth/login", post(auth::login))
+        .route("/auth/logout", post(auth::logout))
+        .route("/auth/whoami", get(auth::whoami))
+        // One layer decides who may use what (see `auth::need`); no request
+        // body is larger than a Twilio webhook or a business event needs.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::layer,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
 
@@ -68,7 +87,7 @@ async fn healthz(State(s): State<Shared>) -> Response {
     }
 }
 
-fn store_error(e: impl std::fmt::Display) -> Response {
+pub(crate) fn store_error(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "store request failed");
     (StatusCode::INTERNAL_SERVER_ERROR, "store unavailable\n").into_response()
 }
@@ -324,7 +343,16 @@ pub async fn serve(
     } else {
         None
     };
+    if !listen.ip().is_loopback() && cfg.twilio.auth_token.is_empty() && !cfg.twilio.allow_unsigned
+    {
+        anyhow::bail!(
+            "listening on {listen} with no twilio.auth_token: anyone who reaches this port could \
+             open calls as any caller. Set TWILIO_AUTH_TOKEN, listen on 127.0.0.1 behind a proxy, \
+             or set twilio.allow_unsigned = true to accept that"
+        );
+    }
     let store = open_store(&cfg).await?;
+    auth::bootstrap(&store, &cfg.auth).await?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -340,6 +368,8 @@ pub async fn serve(
         services: services.clone(),
         followups: OnceLock::new(),
         sip: Arc::default(),
+        replay: auth::ReplayGuard::default(),
+        admission: admission::Admission::new(cfg.server.max_calls, cfg.server.max_calls_per_number),
     });
     if let Some(sip_cfg) = sip_cfg {
         sip::start(state.clone(), sip_cfg, state.sip.clone()).await?;

@@ -10,10 +10,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 
+use super::admission::Ticket;
 use super::Shared;
 use crate::dialogue::CallMeta;
 use crate::pipeline::{metrics::metrics, spawn_call, CallHandle, CallInput, CallOutput};
+use crate::transport::budget::{Admit, MediaBudget};
 use crate::transport::twilio::{signature, twiml, StreamEvent, StreamSession};
+
+/// The `<Parameter>` carrying a call's stream token.
+const STREAM_TOKEN: &str = "attendant_token";
 
 /// The URL Twilio requested, as it signs it.
 fn public_url(s: &Shared, headers: &HeaderMap, uri: &axum::http::Uri, ws: bool) -> String {
@@ -76,6 +81,16 @@ pub async fn voice_webhook(
             .map(|(_, v)| v.as_str())
             .unwrap_or("")
     };
+    // A full node (or one draining) says so itself instead of letting the
+    // caller hear silence; Twilio then hangs up.
+    if let Err(why) = s.admission.check(get("From")) {
+        metrics()
+            .calls_refused_total
+            .with_label_values(&[why.as_str()])
+            .inc();
+        tracing::warn!(reason = why.as_str(), "call refused at the webhook");
+        return ([("content-type", "text/xml")], twiml::busy()).into_response();
+    }
     let stream_url = {
         let base = public_url(
             &s,
@@ -85,14 +100,21 @@ pub async fn voice_webhook(
         );
         base.replacen("ws://", "wss://", 1)
     };
-    let xml = twiml::connect_stream(
-        &stream_url,
-        &[
-            ("From", get("From")),
-            ("To", get("To")),
-            ("CallSid", get("CallSid")),
-        ],
-    );
+    let mut params = vec![
+        ("From", get("From").to_string()),
+        ("To", get("To").to_string()),
+        ("CallSid", get("CallSid").to_string()),
+    ];
+    let token = &s.cfg.twilio.auth_token;
+    if !token.is_empty() {
+        let exp = crate::store::now_ms() / 1000 + s.cfg.twilio.stream_token_ttl_s;
+        params.push((
+            STREAM_TOKEN,
+            signature::stream_token(token, get("CallSid"), exp),
+        ));
+    }
+    let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let xml = twiml::connect_stream(&stream_url, &pairs);
     ([("content-type", "text/xml")], xml).into_response()
 }
 
@@ -110,7 +132,13 @@ pub async fn stream_upgrade(
     if s.engines.get().is_none() {
         return (StatusCode::SERVICE_UNAVAILABLE, "models are loading\n").into_response();
     }
-    ws.on_upgrade(move |socket| drive(socket, s))
+    if s.admission.draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
+    }
+    let max = s.cfg.twilio.max_message_bytes.max(1024);
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| drive(socket, s))
 }
 
 async fn next_output(call: &mut Option<CallHandle>) -> Option<CallOutput> {
@@ -133,6 +161,40 @@ async fn close(
         .await;
 }
 
+/// A stream's `start` must carry the token its webhook issued (when
+/// signatures are on), each token opening one stream.
+fn admit_stream(s: &Shared, call_sid: &str, token: &str) -> Result<(), &'static str> {
+    let key = &s.cfg.twilio.auth_token;
+    if key.is_empty() {
+        return Ok(());
+    }
+    let now = crate::store::now_ms() / 1000;
+    if !signature::stream_token_valid(key, call_sid, token, now) {
+        return Err("bad_token");
+    }
+    let ttl = s.cfg.twilio.stream_token_ttl_s;
+    if !s
+        .replay
+        .first_use(&format!("stream:{token}"), now, now, ttl.max(1))
+    {
+        return Err("bad_token");
+    }
+    Ok(())
+}
+
+async fn refuse(
+    tx: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    why: &str,
+    code: u16,
+) {
+    metrics()
+        .calls_refused_total
+        .with_label_values(&[why])
+        .inc();
+    tracing::warn!(reason = why, "Media Stream refused");
+    close(tx, code, why).await;
+}
+
 async fn drive(socket: WebSocket, s: Shared) {
     let Some(engines) = s.engines.get().cloned() else {
         return;
@@ -144,14 +206,36 @@ async fn drive(socket: WebSocket, s: Shared) {
     let mut announced = 0u32;
     let mut hangup = false;
     let mut sess_call_sid = String::new();
+    let tw = &s.cfg.twilio;
+    let start_by = Instant::now() + std::time::Duration::from_millis(tw.start_timeout_ms.max(1));
+    let mut budget = MediaBudget::new(tw.media_burst_ms, tw.media_close_after_ms);
+    // Held for as long as the call lasts.
+    let mut _ticket: Option<Ticket> = None;
     loop {
-        let deadline = sess.poll_timeout();
+        let deadline = match (sess.poll_timeout(), call.is_none() && _ticket.is_none()) {
+            (Some(d), true) => Some(d.min(start_by)),
+            (None, true) => Some(start_by),
+            (d, false) => d,
+        };
         tokio::select! {
             msg = rx.next() => match msg {
                 Some(Ok(Message::Text(text))) => match sess.handle_text(text.as_str()) {
                     Ok(Some(ev)) => match ev {
                         StreamEvent::Started(info) => {
                             let mut params: BTreeMap<String, String> = info.custom_parameters.clone();
+                            let token = params.remove(STREAM_TOKEN).unwrap_or_default();
+                            if let Err(why) = admit_stream(&s, &info.call_sid, &token) {
+                                refuse(&mut tx, why, 1008).await;
+                                break;
+                            }
+                            let from = params.get("From").cloned().unwrap_or_default();
+                            match s.admission.admit(&from) {
+                                Ok(t) => _ticket = Some(t),
+                                Err(why) => {
+                                    refuse(&mut tx, why.as_str(), 1013).await;
+                                    break;
+                                }
+                            }
                             params.insert("streamSid".into(), info.stream_sid.clone());
                             sess_call_sid = info.call_sid.clone();
                             let meta = CallMeta {
@@ -164,8 +248,19 @@ async fn drive(socket: WebSocket, s: Shared) {
                             call = Some(spawn_call(engines.clone(), meta, s.calls.clone()));
                         }
                         StreamEvent::Audio { ulaw, .. } => {
-                            if let Some(c) = &call {
-                                let _ = c.input.send(CallInput::Audio(ulaw)).await;
+                            match budget.admit(Instant::now(), ulaw.len() as u64 / 8) {
+                                Admit::Take => {
+                                    if let Some(c) = &call {
+                                        let _ = c.input.send(CallInput::Audio(ulaw)).await;
+                                    }
+                                }
+                                Admit::Drop => metrics().media_dropped_ms_total.inc_by(ulaw.len() as u64 / 8),
+                                Admit::Close => {
+                                    metrics().protocol_errors_total.inc();
+                                    tracing::warn!(dropped_ms = budget.dropped_ms(), "closing Media Stream: audio faster than real time");
+                                    close(&mut tx, 1008, "media faster than real time").await;
+                                    break;
+                                }
                             }
                         }
                         StreamEvent::Dtmf(d) => {
@@ -194,7 +289,14 @@ async fn drive(socket: WebSocket, s: Shared) {
                     close(&mut tx, 1003, "binary frames are not part of the protocol").await;
                     break;
                 }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Err(e)) => {
+                    // Too large a message or frame, or a broken connection.
+                    metrics().protocol_errors_total.inc();
+                    tracing::warn!(error = %e, "closing Media Stream");
+                    close(&mut tx, 1009, "message too big or malformed").await;
+                    break;
+                }
+                Some(Ok(Message::Close(_))) | None => break,
                 Some(Ok(_)) => {}
             },
             out = next_output(&mut call) => match out {
@@ -244,6 +346,10 @@ async fn drive(socket: WebSocket, s: Shared) {
             } => {}
         }
         let now = Instant::now();
+        if call.is_none() && _ticket.is_none() && now >= start_by {
+            refuse(&mut tx, "no_start", 1008).await;
+            break;
+        }
         while let Some(text) = sess.poll_transmit(now) {
             let is_media = text.starts_with("{\"event\":\"media\"");
             if tx.send(Message::Text(text.into())).await.is_err() {

@@ -10,7 +10,10 @@
 //! The dialogue runs synchronously inside a call's turn; [`Store::wait`] lets
 //! it read and write without owning a runtime.
 
+mod access;
 pub mod seed;
+
+pub use access::TokenInfo;
 
 use std::future::Future;
 use std::path::Path;

@@ -2,6 +2,7 @@
 //! sans-IO core (messages + `Instant` in, transmits/events/timeouts out) with
 //! a thin tokio driver in `server/`.
 
+pub mod budget;
 pub mod rtp;
 pub mod sip;
 pub mod twilio;

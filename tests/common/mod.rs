@@ -25,11 +25,27 @@ pub fn shared() -> PathBuf {
     p
 }
 
+/// The admin token every test server accepts (`auth.admin_token`).
+pub const API_TOKEN: &str = "test-admin-token-0123456789abcdef";
+
+/// GET with the test admin token.
+pub fn api_get(url: &str) -> ureq::Request {
+    ureq::get(url).set("authorization", &format!("Bearer {API_TOKEN}"))
+}
+
+/// POST with the test admin token.
+pub fn api_post(url: &str) -> ureq::Request {
+    ureq::post(url).set("authorization", &format!("Bearer {API_TOKEN}"))
+}
+
 pub fn config(env: &[(&str, &str)]) -> Config {
-    let mut vars: Vec<(String, String)> = vec![(
-        "ATTENDANT__SERVER__MODELS_DIR".into(),
-        format!("\"{}\"", repo().join("models").display()),
-    )];
+    let mut vars: Vec<(String, String)> = vec![
+        (
+            "ATTENDANT__SERVER__MODELS_DIR".into(),
+            format!("\"{}\"", repo().join("models").display()),
+        ),
+        ("ATTENDANT__AUTH__ADMIN_TOKEN".into(), API_TOKEN.into()),
+    ];
     // Every test server gets a database of its own, never the checkout's
     // data/ (PostgreSQL when DATABASE_URL points at one).
     if !env.iter().any(|(k, _)| *k == "ATTENDANT__STORE__URL") {
@@ -43,6 +59,8 @@ pub fn config(env: &[(&str, &str)]) -> Config {
     if !env.iter().any(|(k, _)| k.starts_with("ATTENDANT__SIP__")) {
         vars.push(("ATTENDANT__SIP__ENABLED".into(), "false".into()));
     }
+    // Test callers share caller IDs; the per-number cap has its own test.
+    vars.push(("ATTENDANT__SERVER__MAX_CALLS_PER_NUMBER".into(), "0".into()));
     vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Config::load(None, vars).expect("test configuration")
 }

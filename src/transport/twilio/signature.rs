@@ -39,6 +39,48 @@ pub fn validate(auth_token: &str, url: &str, params: &[(String, String)], signat
     mac.verify_slice(&given).is_ok()
 }
 
+/// A stream token: the voice webhook hands one to Twilio as a `<Parameter>`
+/// of the `<Stream>`, and the stream's `start` must bring it back. It binds
+/// the stream to that CallSid and expires, so a captured upgrade signature
+/// (which covers a fixed URL) cannot open further streams. The key derives
+/// from the auth token, so any node of a cluster can check it.
+pub fn stream_token(auth_token: &str, call_sid: &str, expires_unix_s: i64) -> String {
+    format!(
+        "{expires_unix_s}.{}",
+        hex::encode(
+            stream_mac(auth_token, call_sid, expires_unix_s)
+                .finalize()
+                .into_bytes()
+        )
+    )
+}
+
+fn stream_mac(auth_token: &str, call_sid: &str, expires_unix_s: i64) -> Hmac<sha2::Sha256> {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(auth_token.as_bytes())
+        .expect("HMAC takes any key length");
+    mac.update(b"attendant-stream\0");
+    mac.update(call_sid.as_bytes());
+    mac.update(b"\0");
+    mac.update(expires_unix_s.to_string().as_bytes());
+    mac
+}
+
+/// Checks a stream token for `call_sid` at `now_unix_s`, in constant time.
+pub fn stream_token_valid(auth_token: &str, call_sid: &str, token: &str, now_unix_s: i64) -> bool {
+    let Some((exp, sig)) = token.split_once('.') else {
+        return false;
+    };
+    let (Ok(exp), Ok(sig)) = (exp.parse::<i64>(), hex::decode(sig)) else {
+        return false;
+    };
+    if call_sid.is_empty() || now_unix_s > exp {
+        return false;
+    }
+    stream_mac(auth_token, call_sid, exp)
+        .verify_slice(&sig)
+        .is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +126,26 @@ mod tests {
         assert!(!validate("tok", "https://x/z", &b, &s));
         assert!(!validate("tok", "https://x/y", &b, "not base64!!"));
         assert!(!validate("tok", "https://x/y", &b, ""));
+    }
+
+    #[test]
+    fn stream_tokens_bind_call_and_expire() {
+        let t = stream_token("tok", "CA1", 1000);
+        assert!(stream_token_valid("tok", "CA1", &t, 999));
+        assert!(stream_token_valid("tok", "CA1", &t, 1000));
+        assert!(!stream_token_valid("tok", "CA1", &t, 1001), "expired");
+        assert!(!stream_token_valid("tok", "CA2", &t, 999), "other call");
+        assert!(!stream_token_valid("other", "CA1", &t, 999), "other key");
+        assert!(
+            !stream_token_valid("tok", "CA1", "2000.00", 999),
+            "forged expiry"
+        );
+        assert!(!stream_token_valid(
+            "tok",
+            "",
+            &stream_token("tok", "", 9),
+            1
+        ));
+        assert!(!stream_token_valid("tok", "CA1", "garbage", 1));
     }
 }

@@ -33,6 +33,34 @@ pub fn connect_stream(stream_url: &str, params: &[(&str, &str)]) -> String {
     x
 }
 
+/// The answer of a node that cannot take the call now.
+pub fn busy() -> String {
+    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Say>Sorry, all our lines are busy right now. Please call again in a few minutes.</Say><Hangup/></Response>\n".to_string()
+}
+
+/// The `<Parameter>` pairs of a `<Stream>`, as a caller of our webhook
+/// (the test client, a load test) reads them back.
+pub fn stream_parameters(xml: &str) -> Vec<(String, String)> {
+    let unescape = |s: &str| {
+        s.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&")
+    };
+    xml.split("<Parameter ")
+        .skip(1)
+        .filter_map(|p| {
+            let attr = |name: &str| {
+                let start = p.find(&format!("{name}=\""))? + name.len() + 2;
+                let end = p[start..].find('"')? + start;
+                Some(unescape(&p[start..end]))
+            };
+            Some((attr("name")?, attr("value")?))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,5 +74,12 @@ mod tests {
         assert!(x.contains("<Stream url=\"wss://h/twilio/stream\">"));
         assert!(x.contains("<Parameter name=\"From\" value=\"+1&lt;2&gt;\"/>"));
         assert!(x.contains("value=\"a&quot;b&amp;c\""));
+        assert_eq!(
+            stream_parameters(&x),
+            vec![
+                ("From".to_string(), "+1<2>".to_string()),
+                ("Q".to_string(), "a\"b&c".to_string())
+            ]
+        );
     }
 }
