@@ -31,6 +31,7 @@ use crate::transport::sip::config::{SipConfig, Symmetric, TransferMode};
 use crate::transport::sip::core::{
     CoreStats, EndReason, Event, IncomingCall, OutboundCall, Peer, SipCore, Transport,
 };
+use crate::transport::sip::flood::{FloodGuard, Limits, Verdict};
 use crate::transport::sip::message;
 use crate::transport::sip::sdp::{Codec, Negotiated, RemoteMedia};
 
@@ -45,11 +46,24 @@ pub struct SipStatus {
     pub core: CoreStats,
 }
 
+/// A message from the network for the signalling task. Its queue is
+/// bounded (`limits.queue`): audio and retransmitted UDP may be dropped.
+struct FromNet {
+    peer: Peer,
+    data: Vec<u8>,
+}
+
+/// The signalling task's inputs: control (and a sender for the media
+/// tasks it starts) and the network's bounded queue.
+struct Queues {
+    tx: mpsc::UnboundedSender<ToCore>,
+    rx: mpsc::UnboundedReceiver<ToCore>,
+    net: mpsc::Receiver<FromNet>,
+}
+
+/// Control from the call's own tasks. Unbounded on purpose: control is never
+/// dropped, and there are at most a few per live call (not per packet).
 enum ToCore {
-    Message {
-        peer: Peer,
-        data: Vec<u8>,
-    },
     Hangup {
         id: String,
     },
@@ -94,7 +108,91 @@ const BRIEFED: &str = "attendant-briefed";
 const RELAY_REPLY: u32 = u32::MAX;
 const RINGBACK_REPLY: u32 = u32::MAX - 1;
 
-type TcpConns = Arc<Mutex<HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>>>;
+/// Writers of live stream connections (bounded: a peer that does not read
+/// what we send is disconnected rather than buffered for).
+type TcpConns = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>;
+
+/// Messages queued for one stream connection's writer.
+const CONN_QUEUE: usize = 256;
+
+/// What every reader checks before a message costs anything.
+#[derive(Clone)]
+struct Gate {
+    flood: Arc<Mutex<FloodGuard>>,
+    limits: Limits,
+    /// Sources some trunk admits: they get the trunk's allowance.
+    trunks: Arc<Vec<crate::transport::sip::config::Trunk>>,
+    /// Open stream connections: in all, and per address.
+    conns: Arc<Mutex<(usize, HashMap<IpAddr, usize>)>>,
+}
+
+impl Gate {
+    fn new(cfg: &SipConfig) -> Self {
+        let limits = cfg.limits.clone();
+        Self {
+            flood: Arc::new(Mutex::new(FloodGuard::new(&limits))),
+            trunks: Arc::new(cfg.trunks.clone()),
+            limits,
+            conns: Arc::default(),
+        }
+    }
+
+    /// True when a message from `ip` may go on.
+    fn admit(&self, ip: IpAddr) -> bool {
+        let max = if self.trunks.iter().any(|t| t.admits(ip)) {
+            self.limits.trunk_max_per_window
+        } else {
+            self.limits.max_per_window
+        };
+        match self.flood.lock().check(Instant::now(), ip, max) {
+            Verdict::Pass => true,
+            Verdict::Drop => {
+                metrics().sip_dropped_total.inc();
+                false
+            }
+            Verdict::Banned => {
+                metrics().sip_bans_total.inc();
+                metrics().sip_dropped_total.inc();
+                tracing::warn!(source = %ip, ban_s = self.limits.ban_s, "SIP source over the rate limit: banned");
+                false
+            }
+        }
+    }
+
+    /// Takes a connection place for `ip`, or None when over a cap.
+    fn open_conn(&self, ip: IpAddr) -> Option<ConnPlace> {
+        let mut g = self.conns.lock();
+        let per = g.1.get(&ip).copied().unwrap_or(0);
+        if g.0 >= self.limits.max_connections || per >= self.limits.max_connections_per_ip {
+            return None;
+        }
+        g.0 += 1;
+        *g.1.entry(ip).or_default() += 1;
+        Some(ConnPlace {
+            gate: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// A stream connection's place; freed on drop.
+struct ConnPlace {
+    gate: Gate,
+    ip: IpAddr,
+}
+
+impl Drop for ConnPlace {
+    fn drop(&mut self) {
+        let mut g = self.gate.conns.lock();
+        g.0 = g.0.saturating_sub(1);
+        if let Some(n) = g.1.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                g.1.remove(&self.ip);
+            }
+        }
+    }
+}
 
 /// Binds the configured SIP sockets and runs the signalling loop. Returns
 /// once bound; the status handle is updated as calls come and go.
@@ -104,6 +202,8 @@ pub async fn start(
     status: Arc<Mutex<SipStatus>>,
 ) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::unbounded_channel();
+    let (net_tx, net_rx) = mpsc::channel(cfg.limits.queue.max(16));
+    let gate = Gate::new(&cfg);
     let mut udp: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
     let mut bound_udp = Vec::new();
     for addr in &cfg.listen.udp {
@@ -114,7 +214,7 @@ pub async fn start(
         let sock = Arc::new(sock);
         udp.insert(local, sock.clone());
         bound_udp.push(local);
-        tokio::spawn(udp_reader(sock, local, tx.clone()));
+        tokio::spawn(udp_reader(sock, local, net_tx.clone(), gate.clone()));
     }
     let conns: TcpConns = Arc::default();
     let mut bound_tcp = Vec::new();
@@ -134,8 +234,9 @@ pub async fn start(
         tokio::spawn(tcp_acceptor(
             listener,
             local,
-            tx.clone(),
+            net_tx.clone(),
             conns.clone(),
+            gate.clone(),
             None,
         ));
     }
@@ -151,8 +252,9 @@ pub async fn start(
             tokio::spawn(tcp_acceptor(
                 listener,
                 local,
-                tx.clone(),
+                net_tx.clone(),
                 conns.clone(),
+                gate.clone(),
                 Some(acceptor.clone()),
             ));
         }
@@ -165,28 +267,42 @@ pub async fn start(
     }
     tracing::info!(udp = ?bound_udp, tcp = ?bound_tcp, tls = ?bound_tls, "SIP listening");
     let core = SipCore::new(cfg);
-    tokio::spawn(signalling(state, core, udp, conns, tx, rx, status));
+    drop(net_tx);
+    let queues = Queues {
+        tx,
+        rx,
+        net: net_rx,
+    };
+    tokio::spawn(signalling(state, core, udp, conns, queues, status));
     Ok(())
 }
 
-async fn udp_reader(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::UnboundedSender<ToCore>) {
+async fn udp_reader(
+    sock: Arc<UdpSocket>,
+    local: SocketAddr,
+    tx: mpsc::Sender<FromNet>,
+    gate: Gate,
+) {
     let mut buf = vec![0u8; 65536];
     loop {
         match sock.recv_from(&mut buf).await {
             Ok((n, from)) => {
+                if !gate.admit(from.ip()) {
+                    continue;
+                }
                 let peer = Peer {
                     addr: from,
                     transport: Transport::Udp,
                     local,
                 };
-                if tx
-                    .send(ToCore::Message {
-                        peer,
-                        data: buf[..n].to_vec(),
-                    })
-                    .is_err()
-                {
-                    return;
+                match tx.try_send(FromNet {
+                    peer,
+                    data: buf[..n].to_vec(),
+                }) {
+                    Ok(()) => {}
+                    // Overloaded: UDP peers retransmit what matters.
+                    Err(mpsc::error::TrySendError::Full(_)) => metrics().sip_dropped_total.inc(),
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
                 }
             }
             // ICMP port unreachable from an earlier send shows up here on
@@ -232,18 +348,32 @@ fn tls_acceptor(cfg: &crate::transport::sip::config::Tls) -> anyhow::Result<TlsA
 async fn tcp_acceptor(
     listener: TcpListener,
     local: SocketAddr,
-    tx: mpsc::UnboundedSender<ToCore>,
+    tx: mpsc::Sender<FromNet>,
     conns: TcpConns,
+    gate: Gate,
     tls: Option<TlsAcceptor>,
 ) {
     loop {
         let Ok((stream, from)) = listener.accept().await else {
+            // Out of file descriptors, most likely: let some close first.
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let (tx, conns) = (tx.clone(), conns.clone());
+        if !gate.admit(from.ip()) {
+            continue;
+        }
+        let Some(place) = gate.open_conn(from.ip()) else {
+            tracing::debug!(source = %from, "SIP connection refused: over the connection cap");
+            metrics().sip_dropped_total.inc();
+            continue;
+        };
+        let (tx, conns, gate) = (tx.clone(), conns.clone(), gate.clone());
         match tls.clone() {
             None => {
-                tokio::spawn(stream_conn(stream, from, local, Transport::Tcp, tx, conns));
+                tokio::spawn(async move {
+                    stream_conn(stream, from, local, Transport::Tcp, tx, conns, gate).await;
+                    drop(place);
+                });
             }
             Some(acceptor) => {
                 tokio::spawn(async move {
@@ -252,11 +382,12 @@ async fn tcp_acceptor(
                             .await;
                     match shake {
                         Ok(Ok(stream)) => {
-                            stream_conn(stream, from, local, Transport::Tls, tx, conns).await
+                            stream_conn(stream, from, local, Transport::Tls, tx, conns, gate).await
                         }
                         Ok(Err(e)) => tracing::debug!(error = %e, "SIP TLS handshake failed"),
                         Err(_) => tracing::debug!("SIP TLS handshake timed out"),
                     }
+                    drop(place);
                 });
             }
         }
@@ -270,13 +401,14 @@ async fn stream_conn<S>(
     from: SocketAddr,
     local: SocketAddr,
     transport: Transport,
-    tx: mpsc::UnboundedSender<ToCore>,
+    tx: mpsc::Sender<FromNet>,
     conns: TcpConns,
+    gate: Gate,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let (wtx, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let (wtx, mut wrx) = mpsc::channel::<Vec<u8>>(CONN_QUEUE);
     conns.lock().insert(from, wtx);
     let writer = tokio::spawn(async move {
         while let Some(data) = wrx.recv().await {
@@ -292,24 +424,38 @@ async fn stream_conn<S>(
     };
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 16384];
+    let idle = Duration::from_secs(gate.limits.idle_timeout_s.max(1));
     'read: loop {
-        match rd.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        match tokio::time::timeout(idle, rd.read(&mut chunk)).await {
+            Err(_) => {
+                tracing::debug!(peer = %from, "SIP connection idle: closed");
+                break;
+            }
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
         }
         loop {
             match message::parse_stream(&buf) {
                 Ok(Some((_, used))) => {
                     let data: Vec<u8> = buf.drain(..used).collect();
-                    let _ = tx.send(ToCore::Message { peer, data });
+                    if !gate.admit(from.ip()) {
+                        // Banned mid-connection: nothing more is read.
+                        break 'read;
+                    }
+                    // Back-pressure: a full queue slows this peer's reads.
+                    if tx.send(FromNet { peer, data }).await.is_err() {
+                        break 'read;
+                    }
                 }
                 Ok(None) => break,
                 Err(_) => {
                     // Framing is lost on a stream: answer if we can, then close.
-                    let _ = tx.send(ToCore::Message {
-                        peer,
-                        data: std::mem::take(&mut buf),
-                    });
+                    let _ = tx
+                        .send(FromNet {
+                            peer,
+                            data: std::mem::take(&mut buf),
+                        })
+                        .await;
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     break 'read;
                 }
@@ -325,6 +471,8 @@ struct Slot {
     rtp: Option<std::net::UdpSocket>,
     rtcp: Option<std::net::UdpSocket>,
     media: Option<mpsc::UnboundedSender<ToMedia>>,
+    /// The caller's place on this node (none on an agent's leg).
+    _ticket: Option<super::admission::Ticket>,
 }
 
 enum Leg {
@@ -392,19 +540,24 @@ async fn signalling(
     mut core: SipCore,
     udp: HashMap<SocketAddr, Arc<UdpSocket>>,
     conns: TcpConns,
-    tx: mpsc::UnboundedSender<ToCore>,
-    mut rx: mpsc::UnboundedReceiver<ToCore>,
+    queues: Queues,
     status: Arc<Mutex<SipStatus>>,
 ) {
+    let Queues {
+        tx,
+        mut rx,
+        mut net,
+    } = queues;
     let mut calls: HashMap<String, Slot> = HashMap::new();
     loop {
         let deadline = core.poll_timeout();
         tokio::select! {
+            // Control first: a call's hang-up never waits behind a flood.
+            biased;
             msg = rx.recv() => {
                 let Some(msg) = msg else { return };
                 let now = Instant::now();
                 match msg {
-                    ToCore::Message { peer, data } => core.handle(now, peer, &data),
                     ToCore::Hangup { id } => {
                         if let Err(e) = core.hangup(now, &id) {
                             tracing::debug!(error = %e, "hangup");
@@ -436,6 +589,10 @@ async fn signalling(
                     ToCore::MediaMark { .. } => {}
                 }
             }
+            m = net.recv() => {
+                let Some(FromNet { peer, data }) = m else { return };
+                core.handle(Instant::now(), peer, &data);
+            }
             _ = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -450,11 +607,7 @@ async fn signalling(
                         let _ = sock.send_to(&t.data, t.to.addr).await;
                     }
                 }
-                Transport::Tcp | Transport::Tls => {
-                    if let Some(w) = conns.lock().get(&t.to.addr) {
-                        let _ = w.send(t.data);
-                    }
-                }
+                Transport::Tcp | Transport::Tls => send_stream(&conns, t.to.addr, t.data),
             }
         }
         while let Some(ev) = core.poll_event() {
@@ -468,17 +621,25 @@ async fn signalling(
                         let _ = sock.send_to(&t.data, t.to.addr).await;
                     }
                 }
-                Transport::Tcp | Transport::Tls => {
-                    if let Some(w) = conns.lock().get(&t.to.addr) {
-                        let _ = w.send(t.data);
-                    }
-                }
+                Transport::Tcp | Transport::Tls => send_stream(&conns, t.to.addr, t.data),
             }
         }
         let mut st = status.lock();
         st.active_calls = core.active_calls();
         st.calls_answered = core.stats.answered;
         st.core = core.stats;
+    }
+}
+
+/// Queues bytes for a stream connection; one whose peer stopped reading is
+/// dropped (its writer ends with the last sender).
+fn send_stream(conns: &TcpConns, to: SocketAddr, data: Vec<u8>) {
+    let mut c = conns.lock();
+    if let Some(w) = c.get(&to) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = w.try_send(data) {
+            tracing::warn!(peer = %to, "SIP connection not reading: closed");
+            c.remove(&to);
+        }
     }
 }
 
@@ -578,6 +739,7 @@ async fn start_bridge(
             rtp: Some(rtp_sock),
             rtcp: Some(rtcp_sock),
             media: None,
+            _ticket: None,
         },
     );
     Ok(())
@@ -684,6 +846,25 @@ async fn on_event(
                 let _ = core.reject(now, &id, 503);
                 return;
             }
+            let ticket = match state.admission.admit(inc.caller.as_deref().unwrap_or("")) {
+                Ok(t) => t,
+                Err(why) => {
+                    metrics()
+                        .calls_refused_total
+                        .with_label_values(&[why.as_str()])
+                        .inc();
+                    tracing::warn!(call = %id, reason = why.as_str(), "SIP call refused");
+                    // 486 for one caller's too many calls; 503 + Retry-After
+                    // sends a proxy to another node.
+                    let code = if why == super::admission::Refusal::NumberBusy {
+                        486
+                    } else {
+                        503
+                    };
+                    let _ = core.reject(now, &id, code);
+                    return;
+                }
+            };
             let public: IpAddr = core
                 .config()
                 .listen
@@ -710,6 +891,7 @@ async fn on_event(
                             rtp: Some(rtp_sock),
                             rtcp: Some(rtcp_sock),
                             media: None,
+                            _ticket: Some(ticket),
                         },
                     );
                 }

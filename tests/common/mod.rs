@@ -140,3 +140,75 @@ pub fn rt() -> tokio::runtime::Runtime {
         .build()
         .unwrap()
 }
+
+/// An `attendant serve` of its own, as a child process: for figures about
+/// the server alone (its RSS), apart from the test process.
+pub struct ServerProcess {
+    pub addr: SocketAddr,
+    pub child: std::process::Child,
+}
+
+impl ServerProcess {
+    pub fn start(env: &[(&str, &str)]) -> ServerProcess {
+        use std::io::BufRead;
+        let cfg = config(env);
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_attendant"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .current_dir(repo())
+            .env("ATTENDANT_LOG", "warn")
+            .env(
+                "ATTENDANT__SERVER__MODELS_DIR",
+                format!("\"{}\"", repo().join("models").display()),
+            )
+            .env("ATTENDANT__AUTH__ADMIN_TOKEN", API_TOKEN)
+            .env("ATTENDANT__STORE__URL", format!("\"{}\"", cfg.store.url))
+            .env("ATTENDANT__SERVER__MAX_CALLS_PER_NUMBER", "0")
+            .stdout(std::process::Stdio::piped());
+        if !env.iter().any(|(k, _)| k.starts_with("ATTENDANT__SIP__")) {
+            cmd.env("ATTENDANT__SIP__ENABLED", "false");
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("attendant binary");
+        let out = child.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(out).read_line(&mut line).unwrap();
+        let addr: SocketAddr = line
+            .trim()
+            .rsplit("http://")
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("server said {line:?}"));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !ureq::get(&format!("http://{addr}/healthz"))
+            .call()
+            .is_ok_and(|r| r.status() == 200)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "server process never became healthy"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        ServerProcess { addr, child }
+    }
+
+    /// Resident memory of the server process, MB.
+    pub fn rss_mb(&self) -> f64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        s.lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap()
+            / 1024.0
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -33,6 +33,8 @@ pub struct SipConfig {
     #[serde(default)]
     pub timers: Timers,
     #[serde(default)]
+    pub limits: super::flood::Limits,
+    #[serde(default)]
     pub trunks: Vec<Trunk>,
     #[serde(default)]
     pub numbers: Vec<NumberRoute>,

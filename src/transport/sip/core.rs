@@ -250,6 +250,8 @@ fn branch() -> String {
 }
 
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, NOTIFY, REFER";
+/// Most responses kept for retransmitted non-INVITE requests.
+const RESPONSE_CACHE_CAP: usize = 8192;
 
 impl SipCore {
     pub fn new(cfg: SipConfig) -> Self {
@@ -351,7 +353,14 @@ impl SipCore {
 
     fn send_response(&mut self, now: Instant, peer: Peer, req: &Request, resp: Response) {
         let data = resp.to_bytes();
-        if req.method != "INVITE" && req.method != "ACK" {
+        // Kept for retransmissions over UDP only (RFC 3261 Timer J is zero
+        // on reliable transports), and never beyond a cap, so a flood of
+        // requests cannot grow memory.
+        if req.method != "INVITE"
+            && req.method != "ACK"
+            && peer.transport == Transport::Udp
+            && self.cache.len() < RESPONSE_CACHE_CAP
+        {
             if let Some(b) = req.top_via().and_then(|v| v.branch) {
                 self.cache.insert(
                     (b, req.method.clone()),
@@ -802,7 +811,11 @@ impl SipCore {
         if d.state != State::Pending {
             return Err(CoreError::State(id.into()));
         }
-        let resp = response_to(&d.invite, code, Some(&d.local_tag));
+        let mut resp = response_to(&d.invite, code, Some(&d.local_tag));
+        if code == 503 {
+            // Overloaded or draining: a proxy fails over, a trunk retries later.
+            resp.headers.push("Retry-After", "30");
+        }
         let (peer, invite) = (d.peer, d.invite.clone());
         self.final_invite_response(now, peer, &invite, resp);
         if let Some(d) = self.dialogs.get_mut(id) {

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod config;
 pub mod core;
+pub mod flood;
 pub mod message;
 pub mod sdp;
 

@@ -1,0 +1,248 @@
+//! SIP floods against a server process of its own (its memory measured
+//! apart from the test's): a stranger's 10 s INVITE flood and an admitted
+//! trunk address's OPTIONS flood are both banned within 2 s, while another
+//! trunk's sipp calls all succeed. Its own test binary, so no other test's
+//! calls share the CPU with the flood.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const SIP: &str = r#"
+[listen]
+udp = ["127.0.0.1:0"]
+
+[media]
+rtp_ports = [0, 0]
+
+[[trunks]]
+name = "sipp"
+sources = ["127.0.0.1/32"]
+
+[[trunks]]
+name = "noisy"
+sources = ["127.0.0.4/32"]
+"#;
+
+const CALL: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="during flood">
+<send retrans="500"><![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:+15550100123@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: sip:sipp@[local_ip]:[local_port]
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 1 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 127.0.0.1
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+]]></send>
+<recv response="100" optional="true"/>
+<recv response="180" optional="true"/>
+<recv response="200" rtd="true"/>
+<send><![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:+15550100123@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+<pause milliseconds="1000"/>
+<send retrans="500"><![CDATA[
+BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:+15550100123@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 2 BYE
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+<recv response="200"/>
+</scenario>
+"#;
+
+struct Flood {
+    sent: usize,
+    answered: usize,
+    last_answer: Duration,
+}
+
+/// `method` requests from `from` to `to` for `seconds`, paced at about
+/// `per_s` (bounded), counting the answers that come back.
+fn flood(from: &str, to: SocketAddr, method: &str, seconds: u64, per_s: u64) -> Flood {
+    let sock = UdpSocket::bind((from, 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let rx = sock.try_clone().unwrap();
+    let local = sock.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_rx = stop.clone();
+    let t0 = Instant::now();
+    let listener = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let (mut n, mut last) = (0usize, Duration::ZERO);
+        while !stop_rx.load(Ordering::Relaxed) {
+            if rx.recv(&mut buf).is_ok() {
+                n += 1;
+                last = t0.elapsed();
+            }
+        }
+        (n, last)
+    });
+    let mut sent = 0u64;
+    while t0.elapsed() < Duration::from_secs(seconds) {
+        // Pacing: never ahead of per_s.
+        if sent * 1000 > t0.elapsed().as_millis() as u64 * per_s {
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
+        let body = if method == "INVITE" {
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+        } else {
+            ""
+        };
+        let msg = format!(
+            "{method} sip:1000@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKflood{sent}\r\n\
+             From: <sip:flood@{local}>;tag=f{sent}\r\nTo: <sip:1000@{to}>\r\nCall-ID: flood-{sent}@{local}\r\n\
+             CSeq: 1 {method}\r\nContact: <sip:flood@{local}>\r\nMax-Forwards: 70\r\n\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = sock.send_to(msg.as_bytes(), to);
+        sent += 1;
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let (answered, last_answer) = listener.join().unwrap();
+    Flood {
+        sent: sent as usize,
+        answered,
+        last_answer,
+    }
+}
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn sipp_call(dir: &std::path::Path, to: SocketAddr, i: usize) -> (bool, String) {
+    let path = dir.join(format!("call{i}.xml"));
+    std::fs::write(&path, CALL).unwrap();
+    let out = Command::new("sipp")
+        .arg(to.to_string())
+        .args(["-sf", &path.display().to_string()])
+        .args(["-s", "1000", "-m", "1", "-l", "1", "-t", "u1"])
+        .args(["-i", "127.0.0.1", "-p", &free_port().to_string()])
+        .args(["-mp", &free_port().to_string()])
+        .args(["-timeout", "30s", "-timeout_error", "-nostdin"])
+        .current_dir(dir)
+        .output()
+        .expect("sipp is installed (Debian sip-tester)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+}
+
+#[test]
+fn floods_are_banned_within_2_s_while_another_sources_calls_succeed() {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let cfg_path = dir.join("sip.toml");
+    std::fs::write(&cfg_path, SIP).unwrap();
+    let quoted = format!("\"{}\"", cfg_path.display());
+    let server = ServerProcess::start(&[
+        ("ATTENDANT__SIP__ENABLED", "true"),
+        ("ATTENDANT__SIP__CONFIG", &quoted),
+    ]);
+    let st: serde_json::Value = api_get(&format!("http://{}/sip", server.addr))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let udp: SocketAddr = st["udp"][0].as_str().unwrap().parse().unwrap();
+    // One call first, so what a first call allocates is not counted.
+    let warm = sipp_call(&dir, udp, 8);
+    assert!(warm.0, "{}", warm.1);
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_before = server.rss_mb();
+
+    // A stranger's INVITE flood for 10 s (20,000 a second) while the
+    // loopback trunk places three calls.
+    let invites = std::thread::spawn(move || flood("127.0.0.2", udp, "INVITE", 10, 20_000));
+    std::thread::sleep(Duration::from_millis(500));
+    let calls: Vec<(bool, String)> = (0..3).map(|i| sipp_call(&dir, udp, i)).collect();
+    let invites = invites.join().unwrap();
+    // Then an admitted trunk address floods OPTIONS (its allowance is
+    // larger, a flood is still a flood).
+    let options = flood("127.0.0.4", udp, "OPTIONS", 3, 20_000);
+    let after = sipp_call(&dir, udp, 9);
+    let rss_after = server.rss_mb();
+    eprintln!(
+        "INVITE flood from a stranger: {} sent, {} answered, last answer at {:?}; \
+         OPTIONS flood from a trunk address: {} sent, {} answered, last at {:?}; \
+         calls during {}/3, after {}; server RSS {rss_before:.0} → {rss_after:.0} MB",
+        invites.sent,
+        invites.answered,
+        invites.last_answer,
+        options.sent,
+        options.answered,
+        options.last_answer,
+        calls.iter().filter(|(ok, _)| *ok).count(),
+        after.0
+    );
+    for (ok, log) in calls.iter().chain([&after]) {
+        assert!(ok, "a call failed:\n{log}");
+    }
+    assert!(invites.sent > 100_000, "a weak flood: {}", invites.sent);
+    // 64 allowed per 2 s (each gets a 403, perhaps after a 100).
+    assert!(invites.answered <= 2 * 65, "{}", invites.answered);
+    assert!(
+        invites.last_answer < Duration::from_secs(2),
+        "{:?}",
+        invites.last_answer
+    );
+    assert!(options.answered <= 1001, "{}", options.answered);
+    assert!(
+        options.last_answer < Duration::from_secs(2),
+        "{:?}",
+        options.last_answer
+    );
+    assert!(
+        rss_after - rss_before < 30.0,
+        "server RSS {rss_before:.0} → {rss_after:.0} MB"
+    );
+    let m = api_get(&format!("http://{}/metrics", server.addr))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(m.contains("attendant_sip_bans_total 2"), "two bans");
+}
