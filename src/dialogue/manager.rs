@@ -523,9 +523,15 @@ impl Conversation {
         }
         for turn in &self.state.turns {
             if !turn.text.is_empty() || turn.dtmf.is_some() {
+                let secret = turn.slots.values().any(|v| v == "****");
                 t.push(Utterance {
                     speaker: "caller".into(),
-                    text: turn.text.clone(),
+                    // A PIN or number said aloud is not kept either.
+                    text: if secret {
+                        crate::nlu::numbers::mask_digits(&turn.text)
+                    } else {
+                        turn.text.clone()
+                    },
                     at_ms: turn.at_ms,
                     dtmf: turn.dtmf.as_ref().map(|d| {
                         // Keypad digits of secret slots (PINs) are not kept.
@@ -1637,8 +1643,35 @@ impl Dialogue for AgentDialogue {
         self.conv.expecting()
     }
 
+    /// The state as call records show it: secret slots masked, and the
+    /// turns that filled one keep no digits.
     fn state_json(&self) -> Option<serde_json::Value> {
-        serde_json::to_value(&self.conv.state).ok()
+        let mut v = serde_json::to_value(&self.conv.state).ok()?;
+        if let Some(slots) = v.get_mut("slots").and_then(|s| s.as_object_mut()) {
+            for (k, val) in slots.iter_mut() {
+                if self.conv.slot_def(k).is_some_and(|d| d.secret) {
+                    *val = serde_json::Value::String("****".into());
+                }
+            }
+        }
+        if let Some(turns) = v.get_mut("turns").and_then(|t| t.as_array_mut()) {
+            for t in turns {
+                let secret = t
+                    .get("slots")
+                    .and_then(|s| s.as_object())
+                    .is_some_and(|s| s.values().any(|x| x == "****"));
+                if !secret {
+                    continue;
+                }
+                if let Some(text) = t.get("text").and_then(|x| x.as_str()) {
+                    t["text"] = serde_json::Value::String(crate::nlu::numbers::mask_digits(text));
+                }
+                if let Some(d) = t.get("dtmf").and_then(|x| x.as_str()) {
+                    t["dtmf"] = serde_json::Value::String("*".repeat(d.len()));
+                }
+            }
+        }
+        Some(v)
     }
 
     fn on_call_end(&mut self, record: &crate::pipeline::record::CallRecord) {

@@ -186,6 +186,43 @@ pub fn spoken_digits(text: &str) -> String {
         .collect()
 }
 
+/// `text` with every run of three or more digits, written or spoken
+/// ("4 5 6 1", "four five six one", "4561"), replaced by one `*` per digit:
+/// what logs and records show of what a caller said, since callers read
+/// PINs, card and account numbers aloud. Text without such a run is
+/// returned as it was.
+pub fn mask_digits(text: &str) -> String {
+    let toks = tokenize(text);
+    let mut out: Vec<String> = Vec::with_capacity(toks.len());
+    let mut run: Vec<String> = Vec::new();
+    let mut masked = false;
+    let flush = |run: &mut Vec<String>, out: &mut Vec<String>, masked: &mut bool| {
+        let n: usize = run.iter().map(|d| d.len()).sum();
+        if n >= 3 {
+            out.push("*".repeat(n));
+            *masked = true;
+        } else {
+            out.append(run);
+        }
+        run.clear();
+    };
+    for t in toks {
+        match t {
+            Tok::Num(n) => run.push(n.digits),
+            Tok::Word(w) => {
+                flush(&mut run, &mut out, &mut masked);
+                out.push(w);
+            }
+        }
+    }
+    flush(&mut run, &mut out, &mut masked);
+    if masked {
+        out.join(" ")
+    } else {
+        text.to_string()
+    }
+}
+
 /// Tokenises and folds runs of number words into [`Number`]s.
 pub fn tokenize(text: &str) -> Vec<Tok> {
     let ws = words(text);
@@ -430,5 +467,19 @@ mod tests {
                 fraction: None
             })]
         );
+    }
+
+    #[test]
+    fn digit_runs_are_masked_written_or_spoken() {
+        assert_eq!(mask_digits("my pin is 4 5 6 1"), "my pin is ****");
+        assert_eq!(mask_digits("four five six one"), "****");
+        assert_eq!(
+            mask_digits("card ending 4242 please"),
+            "card ending **** please"
+        );
+        assert!(!mask_digits("it's 4 oh 7 2 and then 9 9 1").contains(char::is_numeric));
+        // Small numbers and plain text stay as they were.
+        assert_eq!(mask_digits("I have 2 cards."), "I have 2 cards.");
+        assert_eq!(mask_digits("What's my balance?"), "What's my balance?");
     }
 }

@@ -1350,8 +1350,8 @@ async fn media(a: MediaArgs) {
     if let Some(c) = &call {
         let _ = c.input.send(CallInput::Hangup).await;
     }
-    if let Some(d) = dtmf.flush() {
-        tracing::debug!(call = %id, digit = %d, "DTMF event without an end at hang-up");
+    if dtmf.flush().is_some() {
+        tracing::debug!(call = %id, "DTMF event without an end at hang-up");
     }
     tracing::info!(call = %id, received = jb.stats.received, concealed = jb.stats.concealed, late = jb.stats.late, sent = out.packets_sent, "SIP media ended");
     let _ = to_core.send(ToCore::MediaStopped { id });

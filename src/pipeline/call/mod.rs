@@ -27,6 +27,7 @@ use super::record::{mask_phone, CallRecord, CallStore, Timings, TurnRecord};
 use crate::asr::{Priority, Purpose, Transcript};
 use crate::dialogue::{Action, CallMeta, Dialogue, Expect, Interruption, Reply, TurnInput};
 use crate::media::{mulaw, resample::StreamResampler, MODEL_RATE, PHONE_FRAME, PHONE_RATE};
+use crate::nlu::numbers::mask_digits;
 use crate::speech::TtsChunk;
 use crate::turn::vad::{VadState, WINDOW};
 use crate::turn::{TurnDetector, TurnEvent};
@@ -464,7 +465,9 @@ impl Call {
         let t = self.ended.remove(pos);
         let now = Instant::now();
         let eot_at = t.eot_at.unwrap_or(now);
-        tracing::info!(call = %self.meta.call_id, turn, text = %tr.text, decode_ms = tr.decode_ms, speculative, "caller said");
+        // Callers read PINs and card numbers aloud: logs never hold the digits.
+        tracing::info!(call = %self.meta.call_id, turn, text = %mask_digits(&tr.text), decode_ms = tr.decode_ms, speculative, "caller said");
+        let answering_digits = matches!(self.expect, Expect::Digits { .. });
         if tr.text.is_empty() {
             self.resume_if_paused().await;
             return;
@@ -481,10 +484,19 @@ impl Call {
         let reply = blocking(|| self.dialogue.on_turn(&self.meta, &input));
         self.expect = self.dialogue.expecting();
         let done = Instant::now();
+        // The record of a turn that answered a digits question (a PIN, an
+        // account or card number) keeps no digits.
+        let keep = |s: &str| {
+            if answering_digits {
+                mask_digits(s)
+            } else {
+                s.to_string()
+            }
+        };
         let rec = TurnRecord {
             index: turn,
-            caller_text: tr.text.clone(),
-            partials: t.partials.clone(),
+            caller_text: keep(&tr.text),
+            partials: t.partials.iter().map(|p| keep(p)).collect(),
             dtmf: None,
             speech_ms: input.speech_ms,
             bot_text: reply.say.clone(),
@@ -528,6 +540,12 @@ impl Call {
         }
         self.turn_seq += 1;
         let index = self.turn_seq;
+        // Keys pressed for a digits question (a PIN) are not recorded.
+        let kept = if matches!(self.expect, Expect::Digits { .. }) {
+            "*".to_string()
+        } else {
+            d.to_string()
+        };
         let input = TurnInput {
             transcript: None,
             dtmf: Some(d.to_string()),
@@ -539,7 +557,7 @@ impl Call {
         self.expect = self.dialogue.expecting();
         self.record.turns.push(TurnRecord {
             index,
-            dtmf: Some(d.to_string()),
+            dtmf: Some(kept),
             bot_text: reply.say.clone(),
             source: reply.source.clone(),
             timings: Timings {
