@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::sipp::*;
 use common::*;
 
 const SIP: &str = r#"
@@ -28,56 +29,6 @@ sources = ["127.0.0.1/32"]
 [[trunks]]
 name = "noisy"
 sources = ["127.0.0.4/32"]
-"#;
-
-const CALL: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="during flood">
-<send retrans="500"><![CDATA[
-INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:+15550100123@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 1 INVITE
-Contact: sip:sipp@[local_ip]:[local_port]
-Max-Forwards: 70
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=user1 1 1 IN IP4 [local_ip]
-s=-
-c=IN IP4 127.0.0.1
-t=0 0
-m=audio [media_port] RTP/AVP 0
-a=rtpmap:0 PCMU/8000
-]]></send>
-<recv response="100" optional="true"/>
-<recv response="180" optional="true"/>
-<recv response="200" rtd="true"/>
-<send><![CDATA[
-ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:+15550100123@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-<pause milliseconds="1000"/>
-<send retrans="500"><![CDATA[
-BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:+15550100123@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 2 BYE
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-<recv response="200"/>
-</scenario>
 "#;
 
 struct Flood {
@@ -140,23 +91,21 @@ fn flood(from: &str, to: SocketAddr, method: &str, seconds: u64, per_s: u64) -> 
     }
 }
 
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn sipp_call(dir: &std::path::Path, to: SocketAddr, i: usize) -> (bool, String) {
     let path = dir.join(format!("call{i}.xml"));
-    std::fs::write(&path, CALL).unwrap();
+    let body = [
+        invite("PCMU", 0, "[media_port]"),
+        pause(1000),
+        caller_bye(2),
+    ]
+    .concat();
+    std::fs::write(&path, scenario_xml("during flood", &body)).unwrap();
     let out = Command::new("sipp")
         .arg(to.to_string())
         .args(["-sf", &path.display().to_string()])
         .args(["-s", "1000", "-m", "1", "-l", "1", "-t", "u1"])
-        .args(["-i", "127.0.0.1", "-p", &free_port().to_string()])
-        .args(["-mp", &free_port().to_string()])
+        .args(["-i", "127.0.0.1", "-p", &peer_port().to_string()])
+        .args(["-mp", &peer_port().to_string()])
         .args(["-timeout", "30s", "-timeout_error", "-nostdin"])
         .current_dir(dir)
         .output()

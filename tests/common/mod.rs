@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod sipp;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -211,4 +213,30 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A loopback port for a peer we start (sipp): free for UDP and TCP, with
+/// the three after it (sipp's media sockets), and taken below the kernel's
+/// ephemeral range so that no outgoing connection of this process or the
+/// server grabs it between this check and the peer's bind. Ports from
+/// `bind(0)` come from that range and did collide with sipp's TCP bind.
+pub fn peer_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 21_000;
+    const SPAN: u32 = 11_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Each test binary starts somewhere of its own in the span.
+    let start = (std::process::id() * 97) % SPAN;
+    for _ in 0..SPAN / 4 {
+        let n = NEXT.fetch_add(4, Ordering::Relaxed);
+        let port = (LOW + (start + n) % (SPAN - 4)) as u16;
+        let free = (port..port + 4).all(|p| {
+            std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+        });
+        if free {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {LOW}..{}", LOW + SPAN);
 }
