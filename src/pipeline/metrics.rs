@@ -34,6 +34,7 @@ pub struct Metrics {
     pub rtp_packets_received_total: IntCounter,
     pub rtp_packets_sent_total: IntCounter,
     pub rtp_packets_concealed_total: IntCounter,
+    pub rtp_foreign_dropped_total: IntCounter,
     /// Contact-center KPIs over the interactions table, refreshed per scrape.
     pub kpi_calls: Gauge,
     pub kpi_avg_response_seconds: Gauge,
@@ -143,6 +144,11 @@ pub fn metrics() -> &'static Metrics {
                 &r,
                 "attendant_rtp_packets_concealed_total",
                 "20 ms slots played from concealment (RTP lost, late, or the caller silent)",
+            ),
+            rtp_foreign_dropped_total: counter(
+                &r,
+                "attendant_rtp_foreign_dropped_total",
+                "RTP packets dropped because they came from an address other than the call's peer",
             ),
             voice_to_voice: hist(
                 &r,

@@ -25,7 +25,12 @@ use crate::dialogue::CallMeta;
 use crate::media::{alaw, tones};
 use crate::pipeline::{metrics::metrics, spawn_call, CallHandle, CallInput, CallOutput};
 use crate::transport::rtp::{
-    self, dtmf::DtmfDecoder, jitter::JitterBuffer, jitter::Playout, outbound, rtcp,
+    self,
+    dtmf::DtmfDecoder,
+    jitter::JitterBuffer,
+    jitter::Playout,
+    outbound, rtcp,
+    source::{Admit, SourceLock},
 };
 use crate::transport::sip::config::{SipConfig, Symmetric, TransferMode};
 use crate::transport::sip::core::{
@@ -96,8 +101,8 @@ enum ToMedia {
     /// Relay: what this leg hears goes to `to_peer`; what arrives on
     /// `from_peer` is played. A caller's pipeline ends here.
     Bridge {
-        to_peer: mpsc::UnboundedSender<Vec<u8>>,
-        from_peer: mpsc::UnboundedReceiver<Vec<u8>>,
+        to_peer: mpsc::Sender<Vec<u8>>,
+        from_peer: mpsc::Receiver<Vec<u8>>,
     },
     Stop,
 }
@@ -745,6 +750,9 @@ async fn start_bridge(
     Ok(())
 }
 
+/// Frames (20 ms) a bridged leg may fall behind before its audio drops.
+const RELAY_FRAMES: usize = 50;
+
 /// The agent has heard the briefing: each leg now plays what the other hears.
 fn connect_bridge(calls: &mut HashMap<String, Slot>, agent_id: &str) {
     let Some(Slot {
@@ -765,8 +773,8 @@ fn connect_bridge(calls: &mut HashMap<String, Slot>, agent_id: &str) {
     else {
         return;
     };
-    let (c2a_tx, c2a_rx) = mpsc::unbounded_channel();
-    let (a2c_tx, a2c_rx) = mpsc::unbounded_channel();
+    let (c2a_tx, c2a_rx) = mpsc::channel(RELAY_FRAMES);
+    let (a2c_tx, a2c_rx) = mpsc::channel(RELAY_FRAMES);
     *bridged = true;
     let _ = caller_media.send(ToMedia::Bridge {
         to_peer: c2a_tx,
@@ -1041,15 +1049,6 @@ struct MediaArgs {
     to_core: mpsc::UnboundedSender<ToCore>,
 }
 
-/// Where to send after the first packet from `src` (symmetric RTP).
-pub fn latch(policy: Symmetric, sdp: SocketAddr, src: SocketAddr) -> SocketAddr {
-    match policy {
-        Symmetric::Always => src,
-        Symmetric::Auto if src.ip() != sdp.ip() => src,
-        _ => sdp,
-    }
-}
-
 fn silence(codec: Codec) -> u8 {
     match codec {
         Codec::Pcmu => 0xff,
@@ -1057,7 +1056,7 @@ fn silence(codec: Codec) -> u8 {
     }
 }
 
-async fn next_relayed(rx: &mut Option<mpsc::UnboundedReceiver<Vec<u8>>>) -> Option<Vec<u8>> {
+async fn next_relayed(rx: &mut Option<mpsc::Receiver<Vec<u8>>>) -> Option<Vec<u8>> {
     match rx {
         Some(r) => r.recv().await,
         None => std::future::pending().await,
@@ -1096,16 +1095,16 @@ async fn media(a: MediaArgs) {
     };
     let mut call = call;
     // Bridged: what we hear goes to the other leg, what it hears we play.
-    let mut relay: Option<mpsc::UnboundedSender<Vec<u8>>> = None;
-    let mut relay_in: Option<mpsc::UnboundedReceiver<Vec<u8>>> = None;
+    let mut relay: Option<mpsc::Sender<Vec<u8>>> = None;
+    let mut relay_in: Option<mpsc::Receiver<Vec<u8>>> = None;
     // Some while the agent's phone rings (and they are briefed): the caller's
     // audio does not reach the bot and they hear ringback instead of dead air.
     // The count is ringback frames sent so far.
     let mut awaiting_agent: Option<u64> = None;
-    let sdp_addr = SocketAddr::new(remote.addr, remote.port);
+    let mut sdp_addr = SocketAddr::new(remote.addr, remote.port);
     let mut dest = sdp_addr;
     let mut rtcp_dest = SocketAddr::new(remote.addr, remote.port.wrapping_add(1));
-    let mut latched = false;
+    let mut source = SourceLock::new(symmetric, sdp_addr);
     let ssrc = fastrand::u32(..);
     let mut out = outbound::Outbound::new(
         ssrc,
@@ -1145,16 +1144,22 @@ async fn media(a: MediaArgs) {
                     m.protocol_errors_total.inc();
                     continue;
                 };
+                match source.admit(src) {
+                    Admit::Foreign => {
+                        m.rtp_foreign_dropped_total.inc();
+                        continue;
+                    }
+                    Admit::Accept { send_to: Some(to) } => {
+                        if to != dest {
+                            tracing::info!(call = %id, "symmetric RTP: sending to the caller's source address");
+                        }
+                        dest = to;
+                        rtcp_dest = SocketAddr::new(to.ip(), to.port().wrapping_add(1));
+                    }
+                    Admit::Accept { send_to: None } => {}
+                }
                 m.rtp_packets_received_total.inc();
                 last_rx = Instant::now();
-                if !latched {
-                    dest = latch(symmetric, sdp_addr, src);
-                    if dest != sdp_addr {
-                        rtcp_dest = SocketAddr::new(dest.ip(), dest.port().wrapping_add(1));
-                        tracing::info!(call = %id, "symmetric RTP: sending to the caller's source address");
-                    }
-                    latched = true;
-                }
                 let now = Instant::now();
                 if Some(p.payload_type) == negotiated.dtmf_pt {
                     if let Some(d) = dtmf.push(p.timestamp, p.payload) {
@@ -1214,9 +1219,13 @@ async fn media(a: MediaArgs) {
             },
             c = cmds.recv() => match c {
                 Some(ToMedia::Update { remote, negotiated: n }) => {
-                    if !latched || symmetric == Symmetric::Never {
-                        dest = SocketAddr::new(remote.addr, remote.port);
+                    let named = SocketAddr::new(remote.addr, remote.port);
+                    if source.locked().is_none() || symmetric == Symmetric::Never || named != sdp_addr {
+                        dest = named;
+                        rtcp_dest = SocketAddr::new(named.ip(), named.port().wrapping_add(1));
                     }
+                    source.renegotiated(named);
+                    sdp_addr = named;
                     on_hold = remote.on_hold();
                     out.set_muted(on_hold);
                     last_rx = Instant::now();
@@ -1275,7 +1284,8 @@ async fn media(a: MediaArgs) {
                 Codec::Pcma => alaw::to_ulaw(&bytes),
             };
             if let Some(r) = &relay {
-                let _ = r.send(ulaw);
+                // Audio may drop: a stalled leg loses frames, never memory.
+                let _ = r.try_send(ulaw);
             } else if let Some(c) = call.as_ref().filter(|_| awaiting_agent.is_none()) {
                 let _ = c.input.try_send(CallInput::Audio(ulaw));
             }
@@ -1355,24 +1365,4 @@ async fn media(a: MediaArgs) {
     }
     tracing::info!(call = %id, received = jb.stats.received, concealed = jb.stats.concealed, late = jb.stats.late, sent = out.packets_sent, "SIP media ended");
     let _ = to_core.send(ToCore::MediaStopped { id });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn symmetric_rtp_policy() {
-        let sdp: SocketAddr = "10.0.0.5:4000".parse().unwrap();
-        let nat: SocketAddr = "203.0.113.7:61000".parse().unwrap();
-        let same_ip: SocketAddr = "10.0.0.5:4002".parse().unwrap();
-        assert_eq!(
-            latch(Symmetric::Auto, sdp, nat),
-            nat,
-            "NAT rewrote the address"
-        );
-        assert_eq!(latch(Symmetric::Auto, sdp, same_ip), sdp);
-        assert_eq!(latch(Symmetric::Always, sdp, same_ip), same_ip);
-        assert_eq!(latch(Symmetric::Never, sdp, nat), sdp);
-    }
 }
