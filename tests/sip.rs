@@ -19,6 +19,7 @@ use attendant::eval::wer;
 use attendant::media::{alaw, mulaw, resample::resample};
 use attendant::pipeline::CallRecord;
 use attendant::transport::rtp;
+use common::sipp::*;
 use common::*;
 
 struct SipServer {
@@ -54,12 +55,20 @@ jitter_ms = 60
 name = "sipp"
 sources = ["127.0.0.1/32"]
 
-# A PBX that must authenticate.
+# A PBX that must authenticate; sipp answers only an MD5 challenge.
 [[trunks]]
 name = "pbx"
 sources = ["127.0.0.3/32"]
 username = "pbx"
 password = "secret"
+digest = ["MD5"]
+
+# One that authenticates with the defaults (SHA-256 first).
+[[trunks]]
+name = "modern"
+sources = ["127.0.0.5/32"]
+username = "modern"
+password = "secret5"
 
 # Dialling 2000 reaches the retailer; anything else the server's bank agent.
 [[numbers]]
@@ -93,7 +102,7 @@ fn sip_server() -> &'static SipServer {
             .try_init();
         let dir = tempfile::tempdir().unwrap().keep();
         let cfg_path = dir.join("sip.toml");
-        let agent_port = free_port();
+        let agent_port = peer_port();
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
         std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
@@ -131,14 +140,6 @@ fn sip_server() -> &'static SipServer {
 
 fn sipp_data() -> PathBuf {
     shared().join("sipp/sipp_upstream/pcap")
-}
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Datagrams with their arrival time.
@@ -313,107 +314,6 @@ fn speech_pcap(wav: &Path, pt: u8, out: &Path) {
     std::fs::write(out, f).unwrap();
 }
 
-/// Scenario pieces (adapted from SIPp's uac_pcap.xml and the Asterisk test
-/// suite's REFER alice.xml).
-fn invite_msg(codec: &str, pt: u8, media_port: u16, cseq: u32, auth: bool) -> String {
-    let auth = if auth { "[authentication]\n" } else { "" };
-    format!(
-        r#"<send retrans="500"><![CDATA[
-INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: "Test Caller" <sip:+15550100123@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: {cseq} INVITE
-{auth}Contact: sip:sipp@[local_ip]:[local_port];transport=[transport]
-Max-Forwards: 70
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=user1 53655765 2353687637 IN IP4 [local_ip]
-s=-
-c=IN IP4 127.0.0.1
-t=0 0
-m=audio {media_port} RTP/AVP {pt} 101
-a=rtpmap:{pt} {codec}/8000
-a=rtpmap:101 telephone-event/8000
-a=fmtp:101 0-15
-]]></send>
-"#
-    )
-}
-
-fn ack_msg(cseq: u32) -> String {
-    format!(
-        r#"<send><![CDATA[
-ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: "Test Caller" <sip:+15550100123@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: {cseq} ACK
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-"#
-    )
-}
-
-const ANSWERED: &str = "<recv response=\"100\" optional=\"true\"/>\n<recv response=\"180\" optional=\"true\"/>\n<recv response=\"200\" rtd=\"true\"/>\n";
-
-fn invite(codec: &str, pt: u8, media_port: u16) -> String {
-    [
-        invite_msg(codec, pt, media_port, 1, false),
-        ANSWERED.to_string(),
-        ack_msg(1),
-    ]
-    .concat()
-}
-
-fn pause(ms: u64) -> String {
-    format!("<pause milliseconds=\"{ms}\"/>\n")
-}
-
-fn play(pcap: &Path) -> String {
-    format!(
-        "<nop><action><exec play_pcap_audio=\"{}\"/></action></nop>\n",
-        pcap.display()
-    )
-}
-
-fn caller_bye(cseq: u32) -> String {
-    format!(
-        r#"<send retrans="500"><![CDATA[
-BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: "Test Caller" <sip:+15550100123@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: {cseq} BYE
-Max-Forwards: 70
-Content-Length: 0
-]]></send>
-<recv response="200"/>
-"#
-    )
-}
-
-const ANSWER_LAST: &str = r#"<send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-]]></send>
-"#;
-
-fn bot_bye() -> String {
-    format!("<recv request=\"BYE\" timeout=\"40000\"/>\n{ANSWER_LAST}")
-}
-
 /// Takes the REFER (checking the context header), answers 202 and reports
 /// the transfer's outcome in a NOTIFY sipfrag.
 fn refer(sipfrag: &str) -> String {
@@ -458,10 +358,7 @@ SIP/2.0 {sipfrag}
 /// test finds its own call record even with other calls running.
 fn scenario(name: &str, body: &str) -> PathBuf {
     let path = sip_server().dir.join(format!("{name}.xml"));
-    let xml = format!(
-        "<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<scenario name=\"{name}\">\n{body}</scenario>\n"
-    );
-    std::fs::write(&path, xml).unwrap();
+    std::fs::write(&path, scenario_xml(name, body)).unwrap();
     path
 }
 
@@ -496,8 +393,8 @@ fn sipp_to(
             "-cid_str",
             &format!("attendant-test-{name}-{}-%u@%s", std::process::id()),
         ])
-        .args(["-i", local_ip, "-p", &free_port().to_string()])
-        .args(["-mp", &free_port().to_string()])
+        .args(["-i", local_ip, "-p", &peer_port().to_string()])
+        .args(["-mp", &peer_port().to_string()])
         .args(["-timeout", "120s", "-timeout_error", "-nostdin"])
         .args(["-trace_err", "-error_file", &err_file.display().to_string()])
         .args(extra)
@@ -880,7 +777,16 @@ Content-Length: 0
         s.udp,
         "u1",
         "127.0.0.3",
-        &["-au", "pbx", "-ap", "secret"],
+        // The digest `uri` must be the Request-URI (sipp's default
+        // leaves the user part out).
+        &[
+            "-au",
+            "pbx",
+            "-ap",
+            "secret",
+            "-auth_uri",
+            &format!("1000@{}", s.udp),
+        ],
     );
     cap.finish();
     assert!(ok, "digest call failed:\n{log}");
@@ -1071,7 +977,7 @@ fn bridge_run(name: &str, answer: &str, after_zero: &[String]) -> BridgeRun {
         let out = Command::new("sipp")
             .args(["-sf", &scenario_file.display().to_string()])
             .args(["-m", "1", "-t", "u1", "-i", "127.0.0.1"])
-            .args(["-p", &port.to_string(), "-mp", &free_port().to_string()])
+            .args(["-p", &port.to_string(), "-mp", &peer_port().to_string()])
             .args(["-timeout", "120s", "-timeout_error", "-nostdin"])
             .current_dir(scenario_file.parent().unwrap())
             .output()
@@ -1402,4 +1308,214 @@ fn a_call_over_tls_is_answered_and_plain_text_on_the_tls_port_costs_nothing() {
         "greeting heard as {greeting:?}, said {:?}",
         rec.greeting
     );
+}
+
+/// Sends `wav` as live 20 ms PCMU RTP from `from` (any port) to `to`;
+/// returns the packets sent.
+fn send_speech(from: &str, to: SocketAddr, wav: &Path) -> usize {
+    let sock = UdpSocket::bind((from, 0)).unwrap();
+    let samples = audio::read_wav_8k(wav).unwrap();
+    let start = Instant::now();
+    let mut sent = 0;
+    for (i, frame) in samples.chunks(160).enumerate() {
+        let payload: Vec<u8> = frame
+            .iter()
+            .map(|&x| mulaw::encode((x * 32767.0) as i16))
+            .collect();
+        let pkt = rtp::write(&rtp::Packet {
+            marker: i == 0,
+            payload_type: 0,
+            seq: 7000 + i as u16,
+            timestamp: 90_000 + 160 * i as u32,
+            ssrc: 0xbad,
+            payload: &payload,
+        });
+        if sock.send_to(&pkt, to).is_ok() {
+            sent += 1;
+        }
+        let next = start + Duration::from_millis(20 * (i as u64 + 1));
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    sent
+}
+
+fn foreign_rtp_dropped(http: SocketAddr) -> u64 {
+    let text = api_get(&format!("http://{http}/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("attendant_rtp_foreign_dropped_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+#[test]
+fn rtp_from_a_third_address_is_not_heard_once_the_peer_is_locked() {
+    let s = sip_server();
+    let question = s.dir.join("faq_hours_lock.pcap");
+    speech_pcap(&fixture("faq_hours.wav"), 0, &question);
+    let port_file = s.dir.join("rtp_lock_port.txt");
+    let cap = Capture::start();
+    // The scenario tells us the bot's RTP port, as a sniffing attacker
+    // would learn it from the SDP answer.
+    let body = [
+        invite_msg("PCMU", 0, cap.port, 1, false),
+        "<recv response=\"100\" optional=\"true\"/>\n<recv response=\"180\" optional=\"true\"/>\n".into(),
+        "<recv response=\"200\" rtd=\"true\"><action><ereg regexp=\"m=audio ([0-9]+)\" search_in=\"body\" check_it=\"true\" assign_to=\"m,port\"/></action></recv>\n".into(),
+        ack_msg(1),
+        format!(
+            "<nop><action><exec command=\"echo [$port] > {}; : '[$m]'\"/></action></nop>\n",
+            port_file.display()
+        ),
+        play(&question),
+        pause(12_000),
+        caller_bye(2),
+    ]
+    .concat();
+    let path = scenario("rtp_lock", &body);
+    let dropped_before = foreign_rtp_dropped(s.http);
+    let attacker = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let port = loop {
+            if let Some(p) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|t| t.trim().parse::<u16>().ok())
+            {
+                break p;
+            }
+            if Instant::now() > deadline {
+                return 0;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        // After the caller's question has started (the peer is locked).
+        std::thread::sleep(Duration::from_secs(4));
+        let to: SocketAddr = ([127, 0, 0, 1], port).into();
+        send_speech("127.0.0.9", to, &fixture("goodbye.wav"))
+    });
+    let (ok, log) = sipp(&path, s.udp, "u1", "127.0.0.1", &[]);
+    let injected = attacker.join().unwrap();
+    cap.finish();
+    assert!(injected > 50, "sipp never noted the RTP port:\n{log}");
+    // Had the injected "goodbye" been heard, the bot would have hung up and
+    // the caller's BYE would have failed.
+    assert!(ok, "sipp call failed:\n{log}");
+    let rec = record_of(s.http, "rtp_lock");
+    assert_eq!(rec.outcome, "caller_hung_up", "{rec:?}");
+    let heard: Vec<String> = rec
+        .turns
+        .iter()
+        .map(|t| t.caller_text.to_lowercase())
+        .collect();
+    assert!(
+        heard.iter().any(|t| t.contains("opening hours")),
+        "{heard:?}"
+    );
+    assert!(!heard.iter().any(|t| t.contains("bye")), "{heard:?}");
+    assert!(
+        foreign_rtp_dropped(s.http) - dropped_before >= injected as u64,
+        "every injected packet is dropped and counted"
+    );
+}
+
+/// One SIP exchange from a raw UDP socket: sends `msg`, returns the
+/// responses that arrive within 2 s until a final one.
+fn exchange(sock: &UdpSocket, to: SocketAddr, msg: &str) -> Vec<String> {
+    sock.send_to(msg.as_bytes(), to).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            let code: u16 = text.get(8..11).and_then(|c| c.parse().ok()).unwrap_or(0);
+            got.push(text);
+            if code >= 200 {
+                break;
+            }
+        }
+    }
+    got
+}
+
+#[test]
+fn a_captured_sha256_digest_is_accepted_once_and_refused_on_replay() {
+    use sha2::{Digest, Sha256};
+    let s = sip_server();
+    let sock = UdpSocket::bind("127.0.0.5:0").unwrap();
+    let local = sock.local_addr().unwrap();
+    let sha = |x: String| hex::encode(Sha256::digest(x.as_bytes()));
+    let uri = format!("sip:1000@{}", s.udp);
+    let invite = |call: &str, branch: &str, from: &str, auth: &str| {
+        let body = format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.5\r\ns=-\r\nc=IN IP4 127.0.0.5\r\nt=0 0\r\nm=audio {} RTP/AVP 0\r\n",
+            peer_port()
+        );
+        format!(
+            "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch}\r\n\
+             From: <sip:{from}@127.0.0.5>;tag=t{branch}\r\nTo: <{uri}>\r\nCall-ID: {call}\r\n\
+             CSeq: 1 INVITE\r\nContact: <sip:modern@{local}>\r\n{auth}Max-Forwards: 70\r\n\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let pid = std::process::id();
+    let first = format!("replay-a-{pid}");
+    let r = exchange(
+        &sock,
+        s.udp,
+        &invite(&first, "z9hG4bKr1", "+15550100123", ""),
+    );
+    let challenge = r.last().expect("a 401");
+    assert!(challenge.starts_with("SIP/2.0 401"), "{challenge}");
+    // The first challenge is SHA-256 (RFC 8760), MD5 after it.
+    let offered = header(challenge, "WWW-Authenticate").unwrap();
+    assert!(offered.contains("algorithm=SHA-256"), "{offered}");
+    let nonce = offered
+        .split("nonce=\"")
+        .nth(1)
+        .and_then(|n| n.split('"').next())
+        .unwrap();
+    let ha1 = sha("modern:attendant:secret5".into());
+    let ha2 = sha(format!("INVITE:{uri}"));
+    let resp = sha(format!("{ha1}:{nonce}:00000001:c0ffee:auth:{ha2}"));
+    let auth = format!(
+        "Authorization: Digest username=\"modern\", realm=\"attendant\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{resp}\", algorithm=SHA-256, qop=auth, nc=00000001, cnonce=\"c0ffee\"\r\n"
+    );
+    let r = exchange(
+        &sock,
+        s.udp,
+        &invite(&first, "z9hG4bKr2", "+15550100123", &auth),
+    );
+    let ok = r.last().expect("an answer");
+    assert!(ok.starts_with("SIP/2.0 200"), "{r:?}");
+    let to = header(ok, "To").unwrap().to_string();
+    let bye = format!(
+        "BYE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKr3\r\n\
+         From: <sip:+15550100123@127.0.0.5>;tag=tz9hG4bKr2\r\nTo: {to}\r\nCall-ID: {first}\r\n\
+         CSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    let r = exchange(&sock, s.udp, &bye);
+    assert!(
+        r.last().is_some_and(|m| m.starts_with("SIP/2.0 200")),
+        "{r:?}"
+    );
+    // The same Authorization on a new call with another caller: refused.
+    let replay = invite(
+        &format!("replay-b-{pid}"),
+        "z9hG4bKr4",
+        "+15550100666",
+        &auth,
+    );
+    let r = exchange(&sock, s.udp, &replay);
+    let last = r.last().expect("an answer");
+    assert!(last.starts_with("SIP/2.0 401"), "{r:?}");
+    assert!(header(last, "WWW-Authenticate")
+        .unwrap()
+        .contains("stale=true"));
+    assert!(record(s.http, &format!("replay-b-{pid}")).is_none());
 }

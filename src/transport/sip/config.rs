@@ -141,6 +141,22 @@ pub struct Trunk {
     pub password: String,
     #[serde(default)]
     pub trust_identity: bool,
+    /// Digest algorithms offered and taken, most preferred first (RFC 8760).
+    /// Old PBXs that read only the first challenge may need `["MD5"]`.
+    #[serde(default = "default_digest")]
+    pub digest: Vec<DigestAlgorithm>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DigestAlgorithm {
+    #[serde(rename = "SHA-256", alias = "sha-256")]
+    Sha256,
+    #[serde(rename = "MD5", alias = "md5")]
+    Md5,
+}
+
+fn default_digest() -> Vec<DigestAlgorithm> {
+    vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5]
 }
 
 impl Trunk {

@@ -12,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::auth::{Authenticator, Verdict};
+use super::auth::{Attempt, Authenticator, Verdict};
 use super::config::SipConfig;
 use super::message::{self, response_to, Message, Request, Response};
 use super::sdp::{self, Direction, Negotiated, RemoteMedia};
@@ -454,6 +454,9 @@ impl SipCore {
             return;
         }
         let call_id = req.call_id().to_string();
+        if !self.dialog_peer_allows(now, peer, &call_id, &req) {
+            return;
+        }
         match req.method.as_str() {
             "INVITE" => self.on_invite(now, peer, req, branch),
             "ACK" => self.on_ack(now, &call_id, &req),
@@ -558,6 +561,57 @@ impl SipCore {
         }
     }
 
+    /// A request for a dialog we hold must come from that dialog's peer
+    /// (its address; the port may change), or from a source the trunks
+    /// admit with valid credentials: the Call-ID and tags alone are easy to
+    /// learn, so they must not let a stranger hang up, key digits or
+    /// re-INVITE someone else's call. Answers and returns false otherwise.
+    fn dialog_peer_allows(
+        &mut self,
+        now: Instant,
+        peer: Peer,
+        call_id: &str,
+        req: &Request,
+    ) -> bool {
+        let Some(d) = self.dialogs.get(call_id) else {
+            return true;
+        };
+        if d.peer.addr.ip() == peer.addr.ip() {
+            return true;
+        }
+        let attempt = Attempt {
+            source: peer.addr.ip(),
+            method: &req.method,
+            uri: &req.uri,
+            authorization: req.headers.get("Authorization"),
+        };
+        let code = match self.auth.check(now, &self.cfg.trunks, &attempt) {
+            Verdict::Allowed(_) => return true,
+            Verdict::Forbidden => 403,
+            Verdict::Challenge { stale } => {
+                if req.method != "ACK" {
+                    self.stats.challenged_401 += 1;
+                    let mut resp = response_to(req, 401, Some(&token()));
+                    for c in self
+                        .auth
+                        .challenges(now, &self.cfg.trunks, peer.addr.ip(), stale)
+                    {
+                        resp.headers.push("WWW-Authenticate", c);
+                    }
+                    self.send(peer, resp.to_bytes());
+                }
+                return false;
+            }
+        };
+        self.stats.rejected_403 += 1;
+        tracing::info!(peer = %peer.addr, method = %req.method, "in-dialog request from a stranger: 403");
+        if req.method != "ACK" {
+            let resp = response_to(req, code, Some(&token()));
+            self.send(peer, resp.to_bytes());
+        }
+        false
+    }
+
     fn source_allowed(&self, ip: IpAddr) -> bool {
         self.cfg.trunks.iter().any(|t| t.admits(ip))
     }
@@ -591,12 +645,13 @@ impl SipCore {
             return;
         }
         // Who is calling: decided before any state is kept.
-        let verdict = self.auth.check(
-            &self.cfg.trunks,
-            peer.addr.ip(),
-            "INVITE",
-            req.headers.get("Authorization"),
-        );
+        let attempt = Attempt {
+            source: peer.addr.ip(),
+            method: "INVITE",
+            uri: &req.uri,
+            authorization: req.headers.get("Authorization"),
+        };
+        let verdict = self.auth.check(now, &self.cfg.trunks, &attempt);
         let trunk = match verdict {
             Verdict::Allowed(t) => t.clone(),
             Verdict::Forbidden => {
@@ -609,8 +664,12 @@ impl SipCore {
             Verdict::Challenge { stale } => {
                 self.stats.challenged_401 += 1;
                 let mut resp = response_to(&req, 401, Some(&token()));
-                resp.headers
-                    .push("WWW-Authenticate", self.auth.challenge(stale));
+                for c in self
+                    .auth
+                    .challenges(now, &self.cfg.trunks, peer.addr.ip(), stale)
+                {
+                    resp.headers.push("WWW-Authenticate", c);
+                }
                 self.send(peer, resp.to_bytes());
                 return;
             }

@@ -496,6 +496,79 @@ fn digest_challenge_then_accept() {
     c.handle(t0, peer("127.0.0.1"), inv.as_bytes());
     assert_eq!(codes(&responses(&mut c)), vec![100]);
     assert!(matches!(&events(&mut c)[..], [Event::Incoming(_)]));
+    // The captured Authorization, replayed on a new call (new Call-ID,
+    // branch and caller): challenged again, no call.
+    let replay = invite("d2", "z9hG4bKd3", None, OFFER)
+        .replace("Contact:", &format!("{auth}Contact:"))
+        .replace("+15550100110", "+15550100666");
+    c.handle(t0, peer("127.0.0.1"), replay.as_bytes());
+    let r = responses(&mut c);
+    assert_eq!(codes(&r), vec![401]);
+    assert!(r[0]
+        .headers
+        .get("WWW-Authenticate")
+        .unwrap()
+        .contains("stale=true"));
+    assert!(events(&mut c).is_empty());
+    // Computed for another Request-URI: refused.
+    let moved = invite("d3", "z9hG4bKd4", None, OFFER)
+        .replace(
+            "Contact:",
+            &format!("{}Contact:", auth.replace("nc=00000001", "nc=00000002")),
+        )
+        .replace("INVITE sip:1000@", "INVITE sip:2000@");
+    c.handle(t0, peer("127.0.0.1"), moved.as_bytes());
+    assert_eq!(codes(&responses(&mut c)), vec![401]);
+    assert!(events(&mut c).is_empty());
+}
+
+#[test]
+fn in_dialog_requests_from_a_stranger_are_refused() {
+    let mut c = core();
+    let t0 = Instant::now();
+    let tag = answered(&mut c, t0, "s1");
+    events(&mut c);
+    c.handle(
+        t0,
+        peer("127.0.0.1"),
+        request("ACK", "s1", "z9hG4bKack", &tag, 1, "", "").as_bytes(),
+    );
+    // Someone who learnt the Call-ID and tags, from another address.
+    let stranger = peer("192.0.2.66");
+    for (method, cseq, extra, body) in [
+        ("BYE", 2, "", ""),
+        (
+            "INFO",
+            3,
+            "Content-Type: application/dtmf-relay\r\n",
+            "Signal=5\r\nDuration=160\r\n",
+        ),
+        ("INVITE", 4, "Content-Type: application/sdp\r\n", OFFER),
+    ] {
+        let req = request(
+            method,
+            "s1",
+            &format!("z9hG4bKs{cseq}"),
+            &tag,
+            cseq,
+            extra,
+            body,
+        );
+        c.handle(t0, stranger, req.as_bytes());
+        assert_eq!(codes(&responses(&mut c)), vec![403], "{method}");
+        assert!(events(&mut c).is_empty(), "{method}");
+    }
+    assert_eq!(c.active_calls(), 1);
+    // The real caller (another port is fine) still hangs up.
+    let mut caller = peer("127.0.0.1");
+    caller.addr.set_port(5099);
+    c.handle(
+        t0,
+        caller,
+        request("BYE", "s1", "z9hG4bKs9", &tag, 5, "", "").as_bytes(),
+    );
+    assert_eq!(codes(&responses(&mut c)), vec![200]);
+    assert_eq!(c.active_calls(), 0);
 }
 
 fn requests(c: &mut SipCore) -> Vec<message::Request> {
