@@ -57,6 +57,8 @@ pub struct ServerConfig {
     pub max_calls_per_number: usize,
     /// On SIGTERM, live calls may go on this long before they are ended.
     pub drain_timeout_ms: u64,
+    /// What the bot says to a call it ends because the node is closing.
+    pub closing_prompt: String,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +72,9 @@ impl Default for ServerConfig {
             max_calls: 32,
             max_calls_per_number: 4,
             drain_timeout_ms: 30_000,
+            closing_prompt:
+                "I'm sorry, this line has to close now. Please call us back in a minute. Goodbye."
+                    .into(),
         }
     }
 }

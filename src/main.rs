@@ -443,9 +443,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(a) => a,
                 None => cfg.server.listen.parse().context("server.listen")?,
             };
-            attendant::server::serve(cfg, addr, |a| {
-                println!("attendant listening on http://{a}");
-            })
+            attendant::server::serve_until(
+                cfg,
+                addr,
+                |a| println!("attendant listening on http://{a}"),
+                attendant::server::termination(),
+            )
             .await
         }
         Cmd::Call {

@@ -1,10 +1,13 @@
 //! What happened on each call, kept in memory for GET /calls/{id} and the
 //! `attendant call` client. Phone numbers are stored masked.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, Notify};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Timings {
@@ -95,9 +98,30 @@ pub fn mask_phone(n: &str) -> String {
         .collect()
 }
 
+/// The node's calls: the latest record of each (the most recent `cap`),
+/// which records changed since they were last written to the database, how
+/// many calls are running, and whether the node is closing.
 pub struct CallStore {
     cap: usize,
     inner: Mutex<(HashMap<String, CallRecord>, VecDeque<String>)>,
+    /// Records changed and not yet persisted (ids; at most `cap`).
+    dirty: Mutex<HashSet<String>>,
+    changed: Notify,
+    live: AtomicUsize,
+    idle: Notify,
+    closing: watch::Sender<bool>,
+}
+
+/// Held by a running call; dropping it counts the call as over.
+pub struct Live {
+    store: Arc<CallStore>,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.store.live.fetch_sub(1, Ordering::SeqCst);
+        self.store.idle.notify_waiters();
+    }
 }
 
 impl CallStore {
@@ -105,6 +129,11 @@ impl CallStore {
         Self {
             cap: cap.max(1),
             inner: Mutex::new((HashMap::new(), VecDeque::new())),
+            dirty: Mutex::new(HashSet::new()),
+            changed: Notify::new(),
+            live: AtomicUsize::new(0),
+            idle: Notify::new(),
+            closing: watch::channel(false).0,
         }
     }
 
@@ -114,12 +143,69 @@ impl CallStore {
         if !map.contains_key(&rec.call_id) {
             order.push_back(rec.call_id.clone());
         }
+        self.dirty.lock().insert(rec.call_id.clone());
         map.insert(rec.call_id.clone(), rec);
         while order.len() > self.cap {
             if let Some(old) = order.pop_front() {
                 map.remove(&old);
+                self.dirty.lock().remove(&old);
             }
         }
+        drop(g);
+        self.changed.notify_one();
+    }
+
+    /// The records changed since the last call (latest version of each),
+    /// waiting until there is one.
+    pub async fn next_changes(&self) -> Vec<CallRecord> {
+        loop {
+            let ids: Vec<String> = self.dirty.lock().drain().collect();
+            if !ids.is_empty() {
+                let g = self.inner.lock();
+                return ids.iter().filter_map(|id| g.0.get(id).cloned()).collect();
+            }
+            self.changed.notified().await;
+        }
+    }
+
+    /// Whether every change has been handed to `next_changes`.
+    pub fn flushed(&self) -> bool {
+        self.dirty.lock().is_empty()
+    }
+
+    /// Counts a call as running until the guard drops.
+    pub fn begin(self: &Arc<Self>) -> Live {
+        self.live.fetch_add(1, Ordering::SeqCst);
+        Live {
+            store: self.clone(),
+        }
+    }
+
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no call runs, or `deadline`; true when none does.
+    pub async fn wait_idle(&self, deadline: tokio::time::Instant) -> bool {
+        loop {
+            let idle = self.idle.notified();
+            if self.live() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return self.live() == 0;
+            }
+        }
+    }
+
+    /// Asks every running call to say goodbye and end.
+    pub fn close_all(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Becomes true when the node wants its calls to end.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     pub fn get(&self, id: &str) -> Option<CallRecord> {

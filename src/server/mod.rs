@@ -81,6 +81,9 @@ async fn sip_status(State(s): State<Shared>) -> Response {
 }
 
 async fn healthz(State(s): State<Shared>) -> Response {
+    if s.admission.draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
+    }
     match s.engines.get() {
         Some(_) => (StatusCode::OK, "ok\n").into_response(),
         None => (StatusCode::SERVICE_UNAVAILABLE, "loading models\n").into_response(),
@@ -329,6 +332,43 @@ pub async fn serve(
     listen: SocketAddr,
     on_bound: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
+    serve_until(cfg, listen, on_bound, std::future::pending()).await
+}
+
+/// SIGTERM or SIGINT (Ctrl-C).
+pub async fn termination() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Serves until `stop` completes, then drains: new calls are refused (busy
+/// TwiML, WebSocket close 1013, SIP 503), `/healthz` answers 503 so load
+/// balancers look elsewhere, live calls go on for `server.drain_timeout_ms`,
+/// then the bot says `server.closing_prompt` and hangs up (SIP BYE,
+/// WebSocket close); records are written before the function returns.
+pub async fn serve_until(
+    cfg: Config,
+    listen: SocketAddr,
+    on_bound: impl FnOnce(SocketAddr),
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     // The trunk file is checked before anything binds; its number routes
     // name agents that load with the models.
     let mut cfg = cfg;
@@ -405,6 +445,49 @@ pub async fn serve(
     });
     tracing::info!(%addr, "listening");
     on_bound(addr);
-    axum::serve(listener, router(state)).await?;
+    let draining = state.clone();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            stop.await;
+            drain(&draining).await;
+        })
+        .await?;
     Ok(())
+}
+
+/// After the drain deadline: how long the goodbyes may take.
+const CLOSE_GRACE: Duration = Duration::from_secs(20);
+/// How long hung-up calls may take to finish signalling (BYE answered).
+const SIGNALLING_GRACE: Duration = Duration::from_secs(5);
+
+async fn drain(s: &Shared) {
+    s.admission.start_draining();
+    let timeout = Duration::from_millis(s.cfg.server.drain_timeout_ms);
+    tracing::warn!(
+        live = s.calls.live(),
+        timeout_ms = timeout.as_millis() as u64,
+        "stopping: new calls are refused, live calls may finish"
+    );
+    let deadline = tokio::time::Instant::now() + timeout;
+    if !s.calls.wait_idle(deadline).await {
+        tracing::warn!(
+            live = s.calls.live(),
+            "drain deadline: the bot ends the remaining calls"
+        );
+        s.calls.close_all();
+        if !s
+            .calls
+            .wait_idle(tokio::time::Instant::now() + CLOSE_GRACE)
+            .await
+        {
+            tracing::error!(live = s.calls.live(), "calls still running at exit");
+        }
+    }
+    // Transports let go of a call once its BYE is answered or its
+    // WebSocket closed.
+    let until = tokio::time::Instant::now() + SIGNALLING_GRACE;
+    while s.admission.active() > 0 && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::info!(left = s.admission.active(), "drained");
 }

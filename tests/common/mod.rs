@@ -147,6 +147,8 @@ pub fn rt() -> tokio::runtime::Runtime {
 /// the server alone (its RSS), apart from the test process.
 pub struct ServerProcess {
     pub addr: SocketAddr,
+    /// Its database, to look into after it has stopped.
+    pub store_url: String,
     pub child: std::process::Child,
 }
 
@@ -193,7 +195,11 @@ impl ServerProcess {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
-        ServerProcess { addr, child }
+        ServerProcess {
+            addr,
+            store_url: cfg.store.url.clone(),
+            child,
+        }
     }
 
     /// Resident memory of the server process, MB.

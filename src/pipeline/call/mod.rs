@@ -193,6 +193,9 @@ struct Call {
     reply_seq: u32,
     playing: Option<Playback>,
     hangup_sent: bool,
+    /// The node is closing: the goodbye plays and nothing the caller says
+    /// starts another reply.
+    closing: bool,
 }
 
 /// Starts a call's pipeline; the greeting is spoken right away.
@@ -291,17 +294,26 @@ async fn run(
         reply_seq: 0,
         playing: None,
         hangup_sent: false,
+        closing: false,
     };
+    // Counted until this task ends (after the interaction is saved), so a
+    // draining node waits for it.
+    let _live = c.store.begin();
+    let mut closing = c.store.closing();
     tracing::info!(call = %c.meta.call_id, channel = %c.meta.channel, from = ?c.record.from_masked, "call started");
     let greeting = blocking(|| c.dialogue.greeting(&c.meta));
     c.expect = c.dialogue.expecting();
     c.record.greeting = greeting.say.clone();
     c.start_reply(None, greeting).await;
     c.store.upsert(c.record.clone());
+    if *closing.borrow_and_update() {
+        c.on_closing().await;
+    }
 
     loop {
         tokio::select! {
             msg = input.recv() => match msg {
+                Some(CallInput::Audio(_)) if c.closing => {}
                 Some(CallInput::Audio(ulaw)) => c.on_audio(&ulaw).await,
                 Some(CallInput::Dtmf(d)) => c.on_dtmf(d).await,
                 Some(CallInput::MarkPlayed(name)) => c.on_mark(&name).await,
@@ -310,6 +322,7 @@ async fn run(
                 Some(CallInput::Hangup) | None => break,
             },
             Some(ev) = irx.recv() => c.on_internal(ev).await,
+            Ok(()) = closing.changed(), if !c.closing => c.on_closing().await,
         }
         if c.hangup_sent && c.playing.is_none() {
             break;
@@ -366,8 +379,23 @@ impl Call {
         self.det.config().preroll_ms * 16
     }
 
+    /// The node is closing: say so, then hang up once it has been heard.
+    async fn on_closing(&mut self) {
+        self.closing = true;
+        tracing::info!(call = %self.meta.call_id, "node closing: ending the call");
+        let reply = Reply {
+            say: self.e.cfg.server.closing_prompt.clone(),
+            actions: vec![Action::Hangup],
+            source: "closing".into(),
+        };
+        self.start_reply(None, reply).await;
+    }
+
     async fn on_internal(&mut self, ev: Internal) {
         match ev {
+            // What the caller said is no longer answered.
+            Internal::Asr { .. } | Internal::SmartTurn { .. } | Internal::Reply { .. }
+                if self.closing => {}
             Internal::Asr { kind, turn, result } => match kind {
                 AsrKind::Partial => {
                     self.partial_inflight = false;
@@ -752,7 +780,11 @@ impl Call {
         for a in actions {
             match a {
                 Action::Hangup => {
-                    self.record.outcome = "bot_hung_up".into();
+                    self.record.outcome = if self.closing {
+                        "node_closed".into()
+                    } else {
+                        "bot_hung_up".into()
+                    };
                     self.send(CallOutput::Hangup).await;
                     self.hangup_sent = true;
                 }

@@ -1,8 +1,9 @@
-//! SIP floods against a server process of its own (its memory measured
-//! apart from the test's): a stranger's 10 s INVITE flood and an admitted
-//! trunk address's OPTIONS flood are both banned within 2 s, while another
-//! trunk's sipp calls all succeed. Its own test binary, so no other test's
-//! calls share the CPU with the flood.
+//! A server process of its own, one test at a time (its memory measured
+//! apart from the test's, no other calls sharing the CPU): SIP floods (a
+//! stranger's 10 s INVITE flood and an admitted trunk address's OPTIONS
+//! flood are both banned within 2 s while another trunk's sipp calls all
+//! succeed), and SIGTERM with live calls (drained, goodbyes said, stored,
+//! exit 0).
 
 mod common;
 
@@ -12,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use attendant::client::{self, CallOptions, Script};
 use common::sipp::*;
 use common::*;
 
@@ -92,21 +94,27 @@ fn flood(from: &str, to: SocketAddr, method: &str, seconds: u64, per_s: u64) -> 
 }
 
 fn sipp_call(dir: &std::path::Path, to: SocketAddr, i: usize) -> (bool, String) {
-    let path = dir.join(format!("call{i}.xml"));
     let body = [
         invite("PCMU", 0, "[media_port]"),
         pause(1000),
         caller_bye(2),
     ]
     .concat();
-    std::fs::write(&path, scenario_xml("during flood", &body)).unwrap();
+    sipp_run(dir, to, &format!("call{i}"), &body)
+}
+
+/// Runs scenario `body` once as `name` (its Call-ID is `name@127.0.0.1`).
+fn sipp_run(dir: &std::path::Path, to: SocketAddr, name: &str, body: &str) -> (bool, String) {
+    let path = dir.join(format!("{name}.xml"));
+    std::fs::write(&path, scenario_xml(name, body)).unwrap();
     let out = Command::new("sipp")
         .arg(to.to_string())
         .args(["-sf", &path.display().to_string()])
         .args(["-s", "1000", "-m", "1", "-l", "1", "-t", "u1"])
+        .args(["-cid_str", &format!("{name}@%s")])
         .args(["-i", "127.0.0.1", "-p", &peer_port().to_string()])
         .args(["-mp", &peer_port().to_string()])
-        .args(["-timeout", "30s", "-timeout_error", "-nostdin"])
+        .args(["-timeout", "60s", "-timeout_error", "-nostdin"])
         .current_dir(dir)
         .output()
         .expect("sipp is installed (Debian sip-tester)");
@@ -121,8 +129,127 @@ fn sipp_call(dir: &std::path::Path, to: SocketAddr, i: usize) -> (bool, String) 
     )
 }
 
+/// One server process at a time: the figures are about the server alone.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn sip_status(server: &ServerProcess) -> SocketAddr {
+    let st: serde_json::Value = api_get(&format!("http://{}/sip", server.addr))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    st["udp"][0].as_str().unwrap().parse().unwrap()
+}
+
+#[test]
+fn sigterm_refuses_new_calls_lets_live_ones_end_says_goodbye_stores_them_and_exits_0() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap().keep();
+    let cfg_path = dir.join("sip.toml");
+    std::fs::write(&cfg_path, SIP).unwrap();
+    let quoted = format!("\"{}\"", cfg_path.display());
+    let mut server = ServerProcess::start(&[
+        ("ATTENDANT__SIP__ENABLED", "true"),
+        ("ATTENDANT__SIP__CONFIG", &quoted),
+        ("ATTENDANT__SERVER__DRAIN_TIMEOUT_MS", "3000"),
+    ]);
+    let udp = sip_status(&server);
+    let http = server.addr;
+
+    // A SIP caller who stays on the line until the bot hangs up, and a
+    // Twilio caller who asks a question and then waits.
+    let sip_dir = dir.clone();
+    let sip_call = std::thread::spawn(move || {
+        let body = [invite("PCMU", 0, "[media_port]"), pause(1000), bot_bye()].concat();
+        sipp_run(&sip_dir, udp, "draining-sip", &body)
+    });
+    let question = client::audio::read_wav_8k(&fixture("faq_hours.wav")).unwrap();
+    let twilio_call = std::thread::spawn(move || {
+        rt().block_on(client::run_call(CallOptions {
+            url: ws_url(http),
+            http: String::new(),
+            from: "+15555550123".into(),
+            script: Script::Turns {
+                turns: vec![question],
+                quiet_ms: 700,
+            },
+            linger_ms: 60_000,
+            max_secs: 90,
+            dtmf: vec![],
+            signing: None,
+            api_token: Some(API_TOKEN.into()),
+        }))
+    });
+    // Both calls live, the question answered.
+    std::thread::sleep(Duration::from_secs(9));
+    let term = Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Draining: health says so, a new SIP call gets 503 with Retry-After.
+    let health = ureq::get(&format!("http://{http}/healthz")).call();
+    assert!(
+        matches!(health, Err(ureq::Error::Status(503, _))),
+        "{health:?}"
+    );
+    let refused = format!(
+        "{}<recv response=\"100\" optional=\"true\"/>\n<recv response=\"503\"/>\n{}",
+        invite_msg("PCMU", 0, "[media_port]", 1, false),
+        ack_msg(1)
+    );
+    let (ok, log) = sipp_run(&dir, udp, "refused-while-draining", &refused);
+    assert!(ok, "503 expected:\n{log}");
+
+    // After the drain deadline the bot says goodbye and ends both calls.
+    let (ok, log) = sip_call.join().unwrap();
+    assert!(ok, "the SIP caller gets the bot's BYE:\n{log}");
+    let report = twilio_call.join().unwrap().expect("twilio call");
+    assert_eq!(
+        report.closed_by_server,
+        Some(1000),
+        "WebSocket closed normally"
+    );
+    let status = loop {
+        if let Some(st) = server.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            term.elapsed() < Duration::from_secs(40),
+            "server still running 40 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let took = term.elapsed();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert!(
+        took >= Duration::from_secs(3),
+        "the live calls had their 3 s: {took:?}"
+    );
+    eprintln!("SIGTERM → exit 0 in {} ms", took.as_millis());
+
+    // Both calls reached the store.
+    let store = rt()
+        .block_on(attendant::store::Store::open(&server.store_url))
+        .unwrap();
+    for id in [
+        "draining-sip@127.0.0.1".to_string(),
+        report.call_sid.clone(),
+    ] {
+        let row = rt().block_on(store.interaction(&id)).unwrap();
+        assert!(row.is_some(), "interaction {id} stored");
+    }
+}
+
 #[test]
 fn floods_are_banned_within_2_s_while_another_sources_calls_succeed() {
+    let _one = one_at_a_time();
     let dir = tempfile::tempdir().unwrap().keep();
     let cfg_path = dir.join("sip.toml");
     std::fs::write(&cfg_path, SIP).unwrap();
@@ -131,12 +258,7 @@ fn floods_are_banned_within_2_s_while_another_sources_calls_succeed() {
         ("ATTENDANT__SIP__ENABLED", "true"),
         ("ATTENDANT__SIP__CONFIG", &quoted),
     ]);
-    let st: serde_json::Value = api_get(&format!("http://{}/sip", server.addr))
-        .call()
-        .unwrap()
-        .into_json()
-        .unwrap();
-    let udp: SocketAddr = st["udp"][0].as_str().unwrap().parse().unwrap();
+    let udp = sip_status(&server);
     // One call first, so what a first call allocates is not counted.
     let warm = sipp_call(&dir, udp, 8);
     assert!(warm.0, "{}", warm.1);
