@@ -317,3 +317,84 @@ fn floods_are_banned_within_2_s_while_another_sources_calls_succeed() {
         .unwrap();
     assert!(m.contains("attendant_sip_bans_total 2"), "two bans");
 }
+
+#[test]
+fn after_kill_9_mid_call_every_answered_turn_is_in_the_store() {
+    let _one = one_at_a_time();
+    let server = ServerProcess::start(&[]);
+    let http = server.addr;
+    let turns: Vec<Vec<f32>> = ["faq_hours.wav", "balance.wav"]
+        .iter()
+        .map(|f| client::audio::read_wav_8k(&fixture(f)).unwrap())
+        .collect();
+    let call = std::thread::spawn(move || {
+        rt().block_on(client::run_call(CallOptions {
+            url: ws_url(http),
+            http: String::new(),
+            from: "+15555550123".into(),
+            script: Script::Turns {
+                turns,
+                quiet_ms: 700,
+            },
+            linger_ms: 60_000,
+            max_secs: 90,
+            dtmf: vec![],
+            signing: None,
+            api_token: Some(API_TOKEN.into()),
+        }))
+    });
+    // Wait until both questions have been answered (the record says so),
+    // then kill the node without warning.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let id = loop {
+        let ids: Vec<String> = api_get(&format!("http://{http}/calls"))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
+        let answered = ids.last().and_then(|id| {
+            let rec: attendant::pipeline::CallRecord =
+                api_get(&format!("http://{http}/calls/{id}"))
+                    .call()
+                    .ok()?
+                    .into_json()
+                    .ok()?;
+            // Acknowledged: the caller is hearing the second answer.
+            let heard = rec.turns.len() >= 2 && rec.turns[1].timings.voice_to_voice_ms.is_some();
+            heard.then(|| id.clone())
+        });
+        if let Some(id) = answered {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "two answered turns");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let store = server.store_url.clone();
+    let mut server = server;
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+    let _ = call.join();
+
+    // A new node on the same database serves the call as it stood.
+    let again = ServerProcess::start(&[("ATTENDANT__STORE__URL", &format!("\"{store}\""))]);
+    let ids: Vec<String> = api_get(&format!("http://{}/calls", again.addr))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert!(ids.contains(&id), "{ids:?}");
+    let rec: attendant::pipeline::CallRecord =
+        api_get(&format!("http://{}/calls/{id}", again.addr))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
+    assert_eq!(rec.turns.len(), 2, "{rec:?}");
+    assert!(
+        rec.turns[0].caller_text.to_lowercase().contains("hours"),
+        "{rec:?}"
+    );
+    assert!(!rec.turns[1].bot_text.is_empty());
+    assert_eq!(rec.outcome, "in_progress", "it never ended");
+}

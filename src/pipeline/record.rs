@@ -106,6 +106,8 @@ pub struct CallStore {
     inner: Mutex<(HashMap<String, CallRecord>, VecDeque<String>)>,
     /// Records changed and not yet persisted (ids; at most `cap`).
     dirty: Mutex<HashSet<String>>,
+    /// Records handed to the writer and not yet reported written.
+    writing: AtomicUsize,
     changed: Notify,
     live: AtomicUsize,
     idle: Notify,
@@ -130,6 +132,7 @@ impl CallStore {
             cap: cap.max(1),
             inner: Mutex::new((HashMap::new(), VecDeque::new())),
             dirty: Mutex::new(HashSet::new()),
+            writing: AtomicUsize::new(0),
             changed: Notify::new(),
             live: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -156,21 +159,33 @@ impl CallStore {
     }
 
     /// The records changed since the last call (latest version of each),
-    /// waiting until there is one.
+    /// waiting until there is one. The caller reports them with `written`.
     pub async fn next_changes(&self) -> Vec<CallRecord> {
         loop {
+            let g = self.inner.lock();
             let ids: Vec<String> = self.dirty.lock().drain().collect();
             if !ids.is_empty() {
-                let g = self.inner.lock();
-                return ids.iter().filter_map(|id| g.0.get(id).cloned()).collect();
+                let recs: Vec<CallRecord> =
+                    ids.iter().filter_map(|id| g.0.get(id).cloned()).collect();
+                self.writing.fetch_add(recs.len(), Ordering::SeqCst);
+                return recs;
             }
+            drop(g);
             self.changed.notified().await;
         }
     }
 
-    /// Whether every change has been handed to `next_changes`.
+    /// `n` records from `next_changes` are written (or given up on).
+    pub fn written(&self, n: usize) {
+        self.writing.fetch_sub(n, Ordering::SeqCst);
+    }
+
+    /// Whether every change so far has been written.
     pub fn flushed(&self) -> bool {
-        self.dirty.lock().is_empty()
+        let g = self.inner.lock();
+        let clean = self.dirty.lock().is_empty();
+        drop(g);
+        clean && self.writing.load(Ordering::SeqCst) == 0
     }
 
     /// Counts a call as running until the guard drops.

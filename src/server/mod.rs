@@ -107,15 +107,55 @@ async fn metrics_text(State(s): State<Shared>) -> Response {
         .into_response()
 }
 
-async fn list_calls(State(s): State<Shared>) -> Json<Vec<String>> {
-    Json(s.calls.ids())
+/// Calls of this node's memory, after those stored before it (a restart).
+async fn list_calls(State(s): State<Shared>) -> Response {
+    let live = s.calls.ids();
+    let keep = s.cfg.server.keep_calls as i64;
+    let mut ids = match s.services.store.recent_call_ids(keep).await {
+        Ok(ids) => ids,
+        Err(e) => return store_error(e),
+    };
+    ids.retain(|id| !live.contains(id));
+    ids.extend(live);
+    Json(ids).into_response()
 }
 
 async fn get_call(State(s): State<Shared>, Path(id): Path<String>) -> Response {
-    match s.calls.get(&id) {
-        Some(r) => Json(r).into_response(),
-        None => (StatusCode::NOT_FOUND, "no such call\n").into_response(),
+    if let Some(r) = s.calls.get(&id) {
+        return Json(r).into_response();
     }
+    match s.services.store.call_record(&id).await {
+        Ok(Some(r)) => Json(r).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "no such call\n").into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+/// Writes call records to the store as calls change them (a turn, an
+/// outcome), one writer for the node: at most one version per call waits.
+fn spawn_record_writer(calls: Arc<CallStore>, store: Store) {
+    tokio::spawn(async move {
+        loop {
+            let recs = calls.next_changes().await;
+            let n = recs.len();
+            for r in recs {
+                let json = match serde_json::to_value(&r) {
+                    Ok(j) => j,
+                    Err(e) => {
+                        tracing::error!(call = %r.call_id, error = %e, "call record not serialisable");
+                        continue;
+                    }
+                };
+                if let Err(e) = store
+                    .put_call_record(&r.call_id, r.started_unix_ms as i64, &json)
+                    .await
+                {
+                    tracing::error!(call = %r.call_id, error = %e, "call record not stored");
+                }
+            }
+            calls.written(n);
+        }
+    });
 }
 
 /// The hand-off packet; its webhook delivery state rides in headers.
@@ -411,6 +451,7 @@ pub async fn serve_until(
         replay: auth::ReplayGuard::default(),
         admission: admission::Admission::new(cfg.server.max_calls, cfg.server.max_calls_per_number),
     });
+    spawn_record_writer(state.calls.clone(), state.services.store.clone());
     if let Some(sip_cfg) = sip_cfg {
         sip::start(state.clone(), sip_cfg, state.sip.clone()).await?;
     }
@@ -489,5 +530,12 @@ async fn drain(s: &Shared) {
     while s.admission.active() > 0 && tokio::time::Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tracing::info!(left = s.admission.active(), "drained");
+    while !s.calls.flushed() && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::info!(
+        left = s.admission.active(),
+        records_flushed = s.calls.flushed(),
+        "drained"
+    );
 }

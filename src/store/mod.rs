@@ -11,6 +11,7 @@
 //! it read and write without owning a runtime.
 
 mod access;
+mod calls;
 pub mod seed;
 
 pub use access::TokenInfo;

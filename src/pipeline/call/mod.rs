@@ -543,6 +543,8 @@ impl Call {
             ..Default::default()
         };
         self.record.turns.push(rec);
+        // Stored now, not at the end: a crash loses at most the turn in flight.
+        self.store.upsert(self.record.clone());
         self.turn_timing.insert(turn, (t.last_voice_at, done));
         metrics().turns_total.inc();
         self.queue_reply(Some(turn), reply);
@@ -594,6 +596,7 @@ impl Call {
             },
             ..Default::default()
         });
+        self.store.upsert(self.record.clone());
         self.turn_timing.insert(index, (now, Instant::now()));
         self.queue_reply(Some(index), reply);
     }
