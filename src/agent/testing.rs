@@ -149,6 +149,15 @@ pub fn run_file(
     let mut failures = Vec::new();
     let mut turns = 0;
     for conv in &file.conversation {
+        // Each conversation is a scenario of its own (on the scratch demo
+        // store): earlier ones' wrong PINs do not lock its account.
+        services
+            .store
+            .wait(services.store.clear_pin_guards())
+            .map_err(|e| AgentError::File {
+                file: path.to_path_buf(),
+                msg: format!("demo store: {e}"),
+            })?;
         let mut c = Conversation::with_services(rt.clone(), services.clone());
         if let Some(d) = file.today {
             c.set_today(d);

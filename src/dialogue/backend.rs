@@ -1,14 +1,15 @@
 //! Lookups a flow can call by name (`lookup = "balance"`), answered from the
-//! customer store. Account data needs a verified account: `verify_account`
-//! sets it, and `balance`/`transactions`/`loan_status` refuse without it, so
-//! no flow can leak account data by skipping verification.
+//! customer store. Account data and actions need a verified account:
+//! `verify_account` sets it, and `balance`/`transactions`/`loan_status`/
+//! `block_card` refuse without it, so no flow can leak account data or act
+//! on an account by skipping verification.
 
 use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 
 use crate::nlu::entities::{say_date, say_money, spell};
-use crate::store::{Customer, ReturnRecord, Store, StoreError};
+use crate::store::{Customer, ReturnRecord, Store, StoreError, Verification, PIN_MAX_FAILURES};
 
 /// Every lookup name a flow may use; the agent loader rejects others.
 pub const LOOKUPS: &[&str] = &[
@@ -89,10 +90,26 @@ impl Backend<'_> {
             "verify_account" => {
                 let last4 = slots.get("account_last4").ok_or("no account number")?;
                 let pin = slots.get("pin").ok_or("no PIN")?;
-                let a = st
+                // A wrong PIN and a locked account sound the same: the
+                // caller learns nothing about which accounts exist.
+                let no_match = "those details don't match our records";
+                let a = match st
                     .wait(st.verify_account(last4, pin, self.caller.map(|c| c.id.as_str())))
                     .map_err(unavailable)?
-                    .ok_or("those details don't match our records")?;
+                {
+                    Verification::Verified(a) => a,
+                    Verification::NoMatch => return Err(no_match.into()),
+                    Verification::LockedNow(ids) => {
+                        for id in &ids {
+                            tracing::warn!(
+                                account = %crate::nlu::numbers::mask_digits(id),
+                                failures = PIN_MAX_FAILURES,
+                                "ALERT: account locked after repeated wrong PINs"
+                            );
+                        }
+                        return Err(no_match.into());
+                    }
+                };
                 let holder = st
                     .wait(st.customer(&a.customer_id))
                     .map_err(unavailable)?
@@ -137,12 +154,21 @@ impl Backend<'_> {
                 v.insert("transaction_count".into(), tx.len().to_string());
             }
             "block_card" => {
+                // Only a verified caller's own cards: a stranger can neither
+                // block someone's card nor learn which card numbers exist.
+                let a = self.verified_account()?;
                 let last4 = slots.get("card_last4").ok_or("no card number")?;
                 let card = st
-                    .wait(st.card(last4))
+                    .wait(st.card_of(&a.customer_id, last4))
                     .map_err(unavailable)?
-                    .ok_or_else(|| format!("I can't find a card ending in {}", spell(last4)))?;
-                st.wait(st.block_card(last4)).map_err(unavailable)?;
+                    .ok_or_else(|| {
+                        format!(
+                            "I can't find a card ending in {} on your accounts",
+                            spell(last4)
+                        )
+                    })?;
+                st.wait(st.block_card(&card.account_id, last4))
+                    .map_err(unavailable)?;
                 v.insert("card_type".into(), card.kind);
                 v.insert("replacement_days".into(), "five".into());
             }

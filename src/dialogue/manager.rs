@@ -1047,13 +1047,19 @@ impl Conversation {
             .collect();
         self.state.slots.retain(|k, _| keep.contains(k));
         out.action = format!("start:{}", def.name);
-        // Take what the caller already said ("my order 123456 is late").
+        // Take what the caller already said ("my order 123456 is late"):
+        // one number fills one slot (a card's digits are not also the
+        // account's), and a secret (a PIN) is only taken when asked for.
+        let mut taken: Vec<String> = Vec::new();
         for step in &def.step {
             if let Some(slot) = &step.collect {
                 if self.state.slots.contains_key(slot) {
                     continue;
                 }
                 if let Some(d) = self.slot_def(slot) {
+                    if d.secret {
+                        continue;
+                    }
                     if matches!(
                         d.spec.kind,
                         Some(
@@ -1064,14 +1070,12 @@ impl Conversation {
                         continue;
                     }
                     if let Extracted::Value(v) = extract(&d.spec, text, self.today) {
-                        filled.insert(
-                            slot.clone(),
-                            if d.secret {
-                                "****".into()
-                            } else {
-                                v.canonical()
-                            },
-                        );
+                        let canonical = v.canonical();
+                        if taken.contains(&canonical) {
+                            continue;
+                        }
+                        taken.push(canonical.clone());
+                        filled.insert(slot.clone(), canonical);
                         self.state.slots.insert(slot.clone(), v);
                     }
                 }

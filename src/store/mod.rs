@@ -12,6 +12,8 @@
 
 mod access;
 mod calls;
+mod pin;
+pub use pin::{hash_pin, Guard, PIN_LOCK_MS, PIN_MAX_FAILURES};
 pub mod seed;
 
 pub use access::TokenInfo;
@@ -20,7 +22,6 @@ use std::future::Future;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
@@ -54,14 +55,13 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// PINs are never stored as given: a salted SHA-256 per account.
-pub fn pin_hash(account_id: &str, pin: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(b"attendant-pin\0");
-    h.update(account_id.as_bytes());
-    h.update(b"\0");
-    h.update(pin.as_bytes());
-    hex::encode(h.finalize())
+/// What a PIN check found.
+#[derive(Debug, Clone)]
+pub enum Verification {
+    Verified(Account),
+    NoMatch,
+    /// No match, and this attempt locked these accounts (an alert).
+    LockedNow(Vec<String>),
 }
 
 /// Phone numbers are compared in E.164-ish form: `+` and digits only.
@@ -566,25 +566,39 @@ impl Store {
     // ---- bank ------------------------------------------------------------
 
     /// The account ending in `last4` whose PIN matches, preferring the
-    /// caller's own accounts when the caller is known.
+    /// caller's own accounts when the caller is known. Locked accounts never
+    /// match; a miss counts against every account ending in `last4` (across
+    /// calls), and the answer never says which of these happened.
     pub async fn verify_account(
         &self,
         last4: &str,
         pin: &str,
         customer_id: Option<&str>,
-    ) -> Result<Option<Account>> {
+    ) -> Result<Verification> {
+        if last4.is_empty() {
+            return Ok(Verification::NoMatch);
+        }
         let rows = sqlx::query("SELECT * FROM accounts ORDER BY id")
             .fetch_all(&self.pool)
             .await?;
+        let mut candidates = Vec::new();
         let mut found = None;
         for r in rows {
             let id: String = r.try_get("id")?;
-            if !id.ends_with(last4) || last4.is_empty() {
+            if !id.ends_with(last4) {
+                continue;
+            }
+            candidates.push(id.clone());
+            if self.pin_guard(&id).await? == Guard::Locked {
                 continue;
             }
             let hash: String = r.try_get("pin_hash")?;
-            if hash != pin_hash(&id, pin) {
+            let (ok, upgrade) = pin::pin_matches(&hash, &id, pin);
+            if !ok {
                 continue;
+            }
+            if upgrade {
+                self.set_pin_hash(&id, &hash_pin(pin)).await?;
             }
             let a = account_of(&r)?;
             let mine = customer_id.is_some_and(|c| c == a.customer_id);
@@ -595,7 +609,42 @@ impl Store {
                 break;
             }
         }
-        Ok(found)
+        if let Some(a) = found {
+            self.pin_succeeded(&a.id).await?;
+            return Ok(Verification::Verified(a));
+        }
+        let mut locked = Vec::new();
+        for id in candidates {
+            if self.pin_guard(&id).await? == Guard::Open && self.pin_failed(&id).await? {
+                locked.push(id);
+            }
+        }
+        Ok(if locked.is_empty() {
+            Verification::NoMatch
+        } else {
+            Verification::LockedNow(locked)
+        })
+    }
+
+    /// The card ending in `last4` on one of `customer_id`'s accounts.
+    pub async fn card_of(&self, customer_id: &str, last4: &str) -> Result<Option<Card>> {
+        let r = sqlx::query(
+            "SELECT cards.* FROM cards JOIN accounts ON cards.account_id = accounts.id \
+             WHERE accounts.customer_id = $1 AND cards.last4 = $2",
+        )
+        .bind(customer_id)
+        .bind(last4)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.map(|r| {
+            Ok(Card {
+                last4: r.try_get("last4")?,
+                account_id: r.try_get("account_id")?,
+                kind: r.try_get("kind")?,
+                status: r.try_get("status")?,
+            })
+        })
+        .transpose()
     }
 
     pub async fn account(&self, id: &str) -> Result<Option<Account>> {
@@ -649,8 +698,9 @@ impl Store {
         .transpose()
     }
 
-    pub async fn block_card(&self, last4: &str) -> Result<()> {
-        sqlx::query("UPDATE cards SET status = 'blocked' WHERE last4 = $1")
+    pub async fn block_card(&self, account_id: &str, last4: &str) -> Result<()> {
+        sqlx::query("UPDATE cards SET status = 'blocked' WHERE account_id = $1 AND last4 = $2")
+            .bind(account_id)
             .bind(last4)
             .execute(&self.pool)
             .await?;
@@ -1081,8 +1131,6 @@ mod tests {
     fn phones_and_pins() {
         assert_eq!(normalize_phone("+1 (555) 555-0110"), "+15555550110");
         assert_eq!(normalize_phone("anonymous"), "");
-        assert_ne!(pin_hash("a", "1234"), pin_hash("b", "1234"));
-        assert_eq!(pin_hash("a", "1234").len(), 64);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1103,17 +1151,15 @@ mod tests {
             .unwrap();
         assert_eq!(c.first_name(), "Dana");
         assert!(c.phones_masked[0].ends_with("10") && c.phones_masked[0].contains('*'));
-        let a = s
-            .verify_account("4561", "1234", None)
-            .await
-            .unwrap()
-            .unwrap();
+        let Verification::Verified(a) = s.verify_account("4561", "1234", None).await.unwrap()
+        else {
+            panic!("the demo PIN verifies")
+        };
         assert!(a.balance > 0.0);
-        assert!(s
-            .verify_account("4561", "0000", None)
-            .await
-            .unwrap()
-            .is_none());
+        assert!(matches!(
+            s.verify_account("4561", "0000", None).await.unwrap(),
+            Verification::NoMatch
+        ));
         assert!(!s.transactions(&a.id, 3).await.unwrap().is_empty());
         // Events are taken once.
         let v = serde_json::json!({"x": 1});

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::{cents, normalize_phone, now_ms, pin_hash, Result, Store, StoreError, Utterance};
+use super::{cents, hash_pin, normalize_phone, now_ms, Result, Store, StoreError, Utterance};
 
 pub const DEMO_TOML: &str = include_str!("../../db/demo.toml");
 
@@ -238,7 +238,7 @@ pub async fn seed_text(store: &Store, text: &str, path: &str) -> Result<SeedCoun
         .bind(&a.currency)
         .bind(cents(a.balance))
         .bind(cents(a.available.unwrap_or(a.balance)))
-        .bind(pin_hash(&a.id, &a.pin))
+        .bind(hash_pin(&a.pin))
         .execute(&mut *tx)
         .await?;
         for (i, t) in a.transactions.iter().enumerate() {
