@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use attendant::client::{self, CallOptions, Script};
+use attendant::client::{self, CallOptions, Script, Step};
 use common::sipp::*;
 use common::*;
 
@@ -397,4 +397,129 @@ fn after_kill_9_mid_call_every_answered_turn_is_in_the_store() {
     );
     assert!(!rec.turns[1].bot_text.is_empty());
     assert_eq!(rec.outcome, "in_progress", "it never ended");
+}
+
+/// Where `pin` appears in `text` as a number of its own, spoken digit by
+/// digit, or in words.
+fn pin_in(text: &str, pin: &str) -> Option<String> {
+    let b = text.as_bytes();
+    for (i, _) in text.match_indices(pin) {
+        let before = i.checked_sub(1).map(|j| b[j].is_ascii_digit());
+        let after = b.get(i + pin.len()).map(|c| c.is_ascii_digit());
+        if before != Some(true) && after != Some(true) {
+            let from = i.saturating_sub(80);
+            return Some(String::from_utf8_lossy(&b[from..(i + 80).min(b.len())]).into());
+        }
+    }
+    let spaced: String = pin.chars().map(|c| format!("{c} ")).collect();
+    let words = [
+        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+    ];
+    let worded: Vec<&str> = pin
+        .chars()
+        .map(|c| words[c.to_digit(10).unwrap() as usize])
+        .collect();
+    let lower = text.to_lowercase();
+    [
+        spaced.trim().to_string(),
+        worded.join(" "),
+        worded.join("-"),
+    ]
+    .into_iter()
+    .find(|p| lower.contains(p.as_str()))
+}
+
+fn spoken_digits(digits: &str) -> Vec<f32> {
+    let mut pcm = vec![0.0f32; 2400];
+    for d in digits.chars() {
+        let f = shared().join(format!("speech/fsdd/{d}_george_3.wav"));
+        pcm.extend(client::audio::read_wav_8k(&f).unwrap());
+        pcm.extend(std::iter::repeat_n(0.0, 1200));
+    }
+    pcm
+}
+
+#[test]
+fn a_pin_spoken_and_keyed_is_in_no_log_record_or_database_row() {
+    let _one = one_at_a_time();
+    // Everything logged, at every level.
+    let server = ServerProcess::start(&[("ATTENDANT_LOG", "trace,ort=warn")]);
+    let http = server.addr;
+    let pin = "9876"; // Priya's, on the account ending 7788
+    let balance = client::audio::read_wav_8k(&fixture("balance.wav")).unwrap();
+    let call = |pin_step: Step| {
+        rt().block_on(client::run_call(CallOptions {
+            url: ws_url(http),
+            http: String::new(),
+            from: "+15555550999".into(),
+            script: Script::Steps {
+                steps: vec![
+                    Step::Say(balance.clone()),
+                    Step::Say(spoken_digits("7788")),
+                    pin_step,
+                ],
+                quiet_ms: 700,
+            },
+            linger_ms: 3000,
+            max_secs: 90,
+            dtmf: vec![],
+            signing: None,
+            api_token: Some(API_TOKEN.into()),
+        }))
+        .expect("call")
+    };
+    let spoken = call(Step::Say(spoken_digits(pin)));
+    let keyed = call(Step::Dtmf(format!("{pin}#")));
+    // The keyed PIN was taken and checked: the balance was read out.
+    let rec = keyed.record.clone().expect("record");
+    assert!(
+        rec.turns
+            .iter()
+            .any(|t| t.source.contains("balance") || t.bot_text.contains("dollars")),
+        "{rec:?}"
+    );
+    let mut seen = String::new();
+    for r in [&spoken, &keyed] {
+        let id = &r.call_sid;
+        for path in [format!("/calls/{id}"), format!("/calls/{id}/interaction")] {
+            if let Ok(resp) = api_get(&format!("http://{http}{path}")).call() {
+                seen.push_str(&resp.into_string().unwrap());
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let logs = server.logs.lock().unwrap().clone();
+    assert!(
+        logs.len() > 10_000,
+        "trace logs captured: {} bytes",
+        logs.len()
+    );
+    assert!(
+        logs.contains("caller said"),
+        "transcripts are logged (masked)"
+    );
+    let store_url = server.store_url.clone();
+    drop(server);
+    let db = server_db_text(&store_url);
+    for (what, text) in [("logs", &logs), ("records", &seen), ("database", &db)] {
+        assert_eq!(pin_in(text, pin), None, "the PIN in the {what}");
+    }
+}
+
+/// A SQLite scratch database's bytes as text: every table, every row, its
+/// write-ahead log too. (On PostgreSQL the records read back above stand
+/// for it.)
+fn server_db_text(url: &str) -> String {
+    let Some(path) = url.strip_prefix("sqlite://") else {
+        return String::new();
+    };
+    let path = path.split('?').next().unwrap_or(path);
+    let mut text = String::new();
+    for suffix in ["", "-wal"] {
+        if let Ok(b) = std::fs::read(format!("{path}{suffix}")) {
+            text.push_str(&String::from_utf8_lossy(&b));
+        }
+    }
+    assert!(!text.is_empty(), "database file at {path}");
+    text
 }

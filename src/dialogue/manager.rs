@@ -510,6 +510,25 @@ impl Conversation {
             .collect()
     }
 
+    /// Per turn: whether it answered a question for a secret slot (a PIN)
+    /// — filled it, or was said right after the bot asked for it, whether
+    /// or not it was usable.
+    fn secret_answers(&self) -> Vec<bool> {
+        let mut asked = false;
+        self.state
+            .turns
+            .iter()
+            .map(|t| {
+                let secret = asked || t.slots.values().any(|v| v == "****");
+                asked = t.action.split_once(':').is_some_and(|(verb, slot)| {
+                    matches!(verb, "collect" | "reprompt")
+                        && self.slot_def(slot).is_some_and(|d| d.secret)
+                });
+                secret
+            })
+            .collect()
+    }
+
     /// The call as lines with times: greeting, then each turn and reply.
     pub fn transcript(&self) -> Vec<Utterance> {
         let mut t = Vec::new();
@@ -521,9 +540,9 @@ impl Conversation {
                 dtmf: None,
             });
         }
-        for turn in &self.state.turns {
+        let secrets = self.secret_answers();
+        for (turn, &secret) in self.state.turns.iter().zip(&secrets) {
             if !turn.text.is_empty() || turn.dtmf.is_some() {
-                let secret = turn.slots.values().any(|v| v == "****");
                 t.push(Utterance {
                     speaker: "caller".into(),
                     // A PIN or number said aloud is not kept either.
@@ -535,7 +554,7 @@ impl Conversation {
                     at_ms: turn.at_ms,
                     dtmf: turn.dtmf.as_ref().map(|d| {
                         // Keypad digits of secret slots (PINs) are not kept.
-                        if turn.slots.values().any(|v| v == "****") {
+                        if secret {
                             "*".repeat(d.len())
                         } else {
                             d.clone()
@@ -1658,12 +1677,9 @@ impl Dialogue for AgentDialogue {
                 }
             }
         }
+        let secrets = self.conv.secret_answers();
         if let Some(turns) = v.get_mut("turns").and_then(|t| t.as_array_mut()) {
-            for t in turns {
-                let secret = t
-                    .get("slots")
-                    .and_then(|s| s.as_object())
-                    .is_some_and(|s| s.values().any(|x| x == "****"));
+            for (t, &secret) in turns.iter_mut().zip(&secrets) {
                 if !secret {
                     continue;
                 }

@@ -150,6 +150,8 @@ pub struct ServerProcess {
     /// Its database, to look into after it has stopped.
     pub store_url: String,
     pub child: std::process::Child,
+    /// Everything it has logged (stdout) so far.
+    pub logs: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl ServerProcess {
@@ -175,15 +177,27 @@ impl ServerProcess {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("attendant binary");
-        let out = child.stdout.take().unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(out).read_line(&mut line).unwrap();
-        let addr: SocketAddr = line
-            .trim()
-            .rsplit("http://")
-            .next()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("server said {line:?}"));
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let addr: SocketAddr = loop {
+            let mut line = String::new();
+            if out.read_line(&mut line).unwrap() == 0 {
+                panic!("server exited before listening:\n{}", logs.lock().unwrap());
+            }
+            logs.lock().unwrap().push_str(&line);
+            if let Some(a) = line.trim().strip_prefix("attendant listening on http://") {
+                break a.parse().unwrap_or_else(|_| panic!("server said {line:?}"));
+            }
+        };
+        // Keep reading, so the server never blocks on a full pipe.
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while out.read_line(&mut line).is_ok_and(|n| n > 0) {
+                sink.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
         let deadline = Instant::now() + Duration::from_secs(120);
         while !ureq::get(&format!("http://{addr}/healthz"))
             .call()
@@ -199,6 +213,7 @@ impl ServerProcess {
             addr,
             store_url: cfg.store.url.clone(),
             child,
+            logs,
         }
     }
 

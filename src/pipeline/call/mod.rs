@@ -196,6 +196,19 @@ struct Call {
     /// The node is closing: the goodbye plays and nothing the caller says
     /// starts another reply.
     closing: bool,
+    /// Keys gathered for a digits question, and when they count as done.
+    keys: String,
+    keys_deadline: Option<Instant>,
+}
+
+/// A keypad answer is over after this long without a key.
+const KEY_GAP: Duration = Duration::from_secs(3);
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Starts a call's pipeline; the greeting is spoken right away.
@@ -295,6 +308,8 @@ async fn run(
         playing: None,
         hangup_sent: false,
         closing: false,
+        keys: String::new(),
+        keys_deadline: None,
     };
     // Counted until this task ends (after the interaction is saved), so a
     // draining node waits for it.
@@ -311,6 +326,7 @@ async fn run(
     }
 
     loop {
+        let keys_at = c.keys_deadline;
         tokio::select! {
             msg = input.recv() => match msg {
                 Some(CallInput::Audio(_)) if c.closing => {}
@@ -323,6 +339,7 @@ async fn run(
             },
             Some(ev) = irx.recv() => c.on_internal(ev).await,
             Ok(()) = closing.changed(), if !c.closing => c.on_closing().await,
+            _ = sleep_until_some(keys_at) => c.flush_keys(false).await,
         }
         if c.hangup_sent && c.playing.is_none() {
             break;
@@ -563,8 +580,41 @@ impl Call {
         }
     }
 
+    /// Keys pressed for a digits question are one answer, as Twilio's
+    /// `<Gather>` takes them: it ends with `#`, at the most digits asked
+    /// for, or after `KEY_GAP` without a key. Other keys (a menu choice, 0
+    /// for a person) are a turn each.
     async fn on_dtmf(&mut self, d: char) {
         tracing::info!(call = %self.meta.call_id, "DTMF digit received");
+        let Expect::Digits { max, .. } = self.expect else {
+            return self.keypad_turn(d.to_string()).await;
+        };
+        if self.bot_audible() {
+            self.interrupt().await;
+        }
+        if d != '#' {
+            self.keys.push(d);
+        }
+        if d == '#' || self.keys.len() >= max.max(1) {
+            self.flush_keys(d == '#').await;
+        } else {
+            self.keys_deadline = Some(Instant::now() + KEY_GAP);
+        }
+    }
+
+    async fn flush_keys(&mut self, hash: bool) {
+        self.keys_deadline = None;
+        let mut keys = std::mem::take(&mut self.keys);
+        if keys.is_empty() && !hash {
+            return;
+        }
+        if hash {
+            keys.push('#');
+        }
+        self.keypad_turn(keys).await;
+    }
+
+    async fn keypad_turn(&mut self, keys: String) {
         if self.bot_audible() {
             self.interrupt().await;
         }
@@ -572,13 +622,13 @@ impl Call {
         let index = self.turn_seq;
         // Keys pressed for a digits question (a PIN) are not recorded.
         let kept = if matches!(self.expect, Expect::Digits { .. }) {
-            "*".to_string()
+            "*".repeat(keys.len())
         } else {
-            d.to_string()
+            keys.clone()
         };
         let input = TurnInput {
             transcript: None,
-            dtmf: Some(d.to_string()),
+            dtmf: Some(keys),
             speech_ms: 0,
             index,
         };
