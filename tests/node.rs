@@ -135,6 +135,23 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A server process with SIP on (the trunks above), its scratch folder and
+/// its UDP address.
+fn sip_node(env: &[(&str, &str)]) -> (std::path::PathBuf, ServerProcess, SocketAddr) {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let cfg_path = dir.join("sip.toml");
+    std::fs::write(&cfg_path, SIP).unwrap();
+    let quoted = format!("\"{}\"", cfg_path.display());
+    let mut vars = vec![
+        ("ATTENDANT__SIP__ENABLED", "true"),
+        ("ATTENDANT__SIP__CONFIG", quoted.as_str()),
+    ];
+    vars.extend_from_slice(env);
+    let server = ServerProcess::start(&vars);
+    let udp = sip_status(&server);
+    (dir, server, udp)
+}
+
 fn sip_status(server: &ServerProcess) -> SocketAddr {
     let st: serde_json::Value = api_get(&format!("http://{}/sip", server.addr))
         .call()
@@ -147,16 +164,7 @@ fn sip_status(server: &ServerProcess) -> SocketAddr {
 #[test]
 fn sigterm_refuses_new_calls_lets_live_ones_end_says_goodbye_stores_them_and_exits_0() {
     let _one = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap().keep();
-    let cfg_path = dir.join("sip.toml");
-    std::fs::write(&cfg_path, SIP).unwrap();
-    let quoted = format!("\"{}\"", cfg_path.display());
-    let mut server = ServerProcess::start(&[
-        ("ATTENDANT__SIP__ENABLED", "true"),
-        ("ATTENDANT__SIP__CONFIG", &quoted),
-        ("ATTENDANT__SERVER__DRAIN_TIMEOUT_MS", "3000"),
-    ]);
-    let udp = sip_status(&server);
+    let (dir, mut server, udp) = sip_node(&[("ATTENDANT__SERVER__DRAIN_TIMEOUT_MS", "3000")]);
     let http = server.addr;
 
     // A SIP caller who stays on the line until the bot hangs up, and a
@@ -250,15 +258,7 @@ fn sigterm_refuses_new_calls_lets_live_ones_end_says_goodbye_stores_them_and_exi
 #[test]
 fn floods_are_banned_within_2_s_while_another_sources_calls_succeed() {
     let _one = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap().keep();
-    let cfg_path = dir.join("sip.toml");
-    std::fs::write(&cfg_path, SIP).unwrap();
-    let quoted = format!("\"{}\"", cfg_path.display());
-    let server = ServerProcess::start(&[
-        ("ATTENDANT__SIP__ENABLED", "true"),
-        ("ATTENDANT__SIP__CONFIG", &quoted),
-    ]);
-    let udp = sip_status(&server);
+    let (dir, server, udp) = sip_node(&[]);
     // One call first, so what a first call allocates is not counted.
     let warm = sipp_call(&dir, udp, 8);
     assert!(warm.0, "{}", warm.1);

@@ -682,22 +682,6 @@ impl Store {
             .collect()
     }
 
-    pub async fn card(&self, last4: &str) -> Result<Option<Card>> {
-        let r = sqlx::query("SELECT * FROM cards WHERE last4 = $1")
-            .bind(last4)
-            .fetch_optional(&self.pool)
-            .await?;
-        r.map(|r| {
-            Ok(Card {
-                last4: r.try_get("last4")?,
-                account_id: r.try_get("account_id")?,
-                kind: r.try_get("kind")?,
-                status: r.try_get("status")?,
-            })
-        })
-        .transpose()
-    }
-
     pub async fn block_card(&self, account_id: &str, last4: &str) -> Result<()> {
         sqlx::query("UPDATE cards SET status = 'blocked' WHERE account_id = $1 AND last4 = $2")
             .bind(account_id)
