@@ -135,6 +135,9 @@ pub struct StoreConfig {
     pub url: String,
     /// Load db/demo.toml into an empty database on start.
     pub seed_demo: bool,
+    /// Interactions, call records and hand-off packets older than this many
+    /// days are deleted (checked hourly); 0 keeps them for ever.
+    pub retention_days: u64,
 }
 
 impl Default for StoreConfig {
@@ -142,6 +145,7 @@ impl Default for StoreConfig {
         Self {
             url: "sqlite://data/attendant.db".into(),
             seed_demo: true,
+            retention_days: 0,
         }
     }
 }

@@ -318,6 +318,21 @@ pub async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
 
 /// Sends due hand-offs and follow-up messages, forever.
 fn spawn_workers(state: Shared) {
+    let days = state.cfg.store.retention_days;
+    if days > 0 {
+        let store = state.services.store.clone();
+        tokio::spawn(async move {
+            loop {
+                let cutoff = crate::store::now_ms() - (days as i64) * 86_400_000;
+                match store.purge_before(cutoff).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(rows = n, days, "retention: old call data deleted"),
+                    Err(e) => tracing::warn!(error = %e, "retention purge failed"),
+                }
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+        });
+    }
     tokio::spawn(async move {
         let tick = Duration::from_millis(state.cfg.followup.tick_ms.max(50));
         loop {
