@@ -129,6 +129,30 @@ fn sipp_run(dir: &std::path::Path, to: SocketAddr, name: &str, body: &str) -> (b
     )
 }
 
+/// A Twilio caller who says `turns`, then stays on the line (up to 60 s)
+/// until the server ends the call.
+fn lingering_call(
+    http: SocketAddr,
+    turns: Vec<Vec<f32>>,
+) -> std::thread::JoinHandle<Result<client::CallReport, client::ClientError>> {
+    std::thread::spawn(move || {
+        rt().block_on(client::run_call(CallOptions {
+            url: ws_url(http),
+            http: String::new(),
+            from: "+15555550123".into(),
+            script: Script::Turns {
+                turns,
+                quiet_ms: 700,
+            },
+            linger_ms: 60_000,
+            max_secs: 90,
+            dtmf: vec![],
+            signing: None,
+            api_token: Some(API_TOKEN.into()),
+        }))
+    })
+}
+
 /// One server process at a time: the figures are about the server alone.
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -175,22 +199,7 @@ fn sigterm_refuses_new_calls_lets_live_ones_end_says_goodbye_stores_them_and_exi
         sipp_run(&sip_dir, udp, "draining-sip", &body)
     });
     let question = client::audio::read_wav_8k(&fixture("faq_hours.wav")).unwrap();
-    let twilio_call = std::thread::spawn(move || {
-        rt().block_on(client::run_call(CallOptions {
-            url: ws_url(http),
-            http: String::new(),
-            from: "+15555550123".into(),
-            script: Script::Turns {
-                turns: vec![question],
-                quiet_ms: 700,
-            },
-            linger_ms: 60_000,
-            max_secs: 90,
-            dtmf: vec![],
-            signing: None,
-            api_token: Some(API_TOKEN.into()),
-        }))
-    });
+    let twilio_call = lingering_call(http, vec![question]);
     // Both calls live, the question answered.
     std::thread::sleep(Duration::from_secs(9));
     let term = Instant::now();
@@ -327,22 +336,7 @@ fn after_kill_9_mid_call_every_answered_turn_is_in_the_store() {
         .iter()
         .map(|f| client::audio::read_wav_8k(&fixture(f)).unwrap())
         .collect();
-    let call = std::thread::spawn(move || {
-        rt().block_on(client::run_call(CallOptions {
-            url: ws_url(http),
-            http: String::new(),
-            from: "+15555550123".into(),
-            script: Script::Turns {
-                turns,
-                quiet_ms: 700,
-            },
-            linger_ms: 60_000,
-            max_secs: 90,
-            dtmf: vec![],
-            signing: None,
-            api_token: Some(API_TOKEN.into()),
-        }))
-    });
+    let call = lingering_call(http, turns);
     // Wait until both questions have been answered (the record says so),
     // then kill the node without warning.
     let deadline = Instant::now() + Duration::from_secs(60);
