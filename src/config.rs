@@ -138,6 +138,11 @@ pub struct StoreConfig {
     /// Interactions, call records and hand-off packets older than this many
     /// days are deleted (checked hourly); 0 keeps them for ever.
     pub retention_days: u64,
+    /// Data keys (AES-256-GCM) that seal transcripts, slots, records and
+    /// packets: a file of base64 keys, the sealing one first. Empty: the
+    /// ATTENDANT_DATA_KEYS variable, else `attendant.key` beside an SQLite
+    /// database (`data/attendant.key` for PostgreSQL), made on first start.
+    pub key_file: String,
 }
 
 impl Default for StoreConfig {
@@ -146,6 +151,7 @@ impl Default for StoreConfig {
             url: "sqlite://data/attendant.db".into(),
             seed_demo: true,
             retention_days: 0,
+            key_file: String::new(),
         }
     }
 }

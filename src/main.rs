@@ -46,6 +46,16 @@ enum DbCmd {
         #[arg(long, env = "ATTENDANT_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Re-seal every sealed value with the first data key, so older keys
+    /// can be dropped from the keyring (key rotation).
+    Rekey {
+        #[arg(long, env = "DATABASE_URL")]
+        url: Option<String>,
+        #[arg(long, env = "ATTENDANT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Print a fresh data key (base64, from the OS CSPRNG) for a keyring.
+    NewKey,
 }
 
 #[derive(Subcommand)]
@@ -558,13 +568,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Db { what } => {
             let (url, config) = match &what {
-                DbCmd::Migrate { url, config } | DbCmd::Seed { url, config, .. } => {
-                    (url.clone(), config.clone())
+                DbCmd::Migrate { url, config }
+                | DbCmd::Seed { url, config, .. }
+                | DbCmd::Rekey { url, config } => (url.clone(), config.clone()),
+                DbCmd::NewKey => {
+                    println!("{}", attendant::store::new_key());
+                    return Ok(());
                 }
             };
             let cfg = Config::load(config.as_deref(), std::env::vars())?;
             let url = url.unwrap_or(cfg.store.url.clone());
-            let store = attendant::store::Store::open(&url).await?;
+            let keys = attendant::store::Keyring::for_store(&url, &cfg.store.key_file)?;
+            let store = attendant::store::Store::open_with(&url, keys).await?;
             match what {
                 DbCmd::Migrate { .. } => {
                     println!(
@@ -598,6 +613,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     };
                     println!("seeded {}: {n:?}", redact_url(&url));
                 }
+                DbCmd::Rekey { .. } => {
+                    let n = store.rekey().await?;
+                    println!(
+                        "re-sealed {n} values in {} with data key {}; older keys can go",
+                        redact_url(&url),
+                        store.key_id()
+                    );
+                }
+                DbCmd::NewKey => {} // answered above
             }
             Ok(())
         }
@@ -803,7 +827,8 @@ fn chat(
 
 async fn open_configured_store(config: Option<&std::path::Path>) -> anyhow::Result<Store> {
     let cfg = Config::load(config, std::env::vars())?;
-    Ok(Store::open(&cfg.store.url).await?)
+    let keys = attendant::store::Keyring::for_store(&cfg.store.url, &cfg.store.key_file)?;
+    Ok(Store::open_with(&cfg.store.url, keys).await?)
 }
 
 async fn token_cmd(what: TokenCmd) -> anyhow::Result<()> {

@@ -498,6 +498,15 @@ fn a_pin_spoken_and_keyed_is_in_no_log_record_or_database_row() {
     for (what, text) in [("logs", &logs), ("records", &seen), ("database", &db)] {
         assert_eq!(pin_in(text, pin), None, "the PIN in the {what}");
     }
+    // Transcripts and answers are sealed at rest: neither what the caller
+    // said nor what the bot answered is readable in the database file.
+    if !db.is_empty() {
+        let asked = &rec.turns[0];
+        for text in [&asked.caller_text, &asked.bot_text] {
+            assert!(text.len() > 8, "{asked:?}");
+            assert!(!db.contains(text.as_str()), "{text:?} readable at rest");
+        }
+    }
 }
 
 /// A SQLite scratch database's bytes as text: every table, every row, its

@@ -305,7 +305,8 @@ async fn get_tickets(State(s): State<Shared>) -> Response {
 
 /// Opens the configured store, seeding the demo data into an empty one.
 pub async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
-    let store = Store::open(&cfg.store.url).await?;
+    let keys = crate::store::Keyring::for_store(&cfg.store.url, &cfg.store.key_file)?;
+    let store = Store::open_with(&cfg.store.url, keys).await?;
     if cfg.store.seed_demo && store.customer_count().await? == 0 {
         let n =
             crate::store::seed::seed_text(&store, crate::store::seed::DEMO_TOML, "db/demo.toml")

@@ -5,6 +5,15 @@ use sqlx::Row;
 
 use super::{now_ms, Result, Store};
 
+/// Every sealed column: table, its key column, the sealed columns.
+const SEALED: &[(&str, &str, &[&str])] = &[
+    ("interactions", "id", &["transcript", "slots", "summary"]),
+    ("handoffs", "call_id", &["packet"]),
+    ("call_records", "call_id", &["record"]),
+    ("tickets", "id", &["body"]),
+    ("inbound_messages", "id", &["body"]),
+];
+
 impl Store {
     /// Writes the latest version of a call's record.
     pub async fn put_call_record(
@@ -19,7 +28,10 @@ impl Store {
              record = excluded.record, updated_ms = excluded.updated_ms",
         )
         .bind(call_id)
-        .bind(serde_json::to_string(record)?)
+        .bind(self.seal(
+            &format!("call_records.record/{call_id}"),
+            &serde_json::to_string(record)?,
+        ))
         .bind(started_ms)
         .bind(now_ms())
         .execute(&self.pool)
@@ -33,9 +45,10 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         match row {
-            Some(r) => Ok(Some(serde_json::from_str(
+            Some(r) => Ok(Some(serde_json::from_str(&self.keys.open(
+                &format!("call_records.record/{call_id}"),
                 &r.try_get::<String, _>("record")?,
-            )?)),
+            )?)?)),
             None => Ok(None),
         }
     }
@@ -56,6 +69,42 @@ impl Store {
                 .await?
                 .rows_affected();
         }
+        Ok(n)
+    }
+
+    /// Re-seals every sealed column with the keyring's first key (rows from
+    /// before sealing included) and forgets the other keys, so they can be
+    /// dropped from the keyring. Returns the values re-sealed.
+    pub async fn rekey(&self) -> Result<u64> {
+        let mut n = 0;
+        for (table, id_col, cols) in SEALED {
+            let select = format!("SELECT {id_col}, {} FROM {table}", cols.join(", "));
+            for row in sqlx::query(&select).fetch_all(&self.pool).await? {
+                let id: String = row.try_get(*id_col)?;
+                for col in *cols {
+                    let stored: String = row.try_get(*col)?;
+                    if self.keys.is_current(&stored) {
+                        continue;
+                    }
+                    let place = format!("{table}.{col}/{id}");
+                    let plain = self.keys.open(&place, &stored)?;
+                    // Only if nobody rewrote it meanwhile (a live call).
+                    n += sqlx::query(&format!(
+                        "UPDATE {table} SET {col} = $1 WHERE {id_col} = $2 AND {col} = $3"
+                    ))
+                    .bind(self.seal(&place, &plain))
+                    .bind(&id)
+                    .bind(&stored)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                }
+            }
+        }
+        sqlx::query("DELETE FROM data_keys WHERE id <> $1")
+            .bind(self.keys.current_id())
+            .execute(&self.pool)
+            .await?;
         Ok(n)
     }
 
@@ -105,5 +154,77 @@ mod tests {
         // Retention: what started before the cutoff goes, the rest stays.
         assert_eq!(s.purge_before(2).await.unwrap(), 1);
         assert_eq!(s.recent_call_ids(10).await.unwrap(), vec!["b"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sealed_at_rest_and_rotated() {
+        use crate::store::{new_key, Interaction, Keyring, StoreError, Utterance};
+        let dir = tempfile::tempdir().unwrap();
+        let url = super::super::scratch_url(dir.path()).await.unwrap();
+        let (old, new) = (new_key(), new_key());
+        let ring = |text: &str| Keyring::parse(text, "test").unwrap();
+        let s = Store::open_with(&url, ring(&old)).await.unwrap();
+        let mut i = Interaction {
+            id: "call-1".into(),
+            channel: "voice".into(),
+            summary: "asked about the Lisbon flat".into(),
+            ..Default::default()
+        };
+        i.transcript.push(Utterance {
+            speaker: "caller".into(),
+            text: "my name is Quentin Zebulon".into(),
+            ..Default::default()
+        });
+        i.slots.insert("city".into(), "Lisbon".into());
+        s.save_interaction(&i).await.unwrap();
+        s.put_call_record("call-1", 1, &serde_json::json!({"said": "Quentin Zebulon"}))
+            .await
+            .unwrap();
+        // Nothing readable in the database itself.
+        let raw: Vec<String> = sqlx::query(
+            "SELECT transcript || slots || summary AS v FROM interactions \
+             UNION ALL SELECT record AS v FROM call_records",
+        )
+        .fetch_all(s.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.try_get("v").unwrap())
+        .collect();
+        assert_eq!(raw.len(), 2);
+        for v in &raw {
+            assert!(!v.contains("Quentin") && !v.contains("Lisbon"), "{v}");
+        }
+        // A value moved to another row does not open.
+        sqlx::query(
+            "INSERT INTO call_records (call_id, record, started_ms, updated_ms) \
+                     SELECT 'call-2', record, 2, 2 FROM call_records WHERE call_id = 'call-1'",
+        )
+        .execute(s.pool())
+        .await
+        .unwrap();
+        assert!(s.call_record("call-2").await.is_err());
+        sqlx::query("DELETE FROM call_records WHERE call_id = 'call-2'")
+            .execute(s.pool())
+            .await
+            .unwrap();
+        // A node with only the new key refuses to start.
+        assert!(matches!(
+            Store::open_with(&url, ring(&new)).await,
+            Err(StoreError::MissingKeys(ids)) if ids == vec![ring(&old).current_id().to_string()]
+        ));
+        // Rotation: new key first, old kept to read, rekey, old dropped.
+        let s = Store::open_with(&url, ring(&format!("{new}\n{old}")))
+            .await
+            .unwrap();
+        assert_eq!(s.interaction("call-1").await.unwrap().unwrap(), i);
+        assert_eq!(s.rekey().await.unwrap(), 4);
+        assert_eq!(s.rekey().await.unwrap(), 0);
+        let s = Store::open_with(&url, ring(&new)).await.unwrap();
+        assert_eq!(s.interaction("call-1").await.unwrap().unwrap(), i);
+        assert_eq!(
+            s.call_record("call-1").await.unwrap().unwrap()["said"],
+            "Quentin Zebulon"
+        );
     }
 }

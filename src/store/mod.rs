@@ -14,10 +14,12 @@ mod access;
 mod bank;
 mod calls;
 mod pin;
+mod seal;
 pub use pin::{hash_pin, Guard, PIN_LOCK_MS, PIN_MAX_FAILURES};
 pub mod seed;
 
 pub use access::TokenInfo;
+pub use seal::{new_key, Keyring, SealError, KEYS_ENV};
 
 use std::future::Future;
 use std::path::Path;
@@ -43,6 +45,13 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
     #[error("seed file {path}: {message}")]
     Seed { path: String, message: String },
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    #[error(
+        "the database holds data sealed with data key(s) {0:?}, which this node lacks: \
+         add them to its keyring (after the key that seals) or run `attendant db rekey` where they are"
+    )]
+    MissingKeys(Vec<String>),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -318,31 +327,43 @@ fn account_of(r: &AnyRow) -> Result<Account> {
     })
 }
 
-fn interaction_of(r: &AnyRow) -> Result<Interaction> {
+fn interaction_of(keys: &Keyring, r: &AnyRow) -> Result<Interaction> {
+    let id: String = r.try_get("id")?;
+    let open = |col: &str| -> Result<String> {
+        Ok(keys.open(
+            &format!("interactions.{col}/{id}"),
+            &r.try_get::<String, _>(col)?,
+        )?)
+    };
     Ok(Interaction {
-        id: r.try_get("id")?,
+        transcript: serde_json::from_str(&open("transcript")?)?,
+        slots: serde_json::from_str(&open("slots")?)?,
+        summary: open("summary")?,
+        id: id.clone(),
         customer_id: r.try_get("customer_id")?,
         channel: r.try_get("channel")?,
         agent: r.try_get("agent")?,
         started_ms: r.try_get("started_ms")?,
         ended_ms: r.try_get("ended_ms")?,
-        transcript: serde_json::from_str(&r.try_get::<String, _>("transcript")?)?,
         intents: serde_json::from_str(&r.try_get::<String, _>("intents")?)?,
-        slots: serde_json::from_str(&r.try_get::<String, _>("slots")?)?,
         sentiment: serde_json::from_str(&r.try_get::<String, _>("sentiment")?)?,
         outcome: r.try_get("outcome")?,
         handled_by: r.try_get("handled_by")?,
         csat: r.try_get("csat")?,
         response_ms: r.try_get("response_ms")?,
         priority: r.try_get("priority")?,
-        summary: r.try_get("summary")?,
     })
 }
 
-fn handoff_of(r: &AnyRow) -> Result<Handoff> {
+fn handoff_of(keys: &Keyring, r: &AnyRow) -> Result<Handoff> {
+    let call_id: String = r.try_get("call_id")?;
+    let packet = keys.open(
+        &format!("handoffs.packet/{call_id}"),
+        &r.try_get::<String, _>("packet")?,
+    )?;
     Ok(Handoff {
-        call_id: r.try_get("call_id")?,
-        packet: serde_json::from_str(&r.try_get::<String, _>("packet")?)?,
+        packet: serde_json::from_str(&packet)?,
+        call_id,
         created_ms: r.try_get("created_ms")?,
         webhook_status: r.try_get("webhook_status")?,
         attempts: r.try_get("attempts")?,
@@ -384,14 +405,18 @@ fn outbox_of(r: &AnyRow) -> Result<OutboxMessage> {
     })
 }
 
-fn ticket_of(r: &AnyRow) -> Result<Ticket> {
+fn ticket_of(keys: &Keyring, r: &AnyRow) -> Result<Ticket> {
+    let id: String = r.try_get("id")?;
     Ok(Ticket {
-        id: r.try_get("id")?,
+        body: keys.open(
+            &format!("tickets.body/{id}"),
+            &r.try_get::<String, _>("body")?,
+        )?,
+        id,
         customer_id: r.try_get("customer_id")?,
         interaction_id: r.try_get("interaction_id")?,
         queue: r.try_get("queue")?,
         subject: r.try_get("subject")?,
-        body: r.try_get("body")?,
         status: r.try_get("status")?,
         created_ms: r.try_get("created_ms")?,
     })
@@ -424,14 +449,23 @@ pub async fn scratch_url(dir: &Path) -> Result<String> {
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    keys: Keyring,
     handle: tokio::runtime::Handle,
     pub url_kind: &'static str,
 }
 
 impl Store {
-    /// Opens (creating and migrating if needed) the database at `url`. Must
-    /// be called inside a Tokio runtime; that runtime serves later queries.
+    /// Opens (creating and migrating if needed) the database at `url` with
+    /// the keyring `ATTENDANT_DATA_KEYS` or the default key file names
+    /// ([`Keyring::for_store`]). Must be called inside a Tokio runtime; that
+    /// runtime serves later queries.
     pub async fn open(url: &str) -> Result<Store> {
+        Store::open_with(url, Keyring::for_store(url, "")?).await
+    }
+
+    /// Opens the database at `url`, sealing with `keys`; refuses when the
+    /// database holds data sealed with a key `keys` lacks.
+    pub async fn open_with(url: &str, keys: Keyring) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let (url, kind) = if let Some(path) = url.strip_prefix("sqlite://") {
             let path = path.split('?').next().unwrap_or(path);
@@ -471,8 +505,28 @@ impl Store {
                 .ok();
         }
         MIGRATOR.run(&pool).await?;
+        sqlx::query(
+            "INSERT INTO data_keys (id, added_ms) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(keys.current_id())
+        .bind(now_ms())
+        .execute(&pool)
+        .await?;
+        let missing: Vec<String> = sqlx::query("SELECT id FROM data_keys ORDER BY added_ms")
+            .fetch_all(&pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>("id"))
+            .collect::<std::result::Result<Vec<_>, _>>()?
+            .into_iter()
+            .filter(|id| !keys.ids().any(|k| k == id))
+            .collect();
+        if !missing.is_empty() {
+            return Err(StoreError::MissingKeys(missing));
+        }
         Ok(Store {
             pool,
+            keys,
             handle: tokio::runtime::Handle::current(),
             url_kind: kind,
         })
@@ -480,6 +534,15 @@ impl Store {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The id of the data key that seals (never the key).
+    pub fn key_id(&self) -> &str {
+        self.keys.current_id()
+    }
+
+    fn seal(&self, place: &str, plain: &str) -> String {
+        self.keys.seal(place, plain)
     }
 
     /// Runs a store future to completion from synchronous code: inside a
@@ -649,16 +712,22 @@ impl Store {
         .bind(&i.agent)
         .bind(i.started_ms)
         .bind(i.ended_ms)
-        .bind(serde_json::to_string(&i.transcript)?)
+        .bind(self.seal(
+            &format!("interactions.transcript/{}", i.id),
+            &serde_json::to_string(&i.transcript)?,
+        ))
         .bind(serde_json::to_string(&i.intents)?)
-        .bind(serde_json::to_string(&i.slots)?)
+        .bind(self.seal(
+            &format!("interactions.slots/{}", i.id),
+            &serde_json::to_string(&i.slots)?,
+        ))
         .bind(serde_json::to_string(&i.sentiment)?)
         .bind(&i.outcome)
         .bind(&i.handled_by)
         .bind(i.csat)
         .bind(i.response_ms)
         .bind(i.priority)
-        .bind(&i.summary)
+        .bind(self.seal(&format!("interactions.summary/{}", i.id), &i.summary))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -669,7 +738,9 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        r.as_ref().map(interaction_of).transpose()
+        r.as_ref()
+            .map(|r| interaction_of(&self.keys, r))
+            .transpose()
     }
 
     /// Newest first.
@@ -681,14 +752,14 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(interaction_of).collect()
+        rows.iter().map(|r| interaction_of(&self.keys, r)).collect()
     }
 
     pub async fn all_interactions(&self) -> Result<Vec<Interaction>> {
         let rows = sqlx::query("SELECT * FROM interactions ORDER BY started_ms")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(interaction_of).collect()
+        rows.iter().map(|r| interaction_of(&self.keys, r)).collect()
     }
 
     // ---- tickets ---------------------------------------------------------
@@ -703,7 +774,7 @@ impl Store {
         .bind(t.interaction_id.clone())
         .bind(&t.queue)
         .bind(&t.subject)
-        .bind(&t.body)
+        .bind(self.seal(&format!("tickets.body/{}", t.id), &t.body))
         .bind(&t.status)
         .bind(t.created_ms)
         .execute(&self.pool)
@@ -715,7 +786,7 @@ impl Store {
         let rows = sqlx::query("SELECT * FROM tickets ORDER BY created_ms")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(ticket_of).collect()
+        rows.iter().map(|r| ticket_of(&self.keys, r)).collect()
     }
 
     // ---- hand-offs -------------------------------------------------------
@@ -731,7 +802,10 @@ impl Store {
              next_attempt_ms = excluded.next_attempt_ms, delivered_ms = NULL",
         )
         .bind(&h.call_id)
-        .bind(serde_json::to_string(&h.packet)?)
+        .bind(self.seal(
+            &format!("handoffs.packet/{}", h.call_id),
+            &serde_json::to_string(&h.packet)?,
+        ))
         .bind(h.created_ms)
         .bind(&h.webhook_status)
         .bind(h.next_attempt_ms)
@@ -745,7 +819,7 @@ impl Store {
             .bind(call_id)
             .fetch_optional(&self.pool)
             .await?;
-        r.as_ref().map(handoff_of).transpose()
+        r.as_ref().map(|r| handoff_of(&self.keys, r)).transpose()
     }
 
     pub async fn due_handoffs(&self, now: i64) -> Result<Vec<Handoff>> {
@@ -756,7 +830,7 @@ impl Store {
         .bind(now)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(handoff_of).collect()
+        rows.iter().map(|r| handoff_of(&self.keys, r)).collect()
     }
 
     pub async fn handoff_attempted(
@@ -930,15 +1004,16 @@ impl Store {
         body: &str,
         sentiment: Option<f64>,
     ) -> Result<()> {
+        let id = uuid::Uuid::new_v4().to_string();
         sqlx::query(
             "INSERT INTO inbound_messages (id, thread_id, customer_id, channel, body, sentiment, \
              received_ms) VALUES ($1,$2,$3,$4,$5,$6,$7)",
         )
-        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(&id)
         .bind(thread_id.map(str::to_string))
         .bind(customer_id.map(str::to_string))
         .bind(channel)
-        .bind(body)
+        .bind(self.seal(&format!("inbound_messages.body/{id}"), body))
         .bind(sentiment)
         .bind(now_ms())
         .execute(&self.pool)
