@@ -13,6 +13,7 @@ pub mod client;
 pub mod config;
 pub mod dialogue;
 pub mod eval;
+pub mod faults;
 pub mod followup;
 pub mod handoff;
 pub mod kpi;

@@ -52,6 +52,10 @@ pub struct Pending {
     pub result: oneshot::Receiver<Result<Transcript, AsrError>>,
 }
 
+/// Makes a recognizer: at start, and again for a worker whose recognizer
+/// panicked (its state is not trusted after that).
+type Factory = Arc<dyn Fn() -> Result<Box<dyn Recognizer>, AsrError> + Send + Sync>;
+
 /// Workers of one engine with their two queues.
 struct Lane {
     finals: Sender<Job>,
@@ -59,6 +63,8 @@ struct Lane {
     /// Jobs queued or decoding; partials run only when a worker is idle.
     load: Arc<AtomicUsize>,
     workers: usize,
+    /// Workers still running (one whose recognizer cannot be rebuilt stops).
+    alive: Arc<AtomicUsize>,
     engine: AsrEngine,
 }
 
@@ -67,18 +73,27 @@ impl Lane {
         engine: AsrEngine,
         workers: usize,
         queue: usize,
-        mut make: impl FnMut() -> Result<Box<dyn Recognizer>, AsrError>,
+        make: Factory,
     ) -> Result<Self, AsrError> {
         let workers = workers.max(1);
         let (finals, final_rx) = bounded::<Job>(queue.max(1));
         let (partials, partial_rx) = bounded::<Job>(workers);
         let load = Arc::new(AtomicUsize::new(0));
+        let alive = Arc::new(AtomicUsize::new(0));
         for i in 0..workers {
-            let rec = make()?;
-            let (f, p, l) = (final_rx.clone(), partial_rx.clone(), load.clone());
+            let w = Worker {
+                rec: make()?,
+                make: make.clone(),
+                engine,
+                finals: final_rx.clone(),
+                partials: partial_rx.clone(),
+                load: load.clone(),
+                alive: alive.clone(),
+            };
+            alive.fetch_add(1, Ordering::SeqCst);
             std::thread::Builder::new()
                 .name(format!("asr-{}-{i}", engine.name()))
-                .spawn(move || worker(rec, engine, f, p, l))
+                .spawn(move || w.run())
                 .map_err(|e| AsrError::Load {
                     path: engine.name().into(),
                     reason: e.to_string(),
@@ -89,8 +104,13 @@ impl Lane {
             partials,
             load,
             workers,
+            alive,
             engine,
         })
+    }
+
+    fn healthy(&self) -> bool {
+        self.alive.load(Ordering::SeqCst) > 0
     }
 
     fn submit(&self, audio: Arc<Vec<f32>>, prio: Priority) -> Result<Pending, AsrError> {
@@ -165,6 +185,12 @@ impl AsrPool {
         })
     }
 
+    /// Whether every lane still has a worker (false once a recognizer that
+    /// panicked could not be rebuilt on all of a lane's workers).
+    pub fn healthy(&self) -> bool {
+        self.main.healthy() && self.digits.as_ref().is_none_or(Lane::healthy)
+    }
+
     /// The engine that decodes turns for `purpose`.
     pub fn engine_for(&self, purpose: Purpose) -> AsrEngine {
         self.lane(purpose).engine
@@ -217,55 +243,173 @@ fn start_lane(
 ) -> Result<Lane, AsrError> {
     match engine {
         AsrEngine::Whisper => {
-            let model = super::whisper::WhisperModel::load(models_dir, cfg)?;
+            let model = Arc::new(super::whisper::WhisperModel::load(models_dir, cfg)?);
             *uses_gpu |= model.uses_gpu;
-            Lane::start(engine, workers, cfg.queue, || {
-                model.recognizer(threads).map(|r| Box::new(r) as _)
-            })
+            Lane::start(
+                engine,
+                workers,
+                cfg.queue,
+                Arc::new(move || model.recognizer(threads).map(|r| Box::new(r) as _)),
+            )
         }
         AsrEngine::Moonshine => {
             let model = Arc::new(super::moonshine::MoonshineModel::load(
                 &models_dir.join(&cfg.moonshine_model),
                 threads,
             )?);
-            Lane::start(engine, workers, cfg.queue, || {
-                Ok(Box::new(super::moonshine::MoonshineRecognizer::new(model.clone())) as _)
-            })
+            Lane::start(
+                engine,
+                workers,
+                cfg.queue,
+                Arc::new(move || {
+                    Ok(Box::new(super::moonshine::MoonshineRecognizer::new(model.clone())) as _)
+                }),
+            )
         }
     }
 }
 
-fn worker(
-    mut rec: Box<dyn Recognizer>,
+struct Worker {
+    rec: Box<dyn Recognizer>,
+    make: Factory,
     engine: AsrEngine,
     finals: Receiver<Job>,
     partials: Receiver<Job>,
     load: Arc<AtomicUsize>,
-) {
-    loop {
-        // Finals first; otherwise wait on both.
-        let job = match finals.try_recv() {
-            Ok(j) => j,
-            Err(_) => crossbeam_channel::select! {
-                recv(finals) -> j => match j { Ok(j) => j, Err(_) => return },
-                recv(partials) -> j => match j { Ok(j) => j, Err(_) => return },
-            },
-        };
-        if job.cancel.load(Ordering::Relaxed) {
-            load.fetch_sub(1, Ordering::SeqCst);
-            let _ = job.reply.send(Err(AsrError::Cancelled));
-            continue;
+    alive: Arc<AtomicUsize>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        self.serve();
+        self.alive.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Serves jobs until the pool closes, or until a recognizer that
+    /// panicked cannot be rebuilt.
+    fn serve(&mut self) {
+        loop {
+            // Finals first; otherwise wait on both.
+            let job = match self.finals.try_recv() {
+                Ok(j) => j,
+                Err(_) => crossbeam_channel::select! {
+                    recv(self.finals) -> j => match j { Ok(j) => j, Err(_) => return },
+                    recv(self.partials) -> j => match j { Ok(j) => j, Err(_) => return },
+                },
+            };
+            if job.cancel.load(Ordering::Relaxed) {
+                self.load.fetch_sub(1, Ordering::SeqCst);
+                let _ = job.reply.send(Err(AsrError::Cancelled));
+                continue;
+            }
+            let queue_ms = job.enqueued.elapsed().as_millis() as u64;
+            let t = Instant::now();
+            let rec = &mut self.rec;
+            let decoded =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rec.decode(&job.audio)));
+            self.load.fetch_sub(1, Ordering::SeqCst);
+            let res = match decoded {
+                Ok(r) => r,
+                Err(panic) => {
+                    crate::faults::contained(crate::faults::Part::AsrWorker, panic.as_ref());
+                    let _ = job
+                        .reply
+                        .send(Err(AsrError::Decode("the recognizer failed".into())));
+                    match (self.make)() {
+                        Ok(r) => self.rec = r,
+                        Err(e) => {
+                            tracing::error!(engine = self.engine.name(), error = %e, "ASR worker could not be rebuilt; it stops");
+                            return;
+                        }
+                    }
+                    continue;
+                }
+            };
+            let _ = job.reply.send(res.map(|text| Transcript {
+                text,
+                audio_ms: job.audio.len() as u64 / 16,
+                queue_ms,
+                decode_ms: t.elapsed().as_millis() as u64,
+                engine: self.engine.name(),
+            }));
         }
-        let queue_ms = job.enqueued.elapsed().as_millis() as u64;
-        let t = Instant::now();
-        let res = rec.decode(&job.audio).map(|text| Transcript {
-            text,
-            audio_ms: job.audio.len() as u64 / 16,
-            queue_ms,
-            decode_ms: t.elapsed().as_millis() as u64,
-            engine: engine.name(),
-        });
-        load.fetch_sub(1, Ordering::SeqCst);
-        let _ = job.reply.send(res);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Echoes the audio's length; panics on 13 samples, as a broken decoder
+    /// might on some input.
+    struct Fragile;
+    impl Recognizer for Fragile {
+        fn decode(&mut self, audio: &[f32]) -> Result<String, AsrError> {
+            assert_ne!(audio.len(), 13, "decoder state corrupted");
+            Ok(audio.len().to_string())
+        }
+    }
+
+    fn decode(lane: &Lane, n: usize) -> Result<String, AsrError> {
+        let p = lane.submit(Arc::new(vec![0.0; n]), Priority::Final)?;
+        p.result
+            .blocking_recv()
+            .map_err(|_| AsrError::Closed)?
+            .map(|t| t.text)
+    }
+
+    #[test]
+    fn a_panicking_recognizer_is_rebuilt_and_the_lane_goes_on() {
+        let built = Arc::new(AtomicUsize::new(0));
+        let b = built.clone();
+        let lane = Lane::start(
+            AsrEngine::Moonshine,
+            1,
+            4,
+            Arc::new(move || {
+                b.fetch_add(1, Ordering::SeqCst);
+                Ok(Box::new(Fragile) as _)
+            }),
+        )
+        .unwrap();
+        let faults = crate::faults::count(crate::faults::Part::AsrWorker);
+        assert_eq!(decode(&lane, 5).unwrap(), "5");
+        assert!(matches!(decode(&lane, 13), Err(AsrError::Decode(_))));
+        assert_eq!(decode(&lane, 7).unwrap(), "7");
+        assert_eq!(built.load(Ordering::SeqCst), 2, "rebuilt once");
+        assert!(crate::faults::count(crate::faults::Part::AsrWorker) > faults);
+        assert!(lane.healthy());
+        assert_eq!(lane.load.load(Ordering::SeqCst), 0, "no load leaked");
+    }
+
+    #[test]
+    fn a_lane_whose_workers_cannot_be_rebuilt_reports_unhealthy() {
+        let built = Arc::new(AtomicUsize::new(0));
+        let b = built.clone();
+        let lane = Lane::start(
+            AsrEngine::Moonshine,
+            1,
+            4,
+            Arc::new(move || {
+                if b.fetch_add(1, Ordering::SeqCst) == 0 {
+                    Ok(Box::new(Fragile) as _)
+                } else {
+                    Err(AsrError::Load {
+                        path: "test".into(),
+                        reason: "device lost".into(),
+                    })
+                }
+            }),
+        )
+        .unwrap();
+        assert!(lane.healthy());
+        assert!(decode(&lane, 13).is_err());
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        while lane.healthy() && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!lane.healthy());
+        // Nothing waits for a worker that is gone.
+        assert!(matches!(decode(&lane, 5), Err(AsrError::Closed)));
     }
 }

@@ -206,5 +206,19 @@ pub fn metrics() -> &'static Metrics {
 pub fn render() -> String {
     let mut buf = Vec::new();
     let _ = TextEncoder::new().encode(&metrics().registry.gather(), &mut buf);
-    String::from_utf8(buf).unwrap_or_default()
+    let mut text = String::from_utf8(buf).unwrap_or_default();
+    // Counted below the pipeline (model workers, SIP), which cannot reach
+    // this registry; rendered here in the same format.
+    text.push_str(
+        "# HELP attendant_faults_total Panics contained (the worker, core or call carried on or was rebuilt)\n\
+         # TYPE attendant_faults_total counter\n",
+    );
+    for part in crate::faults::Part::ALL {
+        let n = crate::faults::count(part);
+        text.push_str(&format!(
+            "attendant_faults_total{{part=\"{}\"}} {n}\n",
+            part.name()
+        ));
+    }
+    text
 }

@@ -84,9 +84,26 @@ async fn healthz(State(s): State<Shared>) -> Response {
     if s.admission.draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
     }
-    match s.engines.get() {
-        Some(_) => (StatusCode::OK, "ok\n").into_response(),
-        None => (StatusCode::SERVICE_UNAVAILABLE, "loading models\n").into_response(),
+    let Some(e) = s.engines.get() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "loading models\n").into_response();
+    };
+    // What can no longer serve calls: each of these is retried or rebuilt
+    // where it failed, so being listed here means that did not work.
+    let mut down = Vec::new();
+    if !e.asr.healthy() {
+        down.push("speech recognition workers");
+    }
+    if !e.tts.healthy() {
+        down.push("speech synthesis workers");
+    }
+    if s.sip.lock().signalling == sip::Signalling::Stopped {
+        down.push("SIP signalling");
+    }
+    if down.is_empty() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        let body = format!("down: {}\n", down.join(", "));
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
     }
 }
 

@@ -7,12 +7,13 @@
 //! leg, then the two media tasks relay audio to each other until either side
 //! hangs up. If the agent's leg fails first, the caller goes back to the bot.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -49,7 +50,26 @@ pub struct SipStatus {
     pub active_calls: usize,
     pub calls_answered: u64,
     pub core: CoreStats,
+    pub signalling: Signalling,
+    /// Times the core was rebuilt after panicking again and again.
+    pub core_restarts: u64,
 }
+
+/// The signalling task's state, for `/sip` and `/healthz`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signalling {
+    /// SIP is not configured.
+    #[default]
+    Off,
+    Running,
+    /// The task ended: the node can no longer take SIP calls.
+    Stopped,
+}
+
+/// A core that panics this many times within `PANIC_WINDOW` is replaced.
+const PANICS_BEFORE_REBUILD: usize = 5;
+const PANIC_WINDOW: Duration = Duration::from_secs(10);
 
 /// A message from the network for the signalling task. Its queue is
 /// bounded (`limits.queue`): audio and retransmitted UDP may be dropped.
@@ -278,8 +298,24 @@ pub async fn start(
         rx,
         net: net_rx,
     };
-    tokio::spawn(signalling(state, core, udp, conns, queues, status));
+    status.lock().signalling = Signalling::Running;
+    let task = tokio::spawn(signalling(state, core, udp, conns, queues, status.clone()));
+    tokio::spawn(watch(task, status));
     Ok(())
+}
+
+/// Marks SIP down when the signalling task ends (it runs for the node's
+/// life, so an end is a failure), for `/healthz` to report.
+async fn watch(task: tokio::task::JoinHandle<()>, status: Arc<Mutex<SipStatus>>) {
+    let how = task.await;
+    status.lock().signalling = Signalling::Stopped;
+    match how {
+        Err(e) if e.is_panic() => {
+            crate::faults::contained(crate::faults::Part::SipCore, e.into_panic().as_ref())
+        }
+        _ => {}
+    }
+    tracing::error!("SIP signalling stopped; /healthz reports it");
 }
 
 async fn udp_reader(
@@ -554,79 +590,111 @@ async fn signalling(
         mut net,
     } = queues;
     let mut calls: HashMap<String, Slot> = HashMap::new();
+    let cfg = core.config().clone();
+    let mut panics: VecDeque<Instant> = VecDeque::new();
     loop {
-        let deadline = core.poll_timeout();
-        tokio::select! {
-            // Control first: a call's hang-up never waits behind a flood.
-            biased;
-            msg = rx.recv() => {
-                let Some(msg) = msg else { return };
+        // A panic while handling one input (a bug a message found) drops
+        // that input; the core carries on. One that keeps panicking is
+        // replaced, ending the SIP calls it held.
+        let step = std::panic::AssertUnwindSafe(async {
+            let deadline = core.poll_timeout();
+            tokio::select! {
+                // Control first: a call's hang-up never waits behind a flood.
+                biased;
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { return false };
+                    let now = Instant::now();
+                    match msg {
+                        ToCore::Hangup { id } => {
+                            if let Err(e) = core.hangup(now, &id) {
+                                tracing::debug!(error = %e, "hangup");
+                            }
+                        }
+                        ToCore::Transfer { id, target } => {
+                            let uri = core.config().transfer_uri(&target);
+                            let mode = core.config().transfer_mode(&target);
+                            let result = match uri {
+                                Some(uri) if mode == TransferMode::Bridge => {
+                                    start_bridge(&mut core, &mut calls, &udp, &id, &target, &uri).await
+                                }
+                                Some(uri) => core.refer(now, &id, &uri, Some(&id)).map_err(|e| e.to_string()),
+                                None => Err(format!("no SIP URI for transfer target {target:?} in sip-config [transfer.targets]")),
+                            };
+                            if let Err(e) = result {
+                                tracing::warn!(call = %id, error = %e, "transfer not started");
+                                if let Some(m) = calls.get(&id).and_then(|s| s.media.as_ref()) {
+                                    let _ = m.send(ToMedia::TransferFailed(500));
+                                }
+                            }
+                        }
+                        ToCore::MediaStopped { id } => {
+                            if let Some(slot) = calls.get_mut(&id) {
+                                slot.media = None;
+                            }
+                        }
+                        ToCore::MediaMark { id, name } if name == BRIEFED => connect_bridge(&mut calls, &id),
+                        ToCore::MediaMark { .. } => {}
+                    }
+                }
+                m = net.recv() => {
+                    let Some(FromNet { peer, data }) = m else { return false };
+                    core.handle(Instant::now(), peer, &data);
+                }
+                _ = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d.into()).await,
+                        None => std::future::pending().await,
+                    }
+                } => core.handle_timeout(Instant::now()),
+            }
+            while let Some(t) = core.poll_transmit() {
+                match t.to.transport {
+                    Transport::Udp => {
+                        if let Some(sock) = udp.get(&t.to.local) {
+                            let _ = sock.send_to(&t.data, t.to.addr).await;
+                        }
+                    }
+                    Transport::Tcp | Transport::Tls => send_stream(&conns, t.to.addr, t.data),
+                }
+            }
+            while let Some(ev) = core.poll_event() {
+                on_event(&state, &mut core, &mut calls, &tx, ev).await;
+            }
+            // Answers produced while handling events (200 OK, BYE) go out now.
+            while let Some(t) = core.poll_transmit() {
+                match t.to.transport {
+                    Transport::Udp => {
+                        if let Some(sock) = udp.get(&t.to.local) {
+                            let _ = sock.send_to(&t.data, t.to.addr).await;
+                        }
+                    }
+                    Transport::Tcp | Transport::Tls => send_stream(&conns, t.to.addr, t.data),
+                }
+            }
+            true
+        })
+        .catch_unwind()
+        .await;
+        match step {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(panic) => {
+                crate::faults::contained(crate::faults::Part::SipCore, panic.as_ref());
                 let now = Instant::now();
-                match msg {
-                    ToCore::Hangup { id } => {
-                        if let Err(e) = core.hangup(now, &id) {
-                            tracing::debug!(error = %e, "hangup");
-                        }
-                    }
-                    ToCore::Transfer { id, target } => {
-                        let uri = core.config().transfer_uri(&target);
-                        let mode = core.config().transfer_mode(&target);
-                        let result = match uri {
-                            Some(uri) if mode == TransferMode::Bridge => {
-                                start_bridge(&mut core, &mut calls, &udp, &id, &target, &uri).await
-                            }
-                            Some(uri) => core.refer(now, &id, &uri, Some(&id)).map_err(|e| e.to_string()),
-                            None => Err(format!("no SIP URI for transfer target {target:?} in sip-config [transfer.targets]")),
-                        };
-                        if let Err(e) = result {
-                            tracing::warn!(call = %id, error = %e, "transfer not started");
-                            if let Some(m) = calls.get(&id).and_then(|s| s.media.as_ref()) {
-                                let _ = m.send(ToMedia::TransferFailed(500));
-                            }
-                        }
-                    }
-                    ToCore::MediaStopped { id } => {
-                        if let Some(slot) = calls.get_mut(&id) {
-                            slot.media = None;
-                        }
-                    }
-                    ToCore::MediaMark { id, name } if name == BRIEFED => connect_bridge(&mut calls, &id),
-                    ToCore::MediaMark { .. } => {}
+                panics.push_back(now);
+                while panics.front().is_some_and(|t| now - *t > PANIC_WINDOW) {
+                    panics.pop_front();
                 }
-            }
-            m = net.recv() => {
-                let Some(FromNet { peer, data }) = m else { return };
-                core.handle(Instant::now(), peer, &data);
-            }
-            _ = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d.into()).await,
-                    None => std::future::pending().await,
+                if panics.len() >= PANICS_BEFORE_REBUILD {
+                    tracing::error!(
+                        calls = calls.len(),
+                        "SIP core kept panicking; rebuilt it, its calls end"
+                    );
+                    panics.clear();
+                    calls.clear();
+                    core = SipCore::new(cfg.clone());
+                    status.lock().core_restarts += 1;
                 }
-            } => core.handle_timeout(Instant::now()),
-        }
-        while let Some(t) = core.poll_transmit() {
-            match t.to.transport {
-                Transport::Udp => {
-                    if let Some(sock) = udp.get(&t.to.local) {
-                        let _ = sock.send_to(&t.data, t.to.addr).await;
-                    }
-                }
-                Transport::Tcp | Transport::Tls => send_stream(&conns, t.to.addr, t.data),
-            }
-        }
-        while let Some(ev) = core.poll_event() {
-            on_event(&state, &mut core, &mut calls, &tx, ev).await;
-        }
-        // Answers produced while handling events (200 OK, BYE) go out now.
-        while let Some(t) = core.poll_transmit() {
-            match t.to.transport {
-                Transport::Udp => {
-                    if let Some(sock) = udp.get(&t.to.local) {
-                        let _ = sock.send_to(&t.data, t.to.addr).await;
-                    }
-                }
-                Transport::Tcp | Transport::Tls => send_stream(&conns, t.to.addr, t.data),
             }
         }
         let mut st = status.lock();
@@ -1365,4 +1433,25 @@ async fn media(a: MediaArgs) {
     }
     tracing::info!(call = %id, received = jb.stats.received, concealed = jb.stats.concealed, late = jb.stats.late, sent = out.packets_sent, "SIP media ended");
     let _ = to_core.send(ToCore::MediaStopped { id });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_signalling_task_that_dies_is_reported() {
+        let status = Arc::new(Mutex::new(SipStatus {
+            signalling: Signalling::Running,
+            ..Default::default()
+        }));
+        let faults = crate::faults::count(crate::faults::Part::SipCore);
+        let task = tokio::spawn(async {
+            tokio::task::yield_now().await;
+            panic!("signalling bug");
+        });
+        watch(task, status.clone()).await;
+        assert_eq!(status.lock().signalling, Signalling::Stopped);
+        assert!(crate::faults::count(crate::faults::Part::SipCore) > faults);
+    }
 }

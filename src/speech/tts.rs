@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -99,7 +99,18 @@ pub struct TtsPool {
     cache: Arc<Mutex<Cache>>,
     cap: usize,
     engine: Arc<Mutex<Option<Arc<Engine>>>>,
+    /// Workers still running (one whose engine cannot be reloaded stops).
+    alive: Arc<AtomicUsize>,
 }
+
+/// What a worker synthesises with (the Piper engine; a fake in tests).
+trait Synth: Send + Sync + 'static {
+    /// One sentence to 8 kHz μ-law; `None` if cancelled.
+    fn speak(&self, text: &str, cancel: &Arc<AtomicBool>) -> Result<Option<Vec<u8>>, TtsError>;
+}
+
+/// Loads a fresh engine for a worker whose engine panicked.
+type Loader<E> = Arc<dyn Fn() -> Result<E, TtsError> + Send + Sync>;
 
 struct Engine {
     tts: OfflineTts,
@@ -136,8 +147,9 @@ impl Engine {
             speed: cfg.speed,
         })
     }
+}
 
-    /// Synthesises one sentence to 8 kHz μ-law; `None` if cancelled.
+impl Synth for Engine {
     fn speak(&self, text: &str, cancel: &Arc<AtomicBool>) -> Result<Option<Vec<u8>>, TtsError> {
         let gen = GenerationConfig {
             speed: self.speed,
@@ -185,6 +197,9 @@ impl TtsPool {
         let cache = Arc::new(Mutex::new(Cache::default()));
         let first = Arc::new(Engine::load(models, cfg)?);
         let engine = Arc::new(Mutex::new(Some(first.clone())));
+        let alive = Arc::new(AtomicUsize::new(0));
+        let (m, c) = (models.to_path_buf(), cfg.clone());
+        let load: Loader<Engine> = Arc::new(move || Engine::load(&m, &c));
         for i in 0..cfg.workers.max(1) {
             let e = if i == 0 {
                 first.clone()
@@ -197,9 +212,14 @@ impl TtsPool {
                 requeue: rest_tx.clone(),
             };
             let (cache, cap) = (cache.clone(), cfg.cache_sentences);
+            let (load, alive2) = (load.clone(), alive.clone());
+            alive.fetch_add(1, Ordering::SeqCst);
             std::thread::Builder::new()
                 .name(format!("tts-{i}"))
-                .spawn(move || worker(e, q, cache, cap))
+                .spawn(move || {
+                    worker(e, load, q, cache, cap);
+                    alive2.fetch_sub(1, Ordering::SeqCst);
+                })
                 .map_err(|e| TtsError::Load(e.to_string()))?;
         }
         Ok(Self {
@@ -207,7 +227,13 @@ impl TtsPool {
             cache,
             cap: cfg.cache_sentences,
             engine,
+            alive,
         })
+    }
+
+    /// Whether a worker is still running.
+    pub fn healthy(&self) -> bool {
+        self.alive.load(Ordering::SeqCst) > 0
     }
 
     /// Starts speaking `text`; chunks arrive on the returned channel in
@@ -310,7 +336,27 @@ struct Queues {
     requeue: Sender<Job>,
 }
 
-fn worker(engine: Arc<Engine>, q: Queues, cache: Arc<Mutex<Cache>>, cap: usize) {
+/// What became of a job's next sentence.
+#[derive(Debug, PartialEq)]
+enum Next {
+    /// Sent; more sentences to go.
+    More,
+    /// Finished, cancelled, failed or nobody listening.
+    Done,
+    /// The engine panicked: the job is dropped (its reply ends) and the
+    /// engine is not trusted again.
+    Broken,
+}
+
+/// Serves jobs until the pool closes, or until an engine that panicked
+/// cannot be reloaded.
+fn worker<E: Synth>(
+    mut engine: Arc<E>,
+    load: Loader<E>,
+    q: Queues,
+    cache: Arc<Mutex<Cache>>,
+    cap: usize,
+) {
     loop {
         let mut job = match q.firsts.try_recv() {
             Ok(j) => j,
@@ -322,8 +368,19 @@ fn worker(engine: Arc<Engine>, q: Queues, cache: Arc<Mutex<Cache>>, cap: usize) 
         // One sentence, then back in line behind waiting first sentences;
         // with no room in line, carry on with this reply.
         loop {
-            if !synth_next(&engine, &mut job, &cache, cap) {
-                break;
+            match synth_next(engine.as_ref(), &mut job, &cache, cap) {
+                Next::More => {}
+                Next::Done => break,
+                Next::Broken => {
+                    match load() {
+                        Ok(e) => engine = Arc::new(e),
+                        Err(e) => {
+                            tracing::error!(error = %e, "TTS worker could not reload its voice; it stops");
+                            return;
+                        }
+                    }
+                    break;
+                }
             }
             match q.requeue.try_send(job) {
                 Ok(()) => break,
@@ -333,31 +390,39 @@ fn worker(engine: Arc<Engine>, q: Queues, cache: Arc<Mutex<Cache>>, cap: usize) 
     }
 }
 
-/// Synthesises and sends the job's next sentence; false when the job is
-/// finished, cancelled or its receiver gone.
-fn synth_next(engine: &Engine, job: &mut Job, cache: &Mutex<Cache>, cap: usize) -> bool {
+/// Synthesises and sends the job's next sentence.
+fn synth_next<E: Synth>(engine: &E, job: &mut Job, cache: &Mutex<Cache>, cap: usize) -> Next {
     let n = job.sentences.len();
     let i = job.next;
     if i >= n || job.cancel.load(Ordering::Relaxed) || job.out.is_closed() {
-        return false;
+        return Next::Done;
     }
     let s = &job.sentences[i];
     let cached = cache.lock().map.get(s).cloned();
     let t = Instant::now();
     let (ulaw, was_cached) = match cached {
         Some(u) => (u, true),
-        None => match engine.speak(s, &job.cancel) {
-            Ok(Some(u)) => {
-                let u = Arc::new(u);
-                insert(cache, cap, s.clone(), u.clone());
-                (u, false)
+        None => {
+            let spoken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                engine.speak(s, &job.cancel)
+            }));
+            match spoken {
+                Ok(Ok(Some(u))) => {
+                    let u = Arc::new(u);
+                    insert(cache, cap, s.clone(), u.clone());
+                    (u, false)
+                }
+                Ok(Ok(None)) => return Next::Done,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "TTS failed");
+                    return Next::Done;
+                }
+                Err(panic) => {
+                    crate::faults::contained(crate::faults::Part::TtsWorker, panic.as_ref());
+                    return Next::Broken;
+                }
             }
-            Ok(None) => return false,
-            Err(e) => {
-                tracing::warn!(error = %e, "TTS failed");
-                return false;
-            }
-        },
+        }
     };
     let chunk = TtsChunk {
         index: i,
@@ -370,5 +435,74 @@ fn synth_next(engine: &Engine, job: &mut Job, cache: &Mutex<Cache>, cap: usize) 
     };
     job.next += 1;
     // The channel holds every chunk of the reply, so this never waits.
-    job.out.try_send(chunk).is_ok() && job.next < n
+    if job.out.try_send(chunk).is_ok() && job.next < n {
+        Next::More
+    } else {
+        Next::Done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Says each sentence's length as one byte; panics on "boom".
+    struct Fragile;
+    impl Synth for Fragile {
+        fn speak(&self, text: &str, _: &Arc<AtomicBool>) -> Result<Option<Vec<u8>>, TtsError> {
+            assert_ne!(text, "boom", "voice state corrupted");
+            Ok(Some(vec![text.len() as u8]))
+        }
+    }
+
+    fn job(sentences: &[&str]) -> (Job, mpsc::Receiver<TtsChunk>) {
+        let (out, rx) = mpsc::channel(8);
+        let job = Job {
+            sentences: sentences.iter().map(|s| s.to_string()).collect(),
+            next: 0,
+            cancel: Arc::new(AtomicBool::new(false)),
+            out,
+            submitted: Instant::now(),
+        };
+        (job, rx)
+    }
+
+    fn heard(mut rx: mpsc::Receiver<TtsChunk>) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(c) = rx.blocking_recv() {
+            out.extend(c.ulaw.iter());
+        }
+        out
+    }
+
+    #[test]
+    fn a_panicking_voice_ends_that_reply_and_is_reloaded() {
+        let (jobs, firsts) = bounded(4);
+        let (requeue, rests) = bounded(4);
+        let loads = Arc::new(AtomicUsize::new(0));
+        let l = loads.clone();
+        let load: Loader<Fragile> = Arc::new(move || {
+            l.fetch_add(1, Ordering::SeqCst);
+            Ok(Fragile)
+        });
+        let q = Queues {
+            firsts,
+            rests,
+            requeue,
+        };
+        let cache = Arc::new(Mutex::new(Cache::default()));
+        let w = std::thread::spawn(move || worker(Arc::new(Fragile), load, q, cache, 16));
+        let faults = crate::faults::count(crate::faults::Part::TtsWorker);
+        let (j, rx) = job(&["hello", "boom", "never"]);
+        jobs.send(j).unwrap();
+        // The sentence before the panic is heard; the reply then ends.
+        assert_eq!(heard(rx), vec![5]);
+        let (j, rx) = job(&["after", "it"]);
+        jobs.send(j).unwrap();
+        assert_eq!(heard(rx), vec![5, 2]);
+        assert_eq!(loads.load(Ordering::SeqCst), 1, "reloaded once");
+        assert!(crate::faults::count(crate::faults::Part::TtsWorker) > faults);
+        drop(jobs);
+        w.join().unwrap();
+    }
 }

@@ -215,7 +215,15 @@ async fn sleep_until_some(at: Option<Instant>) {
 pub fn spawn_call(e: Arc<Engines>, meta: CallMeta, store: Arc<CallStore>) -> CallHandle {
     let (in_tx, in_rx) = mpsc::channel(256);
     let (out_tx, out_rx) = mpsc::channel(256);
-    tokio::spawn(run(e, meta, store, in_rx, out_tx));
+    // A panic ends this call only (its transport sees the output close and
+    // hangs up); it is logged and counted, and other calls go on.
+    tokio::spawn(async move {
+        use futures_util::FutureExt;
+        let call = std::panic::AssertUnwindSafe(run(e, meta, store, in_rx, out_tx));
+        if let Err(panic) = call.catch_unwind().await {
+            crate::faults::contained(crate::faults::Part::Call, panic.as_ref());
+        }
+    });
     CallHandle {
         input: in_tx,
         output: out_rx,
