@@ -43,6 +43,8 @@ pub struct Metrics {
     pub kpi_repeat_contact_ratio: Gauge,
     pub kpi_csat_average: Gauge,
     pub kpi_csat_responses: Gauge,
+    /// Accounts locked by repeated wrong PINs (events in the store).
+    pub account_lockouts: Gauge,
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> Gauge {
@@ -196,6 +198,11 @@ pub fn metrics() -> &'static Metrics {
                 &r,
                 "attendant_kpi_csat_responses",
                 "Calls with a CSAT answer",
+            ),
+            account_lockouts: gauge(
+                &r,
+                "attendant_account_lockouts",
+                "Accounts locked after repeated wrong PINs (account_locked events on record)",
             ),
             calls_active,
             registry: r,

@@ -117,6 +117,17 @@ async fn metrics_text(State(s): State<Shared>) -> Response {
         Ok(k) => crate::kpi::publish(&k),
         Err(e) => tracing::warn!(error = %e, "KPIs not refreshed"),
     }
+    match s
+        .services
+        .store
+        .count_events(crate::store::LOCKED_EVENT)
+        .await
+    {
+        Ok(n) => crate::pipeline::metrics::metrics()
+            .account_lockouts
+            .set(n as f64),
+        Err(e) => tracing::warn!(error = %e, "lock-out count not refreshed"),
+    }
     (
         [("content-type", "text/plain; version=0.0.4")],
         metrics::render(),

@@ -5,7 +5,19 @@ use sqlx::Row;
 
 use super::*;
 
+/// The event kind written when wrong PINs lock an account.
+pub const LOCKED_EVENT: &str = "account_locked";
+
 impl Store {
+    /// How many events of `kind` the store holds.
+    pub async fn count_events(&self, kind: &str) -> Result<i64> {
+        let r = sqlx::query("SELECT COUNT(*) AS n FROM events WHERE kind = $1")
+            .bind(kind)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(r.try_get("n")?)
+    }
+
     /// The account ending in `last4` whose PIN matches, preferring the
     /// caller's own accounts when the caller is known. Locked accounts never
     /// match; a miss counts against every account ending in `last4` (across
@@ -29,7 +41,7 @@ impl Store {
             if !id.ends_with(last4) {
                 continue;
             }
-            candidates.push(id.clone());
+            candidates.push((id.clone(), r.try_get::<String, _>("customer_id")?));
             if self.pin_guard(&id).await? == Guard::Locked {
                 continue;
             }
@@ -55,8 +67,19 @@ impl Store {
             return Ok(Verification::Verified(a));
         }
         let mut locked = Vec::new();
-        for id in candidates {
+        for (id, customer) in candidates {
             if self.pin_guard(&id).await? == Guard::Open && self.pin_failed(&id).await? {
+                // An ops event (and, from it, the lock-out metric): who was
+                // locked and for how long, never the account number.
+                let masked = format!("****{}", &id[id.len().saturating_sub(4)..]);
+                let payload = serde_json::json!({
+                    "account": masked,
+                    "failures": PIN_MAX_FAILURES,
+                    "locked_for_ms": PIN_LOCK_MS,
+                });
+                let event = uuid::Uuid::new_v4().to_string();
+                self.insert_event(&event, LOCKED_EVENT, Some(&customer), &payload)
+                    .await?;
                 locked.push(id);
             }
         }

@@ -12,6 +12,7 @@
 
 mod access;
 mod bank;
+pub use bank::LOCKED_EVENT;
 mod calls;
 mod pin;
 mod seal;

@@ -130,6 +130,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::store::Verification;
+    use sqlx::Row;
 
     /// Five wrong PINs over any number of calls lock the account: then even
     /// the right PIN fails, sounding the same, until the lock expires.
@@ -152,6 +153,18 @@ mod tests {
         assert!(
             matches!(&r, Verification::LockedNow(ids) if ids == &["20004561"]),
             "{r:?}"
+        );
+        // One ops event, without the account number.
+        assert_eq!(s.count_events(crate::store::LOCKED_EVENT).await.unwrap(), 1);
+        let payload: String = sqlx::query("SELECT payload FROM events")
+            .fetch_one(&s.pool)
+            .await
+            .unwrap()
+            .try_get("payload")
+            .unwrap();
+        assert!(
+            payload.contains("****4561") && !payload.contains("2000"),
+            "{payload}"
         );
         let r = s.verify_account("4561", "1234", None).await.unwrap();
         assert!(matches!(r, Verification::NoMatch), "locked: {r:?}");

@@ -250,6 +250,8 @@ fn branch() -> String {
 }
 
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, NOTIFY, REFER";
+/// Option tags a request may `Require` of us.
+const SUPPORTED: [&str; 0] = [];
 /// Most responses kept for retransmitted non-INVITE requests.
 const RESPONSE_CACHE_CAP: usize = 8192;
 
@@ -457,6 +459,9 @@ impl SipCore {
         if !self.dialog_peer_allows(now, peer, &call_id, &req) {
             return;
         }
+        if self.refuse_unsupported(now, peer, &req) {
+            return;
+        }
         match req.method.as_str() {
             "INVITE" => self.on_invite(now, peer, req, branch),
             "ACK" => self.on_ack(now, &call_id, &req),
@@ -623,6 +628,42 @@ impl SipCore {
         req.to().and_then(|t| t.tag).as_deref() == Some(d.local_tag.as_str())
     }
 
+    /// RFC 3261 §8.2 in its order, for what every method shares: a method
+    /// we do not know is answered below (405/501); then a Request-URI scheme
+    /// we cannot serve (416), then extensions the request requires (420).
+    fn refuse_unsupported(&mut self, now: Instant, peer: Peer, req: &Request) -> bool {
+        if req.method == "ACK" || req.method == "CANCEL" {
+            return false;
+        }
+        let known = matches!(
+            req.method.as_str(),
+            "INVITE" | "BYE" | "OPTIONS" | "INFO" | "NOTIFY" | "REFER"
+        );
+        if !known {
+            return false;
+        }
+        if !matches!(
+            message::uri_scheme(&req.uri).as_str(),
+            "sip" | "sips" | "tel"
+        ) {
+            self.respond(now, peer, req, 416, None);
+            return true;
+        }
+        let unsupported: Vec<String> = req
+            .headers
+            .get_all("Require")
+            .into_iter()
+            .filter(|tag| !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(tag)))
+            .collect();
+        if !unsupported.is_empty() {
+            let mut resp = response_to(req, 420, Some(&token()));
+            resp.headers.push("Unsupported", unsupported.join(", "));
+            self.send_response(now, peer, req, resp);
+            return true;
+        }
+        false
+    }
+
     fn on_invite(&mut self, now: Instant, peer: Peer, req: Request, branch: String) {
         let call_id = req.call_id().to_string();
         if let Some(d) = self.dialogs.get(&call_id) {
@@ -707,6 +748,25 @@ impl SipCore {
                 }
             }
         };
+        // Our answer carries SDP; a caller that accepts none of it cannot
+        // take it (RFC 4475 sdp01).
+        let accepts = req.headers.get_all("Accept");
+        if !accepts.is_empty()
+            && !accepts.iter().any(|a| {
+                let t = a
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
+                matches!(t.as_str(), "application/sdp" | "application/*" | "*/*")
+            })
+        {
+            let mut resp = response_to(&req, 406, Some(&local_tag));
+            resp.headers.push("Accept", "application/sdp");
+            self.final_invite_response(now, peer, &req, resp);
+            return;
+        }
         let from = req.from();
         let pai = req
             .headers

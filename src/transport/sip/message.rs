@@ -39,6 +39,17 @@ impl ParseError {
     }
 }
 
+/// Header fields a message may carry once only.
+const SINGLE: [&str; 7] = [
+    "To",
+    "From",
+    "Call-ID",
+    "CSeq",
+    "Max-Forwards",
+    "Content-Length",
+    "Content-Type",
+];
+
 /// Largest message accepted (UDP datagrams are smaller; TCP bounds buffering).
 pub const MAX_MESSAGE: usize = 64 * 1024;
 
@@ -107,8 +118,15 @@ impl Headers {
 pub fn split_commas(v: &str) -> Vec<String> {
     let mut out = Vec::new();
     let (mut depth, mut quoted, mut cur) = (0i32, false, String::new());
+    let mut escaped = false;
     for ch in v.chars() {
+        if escaped {
+            escaped = false;
+            cur.push(ch);
+            continue;
+        }
         match ch {
+            '\\' if quoted => escaped = true,
             '"' => quoted = !quoted,
             '<' if !quoted => depth += 1,
             '>' if !quoted => depth -= 1,
@@ -169,10 +187,15 @@ pub struct Via {
 }
 
 pub fn parse_via(v: &str) -> Option<Via> {
-    let (proto, rest) = v.trim().split_once(char::is_whitespace)?;
-    let mut parts = proto.split('/').map(str::trim);
-    let (sip, ver, transport) = (parts.next()?, parts.next()?, parts.next()?);
+    // LWS may surround the slashes of the sent-protocol (RFC 3261 §25.1,
+    // RFC 4475 wsinv).
+    let mut parts = v.trim().splitn(3, '/');
+    let (sip, ver, rest) = (parts.next()?.trim(), parts.next()?.trim(), parts.next()?);
     if !sip.eq_ignore_ascii_case("SIP") || ver != "2.0" {
+        return None;
+    }
+    let (transport, rest) = rest.trim_start().split_once(char::is_whitespace)?;
+    if !is_token(transport) {
         return None;
     }
     let mut params = rest.split(';');
@@ -186,14 +209,71 @@ pub fn parse_via(v: &str) -> Option<Via> {
         rport: false,
     };
     for p in params {
-        let (k, val) = p.split_once('=').unwrap_or((p, ""));
-        match k.trim().to_ascii_lowercase().as_str() {
-            "branch" => via.branch = Some(val.trim().to_string()),
+        let (k, val) = generic_param(p)?;
+        match k.to_ascii_lowercase().as_str() {
+            "branch" => via.branch = Some(val.to_string()),
             "rport" => via.rport = true,
             _ => {}
         }
     }
     Some(via)
+}
+
+/// One `name[=value]` parameter, LWS around `=` allowed; `None` when it is
+/// empty or its name is not a token (RFC 4475 badinv01: `;;`).
+fn generic_param(p: &str) -> Option<(&str, &str)> {
+    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+    let (k, v) = (k.trim(), v.trim());
+    is_token(k).then_some((k, v))
+}
+
+/// Splits at `sep` outside double quotes (backslash escapes honoured).
+fn split_unquoted(s: &str, sep: char) -> Vec<&str> {
+    let (mut out, mut start, mut quoted, mut escaped) = (Vec::new(), 0, false, false);
+    for (i, ch) in s.char_indices() {
+        if escaped {
+            escaped = false;
+        } else if quoted && ch == '\\' {
+            escaped = true;
+        } else if ch == '"' {
+            quoted = !quoted;
+        } else if ch == sep && !quoted {
+            out.push(&s[start..i]);
+            start = i + ch.len_utf8();
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
+/// Index of the quote closing the quoted string that `s` starts with.
+fn closing_quote(s: &str) -> Option<usize> {
+    let mut escaped = false;
+    for (i, ch) in s.char_indices().skip(1) {
+        match ch {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Whether `uri` starts with a URI scheme (`ALPHA *(ALPHA / DIGIT / "+" /
+/// "-" / ".") ":"`).
+pub fn has_scheme(uri: &str) -> bool {
+    let Some((scheme, _)) = uri.split_once(':') else {
+        return false;
+    };
+    let mut b = scheme.bytes();
+    b.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && b.all(|c| c.is_ascii_alphanumeric() || b"+-.".contains(&c))
+}
+
+/// The URI scheme, lower-cased.
+pub fn uri_scheme(uri: &str) -> String {
+    uri.split(':').next().unwrap_or("").to_ascii_lowercase()
 }
 
 /// `host[:port]`, with IPv6 references in brackets.
@@ -227,31 +307,71 @@ pub struct NameAddr {
 
 pub fn parse_name_addr(v: &str) -> Option<NameAddr> {
     let v = v.trim();
-    let (display, uri, params) = if let Some(open) = v.find('<') {
-        let close = open + v[open..].find('>')?;
-        let display = v[..open].trim().trim_matches('"').trim();
-        (
-            (!display.is_empty()).then(|| display.to_string()),
-            v[open + 1..close].trim().to_string(),
-            &v[close + 1..],
-        )
+    // A display name: a quoted string, or tokens (RFC 4475 baddn, quotbal).
+    let (display, rest) = if v.starts_with('"') {
+        let end = closing_quote(v)?;
+        let rest = v[end + 1..].trim_start();
+        if !rest.starts_with('<') {
+            return None;
+        }
+        let quoted = v[1..end].trim();
+        (Some(unescape_quoted(quoted)), rest)
+    } else if let Some(open) = v.find('<') {
+        let name = v[..open].trim();
+        if !name.split_whitespace().all(is_token) {
+            return None;
+        }
+        ((!name.is_empty()).then(|| name.to_string()), &v[open..])
+    } else {
+        (None, v)
+    };
+    let (uri, params) = if let Some(inner) = rest.strip_prefix('<') {
+        let close = inner.find('>')?;
+        let after = inner[close + 1..].trim_start();
+        if !(after.is_empty() || after.starts_with(';')) {
+            return None;
+        }
+        (&inner[..close], after)
     } else {
         // addr-spec without brackets: header parameters follow the URI.
-        match v.split_once(';') {
-            Some((u, p)) => (None, u.trim().to_string(), p),
-            None => (None, v.to_string(), ""),
+        match rest.find(';') {
+            Some(i) => (rest[..i].trim(), &rest[i..]),
+            None => (rest, ""),
         }
     };
-    if uri.is_empty() || !uri.contains(':') {
+    // No LWS inside an addr-spec (RFC 4475 badaspec).
+    if uri.is_empty() || uri.contains(char::is_whitespace) || !has_scheme(uri) {
         return None;
     }
-    let tag = params.split(';').find_map(|p| {
-        let (k, val) = p.split_once('=')?;
-        k.trim()
-            .eq_ignore_ascii_case("tag")
-            .then(|| val.trim().to_string())
-    });
-    Some(NameAddr { display, uri, tag })
+    let mut tag = None;
+    if let Some(params) = params.strip_prefix(';') {
+        for p in split_unquoted(params, ';') {
+            let (k, val) = generic_param(p)?;
+            if k.eq_ignore_ascii_case("tag") {
+                tag = Some(val.to_string());
+            }
+        }
+    }
+    Some(NameAddr {
+        display: display.filter(|d| !d.is_empty()),
+        uri: uri.to_string(),
+        tag,
+    })
+}
+
+fn unescape_quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(n) = chars.next() {
+                out.push(n);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The user part of a SIP/tel URI (`sip:+15550001@host` → `+15550001`).
@@ -420,7 +540,12 @@ fn parse_head(head: &[u8]) -> Result<(Message, Option<usize>), ParseError> {
             (Some(m), Some(u), Some(v), None) => (m, u, v),
             _ => return Err(ParseError::StartLine(clip(&start))),
         };
-        if !is_token(method) || !uri.contains(':') {
+        // A URI with a scheme; a SIP URI carries no headers (RFC 4475
+        // ltgtruri, escruri).
+        // (A `?` may appear in the user part: RFC 4475 intmeth.)
+        let sip_uri = matches!(uri_scheme(uri).as_str(), "sip" | "sips");
+        let uri_headers = uri.rsplit('@').next().is_some_and(|h| h.contains('?'));
+        if !is_token(method) || !has_scheme(uri) || (sip_uri && uri_headers) {
             return Err(ParseError::StartLine(clip(&start)));
         }
         match ver.strip_prefix("SIP/") {
@@ -435,10 +560,31 @@ fn parse_head(head: &[u8]) -> Result<(Message, Option<usize>), ParseError> {
         })
     };
     let h = msg.headers();
+    // Fields that hold one value must appear once (RFC 4475 multi01, mcl01).
+    for name in SINGLE {
+        if h.0
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .count()
+            > 1
+        {
+            return Err(ParseError::Bad(name));
+        }
+    }
     // Mandatory headers, checked here so the layers above can rely on them.
     let vias = h.get_all("Via");
-    let top = vias.first().ok_or(ParseError::Missing("Via"))?;
-    parse_via(top).ok_or(ParseError::Bad("Via"))?;
+    if vias.is_empty() {
+        return Err(ParseError::Missing("Via"));
+    }
+    for via in &vias {
+        parse_via(via).ok_or(ParseError::Bad("Via"))?;
+    }
+    if let Some(mf) = h.get("Max-Forwards") {
+        // 0–255 (RFC 4475 scalar02).
+        mf.trim()
+            .parse::<u8>()
+            .map_err(|_| ParseError::Bad("Max-Forwards"))?;
+    }
     parse_name_addr(h.get("From").ok_or(ParseError::Missing("From"))?)
         .ok_or(ParseError::Bad("From"))?;
     parse_name_addr(h.get("To").ok_or(ParseError::Missing("To"))?).ok_or(ParseError::Bad("To"))?;
@@ -550,7 +696,10 @@ pub fn reason_phrase(code: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        406 => "Not Acceptable",
         415 => "Unsupported Media Type",
+        416 => "Unsupported URI Scheme",
+        420 => "Bad Extension",
         481 => "Call/Transaction Does Not Exist",
         486 => "Busy Here",
         487 => "Request Terminated",

@@ -11,6 +11,8 @@ pub mod sdp;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod torture;
 
 pub use self::config::SipConfig;
 pub use self::core::{EndReason, Event, IncomingCall, Peer, SipCore, Transmit, Transport};
