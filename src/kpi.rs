@@ -74,7 +74,10 @@ pub fn compute(list: &[Interaction]) -> Kpis {
 }
 
 pub async fn load(store: &Store) -> crate::store::Result<Kpis> {
-    Ok(compute(&store.all_interactions().await?))
+    // Calls still going (or cut off by a node that died) are not counted.
+    let mut list = store.all_interactions().await?;
+    list.retain(|i| i.outcome != crate::dialogue::manager::IN_PROGRESS);
+    Ok(compute(&list))
 }
 
 /// Copies the KPIs into the Prometheus gauges.

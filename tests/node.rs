@@ -391,6 +391,24 @@ fn after_kill_9_mid_call_every_answered_turn_is_in_the_store() {
     );
     assert!(!rec.turns[1].bot_text.is_empty());
     assert_eq!(rec.outcome, "in_progress", "it never ended");
+    // The interaction row (what KPIs, history and agents read) was written
+    // per turn too: both questions are in its transcript.
+    let row: serde_json::Value = api_get(&format!("http://{}/calls/{id}/interaction", again.addr))
+        .call()
+        .expect("the interaction row")
+        .into_json()
+        .unwrap();
+    assert_eq!(row["outcome"], "in_progress", "{row}");
+    assert!(row["ended_ms"].is_null(), "{row}");
+    let said: Vec<String> = row["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["speaker"] == "caller")
+        .map(|u| u["text"].as_str().unwrap_or("").to_lowercase())
+        .collect();
+    assert_eq!(said.len(), 2, "{row}");
+    assert!(said[0].contains("hours"), "{said:?}");
 }
 
 /// Where `pin` appears in `text` as a number of its own, spoken digit by

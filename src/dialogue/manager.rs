@@ -174,7 +174,21 @@ pub struct Conversation {
     pub caller: CallerContext,
     call: CallMeta,
     started_ms: i64,
+    progress: Arc<Progress>,
 }
+
+/// The interaction row as the call goes: the newest version waits here and
+/// one write at a time takes it, so a slow store never holds a turn up and
+/// an older version never lands after a newer one or after the final row.
+#[derive(Default)]
+struct Progress {
+    latest: parking_lot::Mutex<Option<Interaction>>,
+    writing: tokio::sync::Mutex<bool>,
+}
+
+/// The outcome of an interaction row written while its call goes on (left
+/// as it is if the node dies mid-call).
+pub const IN_PROGRESS: &str = "in_progress";
 
 /// What one turn produces while it is being built.
 #[derive(Default)]
@@ -204,6 +218,7 @@ impl Conversation {
             caller: CallerContext::default(),
             call: CallMeta::default(),
             started_ms: now_ms(),
+            progress: Arc::default(),
         }
     }
 
@@ -648,11 +663,41 @@ impl Conversation {
         }
     }
 
+    /// Writes the interaction row so far (outcome `in_progress`, no end),
+    /// off the turn's path: a crash loses at most the turn in flight.
+    pub fn save_progress(&self) {
+        let Some(sv) = &self.services else { return };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut row = self.interaction(now_ms(), None);
+        row.ended_ms = None;
+        row.outcome = IN_PROGRESS.into();
+        *self.progress.latest.lock() = Some(row);
+        let (progress, store) = (self.progress.clone(), sv.store.clone());
+        rt.spawn(async move {
+            let finished = progress.writing.lock().await;
+            let row = progress.latest.lock().take();
+            if let (false, Some(row)) = (*finished, row) {
+                if let Err(e) = store.save_interaction(&row).await {
+                    tracing::warn!(error = %e, "interaction progress not saved");
+                }
+            }
+        });
+    }
+
     /// Saves this call's interaction row.
     pub fn save_interaction(&self, response_ms: Option<i64>) {
         let Some(sv) = &self.services else { return };
         let row = self.interaction(now_ms(), response_ms);
-        if let Err(e) = sv.store.wait(sv.store.save_interaction(&row)) {
+        // The final row; no progress write may land after it.
+        let saved = sv.store.wait(async {
+            let mut finished = self.progress.writing.lock().await;
+            *finished = true;
+            self.progress.latest.lock().take();
+            sv.store.save_interaction(&row).await
+        });
+        if let Err(e) = saved {
             tracing::error!(error = %e, "cannot save interaction");
             return;
         }
@@ -1644,6 +1689,7 @@ impl Dialogue for AgentDialogue {
 
     fn on_turn(&mut self, _call: &CallMeta, turn: &TurnInput) -> Reply {
         let (reply, trace) = self.conv.turn(turn);
+        self.conv.save_progress();
         tracing::info!(
             turn = trace.turn,
             intent = trace.intent.as_deref().unwrap_or("-"),
@@ -1694,14 +1740,7 @@ impl Dialogue for AgentDialogue {
         Some(v)
     }
 
-    fn on_call_end(&mut self, record: &crate::pipeline::record::CallRecord) {
-        let v2v: Vec<u64> = record
-            .turns
-            .iter()
-            .filter_map(|t| t.timings.voice_to_voice_ms)
-            .collect();
-        let response_ms =
-            (!v2v.is_empty()).then(|| (v2v.iter().sum::<u64>() / v2v.len() as u64) as i64);
+    fn on_call_end(&mut self, response_ms: Option<i64>) {
         self.conv.save_interaction(response_ms);
     }
 }

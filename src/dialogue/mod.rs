@@ -96,8 +96,9 @@ pub trait Dialogue: Send + Sync {
     fn state_json(&self) -> Option<serde_json::Value> {
         None
     }
-    /// The call is over: persist what should outlive it.
-    fn on_call_end(&mut self, _record: &crate::pipeline::record::CallRecord) {}
+    /// The call is over: persist what should outlive it. `response_ms` is
+    /// the call's mean voice-to-voice time, when any turn was answered.
+    fn on_call_end(&mut self, _response_ms: Option<i64>) {}
 }
 
 /// What dialogues share across calls: the customer store and hand-off

@@ -78,25 +78,7 @@ pub struct CallRecord {
     pub dialogue: Option<serde_json::Value>,
 }
 
-/// Masks all but the last two digits of a phone number for logs and records.
-pub fn mask_phone(n: &str) -> String {
-    let digits = n.chars().filter(|c| c.is_ascii_digit()).count();
-    let mut seen = 0;
-    n.chars()
-        .map(|c| {
-            if c.is_ascii_digit() {
-                seen += 1;
-                if seen + 2 > digits {
-                    c
-                } else {
-                    '*'
-                }
-            } else {
-                c
-            }
-        })
-        .collect()
-}
+pub use crate::store::mask_phone;
 
 /// The node's calls: the latest record of each (the most recent `cap`),
 /// which records changed since they were last written to the database, how

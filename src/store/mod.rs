@@ -75,6 +75,26 @@ pub enum Verification {
     LockedNow(Vec<String>),
 }
 
+/// Masks all but the last two digits of a phone number for logs and records.
+pub fn mask_phone(n: &str) -> String {
+    let digits = n.chars().filter(|c| c.is_ascii_digit()).count();
+    let mut seen = 0;
+    n.chars()
+        .map(|c| {
+            if c.is_ascii_digit() {
+                seen += 1;
+                if seen + 2 > digits {
+                    c
+                } else {
+                    '*'
+                }
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 /// Phone numbers are compared in E.164-ish form: `+` and digits only.
 pub fn normalize_phone(n: &str) -> String {
     let digits: String = n.chars().filter(|c| c.is_ascii_digit()).collect();
@@ -577,9 +597,8 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         for p in phones {
-            c.phones_masked.push(crate::pipeline::record::mask_phone(
-                &p.try_get::<String, _>("phone")?,
-            ));
+            c.phones_masked
+                .push(mask_phone(&p.try_get::<String, _>("phone")?));
         }
         Ok(Some(c))
     }

@@ -366,7 +366,15 @@ async fn run(
     if c.record.outcome == "in_progress" {
         c.record.outcome = "caller_hung_up".into();
     }
-    c.dialogue.on_call_end(&c.record);
+    let v2v: Vec<u64> = c
+        .record
+        .turns
+        .iter()
+        .filter_map(|t| t.timings.voice_to_voice_ms)
+        .collect();
+    let response_ms =
+        (!v2v.is_empty()).then(|| (v2v.iter().sum::<u64>() / v2v.len() as u64) as i64);
+    c.dialogue.on_call_end(response_ms);
     c.store.upsert(c.record.clone());
     m.calls_active.dec();
     tracing::info!(call = %c.meta.call_id, turns = c.record.turns.len(), outcome = %c.record.outcome, "call ended");
