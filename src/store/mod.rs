@@ -1085,4 +1085,51 @@ mod tests {
         assert!(s.insert_event("e1", "k", None, &v).await.unwrap());
         assert!(!s.insert_event("e1", "k", None, &v).await.unwrap());
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn seeding_the_demo_twice_keeps_what_calls_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&scratch_url(dir.path()).await.unwrap())
+            .await
+            .unwrap();
+        let first = seed::seed_text(&s, seed::DEMO_TOML, "db/demo.toml")
+            .await
+            .unwrap();
+        let customers = s.customer_count().await.unwrap();
+        // A call left an interaction and a return against demo rows.
+        s.save_interaction(&Interaction {
+            id: "call-after-seed".into(),
+            customer_id: Some("C-2001".into()),
+            channel: "voice".into(),
+            outcome: "resolved".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        s.insert_return(&ReturnRecord {
+            id: "R-call".into(),
+            order_id: "123456".into(),
+            reason: "too loud".into(),
+            status: "requested".into(),
+            refund: 10.0,
+            created_ms: 1,
+        })
+        .await
+        .unwrap();
+        let again = seed::seed_text(&s, seed::DEMO_TOML, "db/demo.toml")
+            .await
+            .expect("seeding twice");
+        assert_eq!(again, first);
+        assert_eq!(s.customer_count().await.unwrap(), customers);
+        let history = s.interactions_of("C-2001", 50).await.unwrap();
+        assert!(history.iter().any(|i| i.id == "call-after-seed"));
+        let seeded = history.iter().filter(|i| i.id != "call-after-seed").count();
+        assert_eq!(seeded, history.len() - 1, "no seeded row twice");
+        let returns = s.returns_of_order("123456").await.unwrap();
+        assert!(returns.iter().any(|r| r.id == "R-call"), "{returns:?}");
+        assert!(matches!(
+            s.verify_account("4561", "1234", None).await.unwrap(),
+            Verification::Verified(_)
+        ));
+    }
 }

@@ -174,19 +174,24 @@ pub async fn seed_text(store: &Store, text: &str, path: &str) -> Result<SeedCoun
     let pool = store.pool();
     let mut tx = pool.begin().await?;
     let mut n = SeedCounts::default();
+    // Upserts, parents first: rows that calls created (interactions, returns,
+    // threads) keep pointing at the same customers, accounts and orders, so
+    // seeding twice is the same as seeding once.
     for c in &seed.customer {
         sqlx::query("DELETE FROM customer_phones WHERE customer_id = $1")
-            .bind(&c.id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM customers WHERE id = $1")
             .bind(&c.id)
             .execute(&mut *tx)
             .await?;
         sqlx::query(
             "INSERT INTO customers (id, name, language, tier, lifetime_value_cents, \
              predicted_value_cents, customer_since, dob, consent_sms, consent_calls, reviews_left) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) ON CONFLICT (id) DO UPDATE SET \
+             name = excluded.name, language = excluded.language, tier = excluded.tier, \
+             lifetime_value_cents = excluded.lifetime_value_cents, \
+             predicted_value_cents = excluded.predicted_value_cents, \
+             customer_since = excluded.customer_since, dob = excluded.dob, \
+             consent_sms = excluded.consent_sms, consent_calls = excluded.consent_calls, \
+             reviews_left = excluded.reviews_left",
         )
         .bind(&c.id)
         .bind(&c.name)
@@ -224,13 +229,13 @@ pub async fn seed_text(store: &Store, text: &str, path: &str) -> Result<SeedCoun
             .bind(&a.id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM accounts WHERE id = $1")
-            .bind(&a.id)
-            .execute(&mut *tx)
-            .await?;
         sqlx::query(
             "INSERT INTO accounts (id, customer_id, kind, currency, balance_cents, \
-             available_cents, pin_hash) VALUES ($1,$2,$3,$4,$5,$6,$7)",
+             available_cents, pin_hash) VALUES ($1,$2,$3,$4,$5,$6,$7) \
+             ON CONFLICT (id) DO UPDATE SET customer_id = excluded.customer_id, \
+             kind = excluded.kind, currency = excluded.currency, \
+             balance_cents = excluded.balance_cents, available_cents = excluded.available_cents, \
+             pin_hash = excluded.pin_hash",
         )
         .bind(&a.id)
         .bind(&a.customer)
@@ -283,13 +288,12 @@ pub async fn seed_text(store: &Store, text: &str, path: &str) -> Result<SeedCoun
             .await?;
     }
     for l in &seed.loan {
-        sqlx::query("DELETE FROM loans WHERE id = $1")
-            .bind(&l.id)
-            .execute(&mut *tx)
-            .await?;
         sqlx::query(
             "INSERT INTO loans (id, customer_id, kind, amount_cents, status, updated) \
-             VALUES ($1,$2,$3,$4,$5,$6)",
+             VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (id) DO UPDATE SET \
+             customer_id = excluded.customer_id, kind = excluded.kind, \
+             amount_cents = excluded.amount_cents, status = excluded.status, \
+             updated = excluded.updated",
         )
         .bind(&l.id)
         .bind(&l.customer)
@@ -308,17 +312,14 @@ pub async fn seed_text(store: &Store, text: &str, path: &str) -> Result<SeedCoun
             .await?;
     }
     for o in &seed.order {
-        sqlx::query("DELETE FROM returns WHERE order_id = $1")
-            .bind(&o.id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM orders WHERE id = $1")
-            .bind(&o.id)
-            .execute(&mut *tx)
-            .await?;
         sqlx::query(
             "INSERT INTO orders (id, customer_id, item, status, placed, promised, eta, delivered, \
-             total_cents, currency, address, reviewed) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,0)",
+             total_cents, currency, address, reviewed) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,0) \
+             ON CONFLICT (id) DO UPDATE SET customer_id = excluded.customer_id, \
+             item = excluded.item, status = excluded.status, placed = excluded.placed, \
+             promised = excluded.promised, eta = excluded.eta, delivered = excluded.delivered, \
+             total_cents = excluded.total_cents, currency = excluded.currency, \
+             address = excluded.address, reviewed = 0",
         )
         .bind(&o.id)
         .bind(&o.customer)
@@ -349,17 +350,7 @@ pub async fn seed_text(store: &Store, text: &str, path: &str) -> Result<SeedCoun
         .execute(&mut *tx)
         .await?;
     }
-    // Demo customers' call history is replaced wholesale.
-    for c in &seed.customer {
-        sqlx::query("DELETE FROM interactions WHERE customer_id = $1")
-            .bind(&c.id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM threads WHERE customer_id = $1")
-            .bind(&c.id)
-            .execute(&mut *tx)
-            .await?;
-    }
+    // Seeded history is replaced by id; calls' own rows stay.
     for i in &seed.interaction {
         let started = now - i.days_ago * DAY_MS - 10 * 60_000;
         let transcript: Vec<Utterance> = i
@@ -404,7 +395,13 @@ pub async fn seed_text(store: &Store, text: &str, path: &str) -> Result<SeedCoun
         sqlx::query(
             "INSERT INTO interactions (id, customer_id, channel, agent, started_ms, ended_ms, \
              transcript, intents, slots, sentiment, outcome, handled_by, csat, response_ms, \
-             priority, summary) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,NULL,0,$14)",
+             priority, summary) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,NULL,0,$14) \
+             ON CONFLICT (id) DO UPDATE SET customer_id = excluded.customer_id, \
+             channel = excluded.channel, agent = excluded.agent, \
+             started_ms = excluded.started_ms, ended_ms = excluded.ended_ms, \
+             transcript = excluded.transcript, intents = excluded.intents, \
+             slots = excluded.slots, sentiment = excluded.sentiment, outcome = excluded.outcome, \
+             handled_by = excluded.handled_by, csat = excluded.csat, summary = excluded.summary",
         )
         .bind(&rec.id)
         .bind(rec.customer_id.clone())
@@ -412,14 +409,20 @@ pub async fn seed_text(store: &Store, text: &str, path: &str) -> Result<SeedCoun
         .bind(&rec.agent)
         .bind(rec.started_ms)
         .bind(rec.ended_ms)
-        .bind(serde_json::to_string(&rec.transcript)?)
+        .bind(store.seal(
+            &format!("interactions.transcript/{}", rec.id),
+            &serde_json::to_string(&rec.transcript)?,
+        ))
         .bind(serde_json::to_string(&rec.intents)?)
-        .bind(serde_json::to_string(&rec.slots)?)
+        .bind(store.seal(
+            &format!("interactions.slots/{}", rec.id),
+            &serde_json::to_string(&rec.slots)?,
+        ))
         .bind(serde_json::to_string(&rec.sentiment)?)
         .bind(&rec.outcome)
         .bind(&rec.handled_by)
         .bind(rec.csat)
-        .bind(&rec.summary)
+        .bind(store.seal(&format!("interactions.summary/{}", rec.id), &rec.summary))
         .execute(&mut *tx)
         .await?;
         n.interactions += 1;
