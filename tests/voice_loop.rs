@@ -202,9 +202,9 @@ fn caller_speech_over_the_bot_interrupts_it_but_a_short_hm_does_not() {
 }
 
 #[test]
-fn dtmf_reaches_the_dialogue() {
+fn dtmf_reaches_the_dialogue_and_a_failed_twilio_transfer_returns_to_the_bot() {
     let addr = server();
-    let mut opts = options(ws_url(addr), Script::Stream(vec![0.0; 8000 * 3]));
+    let mut opts = options(ws_url(addr), Script::Stream(vec![0.0; 8000 * 8]));
     // 0 on the keypad reaches a person from anywhere.
     opts.dtmf = vec![(2000, '0')];
     let report = rt().block_on(client::run_call(opts)).expect("call");
@@ -216,6 +216,31 @@ fn dtmf_reaches_the_dialogue() {
         .expect("a DTMF turn");
     assert_eq!(t.dtmf.as_deref(), Some("0"));
     assert_eq!(t.source, "transfer");
+    // The test server has no Twilio account: the transfer cannot happen,
+    // so the caller is taken back and told, not left on hold in silence.
+    assert_eq!(rec.transfer_failures, 1, "{rec:?}");
+    assert_ne!(rec.outcome, "transferred", "{rec:?}");
+    let row: serde_json::Value = api_get(&format!(
+        "http://{addr}/calls/{}/interaction",
+        report.call_sid
+    ))
+    .call()
+    .expect("the interaction row")
+    .into_json()
+    .unwrap();
+    assert_ne!(row["outcome"], "transferred", "{row}");
+    assert!(
+        row["summary"].as_str().unwrap_or("").contains("failed"),
+        "{row}"
+    );
+    // What the caller heard last: the apology, not silence.
+    let total_ms = report.bot_audio.len() as u64 / 8;
+    let spoken =
+        transcribe_bot(&report.bot_audio, total_ms.saturating_sub(20_000), total_ms).to_lowercase();
+    assert!(
+        spoken.contains("couldn't reach") || spoken.contains("still here"),
+        "the bot said: {spoken}"
+    );
 }
 
 #[test]

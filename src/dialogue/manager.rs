@@ -143,6 +143,9 @@ pub struct ConversationState {
     pub routing_offered: bool,
     pub transferred: Option<String>,
     pub transfer_reason: String,
+    /// Transfers the transport could not carry out.
+    #[serde(default)]
+    pub transfer_failures: u32,
     pub csat: Option<i64>,
     pub csat_asked: bool,
 }
@@ -634,6 +637,13 @@ impl Conversation {
                         s.push_str(&format!(" {k}: {v}."));
                     }
                 }
+                if self.state.transfer_failures > 0 {
+                    s.push_str(&format!(
+                        " Transfer failed {} time(s): {}.",
+                        self.state.transfer_failures,
+                        self.state.transfer_reason.trim()
+                    ));
+                }
                 s
             }
         };
@@ -912,6 +922,19 @@ impl Conversation {
         self.state.flow = None;
         self.state.pending = None;
         self.state.ended = true;
+    }
+
+    /// The transfer did not happen: the conversation goes on, and the
+    /// interaction will not count as transferred (its summary says why).
+    pub fn transfer_failed(&mut self, status: u16) {
+        if let Some(target) = self.state.transferred.take() {
+            self.state.transfer_reason = format!(
+                "{} (transfer to {target} failed: {status})",
+                self.state.transfer_reason
+            );
+        }
+        self.state.transfer_failures += 1;
+        self.state.ended = false;
     }
 
     fn save_handoff(&self, target: &str, reason: &str) {
@@ -1738,6 +1761,10 @@ impl Dialogue for AgentDialogue {
             }
         }
         Some(v)
+    }
+
+    fn on_transfer_failed(&mut self, status: u16) {
+        self.conv.transfer_failed(status);
     }
 
     fn on_call_end(&mut self, response_ms: Option<i64>) {

@@ -96,6 +96,9 @@ pub trait Dialogue: Send + Sync {
     fn state_json(&self) -> Option<serde_json::Value> {
         None
     }
+    /// The transport could not carry out the transfer this dialogue asked
+    /// for: the caller is still with the bot.
+    fn on_transfer_failed(&mut self, _status: u16) {}
     /// The call is over: persist what should outlive it. `response_ms` is
     /// the call's mean voice-to-voice time, when any turn was answered.
     fn on_call_end(&mut self, _response_ms: Option<i64>) {}

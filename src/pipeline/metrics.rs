@@ -43,6 +43,7 @@ pub struct Metrics {
     pub kpi_repeat_contact_ratio: Gauge,
     pub kpi_csat_average: Gauge,
     pub kpi_csat_responses: Gauge,
+    pub transfers_failed_total: IntCounter,
     /// Accounts locked by repeated wrong PINs (events in the store).
     pub account_lockouts: Gauge,
 }
@@ -198,6 +199,11 @@ pub fn metrics() -> &'static Metrics {
                 &r,
                 "attendant_kpi_csat_responses",
                 "Calls with a CSAT answer",
+            ),
+            transfers_failed_total: counter(
+                &r,
+                "attendant_transfers_failed_total",
+                "Transfers the transport could not carry out (the bot took the caller back)",
             ),
             account_lockouts: gauge(
                 &r,

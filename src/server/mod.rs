@@ -475,6 +475,13 @@ pub async fn serve_until(
              or set twilio.allow_unsigned = true to accept that"
         );
     }
+    if cfg.twilio.account_sid.is_empty() || cfg.twilio.auth_token.is_empty() {
+        tracing::warn!(
+            "twilio.account_sid or twilio.auth_token is not set: a Twilio caller who asks for a \
+             person cannot be transferred (the bot keeps the call and says so); set both to \
+             transfer Twilio calls"
+        );
+    }
     let store = open_store(&cfg).await?;
     auth::bootstrap(&store, &cfg.auth).await?;
     let listener = tokio::net::TcpListener::bind(listen).await?;

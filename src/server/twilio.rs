@@ -328,12 +328,20 @@ async fn drive(socket: WebSocket, s: Shared) {
                 CallOutput::Transfer { target, priority, .. } => {
                     // The call leaves the stream when Twilio runs the new
                     // TwiML; the stream then stops by itself.
+                    // If Twilio will not take it, the bot takes the caller
+                    // back (as on SIP) instead of leaving them on hold.
                     let tw = s.cfg.twilio.clone();
                     let call_sid = sess_call_sid.clone();
+                    let input = call.as_ref().map(|c| c.input.clone());
                     tokio::task::spawn_blocking(move || {
                         match transfer(&tw, &call_sid, &target, priority) {
                             Ok(()) => tracing::info!(%target, priority, "transfer sent to Twilio"),
-                            Err(e) => tracing::warn!(%target, error = %e, "transfer not carried out"),
+                            Err((status, e)) => {
+                                tracing::warn!(%target, status, error = %e, "transfer not carried out; the bot takes the call back");
+                                if let Some(input) = input {
+                                    let _ = input.blocking_send(CallInput::TransferFailed { status });
+                                }
+                            }
                         }
                     });
                 }
@@ -415,17 +423,19 @@ pub fn transfer_twiml(
 }
 
 /// Updates the live call through Twilio's REST API with the transfer TwiML.
+/// A failure comes with the status to report to the call (Twilio's own, or
+/// 503 when it was never asked).
 pub fn transfer(
     tw: &crate::config::TwilioConfig,
     call_sid: &str,
     target: &str,
     priority: i64,
-) -> Result<(), String> {
+) -> Result<(), (u16, String)> {
     if tw.account_sid.is_empty() || tw.auth_token.is_empty() {
-        return Err("twilio.account_sid/auth_token not configured".into());
+        return Err((503, "twilio.account_sid/auth_token not configured".into()));
     }
     if call_sid.is_empty() {
-        return Err("the stream carried no CallSid".into());
+        return Err((503, "the stream carried no CallSid".into()));
     }
     let url = format!(
         "{}/2010-04-01/Accounts/{}/Calls/{}.json",
@@ -446,8 +456,8 @@ pub fn transfer(
         .send_form(&[("Twiml", twiml.as_str())])
         .map(|_| ())
         .map_err(|e| match e {
-            ureq::Error::Status(c, _) => format!("Twilio answered {c}"),
-            e => format!("Twilio unreachable: {}", e.kind()),
+            ureq::Error::Status(c, _) => (c, format!("Twilio answered {c}")),
+            e => (503, format!("Twilio unreachable: {}", e.kind())),
         })
 }
 

@@ -672,6 +672,8 @@ impl Call {
         tracing::info!(call = %self.meta.call_id, status, "transfer failed; the bot takes the call back");
         self.record.outcome = "in_progress".into();
         self.record.transfer_failures += 1;
+        metrics().transfers_failed_total.inc();
+        self.dialogue.on_transfer_failed(status);
         let reply = Reply {
             say: "I'm sorry, I couldn't reach an agent just now. I'm still here with you. \
                   What else can I help you with?"
