@@ -318,7 +318,9 @@ proptest! {
             let _ = d.push(p.timestamp, p.payload);
             let _ = d.flush();
         }
-        let _ = rtcp::parse_reports(&data);
+        let mut reports = rtcp::Session::new(1, 8000, std::time::Instant::now());
+        reports.on_rtcp(&data, std::time::Instant::now(), rtcp::Ntp::now());
+        let _ = reports.quality();
         let mut d = DtmfDecoder::default();
         let _ = d.push(0, &data);
     }

@@ -488,6 +488,11 @@ fn pcmu_call_over_udp_real_speech_is_transcribed_and_replies_flow_back_as_rtp() 
     assert!(ok, "sipp call failed:\n{log}");
     let rec = record_of(s.http, "pcmu_speech");
     assert_eq!(rec.outcome, "caller_hung_up");
+    // RTCP receiver statistics of the caller's stream (a recorded pcap on
+    // loopback: nothing lost, little jitter).
+    let media = rec.media.expect("media quality in the record");
+    assert!(media.lost < 5, "{media:?}");
+    assert!(media.jitter_ms > 0.0 && media.jitter_ms < 30.0, "{media:?}");
     let hyp: Vec<String> = rec.turns.iter().map(|t| t.caller_text.clone()).collect();
     let w = wer(&reference, &hyp.join(" "));
     eprintln!("SIP OSR WER {:.1}%: {}", w * 100.0, hyp.join(" | "));

@@ -35,6 +35,11 @@ pub struct Metrics {
     pub rtp_packets_sent_total: IntCounter,
     pub rtp_packets_concealed_total: IntCounter,
     pub rtp_foreign_dropped_total: IntCounter,
+    /// RTCP figures of SIP calls (RFC 3550): what the caller's stream lost,
+    /// its interarrival jitter, and the round-trip time.
+    pub rtp_packets_lost_total: IntCounter,
+    pub rtp_jitter: Histogram,
+    pub rtp_rtt: Histogram,
     /// Contact-center KPIs over the interactions table, refreshed per scrape.
     pub kpi_calls: Gauge,
     pub kpi_avg_response_seconds: Gauge,
@@ -58,6 +63,10 @@ fn hist(r: &Registry, name: &str, help: &str) -> Histogram {
     let buckets = vec![
         0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0,
     ];
+    hist_with(r, name, help, buckets)
+}
+
+fn hist_with(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
     let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
         .expect("valid histogram");
     r.register(Box::new(h.clone())).expect("unique metric");
@@ -147,6 +156,23 @@ pub fn metrics() -> &'static Metrics {
                 &r,
                 "attendant_rtp_packets_concealed_total",
                 "20 ms slots played from concealment (RTP lost, late, or the caller silent)",
+            ),
+            rtp_packets_lost_total: counter(
+                &r,
+                "attendant_rtp_packets_lost_total",
+                "Packets of callers' RTP streams that never arrived (RTCP cumulative loss)",
+            ),
+            rtp_jitter: hist_with(
+                &r,
+                "attendant_rtp_jitter_seconds",
+                "Interarrival jitter of callers' RTP streams, at each RTCP report",
+                vec![0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2],
+            ),
+            rtp_rtt: hist_with(
+                &r,
+                "attendant_rtp_rtt_seconds",
+                "Round-trip time to SIP callers, from their RTCP reports",
+                vec![0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0],
             ),
             rtp_foreign_dropped_total: counter(
                 &r,

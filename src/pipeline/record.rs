@@ -71,6 +71,9 @@ pub struct CallRecord {
     /// Transfers the transport could not complete (the bot took the call back).
     #[serde(default)]
     pub transfer_failures: u32,
+    /// Media quality from RTCP (SIP calls), as of the last report.
+    #[serde(default)]
+    pub media: Option<MediaQuality>,
     pub outcome: String,
     /// The dialogue's final state (flow, slots, sentiment trajectory, turn
     /// traces), when the dialogue exposes one.
@@ -79,6 +82,20 @@ pub struct CallRecord {
 }
 
 pub use crate::store::mask_phone;
+
+/// A call's media quality (RFC 3550 receiver and sender reports).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct MediaQuality {
+    /// Packets of the caller's stream that never arrived.
+    pub lost: u32,
+    /// Fraction lost over the last report interval (0–1).
+    pub fraction_lost: f32,
+    pub jitter_ms: f32,
+    /// What the caller's side reports about our stream.
+    pub remote_lost: Option<u32>,
+    pub remote_jitter_ms: Option<f32>,
+    pub rtt_ms: Option<f32>,
+}
 
 /// The node's calls: the latest record of each (the most recent `cap`),
 /// which records changed since they were last written to the database, how

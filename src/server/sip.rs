@@ -24,6 +24,7 @@ use tokio_rustls::TlsAcceptor;
 use super::Shared;
 use crate::dialogue::CallMeta;
 use crate::media::{alaw, tones};
+use crate::pipeline::record::MediaQuality;
 use crate::pipeline::{metrics::metrics, spawn_call, CallHandle, CallInput, CallOutput};
 use crate::transport::rtp::{
     self,
@@ -1189,8 +1190,8 @@ async fn media(a: MediaArgs) {
     let mut dtmf = DtmfDecoder::default();
     let mut hangup_wanted = false;
     let mut hangup_sent = false;
-    let mut rx_ssrc = 0u32;
-    let mut rx_highest = 0u32;
+    let mut reports = rtcp::Session::new(ssrc, 8000, Instant::now());
+    let mut lost_counted = 0u32;
     let mut next_rtcp = Instant::now() + Duration::from_secs(5);
     let mut buf = vec![0u8; 2048];
     let mut rbuf = vec![0u8; 1500];
@@ -1230,22 +1231,20 @@ async fn media(a: MediaArgs) {
                 last_rx = Instant::now();
                 let now = Instant::now();
                 if Some(p.payload_type) == negotiated.dtmf_pt {
+                    reports.on_rtp(p.ssrc, p.seq, None, now);
                     if let Some(d) = dtmf.push(p.timestamp, p.payload) {
                         if let Some(c) = call.as_ref().filter(|_| awaiting_agent.is_none()) {
                             let _ = c.input.send(CallInput::Dtmf(d)).await;
                         }
                     }
                 } else if p.payload_type == negotiated.codec.payload_type() {
-                    rx_ssrc = p.ssrc;
-                    rx_highest = rx_highest.max(p.seq as u32);
+                    reports.on_rtp(p.ssrc, p.seq, Some(p.timestamp), now);
                     jb.push(p.ssrc, p.seq, p.timestamp, p.payload, now);
                 }
             }
             r = rtcp_sock.recv_from(&mut rbuf) => {
                 if let Ok((n, _)) = r {
-                    for rep in rtcp::parse_reports(&rbuf[..n]) {
-                        tracing::debug!(call = %id, lost = rep.cumulative_lost, jitter = rep.jitter, "RTCP report");
-                    }
+                    reports.on_rtcp(&rbuf[..n], Instant::now(), rtcp::Ntp::now());
                 }
             }
             o = next_output(&mut call) => match o {
@@ -1397,21 +1396,27 @@ async fn media(a: MediaArgs) {
         }
         if now >= next_rtcp {
             next_rtcp = now + Duration::from_secs(5);
-            let rx = (rx_ssrc != 0).then_some(rtcp::Reception {
-                ssrc: rx_ssrc,
-                highest_seq: rx_highest,
-                lost: jb.stats.concealed as u32,
-                fraction_lost: 0,
-                jitter: 0,
-            });
-            let sr = rtcp::sender_report(
-                ssrc,
-                0,
+            let sr = reports.sender_report(
+                now,
+                rtcp::Ntp::now(),
+                out.rtp_timestamp(now),
                 out.packets_sent as u32,
                 (out.packets_sent * 160) as u32,
-                rx,
             );
             let _ = rtcp_sock.send_to(&sr, rtcp_dest).await;
+            let q = reports.quality();
+            m.rtp_packets_lost_total
+                .inc_by(q.lost.saturating_sub(lost_counted) as u64);
+            lost_counted = lost_counted.max(q.lost);
+            m.rtp_jitter.observe(q.jitter_ms as f64 / 1000.0);
+            if let Some(rtt) = q.rtt_ms {
+                m.rtp_rtt.observe(rtt as f64 / 1000.0);
+            }
+            tracing::debug!(call = %id, lost = q.lost, jitter_ms = q.jitter_ms, rtt_ms = ?q.rtt_ms, "RTCP");
+            if let Some(c) = &call {
+                // Figures: dropped if the call is busy; the next ones follow.
+                let _ = c.input.try_send(CallInput::MediaQuality(media_quality(q)));
+            }
         }
         if let Some(t) = rtp_timeout {
             if !on_hold && !hangup_sent && now.duration_since(last_rx) > t {
@@ -1426,6 +1431,8 @@ async fn media(a: MediaArgs) {
         }
     }
     if let Some(c) = &call {
+        let q = media_quality(reports.quality());
+        let _ = c.input.send(CallInput::MediaQuality(q)).await;
         let _ = c.input.send(CallInput::Hangup).await;
     }
     if dtmf.flush().is_some() {
@@ -1433,6 +1440,17 @@ async fn media(a: MediaArgs) {
     }
     tracing::info!(call = %id, received = jb.stats.received, concealed = jb.stats.concealed, late = jb.stats.late, sent = out.packets_sent, "SIP media ended");
     let _ = to_core.send(ToCore::MediaStopped { id });
+}
+
+fn media_quality(q: rtcp::Quality) -> MediaQuality {
+    MediaQuality {
+        lost: q.lost,
+        fraction_lost: q.fraction_lost,
+        jitter_ms: q.jitter_ms,
+        remote_lost: q.remote_lost,
+        remote_jitter_ms: q.remote_jitter_ms,
+        rtt_ms: q.rtt_ms,
+    }
 }
 
 #[cfg(test)]

@@ -53,6 +53,8 @@ pub enum CallInput {
     TransferFailed {
         status: u16,
     },
+    /// The transport's latest media-quality figures (RTCP).
+    MediaQuality(super::record::MediaQuality),
 }
 
 #[derive(Debug, Clone)]
@@ -343,6 +345,7 @@ async fn run(
                 Some(CallInput::MarkPlayed(name)) => c.on_mark(&name).await,
                 Some(CallInput::ReplyStarted { reply, at }) => c.on_reply_started(reply, at),
                 Some(CallInput::TransferFailed { status }) => c.on_transfer_failed(status).await,
+                Some(CallInput::MediaQuality(q)) => c.record.media = Some(q),
                 Some(CallInput::Hangup) | None => break,
             },
             Some(ev) = irx.recv() => c.on_internal(ev).await,

@@ -142,6 +142,16 @@ impl Outbound {
         self.next
     }
 
+    /// Our stream's RTP timestamp at `now` (for an RTCP sender report): the
+    /// next packet's, less the time until it is due.
+    pub fn rtp_timestamp(&self, now: Instant) -> u32 {
+        let ahead = self
+            .next
+            .map_or(Duration::ZERO, |due| due.saturating_duration_since(now));
+        self.ts
+            .wrapping_sub((ahead.as_micros() as u64 * 8 / 1000) as u32)
+    }
+
     /// Starts the clock; the first packet goes out now.
     pub fn start(&mut self, now: Instant) {
         if self.next.is_none() {
