@@ -84,18 +84,7 @@ pub struct CallRecord {
 pub use crate::store::mask_phone;
 
 /// A call's media quality (RFC 3550 receiver and sender reports).
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
-pub struct MediaQuality {
-    /// Packets of the caller's stream that never arrived.
-    pub lost: u32,
-    /// Fraction lost over the last report interval (0–1).
-    pub fraction_lost: f32,
-    pub jitter_ms: f32,
-    /// What the caller's side reports about our stream.
-    pub remote_lost: Option<u32>,
-    pub remote_jitter_ms: Option<f32>,
-    pub rtt_ms: Option<f32>,
-}
+pub use crate::transport::rtp::rtcp::Quality as MediaQuality;
 
 /// The node's calls: the latest record of each (the most recent `cap`),
 /// which records changed since they were last written to the database, how

@@ -24,7 +24,6 @@ use tokio_rustls::TlsAcceptor;
 use super::Shared;
 use crate::dialogue::CallMeta;
 use crate::media::{alaw, tones};
-use crate::pipeline::record::MediaQuality;
 use crate::pipeline::{metrics::metrics, spawn_call, CallHandle, CallInput, CallOutput};
 use crate::transport::rtp::{
     self,
@@ -648,30 +647,12 @@ async fn signalling(
                     }
                 } => core.handle_timeout(Instant::now()),
             }
-            while let Some(t) = core.poll_transmit() {
-                match t.to.transport {
-                    Transport::Udp => {
-                        if let Some(sock) = udp.get(&t.to.local) {
-                            let _ = sock.send_to(&t.data, t.to.addr).await;
-                        }
-                    }
-                    Transport::Tcp | Transport::Tls => send_stream(&conns, t.to.addr, t.data),
-                }
-            }
+            transmit(&mut core, &udp, &conns).await;
             while let Some(ev) = core.poll_event() {
                 on_event(&state, &mut core, &mut calls, &tx, ev).await;
             }
             // Answers produced while handling events (200 OK, BYE) go out now.
-            while let Some(t) = core.poll_transmit() {
-                match t.to.transport {
-                    Transport::Udp => {
-                        if let Some(sock) = udp.get(&t.to.local) {
-                            let _ = sock.send_to(&t.data, t.to.addr).await;
-                        }
-                    }
-                    Transport::Tcp | Transport::Tls => send_stream(&conns, t.to.addr, t.data),
-                }
-            }
+            transmit(&mut core, &udp, &conns).await;
             true
         })
         .catch_unwind()
@@ -702,6 +683,20 @@ async fn signalling(
         st.active_calls = core.active_calls();
         st.calls_answered = core.stats.answered;
         st.core = core.stats;
+    }
+}
+
+/// Sends what the core has to send.
+async fn transmit(core: &mut SipCore, udp: &HashMap<SocketAddr, Arc<UdpSocket>>, conns: &TcpConns) {
+    while let Some(t) = core.poll_transmit() {
+        match t.to.transport {
+            Transport::Udp => {
+                if let Some(sock) = udp.get(&t.to.local) {
+                    let _ = sock.send_to(&t.data, t.to.addr).await;
+                }
+            }
+            Transport::Tcp | Transport::Tls => send_stream(conns, t.to.addr, t.data),
+        }
     }
 }
 
@@ -1415,7 +1410,7 @@ async fn media(a: MediaArgs) {
             tracing::debug!(call = %id, lost = q.lost, jitter_ms = q.jitter_ms, rtt_ms = ?q.rtt_ms, "RTCP");
             if let Some(c) = &call {
                 // Figures: dropped if the call is busy; the next ones follow.
-                let _ = c.input.try_send(CallInput::MediaQuality(media_quality(q)));
+                let _ = c.input.try_send(CallInput::MediaQuality(q));
             }
         }
         if let Some(t) = rtp_timeout {
@@ -1431,7 +1426,7 @@ async fn media(a: MediaArgs) {
         }
     }
     if let Some(c) = &call {
-        let q = media_quality(reports.quality());
+        let q = reports.quality();
         let _ = c.input.send(CallInput::MediaQuality(q)).await;
         let _ = c.input.send(CallInput::Hangup).await;
     }
@@ -1440,17 +1435,6 @@ async fn media(a: MediaArgs) {
     }
     tracing::info!(call = %id, received = jb.stats.received, concealed = jb.stats.concealed, late = jb.stats.late, sent = out.packets_sent, "SIP media ended");
     let _ = to_core.send(ToCore::MediaStopped { id });
-}
-
-fn media_quality(q: rtcp::Quality) -> MediaQuality {
-    MediaQuality {
-        lost: q.lost,
-        fraction_lost: q.fraction_lost,
-        jitter_ms: q.jitter_ms,
-        remote_lost: q.remote_lost,
-        remote_jitter_ms: q.remote_jitter_ms,
-        rtt_ms: q.rtt_ms,
-    }
 }
 
 #[cfg(test)]

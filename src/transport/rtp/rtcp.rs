@@ -97,7 +97,7 @@ pub struct RemoteReport {
 }
 
 /// What a call's record and metrics show of its media.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Quality {
     /// Packets of the caller's stream that never arrived.
     pub lost: u32,

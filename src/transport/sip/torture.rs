@@ -44,15 +44,20 @@ struct Outcome {
     calls: usize,
 }
 
-fn feed(data: &[u8]) -> Outcome {
+/// Our UAS with the embedded trunk config, and a peer it admits.
+fn uas() -> (SipCore, Peer) {
     let mut cfg = SipConfig::parse(DEFAULT_TOML, "default").unwrap();
     cfg.timers.t1_ms = 100;
-    let mut core = SipCore::new(cfg);
     let peer = Peer {
         addr: "127.0.0.1:5070".parse().unwrap(),
         transport: Transport::Udp,
         local: "127.0.0.1:5060".parse().unwrap(),
     };
+    (SipCore::new(cfg), peer)
+}
+
+fn feed(data: &[u8]) -> Outcome {
+    let (mut core, peer) = uas();
     core.handle(Instant::now(), peer, data);
     // Status lines only: an answer to a bad request echoes its bad fields.
     let statuses = std::iter::from_fn(|| core.poll_transmit())
@@ -804,14 +809,7 @@ fn bext01_unknown_required_extensions() {
         "Max-Forwards: 70",
         "Max-Forwards: 70\nRequire: nothingSupportedHere, nothingHereEither\nProxy-Require: noProxiesSupportThis",
     );
-    let mut cfg = SipConfig::parse(DEFAULT_TOML, "default").unwrap();
-    cfg.timers.t1_ms = 100;
-    let mut core = SipCore::new(cfg);
-    let peer = Peer {
-        addr: "127.0.0.1:5070".parse().unwrap(),
-        transport: Transport::Udp,
-        local: "127.0.0.1:5060".parse().unwrap(),
-    };
+    let (mut core, peer) = uas();
     core.handle(Instant::now(), peer, &m);
     let t = core.poll_transmit().expect("an answer");
     let Ok(Message::Response(r)) = message::parse(&t.data) else {
