@@ -717,14 +717,19 @@ impl Conversation {
         {
             let n = row.sentiment.len().max(1) as f32;
             let mean = row.sentiment.iter().map(|s| s.score).sum::<f32>() / n;
-            let _ = tx.send(serde_json::json!({
+            let ev = serde_json::json!({
                 "id": format!("call:{}:resolved", row.id),
                 "type": "conversation_resolved",
                 "customer_id": c,
                 "interaction_id": row.id,
                 "sentiment": mean,
                 "intents": row.intents,
-            }));
+            });
+            // The interaction row is stored either way; only the follow-up
+            // is lost if the rules have fallen this far behind.
+            if tx.try_send(ev).is_err() {
+                tracing::error!(call = %row.id, "follow-up queue full; no follow-up for this call");
+            }
         }
     }
 

@@ -104,6 +104,9 @@ pub trait Dialogue: Send + Sync {
     fn on_call_end(&mut self, _response_ms: Option<i64>) {}
 }
 
+/// Business events waiting for the follow-up rules.
+pub const EVENT_QUEUE: usize = 1024;
+
 /// What dialogues share across calls: the customer store and hand-off
 /// delivery settings.
 pub struct Services {
@@ -111,7 +114,8 @@ pub struct Services {
     pub handoff: crate::handoff::HandoffConfig,
     /// Business events raised by calls (e.g. `conversation_resolved`) for
     /// the follow-up rules.
-    pub events: Option<tokio::sync::mpsc::UnboundedSender<serde_json::Value>>,
+    /// Bounded (`EVENT_QUEUE`): one event per resolved call at most.
+    pub events: Option<tokio::sync::mpsc::Sender<serde_json::Value>>,
 }
 
 /// Makes one dialogue per call.

@@ -486,7 +486,7 @@ pub async fn serve_until(
     auth::bootstrap(&store, &cfg.auth).await?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (events_tx, mut events_rx) = tokio::sync::mpsc::channel(crate::dialogue::EVENT_QUEUE);
     let services = Arc::new(Services {
         store: store.clone(),
         handoff: cfg.handoff.clone(),

@@ -71,7 +71,15 @@ impl Store {
             if self.pin_guard(&id).await? == Guard::Open && self.pin_failed(&id).await? {
                 // An ops event (and, from it, the lock-out metric): who was
                 // locked and for how long, never the account number.
-                let masked = format!("****{}", &id[id.len().saturating_sub(4)..]);
+                let tail: String = id
+                    .chars()
+                    .rev()
+                    .take(4)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                let masked = format!("****{tail}");
                 let payload = serde_json::json!({
                     "account": masked,
                     "failures": PIN_MAX_FAILURES,

@@ -14,6 +14,7 @@ mod access;
 mod bank;
 pub use bank::LOCKED_EVENT;
 mod calls;
+mod history;
 mod pin;
 mod seal;
 pub use pin::{hash_pin, Guard, PIN_LOCK_MS, PIN_MAX_FAILURES};
@@ -348,52 +349,6 @@ fn account_of(r: &AnyRow) -> Result<Account> {
     })
 }
 
-fn interaction_of(keys: &Keyring, r: &AnyRow) -> Result<Interaction> {
-    let id: String = r.try_get("id")?;
-    let open = |col: &str| -> Result<String> {
-        Ok(keys.open(
-            &format!("interactions.{col}/{id}"),
-            &r.try_get::<String, _>(col)?,
-        )?)
-    };
-    Ok(Interaction {
-        transcript: serde_json::from_str(&open("transcript")?)?,
-        slots: serde_json::from_str(&open("slots")?)?,
-        summary: open("summary")?,
-        id: id.clone(),
-        customer_id: r.try_get("customer_id")?,
-        channel: r.try_get("channel")?,
-        agent: r.try_get("agent")?,
-        started_ms: r.try_get("started_ms")?,
-        ended_ms: r.try_get("ended_ms")?,
-        intents: serde_json::from_str(&r.try_get::<String, _>("intents")?)?,
-        sentiment: serde_json::from_str(&r.try_get::<String, _>("sentiment")?)?,
-        outcome: r.try_get("outcome")?,
-        handled_by: r.try_get("handled_by")?,
-        csat: r.try_get("csat")?,
-        response_ms: r.try_get("response_ms")?,
-        priority: r.try_get("priority")?,
-    })
-}
-
-fn handoff_of(keys: &Keyring, r: &AnyRow) -> Result<Handoff> {
-    let call_id: String = r.try_get("call_id")?;
-    let packet = keys.open(
-        &format!("handoffs.packet/{call_id}"),
-        &r.try_get::<String, _>("packet")?,
-    )?;
-    Ok(Handoff {
-        packet: serde_json::from_str(&packet)?,
-        call_id,
-        created_ms: r.try_get("created_ms")?,
-        webhook_status: r.try_get("webhook_status")?,
-        attempts: r.try_get("attempts")?,
-        next_attempt_ms: r.try_get("next_attempt_ms")?,
-        last_error: r.try_get("last_error")?,
-        delivered_ms: r.try_get("delivered_ms")?,
-    })
-}
-
 fn thread_of(r: &AnyRow) -> Result<Thread> {
     Ok(Thread {
         id: r.try_get("id")?,
@@ -423,23 +378,6 @@ fn outbox_of(r: &AnyRow) -> Result<OutboxMessage> {
         created_ms: r.try_get("created_ms")?,
         sent_ms: r.try_get("sent_ms")?,
         provider_id: r.try_get("provider_id")?,
-    })
-}
-
-fn ticket_of(keys: &Keyring, r: &AnyRow) -> Result<Ticket> {
-    let id: String = r.try_get("id")?;
-    Ok(Ticket {
-        body: keys.open(
-            &format!("tickets.body/{id}"),
-            &r.try_get::<String, _>("body")?,
-        )?,
-        id,
-        customer_id: r.try_get("customer_id")?,
-        interaction_id: r.try_get("interaction_id")?,
-        queue: r.try_get("queue")?,
-        subject: r.try_get("subject")?,
-        status: r.try_get("status")?,
-        created_ms: r.try_get("created_ms")?,
     })
 }
 
@@ -710,173 +648,6 @@ impl Store {
                 })
             })
             .collect()
-    }
-
-    // ---- interactions ----------------------------------------------------
-
-    pub async fn save_interaction(&self, i: &Interaction) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO interactions (id, customer_id, channel, agent, started_ms, ended_ms, \
-             transcript, intents, slots, sentiment, outcome, handled_by, csat, response_ms, \
-             priority, summary) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16) \
-             ON CONFLICT (id) DO UPDATE SET customer_id = excluded.customer_id, \
-             ended_ms = excluded.ended_ms, transcript = excluded.transcript, \
-             intents = excluded.intents, slots = excluded.slots, sentiment = excluded.sentiment, \
-             outcome = excluded.outcome, handled_by = excluded.handled_by, csat = excluded.csat, \
-             response_ms = excluded.response_ms, priority = excluded.priority, \
-             summary = excluded.summary",
-        )
-        .bind(&i.id)
-        .bind(i.customer_id.clone())
-        .bind(&i.channel)
-        .bind(&i.agent)
-        .bind(i.started_ms)
-        .bind(i.ended_ms)
-        .bind(self.seal(
-            &format!("interactions.transcript/{}", i.id),
-            &serde_json::to_string(&i.transcript)?,
-        ))
-        .bind(serde_json::to_string(&i.intents)?)
-        .bind(self.seal(
-            &format!("interactions.slots/{}", i.id),
-            &serde_json::to_string(&i.slots)?,
-        ))
-        .bind(serde_json::to_string(&i.sentiment)?)
-        .bind(&i.outcome)
-        .bind(&i.handled_by)
-        .bind(i.csat)
-        .bind(i.response_ms)
-        .bind(i.priority)
-        .bind(self.seal(&format!("interactions.summary/{}", i.id), &i.summary))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn interaction(&self, id: &str) -> Result<Option<Interaction>> {
-        let r = sqlx::query("SELECT * FROM interactions WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        r.as_ref()
-            .map(|r| interaction_of(&self.keys, r))
-            .transpose()
-    }
-
-    /// Newest first.
-    pub async fn interactions_of(&self, customer_id: &str, limit: i64) -> Result<Vec<Interaction>> {
-        let rows = sqlx::query(
-            "SELECT * FROM interactions WHERE customer_id = $1 ORDER BY started_ms DESC LIMIT $2",
-        )
-        .bind(customer_id)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(|r| interaction_of(&self.keys, r)).collect()
-    }
-
-    pub async fn all_interactions(&self) -> Result<Vec<Interaction>> {
-        let rows = sqlx::query("SELECT * FROM interactions ORDER BY started_ms")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| interaction_of(&self.keys, r)).collect()
-    }
-
-    // ---- tickets ---------------------------------------------------------
-
-    pub async fn insert_ticket(&self, t: &Ticket) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO tickets (id, customer_id, interaction_id, queue, subject, body, status, \
-             created_ms) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&t.id)
-        .bind(t.customer_id.clone())
-        .bind(t.interaction_id.clone())
-        .bind(&t.queue)
-        .bind(&t.subject)
-        .bind(self.seal(&format!("tickets.body/{}", t.id), &t.body))
-        .bind(&t.status)
-        .bind(t.created_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn tickets(&self) -> Result<Vec<Ticket>> {
-        let rows = sqlx::query("SELECT * FROM tickets ORDER BY created_ms")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| ticket_of(&self.keys, r)).collect()
-    }
-
-    // ---- hand-offs -------------------------------------------------------
-
-    /// Stores a packet; a second transfer of the same call replaces it and
-    /// queues it for delivery again.
-    pub async fn save_handoff(&self, h: &Handoff) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO handoffs (call_id, packet, created_ms, webhook_status, attempts, \
-             next_attempt_ms, last_error, delivered_ms) VALUES ($1,$2,$3,$4,0,$5,'',NULL) \
-             ON CONFLICT (call_id) DO UPDATE SET packet = excluded.packet, \
-             webhook_status = excluded.webhook_status, attempts = 0, \
-             next_attempt_ms = excluded.next_attempt_ms, delivered_ms = NULL",
-        )
-        .bind(&h.call_id)
-        .bind(self.seal(
-            &format!("handoffs.packet/{}", h.call_id),
-            &serde_json::to_string(&h.packet)?,
-        ))
-        .bind(h.created_ms)
-        .bind(&h.webhook_status)
-        .bind(h.next_attempt_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn handoff(&self, call_id: &str) -> Result<Option<Handoff>> {
-        let r = sqlx::query("SELECT * FROM handoffs WHERE call_id = $1")
-            .bind(call_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        r.as_ref().map(|r| handoff_of(&self.keys, r)).transpose()
-    }
-
-    pub async fn due_handoffs(&self, now: i64) -> Result<Vec<Handoff>> {
-        let rows = sqlx::query(
-            "SELECT * FROM handoffs WHERE webhook_status = 'pending' AND next_attempt_ms <= $1 \
-             ORDER BY next_attempt_ms LIMIT 20",
-        )
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(|r| handoff_of(&self.keys, r)).collect()
-    }
-
-    pub async fn handoff_attempted(
-        &self,
-        call_id: &str,
-        delivered_at: Option<i64>,
-        next_attempt_ms: i64,
-        error: &str,
-    ) -> Result<()> {
-        let status = if delivered_at.is_some() {
-            "delivered"
-        } else {
-            "pending"
-        };
-        sqlx::query(
-            "UPDATE handoffs SET attempts = attempts + 1, webhook_status = $1, delivered_ms = $2, \
-             next_attempt_ms = $3, last_error = $4 WHERE call_id = $5",
-        )
-        .bind(status)
-        .bind(delivered_at)
-        .bind(next_attempt_ms)
-        .bind(error)
-        .bind(call_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 
     // ---- events, threads, outbox -----------------------------------------
