@@ -38,6 +38,8 @@ pub struct Config {
     pub sip: SipSection,
     #[serde(default)]
     pub auth: crate::server::auth::AuthConfig,
+    #[serde(default)]
+    pub webrtc: crate::server::webrtc::WebrtcConfig,
     pub asr: AsrConfig,
     pub tts: TtsConfig,
     pub turn: TurnConfig,

@@ -145,6 +145,10 @@ pub fn need(method: &Method, path: &str) -> Need {
     let seg: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method, seg.as_slice()) {
         (_, ["healthz"]) => Need::Open,
+        // The caller page and its signalling are the browser's phone line:
+        // open like a phone number, capped by admission like any call.
+        (&Method::GET, [""]) | (&Method::GET, ["webrtc", "config"]) => Need::Telephony,
+        (&Method::POST, ["webrtc", "offer"]) => Need::Telephony,
         (_, ["auth", "login"]) | (_, ["auth", "logout"]) => Need::Open,
         (_, ["twilio", ..]) => Need::Telephony,
         (_, ["metrics"]) | (_, ["sip"]) => Need::Roles(&[Ops]),

@@ -8,6 +8,7 @@ pub mod admission;
 pub mod auth;
 pub mod sip;
 pub mod twilio;
+pub mod webrtc;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -63,6 +64,9 @@ pub fn router(state: Shared) -> Router {
         .route("/twilio/voice", post(twilio::voice_webhook))
         .route("/twilio/sms", post(twilio::sms_webhook))
         .route("/twilio/stream", get(twilio::stream_upgrade))
+        .route("/", get(webrtc::page))
+        .route("/webrtc/config", get(webrtc::client_config))
+        .route("/webrtc/offer", post(webrtc::offer))
         .route("/auth/login", post(auth::login))
         .route("/auth/logout", post(auth::logout))
         .route("/auth/whoami", get(auth::whoami))
@@ -538,7 +542,9 @@ pub async fn serve_until(
     tracing::info!(%addr, "listening");
     on_bound(addr);
     let draining = state.clone();
-    axum::serve(listener, router(state))
+    // Peer addresses reach handlers (a browser caller is known by its address).
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             stop.await;
             drain(&draining).await;

@@ -28,7 +28,7 @@ mod media;
 use super::Shared;
 use crate::dialogue::CallMeta;
 use crate::media::{alaw, tones};
-use crate::pipeline::{metrics::metrics, spawn_call, CallHandle, CallInput, CallOutput};
+use crate::pipeline::{metrics::metrics, spawn_call, CallHandle, CallInput};
 use crate::transport::rtp::{
     self,
     dtmf::DtmfDecoder,

@@ -13,8 +13,9 @@ use futures_util::{SinkExt, StreamExt};
 use super::admission::Ticket;
 use super::Shared;
 use crate::dialogue::CallMeta;
-use crate::pipeline::{metrics::metrics, spawn_call, CallHandle, CallInput, CallOutput};
+use crate::pipeline::{metrics::metrics, spawn_call, CallInput, CallOutput};
 use crate::transport::budget::{Admit, MediaBudget};
+use crate::transport::playout::{self, Control, Uplink};
 use crate::transport::twilio::{signature, twiml, StreamEvent, StreamSession};
 
 /// The `<Parameter>` carrying a call's stream token.
@@ -141,13 +142,6 @@ pub async fn stream_upgrade(
         .on_upgrade(move |socket| drive(socket, s))
 }
 
-async fn next_output(call: &mut Option<CallHandle>) -> Option<CallOutput> {
-    match call {
-        Some(c) => c.output.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
 async fn close(
     ws: &mut futures_util::stream::SplitSink<WebSocket, Message>,
     code: u16,
@@ -201,7 +195,10 @@ async fn drive(socket: WebSocket, s: Shared) {
     };
     let (mut tx, mut rx) = socket.split();
     let mut sess = StreamSession::new(s.cfg.twilio.prebuffer_frames);
-    let mut call: Option<CallHandle> = None;
+    // The call's two directions: `up` to the pipeline (audio may drop,
+    // control never), `down` its commands.
+    let mut up: Option<Uplink> = None;
+    let mut down: Option<tokio::sync::mpsc::Receiver<CallOutput>> = None;
     let mut announce: Option<u32> = None;
     let mut announced = 0u32;
     let mut hangup = false;
@@ -212,11 +209,12 @@ async fn drive(socket: WebSocket, s: Shared) {
     // Held for as long as the call lasts.
     let mut _ticket: Option<Ticket> = None;
     loop {
-        let deadline = match (sess.poll_timeout(), call.is_none() && _ticket.is_none()) {
+        let deadline = match (sess.poll_timeout(), up.is_none() && _ticket.is_none()) {
             (Some(d), true) => Some(d.min(start_by)),
             (None, true) => Some(start_by),
             (d, false) => d,
         };
+        let deadline = playout::retry_at(deadline, up.as_ref());
         tokio::select! {
             msg = rx.next() => match msg {
                 Some(Ok(Message::Text(text))) => match sess.handle_text(text.as_str()) {
@@ -245,13 +243,17 @@ async fn drive(socket: WebSocket, s: Shared) {
                                 to: params.get("To").filter(|v| !v.is_empty()).cloned(),
                                 params,
                             };
-                            call = Some(spawn_call(engines.clone(), meta, s.calls.clone()));
+                            let h = spawn_call(engines.clone(), meta, s.calls.clone());
+                            up = Some(Uplink::new(h.input));
+                            down = Some(h.output);
                         }
                         StreamEvent::Audio { ulaw, .. } => {
                             match budget.admit(Instant::now(), ulaw.len() as u64 / 8) {
                                 Admit::Take => {
-                                    if let Some(c) = &call {
-                                        let _ = c.input.send(CallInput::Audio(ulaw)).await;
+                                    if let Some(u) = up.as_mut() {
+                                        if !u.audio(ulaw) {
+                                            metrics().media_dropped_ms_total.inc_by(20);
+                                        }
                                     }
                                 }
                                 Admit::Drop => metrics().media_dropped_ms_total.inc_by(ulaw.len() as u64 / 8),
@@ -264,13 +266,13 @@ async fn drive(socket: WebSocket, s: Shared) {
                             }
                         }
                         StreamEvent::Dtmf(d) => {
-                            if let Some(c) = &call {
-                                let _ = c.input.send(CallInput::Dtmf(d)).await;
+                            if let Some(u) = up.as_mut() {
+                                u.control(CallInput::Dtmf(d));
                             }
                         }
                         StreamEvent::MarkPlayed(m) => {
-                            if let Some(c) = &call {
-                                let _ = c.input.send(CallInput::MarkPlayed(m)).await;
+                            if let Some(u) = up.as_mut() {
+                                u.control(CallInput::MarkPlayed(m));
                             }
                         }
                         StreamEvent::Stopped => break,
@@ -299,53 +301,47 @@ async fn drive(socket: WebSocket, s: Shared) {
                 Some(Ok(Message::Close(_))) | None => break,
                 Some(Ok(_)) => {}
             },
-            out = next_output(&mut call) => match out {
+            out = playout::next_command(&mut down) => match out {
                 // The pipeline ended (it hung up, or failed): end the stream.
                 None => {
-                    call = None;
                     while let Some(text) = sess.poll_transmit(Instant::now()) {
                         let _ = tx.send(Message::Text(text.into())).await;
                     }
                     close(&mut tx, 1000, "call ended").await;
                     break;
                 }
-                Some(out) => match out {
-                CallOutput::Audio { reply, ulaw } => {
-                    sess.send_audio(&ulaw);
-                    if reply != announced {
-                        announce = Some(reply);
+                Some(out) => {
+                    match &out {
+                        CallOutput::Audio { reply, .. } if *reply != announced => announce = Some(*reply),
+                        CallOutput::Clear => announce = None,
+                        _ => {}
+                    }
+                    match playout::apply(&mut sess, out) {
+                        None => {}
+                        Some(Control::Hangup) => hangup = true,
+                        Some(Control::Transfer { target, priority, .. }) => {
+                            // The call leaves the stream when Twilio runs the new
+                            // TwiML; the stream then stops by itself.
+                            // If Twilio will not take it, the bot takes the caller
+                            // back (as on SIP) instead of leaving them on hold.
+                            let tw = s.cfg.twilio.clone();
+                            let call_sid = sess_call_sid.clone();
+                            let input = up.as_ref().map(|u| u.sender());
+                            tokio::task::spawn_blocking(move || {
+                                match transfer(&tw, &call_sid, &target, priority) {
+                                    Ok(()) => tracing::info!(%target, priority, "transfer sent to Twilio"),
+                                    Err((status, e)) => {
+                                        tracing::warn!(%target, status, error = %e, "transfer not carried out; the bot takes the call back");
+                                        if let Some(input) = input {
+                                            let _ = input.blocking_send(CallInput::TransferFailed { status });
+                                        }
+                                    }
+                                }
+                            });
+                        }
                     }
                 }
-                CallOutput::Mark(m) => sess.send_mark(m),
-                CallOutput::Pause => sess.set_paused(true),
-                CallOutput::Resume => sess.set_paused(false),
-                CallOutput::Clear => {
-                    sess.set_paused(false);
-                    let _ = sess.clear();
-                    announce = None;
-                }
-                CallOutput::Hangup => hangup = true,
-                CallOutput::Transfer { target, priority, .. } => {
-                    // The call leaves the stream when Twilio runs the new
-                    // TwiML; the stream then stops by itself.
-                    // If Twilio will not take it, the bot takes the caller
-                    // back (as on SIP) instead of leaving them on hold.
-                    let tw = s.cfg.twilio.clone();
-                    let call_sid = sess_call_sid.clone();
-                    let input = call.as_ref().map(|c| c.input.clone());
-                    tokio::task::spawn_blocking(move || {
-                        match transfer(&tw, &call_sid, &target, priority) {
-                            Ok(()) => tracing::info!(%target, priority, "transfer sent to Twilio"),
-                            Err((status, e)) => {
-                                tracing::warn!(%target, status, error = %e, "transfer not carried out; the bot takes the call back");
-                                if let Some(input) = input {
-                                    let _ = input.blocking_send(CallInput::TransferFailed { status });
-                                }
-                            }
-                        }
-                    });
-                }
-            }},
+            },
             _ = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -354,7 +350,7 @@ async fn drive(socket: WebSocket, s: Shared) {
             } => {}
         }
         let now = Instant::now();
-        if call.is_none() && _ticket.is_none() && now >= start_by {
+        if up.is_none() && _ticket.is_none() && now >= start_by {
             refuse(&mut tx, "no_start", 1008).await;
             break;
         }
@@ -364,21 +360,22 @@ async fn drive(socket: WebSocket, s: Shared) {
                 break;
             }
             if is_media {
-                if let (Some(r), Some(c)) = (announce.take(), &call) {
+                if let (Some(r), Some(u)) = (announce.take(), up.as_mut()) {
                     announced = r;
-                    let _ = c
-                        .input
-                        .try_send(CallInput::ReplyStarted { reply: r, at: now });
+                    u.control(CallInput::ReplyStarted { reply: r, at: now });
                 }
             }
+        }
+        if let Some(u) = up.as_mut() {
+            u.flush();
         }
         if hangup && sess.queued().is_zero() {
             close(&mut tx, 1000, "call ended").await;
             break;
         }
     }
-    if let Some(c) = &call {
-        let _ = c.input.send(CallInput::Hangup).await;
+    if let Some(u) = up {
+        u.close(vec![CallInput::Hangup]).await;
     }
 }
 

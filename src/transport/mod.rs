@@ -3,6 +3,8 @@
 //! a thin tokio driver in `server/`.
 
 pub mod budget;
+pub mod playout;
 pub mod rtp;
 pub mod sip;
 pub mod twilio;
+pub mod webrtc;

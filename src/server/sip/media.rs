@@ -3,6 +3,7 @@
 //! leg, and turns the signalling task's commands into the pipeline's inputs.
 
 use super::*;
+use crate::transport::playout::{self, Control, Playout as _, Uplink};
 
 pub(super) struct MediaArgs {
     pub(super) id: String,
@@ -21,7 +22,7 @@ pub(super) struct MediaArgs {
 
 fn silence(codec: Codec) -> u8 {
     match codec {
-        Codec::Pcmu => 0xff,
+        Codec::Pcmu => crate::media::mulaw::SILENCE,
         Codec::Pcma => alaw::SILENCE,
     }
 }
@@ -29,13 +30,6 @@ fn silence(codec: Codec) -> u8 {
 async fn next_relayed(rx: &mut Option<mpsc::Receiver<Vec<u8>>>) -> Option<Vec<u8>> {
     match rx {
         Some(r) => r.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn next_output(call: &mut Option<CallHandle>) -> Option<CallOutput> {
-    match call {
-        Some(c) => c.output.recv().await,
         None => std::future::pending().await,
     }
 }
@@ -64,7 +58,12 @@ pub(super) async fn run(a: MediaArgs) {
             return;
         }
     };
-    let mut call = call;
+    // The bot's pipeline, both ways: `up` (audio may drop, control never)
+    // and `down` (its commands).
+    let (mut up, mut down) = match call {
+        Some(c) => (Some(Uplink::new(c.input)), Some(c.output)),
+        None => (None, None),
+    };
     // Bridged: what we hear goes to the other leg, what it hears we play.
     let mut relay: Option<mpsc::Sender<Vec<u8>>> = None;
     let mut relay_in: Option<mpsc::Receiver<Vec<u8>>> = None;
@@ -82,7 +81,7 @@ pub(super) async fn run(a: MediaArgs) {
         fastrand::u16(..),
         fastrand::u32(..),
         negotiated.codec.payload_type(),
-        silence(negotiated.codec),
+        negotiated.codec == Codec::Pcma,
     );
     let mut on_hold = remote.on_hold();
     out.set_muted(on_hold);
@@ -102,7 +101,8 @@ pub(super) async fn run(a: MediaArgs) {
         let deadline = [jb.poll_timeout(), out.poll_timeout(), Some(next_rtcp)]
             .into_iter()
             .flatten()
-            .min()
+            .min();
+        let deadline = playout::retry_at(deadline, up.as_ref())
             .unwrap_or_else(|| Instant::now() + Duration::from_millis(20));
         tokio::select! {
             r = sock.recv_from(&mut buf) => {
@@ -135,8 +135,8 @@ pub(super) async fn run(a: MediaArgs) {
                 if Some(p.payload_type) == negotiated.dtmf_pt {
                     reports.on_rtp(p.ssrc, p.seq, None, now);
                     if let Some(d) = dtmf.push(p.timestamp, p.payload) {
-                        if let Some(c) = call.as_ref().filter(|_| awaiting_agent.is_none()) {
-                            let _ = c.input.send(CallInput::Dtmf(d)).await;
+                        if let Some(u) = up.as_mut().filter(|_| awaiting_agent.is_none()) {
+                            u.control(CallInput::Dtmf(d));
                         }
                     }
                 } else if p.payload_type == negotiated.codec.payload_type() {
@@ -149,40 +149,22 @@ pub(super) async fn run(a: MediaArgs) {
                     reports.on_rtcp(&rbuf[..n], Instant::now(), rtcp::Ntp::now());
                 }
             }
-            o = next_output(&mut call) => match o {
+            o = playout::next_command(&mut down) => match o {
                 None => {
                     // The pipeline ended: hang up once our audio has gone out.
-                    call = None;
+                    down = None;
                     hangup_wanted = true;
                 }
-                Some(o) => match o {
-                    CallOutput::Audio { reply, ulaw } => {
-                        let bytes = match negotiated.codec {
-                            Codec::Pcmu => ulaw.to_vec(),
-                            Codec::Pcma => alaw::from_ulaw(&ulaw),
-                        };
-                        out.send_audio(reply, &bytes);
-                    }
-                    CallOutput::Mark(name) => out.send_mark(name),
-                    CallOutput::Pause => out.set_paused(true),
-                    CallOutput::Resume => out.set_paused(false),
-                    CallOutput::Clear => {
-                        out.clear();
-                    }
-                    CallOutput::Hangup => hangup_wanted = true,
-                    CallOutput::Transfer { target, .. } => {
+                Some(o) => match playout::apply(&mut out, o) {
+                    None => {}
+                    Some(Control::Hangup) => hangup_wanted = true,
+                    Some(Control::Transfer { target, .. }) => {
                         let _ = to_core.send(ToCore::Transfer { id: id.clone(), target });
                     }
                 },
             },
             f = next_relayed(&mut relay_in) => match f {
-                Some(ulaw) => {
-                    let bytes = match negotiated.codec {
-                        Codec::Pcmu => ulaw,
-                        Codec::Pcma => alaw::from_ulaw(&ulaw),
-                    };
-                    out.send_audio(RELAY_REPLY, &bytes);
-                }
+                Some(ulaw) => out.send_audio(RELAY_REPLY, &ulaw),
                 // The other leg's media ended; signalling ends this one.
                 None => relay_in = None,
             },
@@ -201,34 +183,29 @@ pub(super) async fn run(a: MediaArgs) {
                     negotiated = n;
                 }
                 Some(ToMedia::Dtmf(d)) => {
-                    if let Some(c) = &call {
-                        let _ = c.input.send(CallInput::Dtmf(d)).await;
+                    if let Some(u) = up.as_mut() {
+                        u.control(CallInput::Dtmf(d));
                     }
                 }
                 Some(ToMedia::TransferFailed(status)) => {
                     if awaiting_agent.take().is_some() {
                         out.clear();
                     }
-                    if let Some(c) = &call {
-                        let _ = c.input.send(CallInput::TransferFailed { status }).await;
+                    if let Some(u) = up.as_mut() {
+                        u.control(CallInput::TransferFailed { status });
                     }
                 }
                 Some(ToMedia::AwaitingAgent) => {
                     awaiting_agent = Some(0);
                 }
-                Some(ToMedia::Play(ulaw)) => {
-                    let bytes = match negotiated.codec {
-                        Codec::Pcmu => ulaw.to_vec(),
-                        Codec::Pcma => alaw::from_ulaw(&ulaw),
-                    };
-                    out.send_audio(RELAY_REPLY, &bytes);
-                }
+                Some(ToMedia::Play(ulaw)) => out.send_audio(RELAY_REPLY, &ulaw),
                 Some(ToMedia::Mark(name)) => out.send_mark(name),
                 Some(ToMedia::Bridge { to_peer, from_peer }) => {
                     // The bot's part is done: its pipeline ends (the record
                     // keeps the transfer as the outcome) and its audio stops.
-                    if let Some(c) = call.take() {
-                        let _ = c.input.send(CallInput::Hangup).await;
+                    down = None;
+                    if let Some(u) = up.take() {
+                        u.close(vec![CallInput::Hangup]).await;
                     }
                     out.clear();
                     awaiting_agent = None;
@@ -255,8 +232,10 @@ pub(super) async fn run(a: MediaArgs) {
             if let Some(r) = &relay {
                 // Audio may drop: a stalled leg loses frames, never memory.
                 let _ = r.try_send(ulaw);
-            } else if let Some(c) = call.as_ref().filter(|_| awaiting_agent.is_none()) {
-                let _ = c.input.try_send(CallInput::Audio(ulaw));
+            } else if let Some(u) = up.as_mut().filter(|_| awaiting_agent.is_none()) {
+                if !u.audio(ulaw) {
+                    m.media_dropped_ms_total.inc_by(20);
+                }
             }
         }
         if let Some(n) = awaiting_agent.as_mut().filter(|_| !hangup_wanted) {
@@ -265,11 +244,7 @@ pub(super) async fn run(a: MediaArgs) {
             while out.queued() < Duration::from_millis(60) {
                 let ulaw = tones::ringback_frame(*n);
                 *n += 1;
-                let bytes = match negotiated.codec {
-                    Codec::Pcmu => ulaw,
-                    Codec::Pcma => alaw::from_ulaw(&ulaw),
-                };
-                out.send_audio(RINGBACK_REPLY, &bytes);
+                out.send_audio(RINGBACK_REPLY, &ulaw);
             }
         }
         while let Some(s) = out.poll(now) {
@@ -280,8 +255,8 @@ pub(super) async fn run(a: MediaArgs) {
                     }
                 }
                 outbound::Sent::Mark(name) => {
-                    if let Some(c) = &call {
-                        let _ = c.input.try_send(CallInput::MarkPlayed(name));
+                    if let Some(u) = up.as_mut() {
+                        u.control(CallInput::MarkPlayed(name));
                     } else {
                         let _ = to_core.send(ToCore::MediaMark {
                             id: id.clone(),
@@ -290,8 +265,8 @@ pub(super) async fn run(a: MediaArgs) {
                     }
                 }
                 outbound::Sent::ReplyStarted(reply) => {
-                    if let Some(c) = &call {
-                        let _ = c.input.try_send(CallInput::ReplyStarted { reply, at: now });
+                    if let Some(u) = up.as_mut() {
+                        u.control(CallInput::ReplyStarted { reply, at: now });
                     }
                 }
             }
@@ -315,9 +290,9 @@ pub(super) async fn run(a: MediaArgs) {
                 m.rtp_rtt.observe(rtt as f64 / 1000.0);
             }
             tracing::debug!(call = %id, lost = q.lost, jitter_ms = q.jitter_ms, rtt_ms = ?q.rtt_ms, "RTCP");
-            if let Some(c) = &call {
+            if let Some(u) = up.as_mut() {
                 // Figures: dropped if the call is busy; the next ones follow.
-                let _ = c.input.try_send(CallInput::MediaQuality(q));
+                u.offer(CallInput::MediaQuality(q));
             }
         }
         if let Some(t) = rtp_timeout {
@@ -327,15 +302,18 @@ pub(super) async fn run(a: MediaArgs) {
                 out.clear();
             }
         }
+        if let Some(u) = up.as_mut() {
+            u.flush();
+        }
         if hangup_wanted && !hangup_sent && out.queued().is_zero() {
             hangup_sent = true;
             let _ = to_core.send(ToCore::Hangup { id: id.clone() });
         }
     }
-    if let Some(c) = &call {
+    if let Some(u) = up {
         let q = reports.quality();
-        let _ = c.input.send(CallInput::MediaQuality(q)).await;
-        let _ = c.input.send(CallInput::Hangup).await;
+        u.close(vec![CallInput::MediaQuality(q), CallInput::Hangup])
+            .await;
     }
     if dtmf.flush().is_some() {
         tracing::debug!(call = %id, "DTMF event without an end at hang-up");

@@ -4,18 +4,11 @@
 //! the far end's jitter buffer never starves; the marker bit flags the first
 //! packet of each talkspurt (RFC 3551 §4.1).
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-pub const FRAME: usize = 160;
-const PTIME: Duration = Duration::from_millis(20);
-/// Falling further behind than this skips ahead instead of bursting.
-const MAX_LAG: Duration = Duration::from_millis(200);
+use crate::transport::playout::{Paced, Pacer, Playout};
 
-enum Item {
-    Frame { reply: u32, bytes: Vec<u8> },
-    Mark(String),
-}
+pub use crate::transport::playout::FRAME;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sent {
@@ -27,126 +20,45 @@ pub enum Sent {
     ReplyStarted(u32),
 }
 
+/// The shared frame clock ([`Pacer`]) with an RTP header on each frame.
 pub struct Outbound {
+    pacer: Pacer,
     ssrc: u32,
     seq: u16,
     ts: u32,
     pt: u8,
-    silence: u8,
-    queue: VecDeque<Item>,
-    partial: Option<(u32, Vec<u8>)>,
-    paused: bool,
-    /// The far end asked us not to send (hold).
-    muted: bool,
-    next: Option<Instant>,
-    talking: Option<u32>,
-    events: VecDeque<Sent>,
+    /// The stream is A-law: frames (queued as μ-law) are converted as sent.
+    alaw: bool,
     pub packets_sent: u64,
     pub audio_frames_sent: u64,
 }
 
 impl Outbound {
-    pub fn new(ssrc: u32, first_seq: u16, first_ts: u32, pt: u8, silence: u8) -> Self {
+    /// Audio is queued as 8 kHz μ-law whatever the stream's codec; `alaw`
+    /// converts each frame as it is sent.
+    pub fn new(ssrc: u32, first_seq: u16, first_ts: u32, pt: u8, alaw: bool) -> Self {
         Self {
+            pacer: Pacer::new(crate::media::mulaw::SILENCE),
             ssrc,
             seq: first_seq,
             ts: first_ts,
             pt,
-            silence,
-            queue: VecDeque::new(),
-            partial: None,
-            paused: false,
-            muted: false,
-            next: None,
-            talking: None,
-            events: VecDeque::new(),
+            alaw,
             packets_sent: 0,
             audio_frames_sent: 0,
         }
     }
 
-    /// Queues reply audio (already in the stream's codec).
-    pub fn send_audio(&mut self, reply: u32, bytes: &[u8]) {
-        let mut buf = match self.partial.take() {
-            Some((r, b)) if r == reply => b,
-            Some((r, mut b)) => {
-                // A new reply: pad the old one's last frame.
-                b.resize(FRAME, self.silence);
-                self.queue.push_back(Item::Frame { reply: r, bytes: b });
-                Vec::new()
-            }
-            None => Vec::new(),
-        };
-        buf.extend_from_slice(bytes);
-        let mut chunks = buf.chunks_exact(FRAME);
-        for c in &mut chunks {
-            self.queue.push_back(Item::Frame {
-                reply,
-                bytes: c.to_vec(),
-            });
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            self.partial = Some((reply, rest.to_vec()));
-        }
-    }
-
-    pub fn send_mark(&mut self, name: String) {
-        self.flush_partial();
-        self.queue.push_back(Item::Mark(name));
-    }
-
-    fn flush_partial(&mut self) {
-        if let Some((r, mut b)) = self.partial.take() {
-            b.resize(FRAME, self.silence);
-            self.queue.push_back(Item::Frame { reply: r, bytes: b });
-        }
-    }
-
-    pub fn set_paused(&mut self, paused: bool) {
-        self.paused = paused;
-    }
-
     pub fn set_muted(&mut self, muted: bool) {
-        self.muted = muted;
-    }
-
-    /// Drops queued audio; the marks dropped with it are returned.
-    pub fn clear(&mut self) -> Vec<String> {
-        self.partial = None;
-        self.paused = false;
-        self.queue
-            .drain(..)
-            .filter_map(|i| match i {
-                Item::Mark(m) => Some(m),
-                Item::Frame { .. } => None,
-            })
-            .collect()
-    }
-
-    /// Audio still queued.
-    pub fn queued(&self) -> Duration {
-        let frames = self
-            .queue
-            .iter()
-            .filter(|i| matches!(i, Item::Frame { .. }))
-            .count()
-            + usize::from(self.partial.is_some());
-        PTIME * frames as u32
-    }
-
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        if !self.events.is_empty() {
-            return Some(Instant::now());
-        }
-        self.next
+        self.pacer.set_muted(muted);
     }
 
     /// Our stream's RTP timestamp at `now` (for an RTCP sender report): the
     /// next packet's, less the time until it is due.
     pub fn rtp_timestamp(&self, now: Instant) -> u32 {
         let ahead = self
-            .next
+            .pacer
+            .due()
             .map_or(Duration::ZERO, |due| due.saturating_duration_since(now));
         self.ts
             .wrapping_sub((ahead.as_micros() as u64 * 8 / 1000) as u32)
@@ -154,76 +66,72 @@ impl Outbound {
 
     /// Starts the clock; the first packet goes out now.
     pub fn start(&mut self, now: Instant) {
-        if self.next.is_none() {
-            self.next = Some(now);
-        }
+        self.pacer.start(now);
     }
 
     pub fn poll(&mut self, now: Instant) -> Option<Sent> {
-        if let Some(e) = self.events.pop_front() {
-            return Some(e);
-        }
-        let due = self.next?;
-        if now < due {
-            return None;
-        }
-        self.next = Some(if now.duration_since(due) > MAX_LAG {
-            now + PTIME
-        } else {
-            due + PTIME
-        });
-        // Marks at the head of the queue are reached without sending audio.
-        while !self.paused {
-            match self.queue.front() {
-                Some(Item::Mark(_)) => {
-                    if let Some(Item::Mark(m)) = self.queue.pop_front() {
-                        self.events.push_back(Sent::Mark(m));
+        loop {
+            let was_talking = self.pacer.talking();
+            return Some(match self.pacer.poll(now)? {
+                Paced::Mark(m) => Sent::Mark(m),
+                Paced::ReplyStarted(r) => Sent::ReplyStarted(r),
+                Paced::Frame { reply, ulaw, muted } => {
+                    let marker = reply.is_some() && was_talking.is_none();
+                    if reply.is_some() {
+                        self.audio_frames_sent += 1;
                     }
+                    let payload = if self.alaw {
+                        crate::media::alaw::from_ulaw(&ulaw)
+                    } else {
+                        ulaw
+                    };
+                    let pkt = super::write(&super::Packet {
+                        marker,
+                        payload_type: self.pt,
+                        seq: self.seq,
+                        timestamp: self.ts,
+                        ssrc: self.ssrc,
+                        payload: &payload,
+                    });
+                    self.seq = self.seq.wrapping_add(1);
+                    self.ts = self.ts.wrapping_add(FRAME as u32);
+                    if muted {
+                        // Timestamps keep running while on hold, so resuming is seamless.
+                        continue;
+                    }
+                    self.packets_sent += 1;
+                    Sent::Packet(pkt)
                 }
-                _ => break,
-            }
+            });
         }
-        if self.queue.is_empty() && self.partial.is_some() && !self.paused {
-            self.flush_partial();
-        }
-        let (payload, reply) = match (self.paused, self.queue.front()) {
-            (false, Some(Item::Frame { .. })) => match self.queue.pop_front() {
-                Some(Item::Frame { reply, bytes }) => (bytes, Some(reply)),
-                _ => unreachable!("front was a frame"),
-            },
-            _ => (vec![self.silence; FRAME], None),
-        };
-        let marker = reply.is_some() && self.talking.is_none();
-        if let Some(r) = reply {
-            if self.talking != Some(r) {
-                self.events.push_back(Sent::ReplyStarted(r));
-            }
-            self.audio_frames_sent += 1;
-        }
-        self.talking = reply;
-        let pkt = super::write(&super::Packet {
-            marker,
-            payload_type: self.pt,
-            seq: self.seq,
-            timestamp: self.ts,
-            ssrc: self.ssrc,
-            payload: &payload,
-        });
-        self.seq = self.seq.wrapping_add(1);
-        self.ts = self.ts.wrapping_add(FRAME as u32);
-        if self.muted {
-            // Timestamps keep running while on hold, so resuming is seamless.
-            return self.events.pop_front();
-        }
-        self.packets_sent += 1;
-        self.events.push_front(Sent::Packet(pkt));
-        self.events.pop_front()
+    }
+}
+
+impl Playout for Outbound {
+    fn send_audio(&mut self, reply: u32, bytes: &[u8]) {
+        self.pacer.send_audio(reply, bytes);
+    }
+    fn send_mark(&mut self, name: String) {
+        self.pacer.send_mark(name);
+    }
+    fn set_paused(&mut self, paused: bool) {
+        self.pacer.set_paused(paused);
+    }
+    fn clear(&mut self) -> Vec<String> {
+        self.pacer.clear()
+    }
+    fn queued(&self) -> Duration {
+        self.pacer.queued()
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.pacer.poll_timeout()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::playout::PTIME;
 
     fn drain(o: &mut Outbound, t: Instant) -> Vec<Sent> {
         std::iter::from_fn(|| o.poll(t)).collect()
@@ -241,7 +149,7 @@ mod tests {
     #[test]
     fn paced_with_continuous_clock_and_marker_per_talkspurt() {
         let t0 = Instant::now();
-        let mut o = Outbound::new(42, 65534, 1000, 0, 0xff);
+        let mut o = Outbound::new(42, 65534, 1000, 0, false);
         o.start(t0);
         o.send_audio(1, &[1u8; 400]);
         o.send_mark("m1".into());
@@ -281,9 +189,9 @@ mod tests {
     #[test]
     fn pause_clear_and_hold() {
         let t0 = Instant::now();
-        let mut o = Outbound::new(1, 0, 0, 8, 0xd5);
+        let mut o = Outbound::new(1, 0, 0, 8, true);
         o.start(t0);
-        o.send_audio(1, &[7u8; 320]);
+        o.send_audio(1, &[0x7fu8; 320]);
         o.set_paused(true);
         let p = drain(&mut o, t0);
         assert_eq!(

@@ -308,6 +308,29 @@ impl StreamSession {
     }
 }
 
+/// Twilio plays what it is sent and echoes marks itself, so its pacer only
+/// keeps a small cushion ahead (no silence between replies).
+impl crate::transport::playout::Playout for StreamSession {
+    fn send_audio(&mut self, _reply: u32, ulaw: &[u8]) {
+        StreamSession::send_audio(self, ulaw);
+    }
+    fn send_mark(&mut self, name: String) {
+        StreamSession::send_mark(self, name);
+    }
+    fn set_paused(&mut self, paused: bool) {
+        StreamSession::set_paused(self, paused);
+    }
+    fn clear(&mut self) -> Vec<String> {
+        StreamSession::clear(self)
+    }
+    fn queued(&self) -> Duration {
+        StreamSession::queued(self)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        StreamSession::poll_timeout(self)
+    }
+}
+
 fn msg_stream_sid(m: &Inbound) -> Option<&str> {
     match m {
         Inbound::Connected { .. } => None,

@@ -1,0 +1,440 @@
+//! Thin tokio driver for WebRTC calls: a WHIP-style endpoint (`POST` an SDP
+//! offer, get the answer), one UDP socket per call, the sans-IO
+//! `transport::webrtc::Session`, and the same call pipeline as Twilio and
+//! SIP through the shared playout contract.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use tokio::net::UdpSocket;
+
+use super::admission::Ticket;
+use super::Shared;
+use crate::dialogue::CallMeta;
+use crate::pipeline::{metrics::metrics, spawn_call, CallInput};
+use crate::transport::budget::{Admit, MediaBudget};
+use crate::transport::playout::{self, Control, Playout, Uplink};
+use crate::transport::webrtc::{Event, Output, Session, MAX_OFFER};
+
+/// `[webrtc]`: browser calls.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebrtcConfig {
+    /// Take browser calls at `POST /webrtc/offer` and serve the caller page at `/`.
+    pub enabled: bool,
+    /// Address the calls' UDP sockets bind to and offer as host candidates.
+    pub ip: String,
+    /// The address a 1:1 NAT maps `ip` to, offered as well (same port).
+    pub public_ip: String,
+    /// UDP ports for media (both 0: any free port).
+    pub port_min: u16,
+    pub port_max: u16,
+    /// STUN/TURN servers the caller page gives its browser.
+    pub ice_servers: Vec<IceServer>,
+    /// ICE + DTLS must be up this soon after the offer.
+    pub connect_timeout_ms: u64,
+    /// No packet from the browser for this long ends the call.
+    pub media_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub username: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub credential: String,
+}
+
+impl Default for WebrtcConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ip: "127.0.0.1".into(),
+            public_ip: String::new(),
+            port_min: 0,
+            port_max: 0,
+            ice_servers: Vec::new(),
+            connect_timeout_ms: 10_000,
+            media_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// The caller page: a call button, the keypad and the live transcript.
+pub async fn page(State(s): State<Shared>) -> Response {
+    if !s.cfg.webrtc.enabled {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        include_str!("../../web/call.html"),
+    )
+        .into_response()
+}
+
+/// What the page needs before it offers: the ICE servers.
+pub async fn client_config(State(s): State<Shared>) -> Response {
+    axum::Json(serde_json::json!({ "iceServers": s.cfg.webrtc.ice_servers })).into_response()
+}
+
+/// Binds one UDP socket for a call, inside the configured port range.
+async fn bind(cfg: &WebrtcConfig) -> std::io::Result<UdpSocket> {
+    let ip: IpAddr = cfg
+        .ip
+        .parse()
+        .map_err(|_| std::io::Error::other("webrtc.ip is not an IP address"))?;
+    if cfg.port_min == 0 || cfg.port_max < cfg.port_min {
+        return UdpSocket::bind((ip, 0)).await;
+    }
+    let span = (cfg.port_max - cfg.port_min) as u32 + 1;
+    let first = fastrand::u32(..span);
+    for i in 0..span.min(64) {
+        let port = cfg.port_min + ((first + i) % span) as u16;
+        if let Ok(s) = UdpSocket::bind((ip, port)).await {
+            return Ok(s);
+        }
+    }
+    Err(std::io::Error::other(
+        "no free UDP port in webrtc.port_min..port_max",
+    ))
+}
+
+fn refuse(status: StatusCode, why: &'static str) -> Response {
+    metrics()
+        .calls_refused_total
+        .with_label_values(&[why])
+        .inc();
+    tracing::warn!(reason = why, "WebRTC call refused");
+    (status, format!("{why}\n")).into_response()
+}
+
+/// `POST /webrtc/offer` (WHIP style): an SDP offer in, `201 Created` with
+/// the SDP answer out; the call starts when ICE and DTLS are up.
+pub async fn offer(State(s): State<Shared>, req: Request) -> Response {
+    let cfg = &s.cfg.webrtc;
+    if !cfg.enabled {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    }
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
+    let is_sdp = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/sdp"));
+    if !is_sdp {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the offer as application/sdp\n",
+        )
+            .into_response();
+    }
+    let Ok(body) = axum::body::to_bytes(req.into_body(), MAX_OFFER).await else {
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "offer_too_large");
+    };
+    let Ok(sdp) = std::str::from_utf8(&body) else {
+        return refuse(StatusCode::BAD_REQUEST, "bad_offer");
+    };
+    let Some(engines) = s.engines.get().cloned() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "models are loading\n").into_response();
+    };
+    if s.admission.draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
+    }
+    // One "number" per browser address, so one page cannot take every place.
+    let ticket = match s.admission.admit(&format!("webrtc:{peer}")) {
+        Ok(t) => t,
+        Err(why) => {
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, why.as_str());
+        }
+    };
+    let sock = match bind(cfg).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot bind a WebRTC media socket");
+            return (StatusCode::SERVICE_UNAVAILABLE, "no media port\n").into_response();
+        }
+    };
+    let Ok(local) = sock.local_addr() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no media port\n").into_response();
+    };
+    let public: Vec<SocketAddr> = cfg
+        .public_ip
+        .parse::<IpAddr>()
+        .map(|ip| vec![SocketAddr::new(ip, local.port())])
+        .unwrap_or_default();
+    let (sess, answer) = match Session::accept(sdp, &[local], &public, Instant::now()) {
+        Ok(x) => x,
+        Err(e) => {
+            metrics().protocol_errors_total.inc();
+            tracing::warn!(error = %e, "WebRTC offer refused");
+            return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
+        }
+    };
+    let id = format!("webrtc-{}", uuid::Uuid::new_v4().simple());
+    let meta = CallMeta {
+        call_id: id.clone(),
+        channel: "webrtc".into(),
+        from: None,
+        to: None,
+        params: Default::default(),
+    };
+    tokio::spawn(drive(s.clone(), engines, sess, sock, meta, ticket));
+    (
+        StatusCode::CREATED,
+        [
+            (header::CONTENT_TYPE, "application/sdp".to_string()),
+            (header::LOCATION, format!("/webrtc/calls/{id}")),
+        ],
+        answer,
+    )
+        .into_response()
+}
+
+/// What the page shows: each side's words as the call goes.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum PageMsg<'a> {
+    Call { id: &'a str },
+    Said { who: &'a str, text: &'a str },
+    Ended,
+}
+
+/// Sends the page what the call record has that the page has not seen.
+fn transcript_news(s: &Shared, id: &str, sent: &mut (bool, usize, usize), sess: &mut Session) {
+    let Some(rec) = s.calls.get(id) else {
+        return;
+    };
+    let mut say = |who: &str, text: &str| {
+        if !text.is_empty() {
+            if let Ok(j) = serde_json::to_string(&PageMsg::Said { who, text }) {
+                sess.send_text(j);
+            }
+        }
+    };
+    if !sent.0 && !rec.greeting.is_empty() {
+        sent.0 = true;
+        say("bot", &rec.greeting);
+    }
+    for t in rec.turns.iter().skip(sent.1) {
+        let text = t
+            .dtmf
+            .as_deref()
+            .map(|d| format!("(keys {})", "•".repeat(d.len())))
+            .unwrap_or_else(|| t.caller_text.clone());
+        say("caller", &text);
+        sent.1 += 1;
+    }
+    for t in rec.turns.iter().skip(sent.2) {
+        if t.bot_text.is_empty() {
+            break;
+        }
+        say("bot", &t.bot_text);
+        sent.2 += 1;
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum FromPage {
+    Dtmf { digit: String },
+    Hangup,
+}
+
+async fn drive(
+    s: Shared,
+    engines: std::sync::Arc<crate::pipeline::Engines>,
+    mut sess: Session,
+    sock: UdpSocket,
+    meta: CallMeta,
+    _ticket: Ticket,
+) {
+    let id = meta.call_id.clone();
+    let cfg = s.cfg.webrtc.clone();
+    let local = sock.local_addr().ok();
+    let started = Instant::now();
+    let connect_by = started + Duration::from_millis(cfg.connect_timeout_ms.max(1));
+    let media_timeout = Duration::from_millis(cfg.media_timeout_ms.max(1000));
+    let mut last_rx = started;
+    let mut up: Option<Uplink> = None;
+    let mut down = None;
+    let mut meta = Some(meta);
+    let mut hangup = false;
+    let mut budget = MediaBudget::new(
+        s.cfg.twilio.media_burst_ms,
+        s.cfg.twilio.media_close_after_ms,
+    );
+    let mut shown = (false, 0usize, 0usize);
+    let mut next_news = started;
+    let mut buf = vec![0u8; 2048];
+    let m = metrics();
+    tracing::info!(call = %id, local = ?local, "WebRTC call offered");
+    'call: loop {
+        let now = Instant::now();
+        sess.handle_timeout(now);
+        let mut wake = now + Duration::from_secs(1);
+        loop {
+            match sess.poll_output(now) {
+                Output::Transmit { to, data, .. } => {
+                    let _ = sock.send_to(&data, to).await;
+                }
+                Output::Timeout(t) => {
+                    wake = wake.min(t);
+                    break;
+                }
+                Output::Event(e) => match e {
+                    Event::Connected => {
+                        if let Some(meta) = meta.take() {
+                            tracing::info!(call = %id, ms = started.elapsed().as_millis() as u64, "WebRTC connected");
+                            let h = spawn_call(engines.clone(), meta, s.calls.clone());
+                            up = Some(Uplink::new(h.input));
+                            down = Some(h.output);
+                            sess.send_text(
+                                serde_json::to_string(&PageMsg::Call { id: &id })
+                                    .unwrap_or_default(),
+                            );
+                        }
+                    }
+                    Event::Audio(ulaw) => match budget.admit(now, ulaw.len() as u64 / 8) {
+                        Admit::Take => {
+                            if let Some(u) = up.as_mut() {
+                                if !u.audio(ulaw) {
+                                    m.media_dropped_ms_total.inc_by(20);
+                                }
+                            }
+                        }
+                        Admit::Drop => m.media_dropped_ms_total.inc_by(ulaw.len() as u64 / 8),
+                        Admit::Close => {
+                            tracing::warn!(call = %id, "ending WebRTC call: audio faster than real time");
+                            m.protocol_errors_total.inc();
+                            break 'call;
+                        }
+                    },
+                    Event::Dtmf(d) => {
+                        if let Some(u) = up.as_mut() {
+                            u.control(CallInput::Dtmf(d));
+                        }
+                    }
+                    Event::Mark(name) => {
+                        if let Some(u) = up.as_mut() {
+                            u.control(CallInput::MarkPlayed(name));
+                        }
+                    }
+                    Event::ReplyStarted(reply) => {
+                        if let Some(u) = up.as_mut() {
+                            u.control(CallInput::ReplyStarted { reply, at: now });
+                        }
+                    }
+                    Event::Text(t) => match serde_json::from_str::<FromPage>(&t) {
+                        Ok(FromPage::Dtmf { digit }) => {
+                            for d in digit
+                                .chars()
+                                .filter(|c| c.is_ascii_digit() || matches!(c, '*' | '#'))
+                                .take(1)
+                            {
+                                if let Some(u) = up.as_mut() {
+                                    u.control(CallInput::Dtmf(d));
+                                }
+                            }
+                        }
+                        Ok(FromPage::Hangup) => {
+                            tracing::info!(call = %id, "the caller hung up");
+                            break 'call;
+                        }
+                        Err(_) => m.protocol_errors_total.inc(),
+                    },
+                    Event::Closed => break 'call,
+                },
+            }
+        }
+        if let Some(u) = up.as_mut() {
+            u.flush();
+        }
+        if hangup && sess.queued().is_zero() {
+            // Let the last frames and the page's notice go out.
+            sess.send_text(serde_json::to_string(&PageMsg::Ended).unwrap_or_default());
+            let until = Instant::now() + Duration::from_millis(300);
+            while Instant::now() < until {
+                match sess.poll_output(Instant::now()) {
+                    Output::Transmit { to, data, .. } => {
+                        let _ = sock.send_to(&data, to).await;
+                    }
+                    Output::Timeout(t) => {
+                        tokio::time::sleep_until(t.min(until).into()).await;
+                        sess.handle_timeout(Instant::now());
+                    }
+                    Output::Event(_) => {}
+                }
+            }
+            break;
+        }
+        if !sess.is_connected() && now >= connect_by {
+            tracing::warn!(call = %id, "WebRTC call never connected (ICE/DTLS)");
+            m.calls_refused_total
+                .with_label_values(&["no_connect"])
+                .inc();
+            break;
+        }
+        if now.duration_since(last_rx) > media_timeout {
+            tracing::info!(call = %id, "no packets from the browser; ending the call");
+            break;
+        }
+        if up.is_some() && now >= next_news {
+            next_news = now + Duration::from_millis(250);
+            transcript_news(&s, &id, &mut shown, &mut sess);
+            continue;
+        }
+        let wake = playout::retry_at(
+            Some(wake.min(next_news.max(now + Duration::from_millis(1)))),
+            up.as_ref(),
+        )
+        .unwrap_or(wake);
+        tokio::select! {
+            r = sock.recv_from(&mut buf) => {
+                if let Ok((n, from)) = r {
+                    last_rx = Instant::now();
+                    if let Some(to) = local {
+                        sess.handle_receive(last_rx, from, to, &buf[..n]);
+                    }
+                }
+            }
+            o = playout::next_command(&mut down) => match o {
+                None => {
+                    down = None;
+                    hangup = true;
+                }
+                Some(o) => match playout::apply(&mut sess, o) {
+                    None => {}
+                    Some(Control::Hangup) => hangup = true,
+                    Some(Control::Transfer { target, .. }) => {
+                        // Browser calls have no network to transfer into yet:
+                        // the bot keeps the caller and says so.
+                        tracing::warn!(call = %id, %target, "a WebRTC call cannot be transferred; the bot takes it back");
+                        if let Some(u) = up.as_mut() {
+                            u.control(CallInput::TransferFailed { status: 501 });
+                        }
+                    }
+                },
+            },
+            _ = tokio::time::sleep_until(wake.into()) => {}
+        }
+    }
+    sess.close();
+    if let Some(u) = up {
+        u.close(vec![CallInput::Hangup]).await;
+    }
+    let st = sess.stats;
+    tracing::info!(call = %id, packets_in = st.packets_in, audio_in = st.audio_frames_in, frames_out = st.frames_out, audio_out = st.audio_frames_out, "WebRTC call ended");
+}
