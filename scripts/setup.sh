@@ -13,15 +13,24 @@ log() { printf '[setup] %s\n' "$*"; }
 need_pkgs=()
 check() { dpkg -s "$1" >/dev/null 2>&1 || need_pkgs+=("$1"); }
 for p in build-essential cmake pkg-config libclang-dev clang espeak-ng espeak-ng-data sox sip-tester \
-         python3 python3-venv python3-pip git curl ca-certificates; do
+         python3 python3-venv python3-pip git curl ca-certificates chromium; do
   check "$p"
 done
+# Node.js drives Chromium in the browser tests (any recent one will do).
+command -v node >/dev/null || { check nodejs; check npm; }
 if ((${#need_pkgs[@]})); then
   log "installing Debian packages: ${need_pkgs[*]}"
   SUDO=""
   [[ $(id -u) -ne 0 ]] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+# playwright-core for the browser tests (it uses Debian's Chromium; no
+# browser download).
+if [[ ! -d web/tests/node_modules/playwright-core ]]; then
+  log "installing playwright-core into web/tests"
+  npm ci --prefix web/tests --no-audit --no-fund --silent
 fi
 
 # The one minimum Rust version: Cargo.toml's rust-version.

@@ -4,6 +4,7 @@
 //! records both sides, and measures what the caller experiences.
 
 pub mod audio;
+pub mod webrtc;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;

@@ -1,0 +1,251 @@
+//! Browser calls: a WebRTC caller (the same str0m session on the calling
+//! side, over real UDP on loopback) calls a real server with the real
+//! models, speaks, presses a key, and hears the bot; headless Chromium does
+//! the same through the caller page.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use attendant::asr::AsrPool;
+use attendant::client::{audio, webrtc, Step};
+use attendant::media::resample::resample;
+use attendant::pipeline::CallRecord;
+use common::*;
+
+fn transcribe(pcm: &[i16]) -> String {
+    static ASR: OnceLock<AsrPool> = OnceLock::new();
+    let asr = ASR.get_or_init(|| {
+        let cfg = config(&[]);
+        AsrPool::start(&cfg.server.models_dir, &cfg.asr).expect("ASR")
+    });
+    let x: Vec<f32> = pcm.iter().map(|&s| s as f32 / 32768.0).collect();
+    let x16 = resample(&x, 8000, 16000).unwrap();
+    asr.transcribe_blocking(x16[..x16.len().min(16000 * 28)].to_vec())
+        .unwrap()
+        .text
+}
+
+fn words_found(expected: &str, heard: &str) -> f64 {
+    let want = attendant::eval::normalize(expected);
+    let got = attendant::eval::normalize(heard);
+    want.iter().filter(|w| got.contains(w)).count() as f64 / want.len().max(1) as f64
+}
+
+fn ended_record(http: SocketAddr, id: &str) -> CallRecord {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = api_get(&format!("http://{http}/calls/{id}")).call() {
+            let rec: CallRecord = r.into_json().unwrap();
+            if rec.ended_unix_ms.is_some() {
+                return rec;
+            }
+        }
+        assert!(Instant::now() < deadline, "no ended record for {id}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The first stretch of audible audio (the greeting), as 16-bit PCM.
+fn first_spurt(pcm: &[i16]) -> &[i16] {
+    let loud = |c: &[i16]| {
+        let e: f64 = c.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / c.len() as f64;
+        e.sqrt() > 300.0
+    };
+    let frames: Vec<&[i16]> = pcm.chunks(160).collect();
+    let start = frames
+        .iter()
+        .position(|c| loud(c))
+        .expect("something audible");
+    let mut end = start;
+    let mut quiet = 0;
+    for (i, c) in frames.iter().enumerate().skip(start) {
+        if loud(c) {
+            end = i;
+            quiet = 0;
+        } else {
+            quiet += 1;
+            if quiet > 40 {
+                break;
+            }
+        }
+    }
+    &pcm[start * 160..((end + 1) * 160).min(pcm.len())]
+}
+
+#[test]
+fn a_webrtc_caller_hears_the_greeting_asks_a_question_and_keys_a_digit() {
+    let http = server();
+    let question = audio::read_wav_8k(&fixture("faq_hours.wav")).unwrap();
+    let report = rt()
+        .block_on(webrtc::call(
+            &format!("http://{http}"),
+            vec![Step::Say(question), Step::Dtmf("1".into())],
+            700,
+            Duration::from_secs(4),
+            Duration::from_secs(60),
+        ))
+        .expect("WebRTC call");
+    eprintln!(
+        "WebRTC: connect {} ms, greeting {:?} ms, voice-to-voice {:?} ms",
+        report.connect_ms, report.greeting_ms, report.voice_to_voice_ms
+    );
+    assert!(
+        report.connect_ms < 2000,
+        "ICE+DTLS took {} ms",
+        report.connect_ms
+    );
+    let id = report
+        .call_id
+        .clone()
+        .expect("the page message names the call");
+    let rec = ended_record(http, &id);
+    assert_eq!(rec.channel, "webrtc");
+    assert_eq!(rec.outcome, "caller_hung_up", "{rec:?}");
+    let hours = rec
+        .turns
+        .iter()
+        .find(|t| t.caller_text.to_lowercase().contains("opening hours"))
+        .unwrap_or_else(|| panic!("question not heard: {:?}", rec.turns));
+    assert_eq!(hours.source, "kb:opening_hours");
+    assert!(
+        rec.turns.iter().any(|t| t.dtmf.as_deref() == Some("1")),
+        "the key reached the dialogue once: {:?}",
+        rec.turns.iter().map(|t| &t.dtmf).collect::<Vec<_>>()
+    );
+    // What went over Opus is what the dialogue said.
+    let pcm = webrtc::heard_pcm(&report);
+    let greeting = transcribe(first_spurt(&pcm)).to_lowercase();
+    assert!(
+        words_found(&rec.greeting, &greeting) >= 0.6,
+        "greeting heard as {greeting:?}, said {:?}",
+        rec.greeting
+    );
+    assert_eq!(
+        report.voice_to_voice_ms.len(),
+        1,
+        "the question was answered"
+    );
+    assert!(
+        report.voice_to_voice_ms[0] < 3000,
+        "{:?}",
+        report.voice_to_voice_ms
+    );
+    // The page's live transcript: both sides' words.
+    let said: Vec<serde_json::Value> = report
+        .texts
+        .iter()
+        .filter_map(|t| serde_json::from_str(t).ok())
+        .filter(|v: &serde_json::Value| v["type"] == "said")
+        .collect();
+    assert!(said.iter().any(|v| v["who"] == "bot"));
+    assert!(said.iter().any(|v| v["who"] == "caller"
+        && v["text"]
+            .as_str()
+            .unwrap_or("")
+            .to_lowercase()
+            .contains("hours")));
+}
+
+#[test]
+fn bad_offers_get_4xx_and_the_page_is_served_without_a_login() {
+    let http = server();
+    let page = ureq::get(&format!("http://{http}/")).call().unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.into_string().unwrap().contains("RTCPeerConnection"));
+    let post = |ct: &str, body: &str| match ureq::post(&format!("http://{http}/webrtc/offer"))
+        .set("content-type", ct)
+        .send_string(body)
+    {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(c, _)) => c,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(post("application/json", "{}"), 415);
+    assert_eq!(post("application/sdp", "not sdp"), 400);
+    assert_eq!(post("application/sdp", &"a=x\r\n".repeat(10_000)), 413);
+    // The data routes stay closed.
+    assert!(matches!(
+        ureq::get(&format!("http://{http}/calls")).call(),
+        Err(ureq::Error::Status(401, _))
+    ));
+}
+
+/// The caller page in Debian's Chromium (driven by playwright-core from
+/// npm, `web/tests`), its microphone a WAV: 7 s of quiet (the greeting
+/// plays), the question, then quiet.
+#[test]
+fn chromium_calls_from_the_caller_page_and_hears_the_answer() {
+    let http = server();
+    let out = repo().join("target/browser");
+    std::fs::create_dir_all(&out).unwrap();
+    let q8 = audio::read_wav_8k(&fixture("faq_hours.wav")).unwrap();
+    let q16 = resample(&q8, 8000, 16000).unwrap();
+    let mut mic = vec![0f32; 16000 * 7];
+    mic.extend(&q16);
+    mic.extend(vec![0f32; 16000 * 30]);
+    let mic_path = out.join("mic.wav");
+    let mut w = hound::WavWriter::create(
+        &mic_path,
+        hound::WavSpec {
+            channels: 1,
+            sample_rate: 16000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        },
+    )
+    .unwrap();
+    for s in &mic {
+        w.write_sample((s * 32767.0) as i16).unwrap();
+    }
+    w.finalize().unwrap();
+    let prefix = out.join("caller-page");
+    let run = std::process::Command::new("node")
+        .arg(repo().join("web/tests/call.mjs"))
+        .arg(format!("http://{http}/"))
+        .arg(&mic_path)
+        .arg(&prefix)
+        .output()
+        .expect("node (scripts/setup.sh installs it with Chromium and playwright-core)");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "browser run failed:\n{stderr}");
+    let page: serde_json::Value =
+        serde_json::from_slice(run.stdout.trim_ascii()).expect("page state");
+    let id = page["callId"].as_str().expect("call id on the page");
+    let rec = ended_record(http, id);
+    assert_eq!(rec.channel, "webrtc");
+    let hours = rec
+        .turns
+        .iter()
+        .find(|t| t.caller_text.to_lowercase().contains("hours"))
+        .unwrap_or_else(|| panic!("question not heard: {:?}", rec.turns));
+    assert_eq!(hours.source, "kb:opening_hours");
+    // The page showed both sides, and played what the dialogue said.
+    let lines = page["lines"].as_array().unwrap();
+    assert!(lines.iter().any(|l| l["who"] == "caller"
+        && l["text"]
+            .as_str()
+            .unwrap_or("")
+            .to_lowercase()
+            .contains("hours")));
+    let mut r = hound::WavReader::open(prefix.with_extension("wav")).unwrap();
+    let rate = r.spec().sample_rate;
+    let heard: Vec<f32> = r
+        .samples::<i16>()
+        .map(|s| s.unwrap() as f32 / 32768.0)
+        .collect();
+    let heard8: Vec<i16> = resample(&heard, rate, 8000)
+        .unwrap()
+        .iter()
+        .map(|s| (s * 32767.0) as i16)
+        .collect();
+    let greeting = transcribe(first_spurt(&heard8)).to_lowercase();
+    eprintln!("Chromium heard the greeting as {greeting:?}");
+    assert!(
+        words_found(&rec.greeting, &greeting) >= 0.6,
+        "greeting heard as {greeting:?}, said {:?}",
+        rec.greeting
+    );
+}
