@@ -13,10 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use attendant::asr::AsrPool;
 use attendant::client::audio;
 use attendant::eval::wer;
-use attendant::media::{alaw, mulaw, resample::resample};
+use attendant::media::{alaw, mulaw};
 use attendant::pipeline::CallRecord;
 use attendant::transport::rtp;
 use common::sipp::*;
@@ -218,20 +217,6 @@ fn talkspurts(packets: &[(Instant, Vec<u8>)], pt: u8) -> Vec<Vec<i16>> {
         }
     }
     spurts
-}
-
-fn transcribe(pcm: &[i16]) -> String {
-    static ASR: OnceLock<AsrPool> = OnceLock::new();
-    let asr = ASR.get_or_init(|| {
-        let cfg = config(&[]);
-        AsrPool::start(&cfg.server.models_dir, &cfg.asr).expect("ASR")
-    });
-    // Trailing silence of the spurt is dropped by Whisper anyway.
-    let x: Vec<f32> = pcm.iter().map(|&s| s as f32 / 32768.0).collect();
-    let x16 = resample(&x, 8000, 16000).unwrap();
-    asr.transcribe_blocking(x16[..x16.len().min(16000 * 28)].to_vec())
-        .unwrap()
-        .text
 }
 
 /// Writes 20 ms G.711 frames of `wav` as an Ethernet/IPv4/UDP/RTP pcap that
@@ -442,12 +427,6 @@ fn record_of(http: SocketAddr, name: &str) -> CallRecord {
         assert!(Instant::now() < deadline, "no ended call record for {id}");
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn words_found(expected: &str, heard: &str) -> f64 {
-    let want = attendant::eval::normalize(expected);
-    let got = attendant::eval::normalize(heard);
-    want.iter().filter(|w| got.contains(w)).count() as f64 / want.len().max(1) as f64
 }
 
 #[test]

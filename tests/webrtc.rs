@@ -6,33 +6,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use attendant::asr::AsrPool;
 use attendant::client::{audio, webrtc, Step};
 use attendant::media::resample::resample;
 use attendant::pipeline::CallRecord;
 use common::*;
-
-fn transcribe(pcm: &[i16]) -> String {
-    static ASR: OnceLock<AsrPool> = OnceLock::new();
-    let asr = ASR.get_or_init(|| {
-        let cfg = config(&[]);
-        AsrPool::start(&cfg.server.models_dir, &cfg.asr).expect("ASR")
-    });
-    let x: Vec<f32> = pcm.iter().map(|&s| s as f32 / 32768.0).collect();
-    let x16 = resample(&x, 8000, 16000).unwrap();
-    asr.transcribe_blocking(x16[..x16.len().min(16000 * 28)].to_vec())
-        .unwrap()
-        .text
-}
-
-fn words_found(expected: &str, heard: &str) -> f64 {
-    let want = attendant::eval::normalize(expected);
-    let got = attendant::eval::normalize(heard);
-    want.iter().filter(|w| got.contains(w)).count() as f64 / want.len().max(1) as f64
-}
 
 fn ended_record(http: SocketAddr, id: &str) -> CallRecord {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -150,6 +129,40 @@ fn a_webrtc_caller_hears_the_greeting_asks_a_question_and_keys_a_digit() {
 }
 
 #[test]
+fn speech_over_the_bot_stops_it_on_webrtc_too() {
+    let http = server();
+    // Real speech 1.5 s into the greeting.
+    let speech = audio::read_wav_8k(&fixture("interrupt.wav")).unwrap();
+    let report = rt()
+        .block_on(webrtc::call(
+            &format!("http://{http}"),
+            vec![Step::Interrupt {
+                audio: speech,
+                after_ms: 1500,
+            }],
+            700,
+            Duration::from_secs(3),
+            Duration::from_secs(45),
+        ))
+        .expect("WebRTC call");
+    let rec = ended_record(http, report.call_id.as_deref().expect("call id"));
+    assert!(rec.barge_ins >= 1, "{rec:?}");
+    let stop = *report
+        .barge_in_stop_ms
+        .first()
+        .expect("the bot went quiet after the interruption");
+    eprintln!("WebRTC barge-in: bot audio stopped {stop} ms after onset");
+    assert!(stop < 1500, "the bot talked on for {stop} ms");
+    assert!(
+        rec.turns
+            .iter()
+            .any(|t| t.caller_text.to_lowercase().contains("question")),
+        "the interruption was understood: {:?}",
+        rec.turns
+    );
+}
+
+#[test]
 fn bad_offers_get_4xx_and_the_page_is_served_without_a_login() {
     let http = server();
     let page = ureq::get(&format!("http://{http}/")).call().unwrap();
@@ -165,7 +178,18 @@ fn bad_offers_get_4xx_and_the_page_is_served_without_a_login() {
     };
     assert_eq!(post("application/json", "{}"), 415);
     assert_eq!(post("application/sdp", "not sdp"), 400);
-    assert_eq!(post("application/sdp", &"a=x\r\n".repeat(10_000)), 413);
+    let body = match ureq::post(&format!("http://{http}/webrtc/offer"))
+        .set("content-type", "application/sdp")
+        .send_string("v=0\r\nnonsense")
+    {
+        Err(ureq::Error::Status(400, r)) => r.into_string().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        body, "malformed SDP offer\n",
+        "no parser internals in the answer"
+    );
+    assert_eq!(post("application/sdp", &"a=x\r\n".repeat(3_500)), 413);
     // The data routes stay closed.
     assert!(matches!(
         ureq::get(&format!("http://{http}/calls")).call(),

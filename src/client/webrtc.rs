@@ -26,6 +26,8 @@ pub struct WebrtcReport {
     /// Per spoken step (not keys): last voiced frame sent → first audible
     /// reply frame.
     pub voice_to_voice_ms: Vec<u64>,
+    /// Per interruption: speech onset → the bot's last audible frame.
+    pub barge_in_stop_ms: Vec<u64>,
     /// Everything heard, 8 kHz μ-law, one entry per received frame.
     #[serde(skip)]
     pub heard: Vec<u8>,
@@ -58,7 +60,7 @@ fn last_voiced(samples: &[f32]) -> usize {
             e.sqrt() > 0.01
         })
         .map(|(i, c)| i * 160 + c.len())
-        .last()
+        .next_back()
         .unwrap_or(samples.len())
 }
 
@@ -105,6 +107,10 @@ pub async fn call(
     let mut speaking_until: Option<Instant> = None;
     let mut waiting_reply: Option<Instant> = None;
     let mut done_at: Option<Instant> = None;
+    // When the bot's current stretch of speech began, and an interruption
+    // we are timing (its onset).
+    let mut spurt_start: Option<Instant> = None;
+    let mut interrupted_at: Option<Instant> = None;
     let mut buf = vec![0u8; 2048];
     loop {
         let now = Instant::now();
@@ -127,6 +133,11 @@ pub async fn call(
                         let loud = rms(&ulaw) > AUDIBLE;
                         r.heard.extend_from_slice(&ulaw);
                         if loud {
+                            if last_audible
+                                .is_none_or(|t| now.duration_since(t) > Duration::from_millis(300))
+                            {
+                                spurt_start = Some(now);
+                            }
                             if r.greeting_ms.is_none() {
                                 r.greeting_ms = Some(now.duration_since(t0).as_millis() as u64);
                             }
@@ -155,13 +166,44 @@ pub async fn call(
                 },
             }
         };
+        if let (Some(at), Some(last)) = (interrupted_at, last_audible) {
+            // The bot has been quiet a while since the interruption began.
+            if now.duration_since(last) > Duration::from_millis(500) {
+                r.barge_in_stop_ms
+                    .push(last.saturating_duration_since(at).as_millis() as u64);
+                interrupted_at = None;
+            }
+        }
+        // An interruption goes in `after_ms` into the bot's speech.
+        let talking =
+            last_audible.is_some_and(|t| now.duration_since(t) < Duration::from_millis(100));
+        if let Some(Step::Interrupt { after_ms, .. }) = steps.front() {
+            let due =
+                spurt_start.is_some_and(|s| now.duration_since(s).as_millis() as u64 >= *after_ms);
+            if talking && due && speaking_until.is_none_or(|t| now >= t) {
+                if let Some(Step::Interrupt { audio, .. }) = steps.pop_front() {
+                    sess.send_audio(1, &to_ulaw(&audio));
+                    speaking_until = Some(now + Duration::from_millis(audio.len() as u64 / 8));
+                    // Onset: the first voiced frame of the interruption.
+                    let lead = audio
+                        .chunks(160)
+                        .position(|c| {
+                            let e = c.iter().map(|x| x * x).sum::<f32>() / c.len().max(1) as f32;
+                            e.sqrt() > 0.01
+                        })
+                        .unwrap_or(0);
+                    interrupted_at = Some(now + Duration::from_millis(lead as u64 * 20));
+                }
+            }
+        }
         // The next step, once the bot has answered and gone quiet.
         let quiet =
             last_audible.is_some_and(|t| now.duration_since(t).as_millis() as u64 >= quiet_ms);
         let idle = speaking_until.is_none_or(|t| now >= t) && waiting_reply.is_none();
-        if quiet && idle && sess.is_connected() {
+        let next_is_interrupt = matches!(steps.front(), Some(Step::Interrupt { .. }));
+        if quiet && idle && sess.is_connected() && !next_is_interrupt {
             match steps.pop_front() {
-                Some(Step::Say(audio)) | Some(Step::Interrupt { audio, .. }) => {
+                Some(Step::Say(audio)) => {
                     let voiced = last_voiced(&audio);
                     sess.send_audio(1, &to_ulaw(&audio));
                     let end = now + Duration::from_millis(voiced as u64 / 8);
@@ -176,6 +218,7 @@ pub async fn call(
                     // Wait for the bot's answer before the next step.
                     last_audible = None;
                 }
+                Some(Step::Interrupt { .. }) => {}
                 None => {
                     if done_at.is_none() {
                         done_at = Some(now + tail);

@@ -18,7 +18,7 @@ use crate::dialogue::CallMeta;
 use crate::pipeline::{metrics::metrics, spawn_call, CallInput};
 use crate::transport::budget::{Admit, MediaBudget};
 use crate::transport::playout::{self, Control, Playout, Uplink};
-use crate::transport::webrtc::{Event, Output, Session, MAX_OFFER};
+use crate::transport::webrtc::{Event, Output, Session, WebrtcError, MAX_OFFER};
 
 /// `[webrtc]`: browser calls.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -180,7 +180,16 @@ pub async fn offer(State(s): State<Shared>, req: Request) -> Response {
         Err(e) => {
             metrics().protocol_errors_total.inc();
             tracing::warn!(error = %e, "WebRTC offer refused");
-            return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
+            // The parser's detail stays in the log (it can name addresses).
+            let (code, why) = match e {
+                WebrtcError::OfferTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "offer too large"),
+                WebrtcError::BadOffer(_) => (StatusCode::BAD_REQUEST, "malformed SDP offer"),
+                WebrtcError::NoAudio => (StatusCode::BAD_REQUEST, "the offer has no audio"),
+                WebrtcError::Candidate(_) | WebrtcError::Opus(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "cannot take the call")
+                }
+            };
+            return (code, format!("{why}\n")).into_response();
         }
     };
     let id = format!("webrtc-{}", uuid::Uuid::new_v4().simple());

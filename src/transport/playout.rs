@@ -46,6 +46,34 @@ pub trait Playout {
     fn poll_timeout(&self) -> Option<Instant>;
 }
 
+/// A transport whose output is the shared [`Pacer`] plus its own framing
+/// (RTP headers, Opus): its [`Playout`] is the pacer's.
+pub trait PacedOutput {
+    fn pacer(&self) -> &Pacer;
+    fn pacer_mut(&mut self) -> &mut Pacer;
+}
+
+impl<T: PacedOutput> Playout for T {
+    fn send_audio(&mut self, reply: u32, ulaw: &[u8]) {
+        self.pacer_mut().send_audio(reply, ulaw);
+    }
+    fn send_mark(&mut self, name: String) {
+        self.pacer_mut().send_mark(name);
+    }
+    fn set_paused(&mut self, paused: bool) {
+        self.pacer_mut().set_paused(paused);
+    }
+    fn clear(&mut self) -> Vec<String> {
+        self.pacer_mut().clear()
+    }
+    fn queued(&self) -> Duration {
+        self.pacer().queued()
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.pacer().poll_timeout()
+    }
+}
+
 /// What a command leaves for the driver once the playout has its part.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
@@ -230,8 +258,8 @@ impl Pacer {
     }
 }
 
-impl Playout for Pacer {
-    fn send_audio(&mut self, reply: u32, ulaw: &[u8]) {
+impl Pacer {
+    pub fn send_audio(&mut self, reply: u32, ulaw: &[u8]) {
         let mut buf = match self.partial.take() {
             Some((r, b)) if r == reply => b,
             Some((r, mut b)) => {
@@ -256,16 +284,16 @@ impl Playout for Pacer {
         }
     }
 
-    fn send_mark(&mut self, name: String) {
+    pub fn send_mark(&mut self, name: String) {
         self.flush_partial();
         self.queue.push_back(Item::Mark(name));
     }
 
-    fn set_paused(&mut self, paused: bool) {
+    pub fn set_paused(&mut self, paused: bool) {
         self.paused = paused;
     }
 
-    fn clear(&mut self) -> Vec<String> {
+    pub fn clear(&mut self) -> Vec<String> {
         self.partial = None;
         self.paused = false;
         self.queue
@@ -277,7 +305,7 @@ impl Playout for Pacer {
             .collect()
     }
 
-    fn queued(&self) -> Duration {
+    pub fn queued(&self) -> Duration {
         let frames = self
             .queue
             .iter()
@@ -287,11 +315,20 @@ impl Playout for Pacer {
         PTIME * frames as u32
     }
 
-    fn poll_timeout(&self) -> Option<Instant> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         if let (false, Some(next)) = (self.events.is_empty(), self.next) {
             return Some(next.min(Instant::now()));
         }
         self.next
+    }
+}
+
+impl PacedOutput for Pacer {
+    fn pacer(&self) -> &Pacer {
+        self
+    }
+    fn pacer_mut(&mut self) -> &mut Pacer {
+        self
     }
 }
 

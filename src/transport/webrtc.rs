@@ -24,7 +24,8 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event as RtcEvent, IceConnectionState, Input, Output as RtcOutput, Rtc};
 
 use crate::media::mulaw;
-use crate::transport::playout::{Paced, Pacer, Playout};
+use crate::transport::playout::{Paced, PacedOutput, Pacer};
+use crate::transport::rtp::dtmf;
 
 /// Payload type we offer for RFC 4733 events at Opus's clock.
 const PT_TELE: u8 = 101;
@@ -118,16 +119,6 @@ fn crypto() -> std::sync::Arc<str0m::crypto::CryptoProvider> {
         .clone()
 }
 
-fn digit(event: u8) -> Option<char> {
-    match event {
-        0..=9 => Some((b'0' + event) as char),
-        10 => Some('*'),
-        11 => Some('#'),
-        12..=15 => Some((b'A' + event - 12) as char),
-        _ => None,
-    }
-}
-
 impl Session {
     /// Answers a peer's offer. `locals` are the UDP addresses our sockets
     /// are bound to (host candidates); `public` adds, for each, the address
@@ -199,12 +190,8 @@ impl Session {
 
     /// Presses a key (RFC 4733, 100 ms).
     pub fn send_dtmf(&mut self, key: char, now: Instant) -> bool {
-        let event = match key {
-            '0'..='9' => key as u8 - b'0',
-            '*' => 10,
-            '#' => 11,
-            'A'..='D' => key as u8 - b'A' + 12,
-            _ => return false,
+        let Some(event) = dtmf::event_code(key) else {
+            return false;
         };
         let (Some(mid), Some(pt)) = (self.mid, self.opus_pt) else {
             return false;
@@ -449,7 +436,7 @@ impl Session {
                     // Each event is reported several times; it counts once.
                     if self.last_event_time != Some(d.time) {
                         self.last_event_time = Some(d.time);
-                        if let Some(c) = digit(t.event) {
+                        if let Some(c) = dtmf::digit(t.event) {
                             self.events.push_back(Event::Dtmf(c));
                         }
                     }
@@ -469,11 +456,7 @@ impl Session {
                     Err(_) => self.stats.decode_errors += 1,
                 }
             }
-            RtcEvent::ChannelOpen(id, _) => {
-                if self.channel.is_none() {
-                    self.channel = Some(id);
-                }
-            }
+            RtcEvent::ChannelOpen(id, _) if self.channel.is_none() => self.channel = Some(id),
             RtcEvent::ChannelData(d) => {
                 if d.binary || d.data.len() > MAX_TEXT {
                     return;
@@ -488,24 +471,12 @@ impl Session {
     }
 }
 
-impl Playout for Session {
-    fn send_audio(&mut self, reply: u32, ulaw: &[u8]) {
-        self.pacer.send_audio(reply, ulaw);
+impl PacedOutput for Session {
+    fn pacer(&self) -> &Pacer {
+        &self.pacer
     }
-    fn send_mark(&mut self, name: String) {
-        self.pacer.send_mark(name);
-    }
-    fn set_paused(&mut self, paused: bool) {
-        self.pacer.set_paused(paused);
-    }
-    fn clear(&mut self) -> Vec<String> {
-        self.pacer.clear()
-    }
-    fn queued(&self) -> Duration {
-        self.pacer.queued()
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.pacer.poll_timeout()
+    fn pacer_mut(&mut self) -> &mut Pacer {
+        &mut self.pacer
     }
 }
 
@@ -514,6 +485,7 @@ mod tests {
     //! Two sessions wired back to back on simulated time: the calling side
     //! (as a load test or test caller uses it) and the bot's side.
     use super::*;
+    use crate::transport::playout::Playout;
 
     struct Pair {
         caller: Session,

@@ -261,3 +261,25 @@ pub fn peer_port() -> u16 {
     }
     panic!("no free loopback port in {LOW}..{}", LOW + SPAN);
 }
+
+/// Transcribes 8 kHz 16-bit audio with the real models (what a caller heard).
+pub fn transcribe(pcm: &[i16]) -> String {
+    static ASR: OnceLock<attendant::asr::AsrPool> = OnceLock::new();
+    let asr = ASR.get_or_init(|| {
+        let cfg = config(&[]);
+        attendant::asr::AsrPool::start(&cfg.server.models_dir, &cfg.asr).expect("ASR")
+    });
+    // Trailing silence of the spurt is dropped by Whisper anyway.
+    let x: Vec<f32> = pcm.iter().map(|&s| s as f32 / 32768.0).collect();
+    let x16 = attendant::media::resample::resample(&x, 8000, 16000).unwrap();
+    asr.transcribe_blocking(x16[..x16.len().min(16000 * 28)].to_vec())
+        .unwrap()
+        .text
+}
+
+/// Share of the expected words found in what was heard.
+pub fn words_found(expected: &str, heard: &str) -> f64 {
+    let want = attendant::eval::normalize(expected);
+    let got = attendant::eval::normalize(heard);
+    want.iter().filter(|w| got.contains(w)).count() as f64 / want.len().max(1) as f64
+}

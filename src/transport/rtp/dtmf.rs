@@ -7,12 +7,24 @@ pub struct DtmfDecoder {
     current: Option<(u32, char, bool)>,
 }
 
-fn digit(event: u8) -> Option<char> {
+/// The key an RFC 4733 event code stands for (§3.2).
+pub fn digit(event: u8) -> Option<char> {
     match event {
         0..=9 => Some((b'0' + event) as char),
         10 => Some('*'),
         11 => Some('#'),
         12..=15 => Some((b'A' + event - 12) as char),
+        _ => None,
+    }
+}
+
+/// The RFC 4733 event code of a key.
+pub fn event_code(key: char) -> Option<u8> {
+    match key {
+        '0'..='9' => Some(key as u8 - b'0'),
+        '*' => Some(10),
+        '#' => Some(11),
+        'A'..='D' => Some(key as u8 - b'A' + 12),
         _ => None,
     }
 }

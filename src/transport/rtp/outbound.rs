@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::transport::playout::{Paced, Pacer, Playout};
+use crate::transport::playout::{Paced, PacedOutput, Pacer};
 
 pub use crate::transport::playout::FRAME;
 
@@ -107,30 +107,19 @@ impl Outbound {
     }
 }
 
-impl Playout for Outbound {
-    fn send_audio(&mut self, reply: u32, bytes: &[u8]) {
-        self.pacer.send_audio(reply, bytes);
+impl PacedOutput for Outbound {
+    fn pacer(&self) -> &Pacer {
+        &self.pacer
     }
-    fn send_mark(&mut self, name: String) {
-        self.pacer.send_mark(name);
-    }
-    fn set_paused(&mut self, paused: bool) {
-        self.pacer.set_paused(paused);
-    }
-    fn clear(&mut self) -> Vec<String> {
-        self.pacer.clear()
-    }
-    fn queued(&self) -> Duration {
-        self.pacer.queued()
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.pacer.poll_timeout()
+    fn pacer_mut(&mut self) -> &mut Pacer {
+        &mut self.pacer
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::playout::Playout;
     use crate::transport::playout::PTIME;
 
     fn drain(o: &mut Outbound, t: Instant) -> Vec<Sent> {
