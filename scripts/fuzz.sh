@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cases="${FUZZ_CASES:-200000}"
 cargo test --release --test fuzz --no-run >/dev/null 2>&1
-for target in sip_parser sip_core sdp_parser digest_header rtp_rtcp_and_events twilio_messages; do
+for target in sip_parser sip_core sdp_parser digest_header rtp_rtcp_and_events twilio_messages webrtc_offer; do
     start=$(date +%s%N)
     FUZZ_CASES="$cases" cargo test --release --quiet --test fuzz "$target" -- --exact >/dev/null
     ms=$(( ($(date +%s%N) - start) / 1000000 ))

@@ -20,6 +20,7 @@ use attendant::transport::sip::config::{SipConfig, DEFAULT_TOML};
 use attendant::transport::sip::core::{Peer, SipCore, Transport};
 use attendant::transport::sip::{auth, message, sdp};
 use attendant::transport::twilio::stream::StreamSession;
+use attendant::transport::webrtc;
 use common::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
@@ -46,6 +47,8 @@ struct Corpus {
     sdp: Vec<Vec<u8>>,
     rtp: Vec<Vec<u8>>,
     twilio: Vec<Vec<u8>>,
+    /// WebRTC offers (audio + data channel, as a caller sends) and the SIP SDP bodies.
+    webrtc: Vec<Vec<u8>>,
 }
 
 /// SIP messages of the sipp scenarios with their keywords filled in.
@@ -199,9 +202,19 @@ fn corpus() -> &'static Corpus {
             })
             .collect::<Vec<_>>();
         assert!(!sdp.is_empty(), "SDP seeds from the sipp scenarios");
+        let addr: std::net::SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let mut webrtc: Vec<Vec<u8>> = (0..4)
+            .map(|_| {
+                let (_, offer) =
+                    webrtc::Session::offer(&[addr], std::time::Instant::now()).expect("offer");
+                offer.into_bytes()
+            })
+            .collect();
+        webrtc.extend(sdp.iter().cloned());
         Corpus {
             sip,
             sdp,
+            webrtc,
             rtp: rtp_seeds(),
             twilio: twilio_seeds(),
         }
@@ -304,6 +317,13 @@ proptest! {
     }
 
     #[test]
+    fn webrtc_offer(data in input(|c| &c.webrtc)) {
+        let addr: std::net::SocketAddr = "127.0.0.1:50000".parse().unwrap();
+        let text = String::from_utf8_lossy(&data);
+        let _ = webrtc::Session::accept(&text, &[addr], &[], std::time::Instant::now());
+    }
+
+    #[test]
     fn digest_header(data in input(|c| &c.sip)) {
         let text = String::from_utf8_lossy(&data);
         let _ = auth::parse_digest(&text);
@@ -347,6 +367,17 @@ fn seeds_are_mostly_valid() {
     let ok = |v: &Vec<Vec<u8>>, f: &dyn Fn(&[u8]) -> bool| v.iter().filter(|s| f(s)).count();
     let sip = ok(&c.sip, &|s| message::parse(s).is_ok());
     let sdp = ok(&c.sdp, &|s| sdp::parse(s).is_ok());
+    let addr: std::net::SocketAddr = "127.0.0.1:50000".parse().unwrap();
+    let rtc = ok(&c.webrtc[..4].to_vec(), &|s| {
+        webrtc::Session::accept(
+            &String::from_utf8_lossy(s),
+            &[addr],
+            &[],
+            std::time::Instant::now(),
+        )
+        .is_ok()
+    });
+    assert_eq!(rtc, 4, "the WebRTC offer seeds are answered");
     let rtp_ok = ok(&c.rtp, &|s| rtp::parse(s).is_ok());
     // Each message as the next one of a started stream.
     let start = c

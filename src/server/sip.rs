@@ -110,6 +110,26 @@ enum ToCore {
     },
 }
 
+/// Commands a leg's media task may have waiting.
+const MEDIA_COMMANDS: usize = 64;
+
+/// Hands a command to a leg's media task without waiting: the signalling
+/// loop never blocks on one call. A leg with `MEDIA_COMMANDS` waiting is not
+/// keeping up: a key from the far end (SIP INFO) is dropped like late audio,
+/// anything else is logged; memory stays bounded either way.
+fn command(m: &mpsc::Sender<ToMedia>, c: ToMedia) {
+    match m.try_send(c) {
+        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+        Err(mpsc::error::TrySendError::Full(ToMedia::Dtmf(_))) => {
+            metrics().protocol_errors_total.inc();
+            tracing::warn!("a key arrived while its call's media was behind; dropped");
+        }
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            tracing::error!("a call's media task is not taking commands; one was dropped");
+        }
+    }
+}
+
 enum ToMedia {
     Update {
         remote: RemoteMedia,
@@ -515,7 +535,7 @@ struct Slot {
     leg: Leg,
     rtp: Option<std::net::UdpSocket>,
     rtcp: Option<std::net::UdpSocket>,
-    media: Option<mpsc::UnboundedSender<ToMedia>>,
+    media: Option<mpsc::Sender<ToMedia>>,
     /// The caller's place on this node (none on an agent's leg).
     _ticket: Option<super::admission::Ticket>,
 }
@@ -627,7 +647,7 @@ async fn signalling(
                             if let Err(e) = result {
                                 tracing::warn!(call = %id, error = %e, "transfer not started");
                                 if let Some(m) = calls.get(&id).and_then(|s| s.media.as_ref()) {
-                                    let _ = m.send(ToMedia::TransferFailed(500));
+                                    command(m, ToMedia::TransferFailed(500));
                                 }
                             }
                         }

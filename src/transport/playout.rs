@@ -172,17 +172,9 @@ impl Pacer {
         }
     }
 
-    pub fn started(&self) -> bool {
-        self.next.is_some()
-    }
-
     /// When the next frame is due (`now` if events wait).
     pub fn due(&self) -> Option<Instant> {
         self.next
-    }
-
-    pub fn has_events(&self) -> bool {
-        !self.events.is_empty()
     }
 
     /// The far end asked us not to send (hold): frames keep their clock.
@@ -341,7 +333,11 @@ pub struct Uplink {
     /// Bounded by what the pipeline itself sent (one mark per sentence).
     control: VecDeque<CallInput>,
     pub audio_dropped: u64,
+    pub keys_dropped: u64,
 }
+
+/// Control inputs waiting past which keys from the far end are dropped.
+const MAX_CONTROL: usize = 256;
 
 impl Uplink {
     pub fn new(tx: mpsc::Sender<CallInput>) -> Self {
@@ -349,6 +345,7 @@ impl Uplink {
             tx,
             control: VecDeque::new(),
             audio_dropped: 0,
+            keys_dropped: 0,
         }
     }
 
@@ -366,8 +363,16 @@ impl Uplink {
         self.tx.try_send(input).is_ok()
     }
 
-    /// Anything else: kept until the call has room.
+    /// Anything else: kept until the call has room. Keys come from the far
+    /// end, so past `MAX_CONTROL` waiting they are dropped (a stuck call
+    /// cannot be made to hold unbounded input); what the transport itself
+    /// reports (marks, reply starts, transfer results) is bounded by what the
+    /// pipeline sent and always kept.
     pub fn control(&mut self, input: CallInput) {
+        if self.control.len() >= MAX_CONTROL && matches!(input, CallInput::Dtmf(_)) {
+            self.keys_dropped += 1;
+            return;
+        }
         self.control.push_back(input);
         self.flush();
     }
@@ -566,5 +571,18 @@ mod tests {
             })
             .collect();
         assert_eq!(names, ["r1-s0", "r1-end"], "in order, none lost");
+    }
+
+    #[test]
+    fn a_stuck_call_holds_a_bounded_number_of_keys_but_every_mark() {
+        let (tx, _rx) = mpsc::channel(1);
+        let mut up = Uplink::new(tx);
+        for _ in 0..10_000 {
+            up.control(CallInput::Dtmf('1'));
+        }
+        assert!(up.pending() <= MAX_CONTROL + 1);
+        assert!(up.keys_dropped > 9_000);
+        up.control(CallInput::MarkPlayed("r1-end".into()));
+        assert_eq!(up.pending(), MAX_CONTROL + 1, "the mark is kept");
     }
 }

@@ -77,7 +77,7 @@ pub(super) async fn start_bridge(
         ring_timeout: Duration::from_secs(core.config().transfer.ring_timeout_s.max(1)),
     };
     if let Some(m) = media {
-        let _ = m.send(ToMedia::AwaitingAgent);
+        command(m, ToMedia::AwaitingAgent);
     }
     let agent_id = core
         .invite(Instant::now(), call)
@@ -132,14 +132,20 @@ pub(super) fn connect_bridge(calls: &mut HashMap<String, Slot>, agent_id: &str) 
     let (c2a_tx, c2a_rx) = mpsc::channel(RELAY_FRAMES);
     let (a2c_tx, a2c_rx) = mpsc::channel(RELAY_FRAMES);
     *bridged = true;
-    let _ = caller_media.send(ToMedia::Bridge {
-        to_peer: c2a_tx,
-        from_peer: a2c_rx,
-    });
-    let _ = agent_media.send(ToMedia::Bridge {
-        to_peer: a2c_tx,
-        from_peer: c2a_rx,
-    });
+    command(
+        caller_media,
+        ToMedia::Bridge {
+            to_peer: c2a_tx,
+            from_peer: a2c_rx,
+        },
+    );
+    command(
+        &agent_media,
+        ToMedia::Bridge {
+            to_peer: a2c_tx,
+            from_peer: c2a_rx,
+        },
+    );
     tracing::info!(call = %caller, agent_leg = %agent_id, "bridged: caller and agent connected");
 }
 
@@ -165,7 +171,7 @@ pub(super) fn brief_agent(
     state: Shared,
     caller: String,
     target: String,
-    media: mpsc::UnboundedSender<ToMedia>,
+    media: mpsc::Sender<ToMedia>,
 ) {
     tokio::spawn(async move {
         let text = briefing(&state, &caller, &target).await;
@@ -173,7 +179,7 @@ pub(super) fn brief_agent(
         match engines.map(|e| e.tts.speak(&text, Arc::new(AtomicBool::new(false)))) {
             Some(Ok((mut rx, _))) => {
                 while let Some(chunk) = rx.recv().await {
-                    if media.send(ToMedia::Play(chunk.ulaw)).is_err() {
+                    if media.send(ToMedia::Play(chunk.ulaw)).await.is_err() {
                         return;
                     }
                 }
@@ -181,7 +187,7 @@ pub(super) fn brief_agent(
             Some(Err(e)) => tracing::warn!(call = %caller, error = %e, "no briefing for the agent"),
             None => {}
         }
-        let _ = media.send(ToMedia::Mark(BRIEFED.into()));
+        let _ = media.send(ToMedia::Mark(BRIEFED.into())).await;
     });
 }
 
@@ -274,7 +280,7 @@ pub(super) async fn on_event(
                 return;
             };
             if let Some(m) = &slot.media {
-                let _ = m.send(ToMedia::Update { remote, negotiated });
+                command(m, ToMedia::Update { remote, negotiated });
                 return;
             }
             let (Some(rtp_sock), Some(rtcp_sock)) = (slot.rtp.take(), slot.rtcp.take()) else {
@@ -284,7 +290,7 @@ pub(super) async fn on_event(
                 return;
             };
             let cfg = core.config().media.clone();
-            let (mtx, mrx) = mpsc::unbounded_channel();
+            let (mtx, mrx) = mpsc::channel(MEDIA_COMMANDS);
             slot.media = Some(mtx.clone());
             let mut args = media::MediaArgs {
                 id: id.clone(),
@@ -333,7 +339,7 @@ pub(super) async fn on_event(
         }
         Event::Dtmf { id, digit } => {
             if let Some(m) = calls.get(&id).and_then(|s| s.media.as_ref()) {
-                let _ = m.send(ToMedia::Dtmf(digit));
+                command(m, ToMedia::Dtmf(digit));
             }
         }
         Event::Transfer { id, status, final_ } => {
@@ -345,14 +351,14 @@ pub(super) async fn on_event(
                 // The caller is with the agent now; our leg ends.
                 let _ = core.hangup(now, &id);
             } else if let Some(m) = calls.get(&id).and_then(|s| s.media.as_ref()) {
-                let _ = m.send(ToMedia::TransferFailed(status));
+                command(m, ToMedia::TransferFailed(status));
             }
         }
         Event::Ended { id, reason } => {
             tracing::info!(call = %id, ?reason, "SIP call ended");
             if let Some(slot) = calls.remove(&id) {
                 if let Some(m) = slot.media {
-                    let _ = m.send(ToMedia::Stop);
+                    command(&m, ToMedia::Stop);
                 }
                 match slot.leg {
                     // The caller left: so does the agent's leg (CANCEL or BYE).
@@ -377,7 +383,7 @@ pub(super) async fn on_event(
                                 // Busy, no answer, or gone during the briefing:
                                 // the bot takes the caller back.
                                 tracing::info!(call = %caller, ?reason, "bridged transfer failed");
-                                let _ = m.send(ToMedia::TransferFailed(failure_status(reason)));
+                                command(m, ToMedia::TransferFailed(failure_status(reason)));
                             }
                         }
                     }

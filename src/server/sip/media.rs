@@ -16,7 +16,7 @@ pub(super) struct MediaArgs {
     pub(super) rtp_timeout: Option<Duration>,
     /// The bot's pipeline; none on an agent's leg.
     pub(super) call: Option<CallHandle>,
-    pub(super) cmds: mpsc::UnboundedReceiver<ToMedia>,
+    pub(super) cmds: mpsc::Receiver<ToMedia>,
     pub(super) to_core: mpsc::UnboundedSender<ToCore>,
 }
 
