@@ -248,9 +248,13 @@ struct LoadtestArgs {
     /// Scenario file (YAML), e.g. loadtest/bank.yaml.
     #[arg(long)]
     scenario: PathBuf,
-    /// Media Streams WebSocket URL of the server under test.
+    /// Media Streams WebSocket URL of the server under test (for WebRTC
+    /// its HTTP base, or this URL: the base is taken from it).
     #[arg(long, default_value = "ws://127.0.0.1:8080/twilio/stream")]
     url: String,
+    /// How the callers reach the server.
+    #[arg(long, value_enum, default_value_t = loadtest::Transport::Twilio)]
+    transport: loadtest::Transport,
     /// Calls to place.
     #[arg(long, default_value_t = 10)]
     calls: usize,
@@ -350,6 +354,7 @@ async fn loadtest_cmd(a: LoadtestArgs) -> anyhow::Result<()> {
     let scenario = loadtest::Scenario::load(&a.scenario)?;
     let base = loadtest::RunOptions {
         url: a.url.clone(),
+        transport: a.transport,
         signing: a.auth_token.clone().map(|auth_token| client::Signing {
             auth_token,
             public_url: a.public_url.clone().unwrap_or_else(|| a.url.clone()),

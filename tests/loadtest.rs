@@ -6,13 +6,14 @@ mod common;
 use std::sync::Arc;
 
 use attendant::asr::AsrPool;
-use attendant::loadtest::{self, report, RunOptions, Scenario};
+use attendant::loadtest::{self, report, RunOptions, Scenario, Transport};
 use common::*;
 use serde_json::Value;
 
 fn options(addr: std::net::SocketAddr, calls: usize, concurrency: usize) -> RunOptions {
     RunOptions {
         url: ws_url(addr),
+        transport: Transport::Twilio,
         signing: None,
         api_token: Some(API_TOKEN.into()),
         calls,
@@ -148,4 +149,42 @@ fn the_cli_writes_json_and_html_reports() {
     assert_eq!(v["runs"][0]["calls"].as_array().unwrap().len(), 2);
     let page = std::fs::read_to_string(&html).unwrap();
     assert_eq!(page.matches("<svg").count(), 4);
+}
+
+/// The same scenario over WebRTC: every call answered, replies checked by
+/// what was heard over Opus, the report names the transport.
+#[test]
+fn loadtest_over_webrtc_measures_and_checks_like_twilio() {
+    let addr = server();
+    let scenario = Scenario::load(&repo().join("loadtest/bank.yaml")).expect("bank scenario");
+    let opts = RunOptions {
+        url: format!("http://{addr}"),
+        transport: Transport::Webrtc,
+        ..options(addr, 4, 2)
+    };
+    let mut result = rt().block_on(loadtest::run(
+        &scenario,
+        &opts,
+        Arc::new(loadtest::Progress::default()),
+    ));
+    let cfg = config(&[]);
+    let asr = AsrPool::start(&cfg.server.models_dir, &cfg.asr).expect("ASR");
+    loadtest::check_replies(&mut result, &scenario, &asr).expect("checks");
+    let rep = report::Report::new(vec![result], None);
+    let text = report::console(&rep);
+    println!("{text}");
+    assert!(text.contains("over WebRTC"));
+    let s = &rep.summary;
+    assert_eq!(s.calls, 4);
+    assert_eq!(s.failed, 0, "{:#?}", rep.runs[0].calls);
+    let v2v = s.voice_to_voice_ms.as_ref().expect("voice-to-voice");
+    assert!(v2v.n >= 1 && v2v.p50 > 100 && v2v.max < 15_000, "{v2v:?}");
+    assert!(
+        s.correct * 10 >= s.checked * 7 && s.checked >= 1,
+        "most replies heard as expected: {:#?}",
+        rep.runs[0].calls
+    );
+    for c in &rep.runs[0].calls {
+        assert!(c.call_sid.starts_with("webrtc-"), "{c:?}");
+    }
 }

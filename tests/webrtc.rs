@@ -8,10 +8,28 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use attendant::client::{audio, webrtc, Step};
+use attendant::client::{audio, webrtc, CallOptions, CallReport, Script, Step};
 use attendant::media::resample::resample;
 use attendant::pipeline::CallRecord;
 use common::*;
+
+fn call(http: SocketAddr, steps: Vec<Step>) -> CallReport {
+    rt().block_on(webrtc::run_call(CallOptions {
+        url: format!("http://{http}"),
+        http: String::new(),
+        from: String::new(),
+        script: Script::Steps {
+            steps,
+            quiet_ms: 700,
+        },
+        linger_ms: 2000,
+        max_secs: 60,
+        dtmf: vec![],
+        signing: None,
+        api_token: Some(API_TOKEN.into()),
+    }))
+    .expect("WebRTC call")
+}
 
 fn ended_record(http: SocketAddr, id: &str) -> CallRecord {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -58,28 +76,23 @@ fn first_spurt(pcm: &[i16]) -> &[i16] {
 fn a_webrtc_caller_hears_the_greeting_asks_a_question_and_keys_a_digit() {
     let http = server();
     let question = audio::read_wav_8k(&fixture("faq_hours.wav")).unwrap();
-    let report = rt()
-        .block_on(webrtc::call(
-            &format!("http://{http}"),
-            vec![Step::Say(question), Step::Dtmf("1".into())],
-            700,
-            Duration::from_secs(4),
-            Duration::from_secs(60),
-        ))
-        .expect("WebRTC call");
+    let report = call(http, vec![Step::Say(question), Step::Dtmf("1".into())]);
+    let v2v: Vec<u64> = report
+        .replies
+        .iter()
+        .filter_map(|r| r.voice_to_voice_ms)
+        .collect();
     eprintln!(
-        "WebRTC: connect {} ms, greeting {:?} ms, voice-to-voice {:?} ms",
-        report.connect_ms, report.greeting_ms, report.voice_to_voice_ms
+        "WebRTC: connect {:?} ms, greeting {:?} ms, voice-to-voice {:?} ms",
+        report.connect_ms, report.first_audio_ms, v2v
     );
+    let connect = report.connect_ms.expect("ICE and DTLS came up");
+    assert!(connect < 2000, "ICE+DTLS took {connect} ms");
     assert!(
-        report.connect_ms < 2000,
-        "ICE+DTLS took {} ms",
-        report.connect_ms
+        !report.call_sid.is_empty(),
+        "the page message names the call"
     );
-    let id = report
-        .call_id
-        .clone()
-        .expect("the page message names the call");
+    let id = report.call_sid.clone();
     let rec = ended_record(http, &id);
     assert_eq!(rec.channel, "webrtc");
     assert_eq!(rec.outcome, "caller_hung_up", "{rec:?}");
@@ -95,26 +108,17 @@ fn a_webrtc_caller_hears_the_greeting_asks_a_question_and_keys_a_digit() {
         rec.turns.iter().map(|t| &t.dtmf).collect::<Vec<_>>()
     );
     // What went over Opus is what the dialogue said.
-    let pcm = webrtc::heard_pcm(&report);
-    let greeting = transcribe(first_spurt(&pcm)).to_lowercase();
+    let greeting = transcribe(first_spurt(&report.bot_audio)).to_lowercase();
     assert!(
         words_found(&rec.greeting, &greeting) >= 0.6,
         "greeting heard as {greeting:?}, said {:?}",
         rec.greeting
     );
-    assert_eq!(
-        report.voice_to_voice_ms.len(),
-        1,
-        "the question was answered"
-    );
-    assert!(
-        report.voice_to_voice_ms[0] < 3000,
-        "{:?}",
-        report.voice_to_voice_ms
-    );
+    assert_eq!(v2v.len(), 1, "the question was answered: {v2v:?}");
+    assert!(v2v[0] < 3000, "{v2v:?}");
     // The page's live transcript: both sides' words.
     let said: Vec<serde_json::Value> = report
-        .texts
+        .page_messages
         .iter()
         .filter_map(|t| serde_json::from_str(t).ok())
         .filter(|v: &serde_json::Value| v["type"] == "said")
@@ -133,23 +137,19 @@ fn speech_over_the_bot_stops_it_on_webrtc_too() {
     let http = server();
     // Real speech 1.5 s into the greeting.
     let speech = audio::read_wav_8k(&fixture("interrupt.wav")).unwrap();
-    let report = rt()
-        .block_on(webrtc::call(
-            &format!("http://{http}"),
-            vec![Step::Interrupt {
-                audio: speech,
-                after_ms: 1500,
-            }],
-            700,
-            Duration::from_secs(3),
-            Duration::from_secs(45),
-        ))
-        .expect("WebRTC call");
-    let rec = ended_record(http, report.call_id.as_deref().expect("call id"));
+    let report = call(
+        http,
+        vec![Step::Interrupt {
+            audio: speech,
+            after_ms: 1500,
+        }],
+    );
+    let rec = ended_record(http, &report.call_sid);
     assert!(rec.barge_ins >= 1, "{rec:?}");
-    let stop = *report
-        .barge_in_stop_ms
+    let stop = report
+        .barge_ins
         .first()
+        .and_then(|b| b.stop_ms)
         .expect("the bot went quiet after the interruption");
     eprintln!("WebRTC barge-in: bot audio stopped {stop} ms after onset");
     assert!(stop < 1500, "the bot talked on for {stop} ms");

@@ -147,6 +147,10 @@ pub struct CallReport {
     pub pacing: Pacing,
     /// First bot frame after the call started (time to answer).
     pub first_audio_ms: Option<u64>,
+    /// The media path came up (WebRTC: ICE + DTLS), ms after the offer.
+    pub connect_ms: Option<u64>,
+    /// What the server sent the caller's page (WebRTC data channel).
+    pub page_messages: Vec<String>,
     pub record: Option<CallRecord>,
     #[serde(skip)]
     pub bot_audio: Vec<i16>,
@@ -187,7 +191,7 @@ fn frames_of(samples: &[f32]) -> VecDeque<Vec<f32>> {
         .collect()
 }
 
-fn http_base(url: &str) -> String {
+pub(crate) fn http_base(url: &str) -> String {
     let u = url
         .replacen("wss://", "https://", 1)
         .replacen("ws://", "http://", 1);
@@ -415,6 +419,8 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
         step_ends: vec![],
         pacing: Pacing::default(),
         first_audio_ms: None,
+        connect_ms: None,
+        page_messages: Vec::new(),
         record: None,
         bot_audio: vec![],
         caller_audio: vec![],

@@ -1,40 +1,30 @@
-//! A WebRTC caller: offers to a server's `POST /webrtc/offer`, speaks a
+//! A WebRTC caller: offers to a server's `POST /webrtc/offer`, plays a
 //! script in real time over Opus, records what it hears, and times each
 //! reply as the caller hears it (last voiced frame sent → first audible bot
 //! frame received). The same sans-IO `Session` the server uses, on the
-//! calling side, over a real UDP socket.
+//! calling side, over a real UDP socket. It returns the same `CallReport`
+//! as the Twilio caller, so `attendant loadtest` measures both alike.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::net::UdpSocket;
 
-use super::{ClientError, Step};
+use super::{fetch_record, http_base, BargeInTiming, CallOptions, CallReport, ClientError};
+use super::{ReplyTiming, Script, Step};
 use crate::media::mulaw;
 use crate::transport::playout::Playout;
 use crate::transport::webrtc::{Event, Output, Session};
 
 /// RMS (16-bit) above which a received frame counts as the bot talking.
 const AUDIBLE: f64 = 300.0;
-
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct WebrtcReport {
-    /// Offer posted → ICE and DTLS up.
-    pub connect_ms: u64,
-    /// Offer posted → first audible frame of the greeting.
-    pub greeting_ms: Option<u64>,
-    /// Per spoken step (not keys): last voiced frame sent → first audible
-    /// reply frame.
-    pub voice_to_voice_ms: Vec<u64>,
-    /// Per interruption: speech onset → the bot's last audible frame.
-    pub barge_in_stop_ms: Vec<u64>,
-    /// Everything heard, 8 kHz μ-law, one entry per received frame.
-    #[serde(skip)]
-    pub heard: Vec<u8>,
-    /// Text the server sent over the data channel (transcript lines).
-    pub texts: Vec<String>,
-    pub call_id: Option<String>,
-}
+/// The bot's speech carries silence between replies (WebRTC keeps sending
+/// frames): this much of it ends a reply.
+const REPLY_GAP_MS: u64 = 600;
+/// Quiet for this long after an interruption means the bot stopped.
+const STOPPED_MS: u64 = 400;
+/// A step waits this long for the bot's answer before going on anyway.
+const ANSWER_TIMEOUT_MS: u64 = 15_000;
 
 fn rms(ulaw: &[u8]) -> f64 {
     let s: f64 = ulaw
@@ -44,39 +34,44 @@ fn rms(ulaw: &[u8]) -> f64 {
     (s / ulaw.len().max(1) as f64).sqrt()
 }
 
+fn voiced(frame: &[f32]) -> bool {
+    let e = frame.iter().map(|x| x * x).sum::<f32>() / frame.len().max(1) as f32;
+    e.sqrt() > 0.01
+}
+
+/// (first voiced, end of last voiced) in ms from the start of `samples`.
+fn voiced_span(samples: &[f32]) -> (u64, u64) {
+    let frames: Vec<&[f32]> = samples.chunks(160).collect();
+    let first = frames.iter().position(|f| voiced(f)).unwrap_or(0);
+    let last = frames
+        .iter()
+        .rposition(|f| voiced(f))
+        .map_or(frames.len(), |i| i + 1);
+    (first as u64 * 20, last as u64 * 20)
+}
+
 fn to_ulaw(samples: &[f32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(samples.len());
     mulaw::encode_from_f32(samples, &mut out);
     out
 }
 
-/// Last sample index above the speech floor, in 8 kHz samples.
-fn last_voiced(samples: &[f32]) -> usize {
-    samples
-        .chunks(160)
-        .enumerate()
-        .filter(|(_, c)| {
-            let e: f32 = c.iter().map(|x| x * x).sum::<f32>() / c.len().max(1) as f32;
-            e.sqrt() > 0.01
-        })
-        .map(|(i, c)| i * 160 + c.len())
-        .next_back()
-        .unwrap_or(samples.len())
-}
-
-/// Calls `base` (e.g. `http://127.0.0.1:8080`) and runs `steps`, each once
-/// the bot has been quiet `quiet_ms` after it last spoke; hangs up `tail`
-/// after the last reply ended (or at `max`).
-pub async fn call(
-    base: &str,
-    steps: Vec<Step>,
-    quiet_ms: u64,
-    tail: Duration,
-    max: Duration,
-) -> Result<WebrtcReport, ClientError> {
+/// Calls the server at `opts.url` (its HTTP base, or its Twilio stream URL)
+/// over WebRTC and plays `opts.script` (`Steps` or `Turns`).
+pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
+    let base = http_base(&opts.url);
     let connect = |reason: String| ClientError::Connect {
-        url: base.to_string(),
+        url: base.clone(),
         reason,
+    };
+    let (steps, quiet_ms) = match opts.script.clone() {
+        Script::Steps { steps, quiet_ms } => (steps, quiet_ms),
+        Script::Turns { turns, quiet_ms } => (turns.into_iter().map(Step::Say).collect(), quiet_ms),
+        _ => {
+            return Err(connect(
+                "only scripted steps or turns run over WebRTC".into(),
+            ))
+        }
     };
     let sock = UdpSocket::bind("127.0.0.1:0")
         .await
@@ -84,10 +79,10 @@ pub async fn call(
     let local = sock.local_addr().map_err(|e| connect(e.to_string()))?;
     let t0 = Instant::now();
     let (mut sess, offer) = Session::offer(&[local], t0).map_err(|e| connect(e.to_string()))?;
-    let url = format!("{}/webrtc/offer", base.trim_end_matches('/'));
-    let u = url.clone();
+    let url = format!("{base}/webrtc/offer");
     let answer = tokio::task::spawn_blocking(move || {
-        ureq::post(&u)
+        ureq::post(&url)
+            .timeout(Duration::from_secs(10))
             .set("content-type", "application/sdp")
             .send_string(&offer)
             .map_err(|e| e.to_string())
@@ -95,29 +90,45 @@ pub async fn call(
     })
     .await
     .map_err(|e| connect(e.to_string()))?
-    .map_err(connect)?;
+    .map_err(&connect)?;
     sess.accept_answer(&answer)
         .map_err(|e| connect(e.to_string()))?;
 
-    let mut r = WebrtcReport::default();
-    let mut steps = std::collections::VecDeque::from(steps);
-    let mut last_audible: Option<Instant> = None;
-    // When the last voiced frame of the current utterance goes out, and
-    // whether its reply has been heard.
-    let mut speaking_until: Option<Instant> = None;
-    let mut waiting_reply: Option<Instant> = None;
-    let mut done_at: Option<Instant> = None;
-    // When the bot's current stretch of speech began, and an interruption
-    // we are timing (its onset).
-    let mut spurt_start: Option<Instant> = None;
-    let mut interrupted_at: Option<Instant> = None;
+    let mut rep = CallReport {
+        call_sid: String::new(),
+        stream_sid: String::new(),
+        duration_ms: 0,
+        replies: Vec::new(),
+        barge_ins: Vec::new(),
+        clears: 0,
+        marks_echoed: 0,
+        closed_by_server: None,
+        step_ends: Vec::new(),
+        pacing: Default::default(),
+        first_audio_ms: None,
+        connect_ms: None,
+        page_messages: Vec::new(),
+        record: None,
+        bot_audio: Vec::new(),
+        caller_audio: Vec::new(),
+    };
+    let mut steps = VecDeque::from(steps);
+    // Caller side: end of the last voiced frame sent, end of what we said
+    // or keyed last, and until when we are still talking.
+    let mut last_voiced_sent: Option<u64> = None;
+    let mut last_input_end: Option<u64> = None;
+    let mut speaking_until = 0u64;
+    // Bot side: its last audible frame, and whether the open reply still
+    // waits for its first audible frame.
+    let mut last_audible: Option<u64> = None;
+    let mut open_barge: Option<usize> = None;
+    let mut done_at: Option<u64> = None;
+    let mut texts = Vec::new();
     let mut buf = vec![0u8; 2048];
     loop {
         let now = Instant::now();
-        if now.duration_since(t0) > max {
-            break;
-        }
-        if done_at.is_some_and(|d| now >= d) {
+        let now_ms = now.duration_since(t0).as_millis() as u64;
+        if now_ms > opts.max_secs * 1000 {
             break;
         }
         sess.handle_timeout(now);
@@ -127,101 +138,126 @@ pub async fn call(
                     let _ = sock.send_to(&data, to).await;
                 }
                 Output::Timeout(t) => break t,
-                Output::Event(e) => match e {
-                    Event::Connected => r.connect_ms = now.duration_since(t0).as_millis() as u64,
-                    Event::Audio(ulaw) => {
-                        let loud = rms(&ulaw) > AUDIBLE;
-                        r.heard.extend_from_slice(&ulaw);
-                        if loud {
-                            if last_audible
-                                .is_none_or(|t| now.duration_since(t) > Duration::from_millis(300))
-                            {
-                                spurt_start = Some(now);
-                            }
-                            if r.greeting_ms.is_none() {
-                                r.greeting_ms = Some(now.duration_since(t0).as_millis() as u64);
-                            }
-                            if let Some(sent) = waiting_reply.take() {
-                                if now >= sent {
-                                    r.voice_to_voice_ms
-                                        .push(now.duration_since(sent).as_millis() as u64);
-                                } else {
-                                    // Heard before we finished: a barge-in reply.
-                                    waiting_reply = Some(sent);
-                                }
-                            }
-                            last_audible = Some(now);
+                Output::Event(Event::Connected) => rep.connect_ms = Some(now_ms),
+                Output::Event(Event::Audio(ulaw)) => {
+                    rep.bot_audio.extend(ulaw.iter().map(|&b| mulaw::decode(b)));
+                    rep.pacing.frames += 1;
+                    let loud = rms(&ulaw) > AUDIBLE;
+                    if loud {
+                        if last_audible.is_none_or(|l| now_ms.saturating_sub(l) > REPLY_GAP_MS) {
+                            // A new reply; its latency runs from what it answers.
+                            let answers = last_voiced_sent
+                                .filter(|&lv| rep.replies.last().is_none_or(|r| lv > r.at_ms));
+                            let v2v = answers.map(|lv| now_ms.saturating_sub(lv));
+                            rep.replies.push(ReplyTiming {
+                                at_ms: now_ms,
+                                voice_to_voice_ms: v2v,
+                                first_frame_ms: v2v,
+                                audio: Vec::new(),
+                            });
+                        }
+                        rep.first_audio_ms.get_or_insert(now_ms);
+                        last_audible = Some(now_ms);
+                    }
+                    let open =
+                        last_audible.is_some_and(|l| now_ms.saturating_sub(l) <= REPLY_GAP_MS);
+                    if let (true, Some(r)) = (open, rep.replies.last_mut()) {
+                        r.audio.extend_from_slice(&ulaw);
+                    }
+                }
+                Output::Event(Event::Text(t)) => {
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&t) {
+                        if v["type"] == "call" {
+                            rep.call_sid = v["id"].as_str().unwrap_or_default().to_string();
                         }
                     }
-                    Event::Text(t) => {
-                        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&t) {
-                            if v["type"] == "call" {
-                                r.call_id = v["id"].as_str().map(str::to_string);
-                            }
-                        }
-                        r.texts.push(t);
-                    }
-                    Event::Closed => return Ok(r),
-                    _ => {}
-                },
+                    texts.push(t);
+                }
+                Output::Event(Event::Closed) => {
+                    rep.closed_by_server = Some(1000);
+                    break now + Duration::from_secs(3600);
+                }
+                Output::Event(_) => {}
             }
         };
-        if let (Some(at), Some(last)) = (interrupted_at, last_audible) {
-            // The bot has been quiet a while since the interruption began.
-            if now.duration_since(last) > Duration::from_millis(500) {
-                r.barge_in_stop_ms
-                    .push(last.saturating_duration_since(at).as_millis() as u64);
-                interrupted_at = None;
+        if sess.is_closed() {
+            break;
+        }
+        // The bot stopped talking over an interruption: its last audible
+        // frame, once it has stayed quiet longer than a pause between its
+        // sentences (silence keeps flowing on WebRTC, so a short gap is not
+        // a stop).
+        if let (Some(i), Some(l)) = (open_barge, last_audible) {
+            let onset = rep.barge_ins[i].onset_ms;
+            if now_ms >= onset && now_ms.saturating_sub(l) >= STOPPED_MS {
+                rep.barge_ins[i].stop_ms = Some((l + 20).saturating_sub(onset));
+                open_barge = None;
             }
         }
-        // An interruption goes in `after_ms` into the bot's speech.
-        let talking =
-            last_audible.is_some_and(|t| now.duration_since(t) < Duration::from_millis(100));
-        if let Some(Step::Interrupt { after_ms, .. }) = steps.front() {
-            let due =
-                spurt_start.is_some_and(|s| now.duration_since(s).as_millis() as u64 >= *after_ms);
-            if talking && due && speaking_until.is_none_or(|t| now >= t) {
-                if let Some(Step::Interrupt { audio, .. }) = steps.pop_front() {
-                    sess.send_audio(1, &to_ulaw(&audio));
-                    speaking_until = Some(now + Duration::from_millis(audio.len() as u64 / 8));
-                    // Onset: the first voiced frame of the interruption.
-                    let lead = audio
-                        .chunks(160)
-                        .position(|c| {
-                            let e = c.iter().map(|x| x * x).sum::<f32>() / c.len().max(1) as f32;
-                            e.sqrt() > 0.01
-                        })
-                        .unwrap_or(0);
-                    interrupted_at = Some(now + Duration::from_millis(lead as u64 * 20));
-                }
+        let quiet = last_audible.is_some_and(|l| now_ms.saturating_sub(l) >= quiet_ms);
+        let answered = match last_input_end {
+            None => rep.first_audio_ms.is_some(),
+            Some(end) => {
+                rep.replies.last().is_some_and(|r| r.at_ms > end)
+                    || now_ms > end + ANSWER_TIMEOUT_MS
             }
-        }
-        // The next step, once the bot has answered and gone quiet.
-        let quiet =
-            last_audible.is_some_and(|t| now.duration_since(t).as_millis() as u64 >= quiet_ms);
-        let idle = speaking_until.is_none_or(|t| now >= t) && waiting_reply.is_none();
-        let next_is_interrupt = matches!(steps.front(), Some(Step::Interrupt { .. }));
-        if quiet && idle && sess.is_connected() && !next_is_interrupt {
-            match steps.pop_front() {
-                Some(Step::Say(audio)) => {
-                    let voiced = last_voiced(&audio);
-                    sess.send_audio(1, &to_ulaw(&audio));
-                    let end = now + Duration::from_millis(voiced as u64 / 8);
-                    speaking_until = Some(now + Duration::from_millis(audio.len() as u64 / 8));
-                    waiting_reply = Some(end);
+        };
+        let idle = now_ms >= speaking_until;
+        if sess.is_connected() && idle {
+            match steps.front() {
+                Some(Step::Say(audio)) if answered && quiet => {
+                    let (_, voiced_end) = voiced_span(audio);
+                    sess.send_audio(1, &to_ulaw(audio));
+                    last_voiced_sent = Some(now_ms + voiced_end);
+                    speaking_until = now_ms + audio.len() as u64 / 8;
+                    last_input_end = Some(speaking_until);
+                    rep.step_ends.push(speaking_until);
+                    steps.pop_front();
                 }
-                Some(Step::Dtmf(keys)) => {
-                    for k in keys.chars() {
-                        sess.send_dtmf(k, now);
-                        tokio::time::sleep(Duration::from_millis(150)).await;
+                Some(Step::Dtmf(keys)) if answered && quiet => {
+                    // Keys 150 ms apart, like a person pressing them.
+                    let keys = keys.clone();
+                    for (i, k) in keys.chars().enumerate() {
+                        if i > 0 {
+                            tokio::time::sleep(Duration::from_millis(150)).await;
+                        }
+                        sess.send_dtmf(k, Instant::now());
                     }
-                    // Wait for the bot's answer before the next step.
-                    last_audible = None;
+                    let end = t0.elapsed().as_millis() as u64;
+                    last_input_end = Some(end);
+                    rep.step_ends.push(end);
+                    steps.pop_front();
                 }
-                Some(Step::Interrupt { .. }) => {}
+                Some(Step::Interrupt { audio, after_ms }) => {
+                    // `after_ms` into the first reply after our last input.
+                    let reply = rep
+                        .replies
+                        .iter()
+                        .find(|r| last_input_end.is_none_or(|e| r.at_ms > e));
+                    if reply.is_some_and(|r| now_ms >= r.at_ms + after_ms) {
+                        let (onset, voiced_end) = voiced_span(audio);
+                        sess.send_audio(1, &to_ulaw(audio));
+                        rep.barge_ins.push(BargeInTiming {
+                            onset_ms: now_ms + onset,
+                            stop_ms: None,
+                            clear_ms: None,
+                        });
+                        open_barge = Some(rep.barge_ins.len() - 1);
+                        last_voiced_sent = Some(now_ms + voiced_end);
+                        speaking_until = now_ms + audio.len() as u64 / 8;
+                        last_input_end = Some(speaking_until);
+                        rep.step_ends.push(speaking_until);
+                        steps.pop_front();
+                    }
+                }
+                Some(_) => {}
                 None => {
-                    if done_at.is_none() {
-                        done_at = Some(now + tail);
+                    // Done once the last input is answered, quiet, and lingered on.
+                    let d = *done_at.get_or_insert(now_ms);
+                    let lingered = now_ms >= d + opts.linger_ms;
+                    let long_quiet = last_audible.is_none_or(|l| now_ms.saturating_sub(l) >= 1500);
+                    if answered && lingered && long_quiet {
+                        break;
                     }
                 }
             }
@@ -236,7 +272,27 @@ pub async fn call(
             _ = tokio::time::sleep_until(wake.into()) => {}
         }
     }
-    // Hang up like the page does, then let it go out.
+    hang_up(&mut sess, &sock).await;
+    rep.duration_ms = t0.elapsed().as_millis() as u64;
+    rep.stream_sid = rep.call_sid.clone();
+    rep.page_messages = texts;
+    if !rep.call_sid.is_empty() {
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if let Some(r) = fetch_record(&base, &rep.call_sid, opts.api_token.as_deref()).await {
+                let done = r.ended_unix_ms.is_some();
+                rep.record = Some(r);
+                if done {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(rep)
+}
+
+/// Hangs up like the page does and lets the message go out.
+async fn hang_up(sess: &mut Session, sock: &UdpSocket) {
     sess.send_text(r#"{"type":"hangup"}"#.into());
     let until = Instant::now() + Duration::from_millis(200);
     while Instant::now() < until {
@@ -245,16 +301,8 @@ pub async fn call(
             Output::Transmit { to, data, .. } => {
                 let _ = sock.send_to(&data, to).await;
             }
-            Output::Timeout(t) => {
-                tokio::time::sleep_until(t.min(until).into()).await;
-            }
+            Output::Timeout(t) => tokio::time::sleep_until(t.min(until).into()).await,
             Output::Event(_) => {}
         }
     }
-    Ok(r)
-}
-
-/// Where a report's audio is: for tests that transcribe it.
-pub fn heard_pcm(r: &WebrtcReport) -> Vec<i16> {
-    r.heard.iter().map(|&b| mulaw::decode(b)).collect()
 }

@@ -1,5 +1,5 @@
 //! `attendant loadtest`: many simultaneous callers over the real protocol
-//! (Twilio Media Streams today; SIP once that transport lands), with
+//! (Twilio Media Streams or WebRTC, `--transport`), with
 //! per-call and per-turn measurements, reply checks and a capacity search.
 //!
 //! The load generator keeps its own cost off the measurement: callers only
@@ -18,10 +18,22 @@ use serde::{Deserialize, Serialize};
 use crate::client::{self, CallOptions, Script, Signing};
 pub use scenario::{Expect, Scenario, ScenarioError};
 
+/// How the load generator's callers reach the server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Twilio Media Streams over WebSocket.
+    #[default]
+    Twilio,
+    /// A browser-like WebRTC caller (Opus over DTLS-SRTP).
+    Webrtc,
+}
+
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Media Streams WebSocket URL.
+    /// Media Streams WebSocket URL (WebRTC: the server's base is taken from it).
     pub url: String,
+    pub transport: Transport,
     pub signing: Option<Signing>,
     /// API token for reading call records.
     pub api_token: Option<String>,
@@ -116,6 +128,8 @@ impl ServerTurns {
 pub struct RunResult {
     pub scenario: String,
     pub url: String,
+    #[serde(default)]
+    pub transport: Transport,
     pub concurrency: usize,
     pub wall_ms: u64,
     pub calls: Vec<CallResult>,
@@ -195,10 +209,14 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions, progress: Arc<Progress>
         let (active, spans, progress) = (active.clone(), spans.clone(), progress.clone());
         progress.started.fetch_add(1, Ordering::Relaxed);
         let i = index;
+        let transport = opts.transport;
         tasks.push(tokio::spawn(async move {
             let started = t0.elapsed().as_millis() as u64;
             active.fetch_add(1, Ordering::Relaxed);
-            let r = client::run_call(call_opts).await;
+            let r = match transport {
+                Transport::Twilio => client::run_call(call_opts).await,
+                Transport::Webrtc => client::webrtc::run_call(call_opts).await,
+            };
             active.fetch_sub(1, Ordering::Relaxed);
             let ended = t0.elapsed().as_millis() as u64;
             spans.lock().push((started, ended));
@@ -245,6 +263,7 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions, progress: Arc<Progress>
     RunResult {
         scenario: scenario.name.clone(),
         url: opts.url.clone(),
+        transport: opts.transport,
         concurrency: opts.concurrency,
         wall_ms: wall.as_millis() as u64,
         calls,

@@ -186,6 +186,8 @@ pub struct Report {
     pub tool: String,
     pub scenario: String,
     pub url: String,
+    #[serde(default)]
+    pub transport: super::Transport,
     pub summary: Summary,
     pub capacity: Option<Capacity>,
     pub runs: Vec<RunResult>,
@@ -196,6 +198,7 @@ impl Report {
         let all = RunResult {
             scenario: runs.first().map(|r| r.scenario.clone()).unwrap_or_default(),
             url: runs.first().map(|r| r.url.clone()).unwrap_or_default(),
+            transport: runs.first().map(|r| r.transport).unwrap_or_default(),
             concurrency: runs.iter().map(|r| r.concurrency).max().unwrap_or(0),
             wall_ms: runs.iter().map(|r| r.wall_ms).sum(),
             calls: runs.iter().flat_map(|r| r.calls.clone()).collect(),
@@ -208,6 +211,7 @@ impl Report {
             tool: format!("attendant loadtest {}", env!("CARGO_PKG_VERSION")),
             scenario: all.scenario.clone(),
             url: all.url.clone(),
+            transport: all.transport,
             summary: summarize(&all),
             capacity,
             runs,
@@ -227,9 +231,13 @@ pub fn console(r: &Report) -> String {
     let s = &r.summary;
     let mut o = String::new();
     o += &format!(
-        "scenario {:?} against {}\ncalls {}  ok {}  failed {}  ({:.1} % errors)  wall {:.1} s  generator CPU {:.0} % of a core\n",
+        "scenario {:?} against {} over {}\ncalls {}  ok {}  failed {}  ({:.1} % errors)  wall {:.1} s  generator CPU {:.0} % of a core\n",
         r.scenario,
         r.url,
+        match r.transport {
+            super::Transport::Twilio => "Twilio Media Streams",
+            super::Transport::Webrtc => "WebRTC",
+        },
         s.calls,
         s.ok,
         s.failed,
@@ -638,6 +646,7 @@ mod tests {
         RunResult {
             scenario: "s".into(),
             url: "ws://x".into(),
+            transport: Default::default(),
             concurrency: conc,
             wall_ms: 10_000,
             calls,
