@@ -1,0 +1,124 @@
+//! The voice loop's side: a conversation behind the `Dialogue` trait, and
+//! the factory the call pipeline makes them with.
+
+use super::*;
+
+/// The voice loop's view of a conversation.
+pub struct AgentDialogue {
+    conv: Conversation,
+}
+
+impl Dialogue for AgentDialogue {
+    fn greeting(&mut self, call: &CallMeta) -> Reply {
+        self.conv.begin(call);
+        self.conv.greeting()
+    }
+
+    fn on_turn(&mut self, _call: &CallMeta, turn: &TurnInput) -> Reply {
+        let (reply, trace) = self.conv.turn(turn);
+        self.conv.save_progress();
+        tracing::info!(
+            turn = trace.turn,
+            intent = trace.intent.as_deref().unwrap_or("-"),
+            confidence = format!("{:.2}", trace.confidence),
+            action = %trace.action,
+            sentiment = trace.sentiment.map(|s| s.score).unwrap_or(0.0),
+            nlu_ms = format!("{:.1}", trace.nlu_ms),
+            "dialogue turn"
+        );
+        reply
+    }
+
+    fn on_interrupted(&mut self, what: &Interruption) {
+        // The caller cut in: "repeat" should give the whole reply again, and
+        // nothing else changes — the flow still waits on the same answer.
+        tracing::debug!(heard_ms = what.heard_ms, "reply interrupted");
+    }
+
+    fn expecting(&self) -> Expect {
+        self.conv.expecting()
+    }
+
+    /// The state as call records show it: secret slots masked, and the
+    /// turns that filled one keep no digits.
+    fn state_json(&self) -> Option<serde_json::Value> {
+        let mut v = serde_json::to_value(&self.conv.state).ok()?;
+        if let Some(slots) = v.get_mut("slots").and_then(|s| s.as_object_mut()) {
+            for (k, val) in slots.iter_mut() {
+                if self.conv.slot_def(k).is_some_and(|d| d.secret) {
+                    *val = serde_json::Value::String("****".into());
+                }
+            }
+        }
+        let secrets = self.conv.secret_answers();
+        if let Some(turns) = v.get_mut("turns").and_then(|t| t.as_array_mut()) {
+            for (t, &secret) in turns.iter_mut().zip(&secrets) {
+                if !secret {
+                    continue;
+                }
+                if let Some(text) = t.get("text").and_then(|x| x.as_str()) {
+                    t["text"] = serde_json::Value::String(crate::nlu::numbers::mask_digits(text));
+                }
+                if let Some(d) = t.get("dtmf").and_then(|x| x.as_str()) {
+                    t["dtmf"] = serde_json::Value::String("*".repeat(d.len()));
+                }
+            }
+        }
+        Some(v)
+    }
+
+    fn on_transfer_failed(&mut self, status: u16) {
+        self.conv.transfer_failed(status);
+    }
+
+    fn on_call_end(&mut self, response_ms: Option<i64>) {
+        self.conv.save_interaction(response_ms);
+    }
+}
+
+pub struct AgentFactory {
+    rt: Arc<AgentRuntime>,
+    services: Option<Arc<Services>>,
+}
+
+impl AgentFactory {
+    pub fn new(rt: Arc<AgentRuntime>, services: Option<Arc<Services>>) -> Self {
+        Self { rt, services }
+    }
+
+    pub fn runtime(&self) -> &Arc<AgentRuntime> {
+        &self.rt
+    }
+}
+
+impl DialogueFactory for AgentFactory {
+    fn new_dialogue(&self) -> Box<dyn Dialogue> {
+        let conv = match &self.services {
+            Some(s) => Conversation::with_services(self.rt.clone(), s.clone()),
+            None => Conversation::new(self.rt.clone()),
+        };
+        Box::new(AgentDialogue { conv })
+    }
+
+    fn prompts(&self) -> Vec<String> {
+        let a = &self.rt.agent;
+        let p = &a.file.prompts;
+        let mut v = vec![
+            a.file.agent.greeting.clone(),
+            p.fallback.clone(),
+            p.goodbye.clone(),
+            p.transfer.clone(),
+            p.anything_else.clone(),
+            p.what_else.clone(),
+            p.escalate.clone(),
+        ];
+        v.extend(
+            a.file
+                .slot
+                .values()
+                .map(|s| s.prompt.clone())
+                .filter(|s| !s.contains('{')),
+        );
+        v
+    }
+}
