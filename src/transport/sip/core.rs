@@ -638,10 +638,8 @@ impl SipCore {
         if req.method == "ACK" || req.method == "CANCEL" {
             return false;
         }
-        let known = matches!(
-            req.method.as_str(),
-            "INVITE" | "BYE" | "OPTIONS" | "INFO" | "NOTIFY" | "REFER"
-        );
+        // ACK and CANCEL returned above; what else we allow is checked here.
+        let known = ALLOW.split(", ").any(|m| m == req.method);
         if !known {
             return false;
         }
