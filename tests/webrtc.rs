@@ -190,6 +190,30 @@ fn bad_offers_get_4xx_and_the_page_is_served_without_a_login() {
         "no parser internals in the answer"
     );
     assert_eq!(post("application/sdp", &"a=x\r\n".repeat(3_500)), 413);
+    // WHIP hang-up: the answer's Location ends the call, once.
+    let (_caller, offer) = attendant::transport::webrtc::Session::offer(
+        &["127.0.0.1:9".parse().unwrap()],
+        Instant::now(),
+    )
+    .unwrap();
+    let created = ureq::post(&format!("http://{http}/webrtc/offer"))
+        .set("content-type", "application/sdp")
+        .send_string(&offer)
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let location = created.header("location").unwrap().to_string();
+    assert!(location.starts_with("/webrtc/calls/webrtc-"), "{location}");
+    let delete = || match ureq::delete(&format!("http://{http}{location}")).call() {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(c, _)) => c,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(delete(), 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while delete() != 404 {
+        assert!(Instant::now() < deadline, "the call did not end");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // The data routes stay closed.
     assert!(matches!(
         ureq::get(&format!("http://{http}/calls")).call(),

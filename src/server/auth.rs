@@ -149,6 +149,8 @@ pub fn need(method: &Method, path: &str) -> Need {
         // open like a phone number, capped by admission like any call.
         (&Method::GET, [""]) | (&Method::GET, ["webrtc", "config"]) => Need::Telephony,
         (&Method::POST, ["webrtc", "offer"]) => Need::Telephony,
+        // WHIP's hang-up: the call's unguessable resource URL is the capability.
+        (&Method::DELETE, ["webrtc", "calls", _]) => Need::Telephony,
         (_, ["auth", "login"]) | (_, ["auth", "logout"]) => Need::Open,
         (_, ["twilio", ..]) => Need::Telephony,
         (_, ["metrics"]) | (_, ["sip"]) => Need::Roles(&[Ops]),

@@ -38,6 +38,8 @@ pub struct AppState {
     pub replay: auth::ReplayGuard,
     /// Places for calls on this node (caps, draining).
     pub admission: Arc<admission::Admission>,
+    /// Live WebRTC calls by id: how `DELETE /webrtc/calls/{id}` hangs up.
+    pub webrtc: webrtc::Live,
 }
 
 pub type Shared = Arc<AppState>;
@@ -67,6 +69,7 @@ pub fn router(state: Shared) -> Router {
         .route("/", get(webrtc::page))
         .route("/webrtc/config", get(webrtc::client_config))
         .route("/webrtc/offer", post(webrtc::offer))
+        .route("/webrtc/calls/{id}", axum::routing::delete(webrtc::hang_up))
         .route("/auth/login", post(auth::login))
         .route("/auth/logout", post(auth::logout))
         .route("/auth/whoami", get(auth::whoami))
@@ -505,6 +508,7 @@ pub async fn serve_until(
         sip: Arc::default(),
         replay: auth::ReplayGuard::default(),
         admission: admission::Admission::new(cfg.server.max_calls, cfg.server.max_calls_per_number),
+        webrtc: Default::default(),
     });
     spawn_record_writer(state.calls.clone(), state.services.store.clone());
     if let Some(sip_cfg) = sip_cfg {

@@ -66,6 +66,42 @@ impl Default for WebrtcConfig {
     }
 }
 
+/// Live calls' hang-up switches, by call id.
+#[derive(Default)]
+pub struct Live(
+    parking_lot::Mutex<std::collections::HashMap<String, tokio::sync::watch::Sender<bool>>>,
+);
+
+impl Live {
+    fn add(&self, id: &str) -> tokio::sync::watch::Receiver<bool> {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        self.0.lock().insert(id.to_string(), tx);
+        rx
+    }
+    fn remove(&self, id: &str) {
+        self.0.lock().remove(id);
+    }
+    /// Asks call `id` to hang up; false if there is no such live call.
+    fn hang_up(&self, id: &str) -> bool {
+        self.0
+            .lock()
+            .get(id)
+            .is_some_and(|tx| tx.send(true).is_ok())
+    }
+}
+
+/// `DELETE /webrtc/calls/{id}` (WHIP): the caller's side hangs up.
+pub async fn hang_up(
+    State(s): State<Shared>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    if s.webrtc.hang_up(&id) {
+        StatusCode::OK.into_response()
+    } else {
+        (StatusCode::NOT_FOUND, "no such call\n").into_response()
+    }
+}
+
 /// The caller page: a call button, the keypad and the live transcript.
 pub async fn page(State(s): State<Shared>) -> Response {
     if !s.cfg.webrtc.enabled {
@@ -200,7 +236,9 @@ pub async fn offer(State(s): State<Shared>, req: Request) -> Response {
         to: None,
         params: Default::default(),
     };
-    tokio::spawn(drive(s.clone(), engines, sess, sock, meta, ticket));
+    // Registered before the answer goes out, so its Location works at once.
+    let hung_up = s.webrtc.add(&id);
+    tokio::spawn(drive(s.clone(), engines, sess, sock, meta, ticket, hung_up));
     (
         StatusCode::CREATED,
         [
@@ -269,6 +307,7 @@ async fn drive(
     sock: UdpSocket,
     meta: CallMeta,
     _ticket: Ticket,
+    mut hung_up: tokio::sync::watch::Receiver<bool>,
 ) {
     let id = meta.call_id.clone();
     let cfg = s.cfg.webrtc.clone();
@@ -438,8 +477,13 @@ async fn drive(
                 },
             },
             _ = tokio::time::sleep_until(wake.into()) => {}
+            _ = hung_up.changed() => {
+                tracing::info!(call = %id, "the caller hung up (DELETE)");
+                break;
+            }
         }
     }
+    s.webrtc.remove(&id);
     sess.close();
     if let Some(u) = up {
         u.close(vec![CallInput::Hangup]).await;
