@@ -57,6 +57,43 @@ fn message(payload: &(dyn Any + Send)) -> &str {
         .unwrap_or("(no message)")
 }
 
+/// Decides when a part that keeps panicking is rebuilt: `limit` panics
+/// within `window`. Sans-IO (the caller passes the time), so the rule is
+/// tested without making anything panic.
+pub struct PanicWindow {
+    limit: usize,
+    window: std::time::Duration,
+    recent: std::collections::VecDeque<std::time::Instant>,
+}
+
+impl PanicWindow {
+    pub fn new(limit: usize, window: std::time::Duration) -> Self {
+        Self {
+            limit: limit.max(1),
+            window,
+            recent: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Counts a panic at `now`; true when the part should be rebuilt (the
+    /// count then starts again).
+    pub fn record(&mut self, now: std::time::Instant) -> bool {
+        self.recent.push_back(now);
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.window)
+        {
+            self.recent.pop_front();
+        }
+        if self.recent.len() >= self.limit {
+            self.recent.clear();
+            return true;
+        }
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +105,23 @@ mod tests {
         assert_eq!(message(p.as_ref()), "boom 1");
         contained(Part::Call, p.as_ref());
         assert_eq!(count(Part::Call), before + 1);
+    }
+
+    #[test]
+    fn five_panics_within_ten_seconds_rebuild_spread_out_ones_do_not() {
+        use std::time::{Duration, Instant};
+        let t0 = Instant::now();
+        let mut w = PanicWindow::new(5, Duration::from_secs(10));
+        for i in 0..4 {
+            assert!(!w.record(t0 + Duration::from_secs(i)));
+        }
+        assert!(w.record(t0 + Duration::from_secs(4)), "the fifth rebuilds");
+        assert!(
+            !w.record(t0 + Duration::from_secs(5)),
+            "and the count restarts"
+        );
+        // One panic every 3 s never reaches five in a 10 s window.
+        let mut w = PanicWindow::new(5, Duration::from_secs(10));
+        assert!((0..100).all(|i| !w.record(t0 + Duration::from_secs(3 * i))));
     }
 }

@@ -7,7 +7,7 @@
 //! leg, then the two media tasks relay audio to each other until either side
 //! hangs up. If the agent's leg fails first, the caller goes back to the bot.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -615,7 +615,7 @@ async fn signalling(
     } = queues;
     let mut calls: HashMap<String, Slot> = HashMap::new();
     let cfg = core.config().clone();
-    let mut panics: VecDeque<Instant> = VecDeque::new();
+    let mut panics = crate::faults::PanicWindow::new(PANICS_BEFORE_REBUILD, PANIC_WINDOW);
     loop {
         // A panic while handling one input (a bug a message found) drops
         // that input; the core carries on. One that keeps panicking is
@@ -686,17 +686,11 @@ async fn signalling(
             Ok(false) => return,
             Err(panic) => {
                 crate::faults::contained(crate::faults::Part::SipCore, panic.as_ref());
-                let now = Instant::now();
-                panics.push_back(now);
-                while panics.front().is_some_and(|t| now - *t > PANIC_WINDOW) {
-                    panics.pop_front();
-                }
-                if panics.len() >= PANICS_BEFORE_REBUILD {
+                if panics.record(Instant::now()) {
                     tracing::error!(
                         calls = calls.len(),
                         "SIP core kept panicking; rebuilt it, its calls end"
                     );
-                    panics.clear();
                     calls.clear();
                     core = SipCore::new(cfg.clone());
                     status.lock().core_restarts += 1;
