@@ -40,6 +40,8 @@ pub struct Config {
     pub auth: crate::server::auth::AuthConfig,
     #[serde(default)]
     pub webrtc: crate::server::webrtc::WebrtcConfig,
+    #[serde(default)]
+    pub desk: crate::desk::DeskConfig,
     pub asr: AsrConfig,
     pub tts: TtsConfig,
     pub turn: TurnConfig,

@@ -27,6 +27,14 @@ pub struct Kpis {
     pub repeat_contact_rate: f64,
     pub csat_average: Option<f64>,
     pub csat_responses: usize,
+    /// Calls sent to the agent desk, and what became of them.
+    pub desk_calls: usize,
+    pub desk_handled: usize,
+    /// Hung up on hold before an agent took the call.
+    pub desk_abandoned: usize,
+    /// Mean time on hold of calls an agent took.
+    pub desk_avg_wait_ms: Option<f64>,
+    pub desk_avg_talk_ms: Option<f64>,
 }
 
 pub fn compute(list: &[Interaction]) -> Kpis {
@@ -38,6 +46,7 @@ pub fn compute(list: &[Interaction]) -> Kpis {
     let mut csat = Vec::new();
     let mut last_seen: HashMap<&str, i64> = HashMap::new();
     let mut repeats = 0;
+    let (mut waits, mut talks) = (Vec::new(), Vec::new());
     let mut sorted: Vec<&Interaction> = list.iter().collect();
     sorted.sort_by_key(|i| i.started_ms);
     for i in sorted {
@@ -49,6 +58,18 @@ pub fn compute(list: &[Interaction]) -> Kpis {
         }
         if let Some(r) = i.response_ms {
             resp.push(r as f64);
+        }
+        if let Some(w) = i.wait_ms {
+            k.desk_calls += 1;
+            match (&i.human_agent, i.talk_ms) {
+                (Some(_), talk) => {
+                    k.desk_handled += 1;
+                    waits.push(w as f64);
+                    talks.extend(talk.map(|t| t as f64));
+                }
+                (None, _) if i.outcome == "abandoned" => k.desk_abandoned += 1,
+                _ => {}
+            }
         }
         if let Some(c) = i.csat {
             csat.push(c as f64);
@@ -68,6 +89,9 @@ pub fn compute(list: &[Interaction]) -> Kpis {
     k.transfer_rate = ratio(k.transferred, k.calls);
     k.repeat_contact_rate = ratio(repeats, k.calls_from_known_customers);
     k.avg_response_ms = (!resp.is_empty()).then(|| resp.iter().sum::<f64>() / resp.len() as f64);
+    let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    k.desk_avg_wait_ms = mean(&waits);
+    k.desk_avg_talk_ms = mean(&talks);
     k.csat_responses = csat.len();
     k.csat_average = (!csat.is_empty()).then(|| csat.iter().sum::<f64>() / csat.len() as f64);
     k
@@ -91,6 +115,9 @@ pub fn publish(k: &Kpis) {
     m.kpi_repeat_contact_ratio.set(k.repeat_contact_rate);
     m.kpi_csat_average.set(k.csat_average.unwrap_or(0.0));
     m.kpi_csat_responses.set(k.csat_responses as f64);
+    m.kpi_desk_handled.set(k.desk_handled as f64);
+    m.kpi_desk_avg_wait_seconds
+        .set(k.desk_avg_wait_ms.unwrap_or(0.0) / 1000.0);
 }
 
 #[cfg(test)]
@@ -128,5 +155,21 @@ mod tests {
         assert!((k.repeat_contact_rate - 0.25).abs() < 1e-9);
         assert_eq!(k.avg_response_ms, Some(1500.0));
         assert_eq!(k.csat_average, Some(4.0));
+        assert_eq!(k.desk_calls, 0);
+    }
+
+    #[test]
+    fn desk_calls_count_handled_abandoned_and_their_times() {
+        let mut a = call("a", None, 0, "transferred", "human");
+        (a.human_agent, a.wait_ms, a.talk_ms) = (Some("al".into()), Some(10_000), Some(60_000));
+        let mut b = call("b", None, 0, "transferred", "human");
+        (b.human_agent, b.wait_ms, b.talk_ms) = (Some("bea".into()), Some(20_000), Some(30_000));
+        let mut c = call("c", None, 0, "abandoned", "bot");
+        c.wait_ms = Some(90_000);
+        let k = compute(&[a, b, c, call("d", None, 0, "resolved", "bot")]);
+        assert_eq!((k.desk_calls, k.desk_handled, k.desk_abandoned), (3, 2, 1));
+        assert_eq!(k.desk_avg_wait_ms, Some(15_000.0));
+        assert_eq!(k.desk_avg_talk_ms, Some(45_000.0));
+        assert_eq!(k.transferred, 2);
     }
 }

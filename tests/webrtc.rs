@@ -167,7 +167,9 @@ fn bad_offers_get_4xx_and_the_page_is_served_without_a_login() {
     let http = server();
     let page = ureq::get(&format!("http://{http}/")).call().unwrap();
     assert_eq!(page.status(), 200);
-    assert!(page.into_string().unwrap().contains("RTCPeerConnection"));
+    assert!(page.into_string().unwrap().contains("/rtc.js"));
+    let js = ureq::get(&format!("http://{http}/rtc.js")).call().unwrap();
+    assert!(js.into_string().unwrap().contains("RTCPeerConnection"));
     let post = |ct: &str, body: &str| match ureq::post(&format!("http://{http}/webrtc/offer"))
         .set("content-type", ct)
         .send_string(body)

@@ -59,6 +59,22 @@ fn to_ulaw(samples: &[f32]) -> Vec<u8> {
 /// Calls the server at `opts.url` (its HTTP base, or its Twilio stream URL)
 /// over WebRTC and plays `opts.script` (`Steps` or `Turns`).
 pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
+    run(opts, "/webrtc/offer".into(), None).await
+}
+
+/// Plays a desk agent: takes waiting call `call_id` at the agent desk
+/// (`opts.api_token` signs in) and plays `opts.script` to the caller,
+/// recording what the caller says (`bot_audio`: what this side heard).
+pub async fn run_agent(opts: CallOptions, call_id: &str) -> Result<CallReport, ClientError> {
+    let token = opts.api_token.clone();
+    run(opts, format!("/desk/calls/{call_id}/take"), token).await
+}
+
+async fn run(
+    opts: CallOptions,
+    path: String,
+    bearer: Option<String>,
+) -> Result<CallReport, ClientError> {
     let base = http_base(&opts.url);
     let connect = |reason: String| ClientError::Connect {
         url: base.clone(),
@@ -79,12 +95,15 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
     let local = sock.local_addr().map_err(|e| connect(e.to_string()))?;
     let t0 = Instant::now();
     let (mut sess, offer) = Session::offer(&[local], t0).map_err(|e| connect(e.to_string()))?;
-    let url = format!("{base}/webrtc/offer");
+    let url = format!("{base}{path}");
     let answer = tokio::task::spawn_blocking(move || {
-        ureq::post(&url)
+        let mut req = ureq::post(&url)
             .timeout(Duration::from_secs(10))
-            .set("content-type", "application/sdp")
-            .send_string(&offer)
+            .set("content-type", "application/sdp");
+        if let Some(t) = bearer {
+            req = req.set("authorization", &format!("Bearer {t}"));
+        }
+        req.send_string(&offer)
             .map_err(|e| e.to_string())
             .and_then(|r| r.into_string().map_err(|e| e.to_string()))
     })

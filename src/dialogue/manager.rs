@@ -152,6 +152,9 @@ pub struct ConversationState {
     /// Transfers the transport could not carry out.
     #[serde(default)]
     pub transfer_failures: u32,
+    /// The call's time with the agent desk, once over.
+    #[serde(default)]
+    pub human: Option<crate::dialogue::HumanOutcome>,
     pub csat: Option<i64>,
     pub csat_asked: bool,
 }

@@ -65,6 +65,22 @@ pub struct Interruption {
     pub heard_ms: u64,
 }
 
+/// How a call's time with the agent desk went (`desk:QUEUE` transfers).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HumanOutcome {
+    pub queue: String,
+    /// Who took the call; `None` if nobody did before the caller left or the
+    /// wait ran out.
+    pub agent: Option<String>,
+    /// On hold before an agent took the call (or until it ended).
+    pub wait_ms: u64,
+    /// Agent and caller connected; `None` if they never were.
+    pub talk_ms: Option<u64>,
+    /// The agent gave the caller back to the bot (or nobody took the call
+    /// in time): the conversation goes on with the bot.
+    pub returned: bool,
+}
+
 /// What the bot's last question asks for. The voice loop uses it to pick
 /// the recogniser (digits) and to end a turn as soon as the answer is whole.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +115,9 @@ pub trait Dialogue: Send + Sync {
     /// The transport could not carry out the transfer this dialogue asked
     /// for: the caller is still with the bot.
     fn on_transfer_failed(&mut self, _status: u16) {}
+    /// The caller's time with the agent desk ended (taken and finished,
+    /// returned to the bot, or left waiting).
+    fn on_human(&mut self, _outcome: &HumanOutcome) {}
     /// The call is over: persist what should outlive it. `response_ms` is
     /// the call's mean voice-to-voice time, when any turn was answered.
     fn on_call_end(&mut self, _response_ms: Option<i64>) {}

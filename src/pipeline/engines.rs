@@ -42,12 +42,16 @@ pub struct Engines {
     /// Further agents by folder (`dialogue.extra_agents`), picked per call
     /// with the call's `agent` parameter (e.g. a SIP dialled-number route).
     pub agents: std::collections::HashMap<String, Box<dyn DialogueFactory>>,
+    /// Where `desk:QUEUE` transfers wait for a human (none: they fail and
+    /// the bot keeps the caller).
+    pub desk: Option<Arc<crate::desk::Desk>>,
 }
 
 impl Engines {
     pub fn load(
         cfg: Config,
         services: Option<Arc<crate::dialogue::Services>>,
+        desk: Option<Arc<crate::desk::Desk>>,
     ) -> Result<Arc<Self>, EngineError> {
         let t = Instant::now();
         let dir = cfg.server.models_dir.clone();
@@ -116,6 +120,7 @@ impl Engines {
             dialogue,
             agent,
             agents,
+            desk,
         }))
     }
 

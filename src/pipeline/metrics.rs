@@ -48,6 +48,10 @@ pub struct Metrics {
     pub kpi_repeat_contact_ratio: Gauge,
     pub kpi_csat_average: Gauge,
     pub kpi_csat_responses: Gauge,
+    pub kpi_desk_handled: Gauge,
+    pub kpi_desk_avg_wait_seconds: Gauge,
+    /// Callers on hold for the agent desk now.
+    pub desk_waiting: Gauge,
     pub transfers_failed_total: IntCounter,
     /// Accounts locked by repeated wrong PINs (events in the store).
     pub account_lockouts: Gauge,
@@ -225,6 +229,21 @@ pub fn metrics() -> &'static Metrics {
                 &r,
                 "attendant_kpi_csat_responses",
                 "Calls with a CSAT answer",
+            ),
+            kpi_desk_handled: gauge(
+                &r,
+                "attendant_kpi_desk_handled",
+                "Calls taken by an agent at the desk",
+            ),
+            kpi_desk_avg_wait_seconds: gauge(
+                &r,
+                "attendant_kpi_desk_avg_wait_seconds",
+                "Mean time on hold before a desk agent took the call",
+            ),
+            desk_waiting: gauge(
+                &r,
+                "attendant_desk_waiting",
+                "Callers on hold for the agent desk now",
             ),
             transfers_failed_total: counter(
                 &r,

@@ -75,6 +75,9 @@ pub struct CallRecord {
     #[serde(default)]
     pub media: Option<MediaQuality>,
     pub outcome: String,
+    /// The call's time with the agent desk, when it was sent there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub human: Option<HumanRecord>,
     /// The dialogue's final state (flow, slots, sentiment trajectory, turn
     /// traces), when the dialogue exposes one.
     #[serde(default)]
@@ -82,6 +85,18 @@ pub struct CallRecord {
 }
 
 pub use crate::store::mask_phone;
+
+/// A desk hand-over as the call record shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HumanRecord {
+    pub queue: String,
+    pub agent: Option<String>,
+    pub wait_ms: u64,
+    /// "Take call" pressed → the agent's first audio reached the caller's side.
+    pub take_to_audio_ms: Option<u64>,
+    pub talk_ms: Option<u64>,
+    pub returned: bool,
+}
 
 /// A call's media quality (RFC 3550 receiver and sender reports).
 pub use crate::transport::rtp::rtcp::Quality as MediaQuality;

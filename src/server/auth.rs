@@ -152,6 +152,10 @@ pub fn need(method: &Method, path: &str) -> Need {
         // WHIP's hang-up: the call's unguessable resource URL is the capability.
         (&Method::DELETE, ["webrtc", "calls", _]) => Need::Telephony,
         (_, ["auth", "login"]) | (_, ["auth", "logout"]) => Need::Open,
+        // The desk page is a sign-in form and a script: it holds no data.
+        // Everything it then loads or does needs an agent's session.
+        (&Method::GET, ["desk"]) | (&Method::GET, ["rtc.js"]) => Need::Open,
+        (_, ["desk", ..]) => Need::Roles(&[Supervisor, Agent]),
         (_, ["twilio", ..]) => Need::Telephony,
         (_, ["metrics"]) | (_, ["sip"]) => Need::Roles(&[Ops]),
         (_, ["kpis"]) => Need::Roles(&[Ops, Supervisor]),
@@ -586,9 +590,19 @@ mod tests {
             "/kpis",
             "/metrics",
             "/sip",
+            "/desk/state",
+            "/desk/events",
             "/nothing/here",
         ] {
             assert!(matches!(need(&g, p), Need::Roles(_)), "{p}");
+        }
+        assert_eq!(need(&g, "/desk"), Need::Open);
+        for p in ["/desk/calls/c1/take", "/desk/calls/c1/return"] {
+            assert_eq!(
+                need(&Method::POST, p),
+                Need::Roles(&[Supervisor, Agent]),
+                "{p}"
+            );
         }
         assert_eq!(need(&Method::POST, "/events"), Need::Signed);
         assert_eq!(need(&Method::POST, "/messages/inbound"), Need::Signed);

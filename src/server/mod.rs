@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod desk;
 pub mod sip;
 pub mod twilio;
 pub mod webrtc;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub admission: Arc<admission::Admission>,
     /// Live WebRTC calls by id: how `DELETE /webrtc/calls/{id}` hangs up.
     pub webrtc: webrtc::Live,
+    /// Callers waiting for, or talking to, people at the agent desk.
+    pub desk: Arc<crate::desk::Desk>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -70,6 +73,13 @@ pub fn router(state: Shared) -> Router {
         .route("/webrtc/config", get(webrtc::client_config))
         .route("/webrtc/offer", post(webrtc::offer))
         .route("/webrtc/calls/{id}", axum::routing::delete(webrtc::hang_up))
+        .route("/rtc.js", get(desk::script))
+        .route("/desk", get(desk::page))
+        .route("/desk/state", get(desk::state))
+        .route("/desk/events", get(desk::events))
+        .route("/desk/calls/{id}/take", post(desk::take))
+        .route("/desk/calls/{id}/return", post(desk::give_back))
+        .route("/desk/calls/{id}/transfer", post(desk::pass_on))
         .route("/auth/login", post(auth::login))
         .route("/auth/logout", post(auth::logout))
         .route("/auth/whoami", get(auth::whoami))
@@ -499,7 +509,9 @@ pub async fn serve_until(
         handoff: cfg.handoff.clone(),
         events: Some(events_tx),
     });
+    let desk = crate::desk::Desk::new(cfg.desk.clone());
     let state = Arc::new(AppState {
+        desk: desk.clone(),
         calls: Arc::new(CallStore::new(cfg.server.keep_calls)),
         cfg: cfg.clone(),
         engines: OnceLock::new(),
@@ -516,19 +528,21 @@ pub async fn serve_until(
     }
     spawn_workers(state.clone());
     let loader = state.clone();
-    tokio::task::spawn_blocking(move || match Engines::load(cfg.clone(), Some(services)) {
-        Ok(e) => {
-            match load_followups(&cfg, &e, store) {
-                Ok(f) => {
-                    let _ = loader.followups.set(Arc::new(f));
+    tokio::task::spawn_blocking(move || {
+        match Engines::load(cfg.clone(), Some(services), Some(desk)) {
+            Ok(e) => {
+                match load_followups(&cfg, &e, store) {
+                    Ok(f) => {
+                        let _ = loader.followups.set(Arc::new(f));
+                    }
+                    Err(err) => tracing::error!(error = %err, "follow-up rules not loaded"),
                 }
-                Err(err) => tracing::error!(error = %err, "follow-up rules not loaded"),
+                let _ = loader.engines.set(e.clone());
+                e.prewarm();
             }
-            let _ = loader.engines.set(e.clone());
-            e.prewarm();
-        }
-        Err(err) => {
-            tracing::error!(error = %err, "cannot load models; the server stays unhealthy");
+            Err(err) => {
+                tracing::error!(error = %err, "cannot load models; the server stays unhealthy");
+            }
         }
     });
     // Events raised by calls themselves (a call resolved, with its mood).

@@ -15,7 +15,7 @@ use tokio::net::UdpSocket;
 use super::admission::Ticket;
 use super::Shared;
 use crate::dialogue::CallMeta;
-use crate::pipeline::{metrics::metrics, spawn_call, CallInput};
+use crate::pipeline::{metrics::metrics, spawn_call, CallHandle, CallInput};
 use crate::transport::budget::{Admit, MediaBudget};
 use crate::transport::playout::{self, Control, Playout, Uplink};
 use crate::transport::webrtc::{Event, Output, Session, WebrtcError, MAX_OFFER};
@@ -73,7 +73,7 @@ pub struct Live(
 );
 
 impl Live {
-    fn add(&self, id: &str) -> tokio::sync::watch::Receiver<bool> {
+    pub(super) fn add(&self, id: &str) -> tokio::sync::watch::Receiver<bool> {
         let (tx, rx) = tokio::sync::watch::channel(false);
         self.0.lock().insert(id.to_string(), tx);
         rx
@@ -153,6 +153,77 @@ fn refuse(status: StatusCode, why: &'static str) -> Response {
     (status, format!("{why}\n")).into_response()
 }
 
+/// A browser's SDP offer taken: its session, socket and our answer.
+pub(super) struct Accepted {
+    pub sess: Session,
+    pub sock: UdpSocket,
+    pub answer: String,
+}
+
+/// Reads an `application/sdp` offer and answers it on a fresh socket; the
+/// `Err` is the HTTP answer to give (fixed texts: a parser's detail can
+/// name addresses, so it stays in the log).
+pub(super) async fn accept(cfg: &WebrtcConfig, req: Request) -> Result<Accepted, Response> {
+    let is_sdp = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/sdp"));
+    if !is_sdp {
+        return Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the offer as application/sdp\n",
+        )
+            .into_response());
+    }
+    let Ok(body) = axum::body::to_bytes(req.into_body(), MAX_OFFER).await else {
+        return Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, "offer_too_large"));
+    };
+    let Ok(sdp) = std::str::from_utf8(&body) else {
+        return Err(refuse(StatusCode::BAD_REQUEST, "bad_offer"));
+    };
+    let no_port = || (StatusCode::SERVICE_UNAVAILABLE, "no media port\n").into_response();
+    let sock = bind(cfg).await.map_err(|e| {
+        tracing::error!(error = %e, "cannot bind a WebRTC media socket");
+        no_port()
+    })?;
+    let local = sock.local_addr().map_err(|_| no_port())?;
+    let public: Vec<SocketAddr> = cfg
+        .public_ip
+        .parse::<IpAddr>()
+        .map(|ip| vec![SocketAddr::new(ip, local.port())])
+        .unwrap_or_default();
+    match Session::accept(sdp, &[local], &public, Instant::now()) {
+        Ok((sess, answer)) => Ok(Accepted { sess, sock, answer }),
+        Err(e) => {
+            metrics().protocol_errors_total.inc();
+            tracing::warn!(error = %e, "WebRTC offer refused");
+            let (code, why) = match e {
+                WebrtcError::OfferTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "offer too large"),
+                WebrtcError::BadOffer(_) => (StatusCode::BAD_REQUEST, "malformed SDP offer"),
+                WebrtcError::NoAudio => (StatusCode::BAD_REQUEST, "the offer has no audio"),
+                WebrtcError::Candidate(_) | WebrtcError::Opus(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "cannot take the call")
+                }
+            };
+            Err((code, format!("{why}\n")).into_response())
+        }
+    }
+}
+
+/// `201 Created` with the SDP answer and the leg's WHIP resource.
+pub(super) fn created(id: &str, answer: String) -> Response {
+    (
+        StatusCode::CREATED,
+        [
+            (header::CONTENT_TYPE, "application/sdp".to_string()),
+            (header::LOCATION, format!("/webrtc/calls/{id}")),
+        ],
+        answer,
+    )
+        .into_response()
+}
+
 /// `POST /webrtc/offer` (WHIP style): an SDP offer in, `201 Created` with
 /// the SDP answer out; the call starts when ICE and DTLS are up.
 pub async fn offer(State(s): State<Shared>, req: Request) -> Response {
@@ -165,24 +236,6 @@ pub async fn offer(State(s): State<Shared>, req: Request) -> Response {
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string())
         .unwrap_or_default();
-    let is_sdp = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/sdp"));
-    if !is_sdp {
-        return (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send the offer as application/sdp\n",
-        )
-            .into_response();
-    }
-    let Ok(body) = axum::body::to_bytes(req.into_body(), MAX_OFFER).await else {
-        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "offer_too_large");
-    };
-    let Ok(sdp) = std::str::from_utf8(&body) else {
-        return refuse(StatusCode::BAD_REQUEST, "bad_offer");
-    };
     let Some(engines) = s.engines.get().cloned() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "models are loading\n").into_response();
     };
@@ -196,37 +249,9 @@ pub async fn offer(State(s): State<Shared>, req: Request) -> Response {
             return refuse(StatusCode::SERVICE_UNAVAILABLE, why.as_str());
         }
     };
-    let sock = match bind(cfg).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot bind a WebRTC media socket");
-            return (StatusCode::SERVICE_UNAVAILABLE, "no media port\n").into_response();
-        }
-    };
-    let Ok(local) = sock.local_addr() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "no media port\n").into_response();
-    };
-    let public: Vec<SocketAddr> = cfg
-        .public_ip
-        .parse::<IpAddr>()
-        .map(|ip| vec![SocketAddr::new(ip, local.port())])
-        .unwrap_or_default();
-    let (sess, answer) = match Session::accept(sdp, &[local], &public, Instant::now()) {
-        Ok(x) => x,
-        Err(e) => {
-            metrics().protocol_errors_total.inc();
-            tracing::warn!(error = %e, "WebRTC offer refused");
-            // The parser's detail stays in the log (it can name addresses).
-            let (code, why) = match e {
-                WebrtcError::OfferTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "offer too large"),
-                WebrtcError::BadOffer(_) => (StatusCode::BAD_REQUEST, "malformed SDP offer"),
-                WebrtcError::NoAudio => (StatusCode::BAD_REQUEST, "the offer has no audio"),
-                WebrtcError::Candidate(_) | WebrtcError::Opus(_) => {
-                    (StatusCode::SERVICE_UNAVAILABLE, "cannot take the call")
-                }
-            };
-            return (code, format!("{why}\n")).into_response();
-        }
+    let Accepted { sess, sock, answer } = match accept(cfg, req).await {
+        Ok(a) => a,
+        Err(r) => return r,
     };
     let id = format!("webrtc-{}", uuid::Uuid::new_v4().simple());
     let meta = CallMeta {
@@ -238,16 +263,13 @@ pub async fn offer(State(s): State<Shared>, req: Request) -> Response {
     };
     // Registered before the answer goes out, so its Location works at once.
     let hung_up = s.webrtc.add(&id);
-    tokio::spawn(drive(s.clone(), engines, sess, sock, meta, ticket, hung_up));
-    (
-        StatusCode::CREATED,
-        [
-            (header::CONTENT_TYPE, "application/sdp".to_string()),
-            (header::LOCATION, format!("/webrtc/calls/{id}")),
-        ],
-        answer,
-    )
-        .into_response()
+    let leg = Leg::Caller {
+        engines,
+        meta,
+        _ticket: ticket,
+    };
+    tokio::spawn(drive(s.clone(), id.clone(), leg, sess, sock, hung_up));
+    created(&id, answer)
 }
 
 /// What the page shows: each side's words as the call goes.
@@ -300,16 +322,27 @@ enum FromPage {
     Hangup,
 }
 
-async fn drive(
+/// What a WebRTC leg's audio connects to once it is up.
+pub(super) enum Leg {
+    /// A caller: a new call pipeline (the bot), holding a place on the node.
+    Caller {
+        engines: std::sync::Arc<crate::pipeline::Engines>,
+        meta: CallMeta,
+        _ticket: Ticket,
+    },
+    /// A desk agent: the waiting caller's call, through this handle.
+    Agent(CallHandle),
+}
+
+pub(super) async fn drive(
     s: Shared,
-    engines: std::sync::Arc<crate::pipeline::Engines>,
+    id: String,
+    leg: Leg,
     mut sess: Session,
     sock: UdpSocket,
-    meta: CallMeta,
-    _ticket: Ticket,
     mut hung_up: tokio::sync::watch::Receiver<bool>,
 ) {
-    let id = meta.call_id.clone();
+    let is_caller = matches!(leg, Leg::Caller { .. });
     let cfg = s.cfg.webrtc.clone();
     let local = sock.local_addr().ok();
     let started = Instant::now();
@@ -318,13 +351,15 @@ async fn drive(
     let mut last_rx = started;
     let mut up: Option<Uplink> = None;
     let mut down = None;
-    let mut meta = Some(meta);
+    let mut leg = Some(leg);
     let mut hangup = false;
     let mut budget = MediaBudget::new(
         s.cfg.twilio.media_burst_ms,
         s.cfg.twilio.media_close_after_ms,
     );
     let mut shown = (false, 0usize, 0usize);
+    // Held for the call's life: the node's place for this caller.
+    let mut ticket: Option<Ticket> = None;
     let mut next_news = started;
     let mut buf = vec![0u8; 2048];
     let m = metrics();
@@ -344,9 +379,19 @@ async fn drive(
                 }
                 Output::Event(e) => match e {
                     Event::Connected => {
-                        if let Some(meta) = meta.take() {
+                        if let Some(leg) = leg.take() {
                             tracing::info!(call = %id, ms = started.elapsed().as_millis() as u64, "WebRTC connected");
-                            let h = spawn_call(engines.clone(), meta, s.calls.clone());
+                            let h = match leg {
+                                Leg::Caller {
+                                    engines,
+                                    meta,
+                                    _ticket,
+                                } => {
+                                    ticket = Some(_ticket);
+                                    spawn_call(engines, meta, s.calls.clone())
+                                }
+                                Leg::Agent(h) => h,
+                            };
                             up = Some(Uplink::new(h.input));
                             down = Some(h.output);
                             sess.send_text(
@@ -439,7 +484,7 @@ async fn drive(
             tracing::info!(call = %id, "no packets from the browser; ending the call");
             break;
         }
-        if up.is_some() && now >= next_news {
+        if is_caller && up.is_some() && now >= next_news {
             next_news = now + Duration::from_millis(250);
             transcript_news(&s, &id, &mut shown, &mut sess);
             continue;
@@ -467,9 +512,10 @@ async fn drive(
                     None => {}
                     Some(Control::Hangup) => hangup = true,
                     Some(Control::Transfer { target, .. }) => {
-                        // Browser calls have no network to transfer into yet:
-                        // the bot keeps the caller and says so.
-                        tracing::warn!(call = %id, %target, "a WebRTC call cannot be transferred; the bot takes it back");
+                        // Browser calls have no phone network to transfer
+                        // into: `queue:`/`desk:` targets wait at the desk
+                        // (the pipeline does that); others cannot be reached.
+                        tracing::warn!(call = %id, %target, "a WebRTC call cannot be transferred there; the bot takes it back");
                         if let Some(u) = up.as_mut() {
                             u.control(CallInput::TransferFailed { status: 501 });
                         }
@@ -488,6 +534,7 @@ async fn drive(
     if let Some(u) = up {
         u.close(vec![CallInput::Hangup]).await;
     }
+    drop(ticket);
     let st = sess.stats;
     tracing::info!(call = %id, packets_in = st.packets_in, audio_in = st.audio_frames_in, frames_out = st.frames_out, audio_out = st.audio_frames_out, "WebRTC call ended");
 }

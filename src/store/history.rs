@@ -31,6 +31,9 @@ fn interaction_of(keys: &Keyring, r: &AnyRow) -> Result<Interaction> {
         csat: r.try_get("csat")?,
         response_ms: r.try_get("response_ms")?,
         priority: r.try_get("priority")?,
+        human_agent: r.try_get("human_agent")?,
+        wait_ms: r.try_get("wait_ms")?,
+        talk_ms: r.try_get("talk_ms")?,
     })
 }
 
@@ -76,13 +79,15 @@ impl Store {
         sqlx::query(
             "INSERT INTO interactions (id, customer_id, channel, agent, started_ms, ended_ms, \
              transcript, intents, slots, sentiment, outcome, handled_by, csat, response_ms, \
-             priority, summary) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16) \
+             priority, summary, human_agent, wait_ms, talk_ms) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19) \
              ON CONFLICT (id) DO UPDATE SET customer_id = excluded.customer_id, \
              ended_ms = excluded.ended_ms, transcript = excluded.transcript, \
              intents = excluded.intents, slots = excluded.slots, sentiment = excluded.sentiment, \
              outcome = excluded.outcome, handled_by = excluded.handled_by, csat = excluded.csat, \
              response_ms = excluded.response_ms, priority = excluded.priority, \
-             summary = excluded.summary",
+             summary = excluded.summary, human_agent = excluded.human_agent, \
+             wait_ms = excluded.wait_ms, talk_ms = excluded.talk_ms",
         )
         .bind(&i.id)
         .bind(i.customer_id.clone())
@@ -106,6 +111,9 @@ impl Store {
         .bind(i.response_ms)
         .bind(i.priority)
         .bind(self.seal(&format!("interactions.summary/{}", i.id), &i.summary))
+        .bind(i.human_agent.clone())
+        .bind(i.wait_ms)
+        .bind(i.talk_ms)
         .execute(&self.pool)
         .await?;
         Ok(())

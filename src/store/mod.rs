@@ -235,6 +235,15 @@ pub struct Interaction {
     pub response_ms: Option<i64>,
     pub priority: i64,
     pub summary: String,
+    /// The desk agent who took the call, if one did.
+    #[serde(default)]
+    pub human_agent: Option<String>,
+    /// On hold for the desk, when the call was sent there.
+    #[serde(default)]
+    pub wait_ms: Option<i64>,
+    /// Caller and desk agent talking.
+    #[serde(default)]
+    pub talk_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

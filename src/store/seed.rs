@@ -391,6 +391,7 @@ pub async fn seed_text(store: &Store, text: &str, path: &str) -> Result<SeedCoun
             response_ms: None,
             priority: 0,
             summary: i.summary.clone(),
+            ..Default::default()
         };
         sqlx::query(
             "INSERT INTO interactions (id, customer_id, channel, agent, started_ms, ended_ms, \

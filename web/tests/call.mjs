@@ -3,18 +3,10 @@
 // what the page heard (WAV) and its transcript (JSON on stdout).
 // Usage: node call.mjs URL MIC.wav OUT_PREFIX
 import fs from 'node:fs';
-import { chromium } from 'playwright-core';
+import { launch } from './browser.mjs';
 
 const [url, mic, out] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: [
-    '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
-    `--use-file-for-fake-audio-capture=${mic}`, '--autoplay-policy=no-user-gesture-required',
-  ],
-});
+const browser = await launch(mic);
 try {
   const page = await browser.newPage();
   page.on('console', (m) => console.error('page:', m.text()));

@@ -71,6 +71,10 @@ impl Dialogue for AgentDialogue {
         self.conv.transfer_failed(status);
     }
 
+    fn on_human(&mut self, outcome: &crate::dialogue::HumanOutcome) {
+        self.conv.human_done(outcome);
+    }
+
     fn on_call_end(&mut self, response_ms: Option<i64>) {
         self.conv.save_interaction(response_ms);
     }

@@ -173,6 +173,22 @@ impl Conversation {
         self.state.ended = false;
     }
 
+    /// The desk is done with the caller: if the agent gave them back (or
+    /// nobody took them), the conversation goes on with the bot.
+    pub fn human_done(&mut self, o: &crate::dialogue::HumanOutcome) {
+        if o.returned {
+            if let Some(target) = self.state.transferred.take() {
+                let by = o.agent.as_deref().unwrap_or("nobody (wait ran out)");
+                self.state.transfer_reason = format!(
+                    "{} (back from {target}, returned by {by})",
+                    self.state.transfer_reason
+                );
+            }
+            self.state.ended = false;
+        }
+        self.state.human = Some(o.clone());
+    }
+
     pub(super) fn save_handoff(&self, target: &str, reason: &str) {
         if let Some(sv) = &self.services {
             let p = self.handoff_packet(target, reason);

@@ -321,7 +321,13 @@ impl Conversation {
 
     /// The interaction row for this call.
     pub fn interaction(&self, ended_ms: i64, response_ms: Option<i64>) -> Interaction {
-        let transferred = self.state.transferred.is_some();
+        // A caller who hung up on hold was never handed over.
+        let left_on_hold = self
+            .state
+            .human
+            .as_ref()
+            .is_some_and(|h| h.agent.is_none() && !h.returned);
+        let transferred = self.state.transferred.is_some() && !left_on_hold;
         let resolved = self
             .state
             .turns
@@ -387,6 +393,8 @@ impl Conversation {
             sentiment: self.sentiment_samples(),
             outcome: if transferred {
                 "transferred".into()
+            } else if left_on_hold {
+                "abandoned".into()
             } else if resolved {
                 "resolved".into()
             } else {
@@ -396,7 +404,17 @@ impl Conversation {
             csat: self.state.csat,
             response_ms,
             priority: d.score,
-            summary,
+            summary: match &self.state.human {
+                Some(h) => format!("{summary} {}", human_note(h)),
+                None => summary,
+            },
+            human_agent: self.state.human.as_ref().and_then(|h| h.agent.clone()),
+            wait_ms: self.state.human.as_ref().map(|h| h.wait_ms as i64),
+            talk_ms: self
+                .state
+                .human
+                .as_ref()
+                .and_then(|h| h.talk_ms.map(|t| t as i64)),
         }
     }
 
@@ -458,5 +476,28 @@ impl Conversation {
                 tracing::error!(call = %row.id, "follow-up queue full; no follow-up for this call");
             }
         }
+    }
+}
+
+/// One sentence on the desk hand-over, for the interaction's summary.
+fn human_note(h: &crate::dialogue::HumanOutcome) -> String {
+    let wait = h.wait_ms.div_ceil(1000);
+    match (&h.agent, h.talk_ms) {
+        (Some(a), Some(t)) if h.returned => format!(
+            "{a} took the call from {} after {wait} s on hold, talked {} s and returned the caller to the bot.",
+            h.queue,
+            t.div_ceil(1000)
+        ),
+        (Some(a), Some(t)) => format!(
+            "{a} took the call from {} after {wait} s on hold and talked {} s.",
+            h.queue,
+            t.div_ceil(1000)
+        ),
+        (Some(a), None) => format!("{a} took the call from {} but no audio connected.", h.queue),
+        (None, _) if h.returned => format!(
+            "Nobody in {} took the call within {wait} s; the bot took the caller back.",
+            h.queue
+        ),
+        (None, _) => format!("The caller left after {wait} s on hold in {}.", h.queue),
     }
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
+mod human;
 mod listen;
 
 use super::endpoint::{self, Verdict};
@@ -201,6 +202,8 @@ struct Call {
     /// Keys gathered for a digits question, and when they count as done.
     keys: String,
     keys_deadline: Option<Instant>,
+    /// On hold for, or talking to, a desk agent.
+    human: Option<human::Human>,
 }
 
 /// A keypad answer is over after this long without a key.
@@ -320,12 +323,16 @@ async fn run(
         closing: false,
         keys: String::new(),
         keys_deadline: None,
+        human: None,
     };
     // Counted until this task ends (after the interaction is saved), so a
     // draining node waits for it.
     let _live = c.store.begin();
     let mut closing = c.store.closing();
     tracing::info!(call = %c.meta.call_id, channel = %c.meta.channel, from = ?c.record.from_masked, "call started");
+    if let Some(d) = &c.e.desk {
+        d.call_started(&c.meta.call_id, &c.meta.channel);
+    }
     let greeting = blocking(|| c.dialogue.greeting(&c.meta));
     c.expect = c.dialogue.expecting();
     c.record.greeting = greeting.say.clone();
@@ -337,9 +344,13 @@ async fn run(
 
     loop {
         let keys_at = c.keys_deadline;
+        let hold_until = human::deadline(&c.human);
         tokio::select! {
             msg = input.recv() => match msg {
                 Some(CallInput::Audio(_)) if c.closing => {}
+                // With the desk, the caller talks to a person, not the bot.
+                Some(CallInput::Audio(ulaw)) if c.human.is_some() => c.relay_to_agent(ulaw),
+                Some(CallInput::Dtmf(_)) if c.human.is_some() => {}
                 Some(CallInput::Audio(ulaw)) => c.on_audio(&ulaw).await,
                 Some(CallInput::Dtmf(d)) => c.on_dtmf(d).await,
                 Some(CallInput::MarkPlayed(name)) => c.on_mark(&name).await,
@@ -351,6 +362,11 @@ async fn run(
             Some(ev) = irx.recv() => c.on_internal(ev).await,
             Ok(()) = closing.changed(), if !c.closing => c.on_closing().await,
             _ = sleep_until_some(keys_at) => c.flush_keys(false).await,
+            ev = human::next(&mut c.human) => match ev {
+                human::FromDesk::Command(cmd) => c.on_desk(cmd).await,
+                human::FromDesk::AgentFrame(f) => c.on_agent_frame(f).await,
+            },
+            _ = sleep_until_some(hold_until) => c.on_hold_timeout().await,
         }
         if c.hangup_sent && c.playing.is_none() {
             break;
@@ -363,6 +379,10 @@ async fn run(
         if let Some(s) = t.spec.take() {
             s.cancel.store(true, Ordering::Relaxed);
         }
+    }
+    c.human_on_hangup();
+    if let Some(d) = &c.e.desk {
+        d.call_ended(&c.meta.call_id);
     }
     c.record.ended_unix_ms = Some(unix_ms());
     c.record.dialogue = c.dialogue.state_json();
@@ -384,6 +404,13 @@ async fn run(
 }
 
 impl Call {
+    /// A line of the live transcript for supervisors at the desk.
+    fn desk_line(&self, speaker: &str, text: &str) {
+        if let Some(d) = &self.e.desk {
+            d.line(&self.meta.call_id, speaker, text);
+        }
+    }
+
     async fn send(&self, o: CallOutput) {
         let _ = self.out.send(o).await;
     }
@@ -578,6 +605,7 @@ impl Call {
             },
             ..Default::default()
         };
+        self.desk_line("caller", &rec.caller_text);
         self.record.turns.push(rec);
         // Stored now, not at the end: a crash loses at most the turn in flight.
         self.store.upsert(self.record.clone());
@@ -654,6 +682,7 @@ impl Call {
         let now = Instant::now();
         let reply = blocking(|| self.dialogue.on_turn(&self.meta, &input));
         self.expect = self.dialogue.expecting();
+        self.desk_line("caller", &format!("(keys {})", "•".repeat(kept.len())));
         self.record.turns.push(TurnRecord {
             index,
             dtmf: Some(kept),
@@ -692,6 +721,7 @@ impl Call {
             p.cancel.store(true, Ordering::Relaxed);
             self.send(CallOutput::Clear).await;
         }
+        self.desk_line("bot", &reply.say);
         self.reply_seq += 1;
         let id = self.reply_seq;
         let cancel = Arc::new(AtomicBool::new(false));
@@ -802,6 +832,9 @@ impl Call {
     }
 
     async fn on_mark(&mut self, name: &str) {
+        if name.starts_with("hold-") {
+            return self.on_hold_mark(name).await;
+        }
         let Some(p) = self.playing.as_mut() else {
             return;
         };
@@ -861,6 +894,15 @@ impl Call {
                     };
                     self.send(CallOutput::Hangup).await;
                     self.hangup_sent = true;
+                }
+                Action::Transfer {
+                    target,
+                    reason,
+                    priority,
+                } if self.desk_queue(&target).is_some() => {
+                    self.record.outcome = format!("transferred:{target}");
+                    let queue = self.desk_queue(&target).unwrap_or_default();
+                    self.hold_for_desk(queue, reason, priority).await;
                 }
                 Action::Transfer {
                     target,

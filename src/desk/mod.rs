@@ -1,0 +1,540 @@
+//! The agent desk's queue: callers waiting for a human, the calls agents are
+//! talking on, and the live feed (`DeskEvent`) the desk page shows.
+//!
+//! A call reaches the desk when its dialogue transfers it to `desk:QUEUE`
+//! (on any transport): the call's pipeline puts the caller on hold and
+//! enqueues itself here with a command channel. An agent who may serve the
+//! queue takes it (first come wins; the entry moves to `talking`), and the
+//! pipeline gets the agent's audio leg over that channel. The desk never
+//! touches audio; it only decides who gets which caller.
+//!
+//! Everything is in memory and bounded: `max_waiting` callers, a broadcast
+//! feed that drops old events for a page that falls behind (the page then
+//! reloads the snapshot).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc};
+
+/// Events kept for pages that read slowly; a page further behind reloads.
+const FEED: usize = 1024;
+/// 20 ms frames queued each way between a caller and an agent's leg before
+/// frames are dropped: a slow leg must not build up delay.
+pub const LEG_FRAMES: usize = 16;
+
+/// `[desk]`: human agents taking calls in the browser.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeskConfig {
+    /// Serve `/desk` and take `desk:QUEUE` transfers.
+    pub enabled: bool,
+    /// Queue name → the people (sign-in names, role `agent`) who take its
+    /// calls. A queue not listed is open to every agent; supervisors and
+    /// admins may take from any queue.
+    pub queues: BTreeMap<String, Vec<String>>,
+    /// Callers waiting at once, over all queues; more are refused (the bot
+    /// keeps them and says so).
+    pub max_waiting: usize,
+    /// Nobody took the call in this long: the bot takes the caller back.
+    pub max_wait_s: u64,
+}
+
+impl Default for DeskConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            queues: BTreeMap::new(),
+            max_waiting: 200,
+            max_wait_s: 300,
+        }
+    }
+}
+
+/// A caller waiting, as the desk shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WaitingInfo {
+    pub call_id: String,
+    pub channel: String,
+    pub queue: String,
+    /// 0–100 from the routing rules.
+    pub priority: i64,
+    pub reason: String,
+    pub since_unix_ms: u64,
+}
+
+/// A caller's voice for the agent, and the agent's for the caller: 20 ms
+/// μ-law frames. The agent hung up when `from_agent` closes; the caller left
+/// when `to_agent` closes.
+pub struct AgentLeg {
+    pub from_agent: mpsc::Receiver<Vec<u8>>,
+    pub to_agent: mpsc::Sender<Vec<u8>>,
+}
+
+/// What the desk tells a waiting or bridged call.
+pub enum ToCall {
+    /// `agent` took the call at `asked`: bridge the caller to `leg`.
+    Take {
+        agent: String,
+        leg: AgentLeg,
+        asked: Instant,
+    },
+    /// The agent gives the caller back to the bot.
+    Return,
+    /// The agent passes the caller on to another queue.
+    Requeue { queue: String },
+}
+
+/// The live feed of the desk page.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DeskEvent {
+    Waiting(WaitingInfo),
+    Taken {
+        call_id: String,
+        agent: String,
+    },
+    /// Left the queue or the agent: `why` is hung_up, returned, timed_out, ended.
+    Left {
+        call_id: String,
+        why: String,
+    },
+    /// A bot call started (supervisors watch these).
+    Started {
+        call_id: String,
+        channel: String,
+    },
+    Ended {
+        call_id: String,
+    },
+    /// One line of a live transcript; digits asked for as secrets are masked
+    /// before they get here.
+    Line {
+        call_id: String,
+        speaker: String,
+        text: String,
+    },
+}
+
+/// Who is looking at the desk or acting on it.
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    pub name: String,
+    /// A supervisor or admin: every queue, every live call.
+    pub all: bool,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DeskError {
+    #[error("the desk is not taking calls")]
+    Disabled,
+    #[error("{0} callers are already waiting")]
+    Full(usize),
+    #[error("this caller is not waiting (taken, or gone)")]
+    NotWaiting,
+    #[error("this queue is not yours")]
+    NotYourQueue,
+    #[error("you are not on this call")]
+    NotYourCall,
+}
+
+struct Waiting {
+    info: WaitingInfo,
+    tx: mpsc::Sender<ToCall>,
+}
+
+struct Talking {
+    info: WaitingInfo,
+    agent: String,
+    tx: mpsc::Sender<ToCall>,
+}
+
+#[derive(Default)]
+struct Inner {
+    waiting: HashMap<String, Waiting>,
+    talking: HashMap<String, Talking>,
+    /// Bot calls in progress, by id: their channel.
+    live: BTreeMap<String, String>,
+}
+
+/// What the desk page loads first, then keeps up to date from the feed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// Highest priority first, then longest waiting.
+    pub waiting: Vec<WaitingInfo>,
+    /// (caller, agent) pairs talking now.
+    pub talking: Vec<(WaitingInfo, String)>,
+    /// Bot calls in progress (supervisors only).
+    pub live: Vec<(String, String)>,
+}
+
+pub struct Desk {
+    cfg: DeskConfig,
+    inner: Mutex<Inner>,
+    feed: broadcast::Sender<Arc<DeskEvent>>,
+}
+
+impl Desk {
+    pub fn new(cfg: DeskConfig) -> Arc<Self> {
+        Arc::new(Self {
+            cfg,
+            inner: Mutex::default(),
+            feed: broadcast::channel(FEED).0,
+        })
+    }
+
+    pub fn config(&self) -> &DeskConfig {
+        &self.cfg
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<DeskEvent>> {
+        self.feed.subscribe()
+    }
+
+    fn publish(&self, e: DeskEvent) {
+        // No page listening is fine.
+        let _ = self.feed.send(Arc::new(e));
+    }
+
+    /// Whether `v` may take (and see) callers of `queue`.
+    pub fn may_serve(&self, v: &Viewer, queue: &str) -> bool {
+        v.all
+            || self
+                .cfg
+                .queues
+                .get(queue)
+                .is_none_or(|names| names.iter().any(|n| n == &v.name))
+    }
+
+    /// Whether `v` may see call `id`'s events: supervisors see every call,
+    /// agents the callers of their queues and their own calls.
+    pub fn may_see(&self, v: &Viewer, id: &str) -> bool {
+        if v.all {
+            return true;
+        }
+        let inner = self.inner.lock();
+        inner
+            .waiting
+            .get(id)
+            .is_some_and(|w| self.may_serve(v, &w.info.queue))
+            || inner.talking.get(id).is_some_and(|t| t.agent == v.name)
+    }
+
+    /// Whether event `e` is for `v`'s page.
+    pub fn shows(&self, v: &Viewer, e: &DeskEvent) -> bool {
+        match e {
+            DeskEvent::Waiting(w) => self.may_serve(v, &w.queue),
+            DeskEvent::Started { .. } | DeskEvent::Ended { .. } => v.all,
+            // Sent when the call is no longer waiting: agents' pages drop
+            // the card by id, so telling them is harmless.
+            DeskEvent::Taken { .. } | DeskEvent::Left { .. } => true,
+            DeskEvent::Line { call_id, .. } => self.may_see(v, call_id),
+        }
+    }
+
+    /// A caller goes on hold in `info.queue`.
+    pub fn enqueue(&self, info: WaitingInfo, tx: mpsc::Sender<ToCall>) -> Result<(), DeskError> {
+        if !self.cfg.enabled {
+            return Err(DeskError::Disabled);
+        }
+        {
+            let mut inner = self.inner.lock();
+            if inner.waiting.len() >= self.cfg.max_waiting {
+                return Err(DeskError::Full(inner.waiting.len()));
+            }
+            inner.talking.remove(&info.call_id);
+            inner.waiting.insert(
+                info.call_id.clone(),
+                Waiting {
+                    info: info.clone(),
+                    tx,
+                },
+            );
+        }
+        self.publish(DeskEvent::Waiting(info));
+        Ok(())
+    }
+
+    /// `v` takes waiting call `id`: the caller is theirs (nobody else can
+    /// take it); returns the channel to the call and what it waited as.
+    pub fn take(
+        &self,
+        v: &Viewer,
+        id: &str,
+    ) -> Result<(mpsc::Sender<ToCall>, WaitingInfo), DeskError> {
+        let mut inner = self.inner.lock();
+        let w = inner.waiting.get(id).ok_or(DeskError::NotWaiting)?;
+        if !self.may_serve(v, &w.info.queue) {
+            return Err(DeskError::NotYourQueue);
+        }
+        // A call whose pipeline has gone cannot be taken.
+        if w.tx.is_closed() {
+            inner.waiting.remove(id);
+            return Err(DeskError::NotWaiting);
+        }
+        let w = inner.waiting.remove(id).ok_or(DeskError::NotWaiting)?;
+        inner.talking.insert(
+            id.to_string(),
+            Talking {
+                info: w.info.clone(),
+                agent: v.name.clone(),
+                tx: w.tx.clone(),
+            },
+        );
+        drop(inner);
+        self.publish(DeskEvent::Taken {
+            call_id: id.to_string(),
+            agent: v.name.clone(),
+        });
+        Ok((w.tx, w.info))
+    }
+
+    /// The agent on call `id` (or a supervisor) sends it `cmd`.
+    pub fn command(&self, v: &Viewer, id: &str, cmd: ToCall) -> Result<(), DeskError> {
+        let tx = {
+            let inner = self.inner.lock();
+            let t = inner.talking.get(id).ok_or(DeskError::NotYourCall)?;
+            if !(v.all || t.agent == v.name) {
+                return Err(DeskError::NotYourCall);
+            }
+            t.tx.clone()
+        };
+        // Control never drops: the call reads this channel at once.
+        tx.try_send(cmd).map_err(|_| DeskError::NotYourCall)
+    }
+
+    /// A take that could not go ahead (the agent's leg failed): the caller
+    /// waits again, first in line as before.
+    pub fn untake(&self, id: &str) {
+        let info = {
+            let mut inner = self.inner.lock();
+            let Some(t) = inner.talking.remove(id) else {
+                return;
+            };
+            let info = t.info.clone();
+            inner.waiting.insert(
+                id.to_string(),
+                Waiting {
+                    info: t.info,
+                    tx: t.tx,
+                },
+            );
+            info
+        };
+        self.publish(DeskEvent::Waiting(info));
+    }
+
+    /// Call `id` is no longer waiting nor with an agent (`why`).
+    pub fn leave(&self, id: &str, why: &str) {
+        let had = {
+            let mut inner = self.inner.lock();
+            inner.waiting.remove(id).is_some() | inner.talking.remove(id).is_some()
+        };
+        if had {
+            self.publish(DeskEvent::Left {
+                call_id: id.to_string(),
+                why: why.to_string(),
+            });
+        }
+    }
+
+    pub fn call_started(&self, id: &str, channel: &str) {
+        self.inner
+            .lock()
+            .live
+            .insert(id.to_string(), channel.to_string());
+        self.publish(DeskEvent::Started {
+            call_id: id.to_string(),
+            channel: channel.to_string(),
+        });
+    }
+
+    pub fn call_ended(&self, id: &str) {
+        self.leave(id, "ended");
+        self.inner.lock().live.remove(id);
+        self.publish(DeskEvent::Ended {
+            call_id: id.to_string(),
+        });
+    }
+
+    pub fn line(&self, id: &str, speaker: &str, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        self.publish(DeskEvent::Line {
+            call_id: id.to_string(),
+            speaker: speaker.to_string(),
+            text: text.to_string(),
+        });
+    }
+
+    /// What `v`'s page starts from.
+    pub fn snapshot(&self, v: &Viewer) -> Snapshot {
+        let inner = self.inner.lock();
+        let mut waiting: Vec<WaitingInfo> = inner
+            .waiting
+            .values()
+            .filter(|w| self.may_serve(v, &w.info.queue))
+            .map(|w| w.info.clone())
+            .collect();
+        waiting.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then(a.since_unix_ms.cmp(&b.since_unix_ms))
+        });
+        let talking = inner
+            .talking
+            .values()
+            .filter(|t| v.all || t.agent == v.name)
+            .map(|t| (t.info.clone(), t.agent.clone()))
+            .collect();
+        let live = if v.all {
+            inner
+                .live
+                .iter()
+                .map(|(a, b)| (a.clone(), b.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Snapshot {
+            waiting,
+            talking,
+            live,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: &str, queue: &str, priority: i64, since: u64) -> WaitingInfo {
+        WaitingInfo {
+            call_id: id.into(),
+            channel: "sip".into(),
+            queue: queue.into(),
+            priority,
+            reason: "asked for a person".into(),
+            since_unix_ms: since,
+        }
+    }
+
+    fn agent(name: &str) -> Viewer {
+        Viewer {
+            name: name.into(),
+            all: false,
+        }
+    }
+
+    fn desk() -> Arc<Desk> {
+        let mut cfg = DeskConfig {
+            max_waiting: 3,
+            ..Default::default()
+        };
+        cfg.queues.insert("loans".into(), vec!["bea".into()]);
+        Desk::new(cfg)
+    }
+
+    #[test]
+    fn queue_order_is_priority_then_arrival_and_each_agent_sees_their_queues() {
+        let d = desk();
+        let (tx, _rx) = mpsc::channel(4);
+        d.enqueue(info("a", "general", 10, 100), tx.clone())
+            .unwrap();
+        d.enqueue(info("b", "general", 90, 300), tx.clone())
+            .unwrap();
+        d.enqueue(info("c", "loans", 90, 200), tx.clone()).unwrap();
+        let order = |v: &Viewer| -> Vec<String> {
+            d.snapshot(v)
+                .waiting
+                .into_iter()
+                .map(|w| w.call_id)
+                .collect()
+        };
+        // Loans is bea's only; general is everyone's.
+        assert_eq!(order(&agent("bea")), ["c", "b", "a"]);
+        assert_eq!(order(&agent("al")), ["b", "a"]);
+        let sup = Viewer {
+            name: "sue".into(),
+            all: true,
+        };
+        assert_eq!(order(&sup), ["c", "b", "a"]);
+        // Full: a fourth caller is refused, not queued.
+        assert_eq!(
+            d.enqueue(info("d", "general", 0, 400), tx),
+            Err(DeskError::Full(3))
+        );
+    }
+
+    #[test]
+    fn a_caller_is_taken_once_and_only_by_someone_serving_the_queue() {
+        let d = desk();
+        let (tx, _rx) = mpsc::channel(4);
+        d.enqueue(info("c", "loans", 50, 1), tx).unwrap();
+        assert_eq!(
+            d.take(&agent("al"), "c").unwrap_err(),
+            DeskError::NotYourQueue
+        );
+        let (_, got) = d.take(&agent("bea"), "c").unwrap();
+        assert_eq!(got.queue, "loans");
+        assert_eq!(
+            d.take(&agent("bea"), "c").unwrap_err(),
+            DeskError::NotWaiting
+        );
+        // Only bea (or a supervisor) acts on the call now.
+        assert_eq!(
+            d.command(&agent("al"), "c", ToCall::Return).unwrap_err(),
+            DeskError::NotYourCall
+        );
+        assert!(d.command(&agent("bea"), "c", ToCall::Return).is_ok());
+        assert!(d.may_see(&agent("bea"), "c"));
+        assert!(!d.may_see(&agent("al"), "c"));
+    }
+
+    #[test]
+    fn a_failed_take_puts_the_caller_back_and_a_gone_call_cannot_be_taken() {
+        let d = desk();
+        let (tx, rx) = mpsc::channel(4);
+        d.enqueue(info("a", "general", 0, 1), tx).unwrap();
+        d.take(&agent("al"), "a").unwrap();
+        d.untake("a");
+        assert_eq!(d.snapshot(&agent("al")).waiting.len(), 1);
+        drop(rx);
+        assert_eq!(
+            d.take(&agent("al"), "a").unwrap_err(),
+            DeskError::NotWaiting
+        );
+        assert!(d.snapshot(&agent("al")).waiting.is_empty());
+    }
+
+    #[test]
+    fn the_feed_tells_pages_what_changed_and_filters_by_viewer() {
+        let d = desk();
+        let mut feed = d.subscribe();
+        let (tx, _rx) = mpsc::channel(4);
+        d.call_started("c", "twilio");
+        d.line("c", "caller", "I want a loan");
+        d.enqueue(info("c", "loans", 50, 1), tx).unwrap();
+        d.leave("c", "hung_up");
+        d.call_ended("c");
+        let mut kinds = Vec::new();
+        while let Ok(e) = feed.try_recv() {
+            kinds.push(serde_json::to_value(&*e).unwrap()["type"].clone());
+        }
+        assert_eq!(kinds, ["started", "line", "waiting", "left", "ended"]);
+        let al = agent("al");
+        assert!(!d.shows(&al, &DeskEvent::Waiting(info("x", "loans", 0, 0))));
+        assert!(d.shows(&agent("bea"), &DeskEvent::Waiting(info("x", "loans", 0, 0))));
+        assert!(!d.shows(
+            &al,
+            &DeskEvent::Started {
+                call_id: "x".into(),
+                channel: "sip".into()
+            }
+        ));
+    }
+}

@@ -1,0 +1,521 @@
+//! The agent desk end to end, with the real models: a caller asks for a
+//! person, waits on hold in the desk queue with their context card, an agent
+//! takes the call over WebRTC, both talk (each side's recording is
+//! transcribed), the agent hangs up, and the interaction and KPIs show the
+//! human outcome. The caller is the WebRTC client here (any transport's
+//! call goes through the same pipeline) and a sipp SIP caller with a
+//! headless-Chromium agent in the browser test.
+
+mod common;
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use attendant::client::{audio, webrtc, CallOptions, Script, Step};
+use attendant::media::resample::resample;
+use attendant::pipeline::CallRecord;
+use common::sipp::*;
+use common::*;
+
+/// The bank agent, sending callers who ask for a person to the desk.
+fn desk_agent() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep().join("bank");
+        copy_dir(&repo().join("agents/bank"), &dir);
+        let toml = dir.join("agent.toml");
+        let text = std::fs::read_to_string(&toml).unwrap();
+        assert!(text.contains("default = \"queue:general\""));
+        std::fs::write(
+            &toml,
+            text.replace("default = \"queue:general\"", "default = \"desk:general\""),
+        )
+        .unwrap();
+        dir
+    })
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+struct DeskServer {
+    http: SocketAddr,
+    sip: SocketAddr,
+    dir: PathBuf,
+}
+
+const SIP_CONFIG: &str = r#"
+[listen]
+udp = ["127.0.0.1:0"]
+
+[media]
+rtp_ports = [0, 0]
+codecs = ["pcmu"]
+
+[[trunks]]
+name = "sipp"
+sources = ["127.0.0.1/32"]
+
+[[numbers]]
+number = "*"
+agent = ""
+"#;
+
+/// Alice takes the general queue's callers at the desk.
+const AGENT_USER: &str = "alice";
+const AGENT_PASSWORD: &str = "correct horse battery staple";
+
+fn desk_server() -> &'static DeskServer {
+    static S: OnceLock<DeskServer> = OnceLock::new();
+    S.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                std::env::var("ATTENDANT_LOG").unwrap_or_else(|_| "warn".into()),
+            ))
+            .with_test_writer()
+            .try_init();
+        let dir = tempfile::tempdir().unwrap().keep();
+        let sip_cfg = dir.join("sip.toml");
+        std::fs::write(&sip_cfg, SIP_CONFIG).unwrap();
+        let url = scratch_store();
+        rt().block_on(async {
+            let store = attendant::store::Store::open(&url).await.unwrap();
+            let hash = attendant::server::auth::hash_password(AGENT_PASSWORD).unwrap();
+            store.put_user(AGENT_USER, "agent", &hash).await.unwrap();
+        });
+        let agent = format!("\"{}\"", desk_agent().display());
+        let http = start_server(config(&[
+            ("ATTENDANT__DIALOGUE__AGENT", &agent),
+            ("ATTENDANT__STORE__URL", &format!("\"{url}\"")),
+            ("ATTENDANT__DESK__QUEUES", "{ general = [\"alice\"] }"),
+            ("ATTENDANT__SIP__ENABLED", "true"),
+            (
+                "ATTENDANT__SIP__CONFIG",
+                &format!("\"{}\"", sip_cfg.display()),
+            ),
+        ]));
+        let st: serde_json::Value = api_get(&format!("http://{http}/sip"))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
+        let sip = st["udp"][0].as_str().unwrap().parse().unwrap();
+        DeskServer { http, sip, dir }
+    })
+}
+
+fn speech(path: &Path) -> Vec<f32> {
+    let (x, rate) = audio::read_wav(path).unwrap();
+    if rate == 8000 {
+        x
+    } else {
+        resample(&x, rate, 8000).unwrap()
+    }
+}
+
+/// The transcript the shared data gives a recording.
+fn transcript_of(rel: &str) -> String {
+    let manifest = std::fs::read_to_string(shared().join("speech/manifest.jsonl")).unwrap();
+    manifest
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["path"] == rel)
+        .expect("manifest entry")["transcript"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The desk's live feed, read as a signed-in client would (SSE).
+fn follow_feed(http: SocketAddr) -> mpsc::Receiver<serde_json::Value> {
+    let (tx, rx) = mpsc::channel();
+    let r = api_get(&format!("http://{http}/desk/events"))
+        .call()
+        .expect("desk feed");
+    assert_eq!(r.content_type(), "text/event-stream");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(r.into_reader()).lines() {
+            let Ok(line) = line else { return };
+            if let Some(data) = line.strip_prefix("data:") {
+                if let Ok(v) = serde_json::from_str(data.trim()) {
+                    if tx.send(v).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// The first caller from `channel` waiting at the desk, once one is.
+fn waiting_call(http: SocketAddr, channel: &str, within: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let s: serde_json::Value = api_get(&format!("http://{http}/desk/state"))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
+        let first = s["waiting"]
+            .as_array()
+            .and_then(|w| w.iter().find(|w| w["channel"] == channel));
+        if let Some(w) = first {
+            return w.clone();
+        }
+        assert!(Instant::now() < deadline, "nobody reached the desk: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn ended_record(http: SocketAddr, id: &str) -> CallRecord {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = api_get(&format!("http://{http}/calls/{id}")).call() {
+            let rec: CallRecord = r.into_json().unwrap();
+            if rec.ended_unix_ms.is_some() {
+                return rec;
+            }
+        }
+        assert!(Instant::now() < deadline, "no ended record for {id}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_browser_caller_waits_at_the_desk_and_talks_to_the_agent_who_takes_the_call() {
+    let http = desk_server().http;
+    let feed = follow_feed(http);
+    let question = speech(&fixture("faq_hours.wav"));
+    let agent_rel = "cmu/cards/005.wav";
+    let agent_says = speech(&shared().join("speech").join(agent_rel));
+
+    // The caller presses 0 (a person, from anywhere), hears the bot hand
+    // them over and the hold music; once the agent is on, asks their question.
+    let caller = std::thread::spawn(move || {
+        rt().block_on(webrtc::run_call(CallOptions {
+            url: format!("http://{http}"),
+            http: String::new(),
+            from: String::new(),
+            script: Script::Steps {
+                steps: vec![Step::Dtmf("0".into()), Step::Say(question)],
+                quiet_ms: 700,
+            },
+            linger_ms: 1000,
+            max_secs: 90,
+            dtmf: vec![],
+            signing: None,
+            api_token: Some(API_TOKEN.into()),
+        }))
+        .expect("caller")
+    });
+
+    let w = waiting_call(http, "webrtc", Duration::from_secs(40));
+    let id = w["call_id"].as_str().unwrap().to_string();
+    assert_eq!(w["queue"], "general");
+    assert_eq!(w["channel"], "webrtc");
+    // The context card behind the queue entry.
+    let card: serde_json::Value = api_get(&format!("http://{http}/calls/{id}/handoff"))
+        .call()
+        .expect("hand-off packet")
+        .into_json()
+        .unwrap();
+    assert_eq!(card["target"], "desk:general", "{card}");
+    assert!(!card["transcript"].as_array().unwrap().is_empty(), "{card}");
+    // Let the hold music play a moment, as a queue would.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let agent = rt()
+        .block_on(webrtc::run_agent(
+            CallOptions {
+                url: format!("http://{http}"),
+                http: String::new(),
+                from: String::new(),
+                script: Script::Steps {
+                    steps: vec![Step::Say(agent_says)],
+                    quiet_ms: 700,
+                },
+                linger_ms: 1500,
+                max_secs: 60,
+                dtmf: vec![],
+                signing: None,
+                api_token: Some(API_TOKEN.into()),
+            },
+            &id,
+        ))
+        .expect("agent");
+    let caller = caller.join().unwrap();
+    assert!(agent.connect_ms.is_some(), "the agent's leg never came up");
+
+    // Audio both ways: the agent heard the caller's question, the caller
+    // heard the agent's answer after their question.
+    let heard_by_agent = transcribe(&agent.bot_audio).to_lowercase();
+    let asked = "What are your opening hours on Saturday?";
+    assert!(
+        words_found(asked, &heard_by_agent) >= 0.6,
+        "the agent heard: {heard_by_agent}"
+    );
+    let asked_end = *caller.step_ends.last().expect("the caller spoke") as usize * 8;
+    let after = &caller.bot_audio[asked_end.min(caller.bot_audio.len())..];
+    let heard_by_caller = transcribe(after).to_lowercase();
+    let expected = transcript_of(agent_rel);
+    assert!(
+        words_found(&expected, &heard_by_caller) >= 0.6,
+        "the caller heard: {heard_by_caller} (agent said: {expected})"
+    );
+
+    // The agent hung up: the caller's call ended with them, recorded as a
+    // human's call with its wait and talk times.
+    let rec = ended_record(http, &id);
+    assert_eq!(rec.outcome, "handled_by_agent", "{rec:?}");
+    let h = rec.human.clone().expect("the desk part of the record");
+    assert_eq!(h.queue, "general");
+    assert_eq!(h.agent.as_deref(), Some("admin (configured)"));
+    assert!(h.wait_ms >= 1500, "{h:?}");
+    let take_ms = h.take_to_audio_ms.expect("two-way audio");
+    assert!(
+        take_ms < 3000,
+        "take call → two-way audio took {take_ms} ms"
+    );
+    assert!(h.talk_ms.unwrap_or(0) >= 3000, "{h:?}");
+    eprintln!(
+        "desk: waited {} ms, take → two-way audio {take_ms} ms, talked {} ms",
+        h.wait_ms,
+        h.talk_ms.unwrap_or(0)
+    );
+
+    let row: serde_json::Value = api_get(&format!("http://{http}/calls/{id}/interaction"))
+        .call()
+        .expect("interaction")
+        .into_json()
+        .unwrap();
+    assert_eq!(row["outcome"], "transferred", "{row}");
+    assert_eq!(row["handled_by"], "human", "{row}");
+    assert_eq!(row["human_agent"], "admin (configured)", "{row}");
+    assert!(row["wait_ms"].as_i64().unwrap_or(0) >= 1500, "{row}");
+    assert!(row["talk_ms"].as_i64().unwrap_or(0) >= 3000, "{row}");
+    let k: serde_json::Value = api_get(&format!("http://{http}/kpis"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert!(k["desk_handled"].as_u64().unwrap_or(0) >= 1, "{k}");
+
+    // The feed told the desk as it happened: the call, its live lines, the
+    // caller waiting, the take, and the end.
+    let mut kinds = Vec::new();
+    while let Ok(e) = feed.recv_timeout(Duration::from_millis(500)) {
+        if e["call_id"] == id.as_str() {
+            kinds.push(e["type"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    for k in ["started", "line", "waiting", "taken", "ended"] {
+        assert!(kinds.iter().any(|x| x == k), "no {k} event: {kinds:?}");
+    }
+}
+
+#[test]
+fn desk_routes_need_an_agent_and_a_taken_caller_cannot_be_taken_twice() {
+    let http = desk_server().http;
+    // The page is open (a sign-in form); its data is not.
+    let page = ureq::get(&format!("http://{http}/desk"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(page.contains("agent desk"));
+    for path in ["/desk/state", "/desk/events"] {
+        let e = ureq::get(&format!("http://{http}{path}"))
+            .call()
+            .unwrap_err();
+        assert!(matches!(e, ureq::Error::Status(401, _)), "{path}: {e:?}");
+    }
+    let e = ureq::post(&format!("http://{http}/desk/calls/nobody/return"))
+        .call()
+        .unwrap_err();
+    assert!(matches!(e, ureq::Error::Status(401, _)), "{e:?}");
+    // Nobody is waiting under this id: the take is refused with 409 after
+    // the offer is read, and nothing is left behind.
+    let (_, offer) = attendant::transport::webrtc::Session::offer(
+        &["127.0.0.1:9".parse().unwrap()],
+        Instant::now(),
+    )
+    .unwrap();
+    let e = api_post(&format!("http://{http}/desk/calls/nobody/take"))
+        .set("content-type", "application/sdp")
+        .send_string(&offer)
+        .unwrap_err();
+    assert!(matches!(e, ureq::Error::Status(409, _)), "{e:?}");
+    let e = api_post(&format!("http://{http}/desk/calls/nobody/return"))
+        .call()
+        .unwrap_err();
+    assert!(matches!(e, ureq::Error::Status(403, _)), "{e:?}");
+}
+
+/// The test's SIP caller (sipp), its RTP captured: presses 0 for a person,
+/// waits on hold, asks its question twice once the agent should be on, and
+/// hangs up. Chromium plays the agent at the desk page.
+#[test]
+fn a_sip_caller_reaches_an_agent_in_chromium_at_the_desk() {
+    let s = desk_server();
+    let out = repo().join("target/browser");
+    std::fs::create_dir_all(&out).unwrap();
+    // The caller's question, as RTP sipp replays.
+    let question = s.dir.join("question.pcap");
+    speech_pcap(&fixture("faq_hours.wav"), 0, &question);
+    let zero = shared().join("sipp/sipp_upstream/pcap/dtmf_2833_0.pcap");
+    let cap = Capture::start();
+    let body = [
+        invite("PCMU", 0, cap.port),
+        pause(3000),
+        play(&zero),
+        pause(14000),
+        play(&question),
+        pause(4000),
+        play(&question),
+        pause(4000),
+        caller_bye(2),
+    ]
+    .concat()
+    // A known customer (Alex Morgan in the demo data) calling.
+    .replace("+15550100123", "+15555550101");
+    let scenario = s.dir.join("desk_caller.xml");
+    std::fs::write(&scenario, scenario_xml("desk_caller", &body)).unwrap();
+    let sip = s.sip;
+    let sipp = std::thread::spawn(move || {
+        std::process::Command::new("sipp")
+            .arg(sip.to_string())
+            .args(["-sf", &scenario.display().to_string()])
+            .args(["-s", "1000", "-m", "1", "-l", "1", "-t", "u1"])
+            .args(["-i", "127.0.0.1", "-p", &peer_port().to_string()])
+            .args(["-mp", &peer_port().to_string()])
+            .args(["-timeout", "120s", "-timeout_error", "-nostdin"])
+            .output()
+            .expect("sipp is installed (Debian sip-tester)")
+    });
+
+    // The agent's microphone: a real recording, looped by Chromium.
+    let agent_rel = "cmu/cards/005.wav";
+    let (x, rate) = audio::read_wav(&shared().join("speech").join(agent_rel)).unwrap();
+    let mut mic = resample(&x, rate, 16000).unwrap();
+    mic.extend(vec![0f32; 16000]);
+    let mic_path = out.join("agent-mic.wav");
+    let mut w = hound::WavWriter::create(
+        &mic_path,
+        hound::WavSpec {
+            channels: 1,
+            sample_rate: 16000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        },
+    )
+    .unwrap();
+    for v in &mic {
+        w.write_sample((v * 32767.0) as i16).unwrap();
+    }
+    w.finalize().unwrap();
+
+    let w = waiting_call(s.http, "sip", Duration::from_secs(40));
+    let waiting_seen = Instant::now();
+    let id = w["call_id"].as_str().unwrap().to_string();
+    let prefix = out.join("desk");
+    let run = std::process::Command::new("node")
+        .arg(repo().join("web/tests/desk.mjs"))
+        .arg(format!("http://{}", s.http))
+        .args([AGENT_USER, AGENT_PASSWORD])
+        .arg(&mic_path)
+        .arg(&prefix)
+        .output()
+        .expect("node (scripts/setup.sh installs it with Chromium and playwright-core)");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let sipp = sipp.join().unwrap();
+    let packets = cap.finish();
+    assert!(run.status.success(), "browser run failed:\n{stderr}");
+    assert!(
+        sipp.status.success(),
+        "sipp failed:\n{}",
+        String::from_utf8_lossy(&sipp.stdout)
+    );
+    let page: serde_json::Value =
+        serde_json::from_slice(run.stdout.trim_ascii()).expect("page state");
+    assert_eq!(page["callId"], id.as_str(), "{page}");
+    assert_eq!(page["me"]["name"], AGENT_USER, "{page}");
+    // The context card was on the queue: the reason and the queue.
+    let card = page["card"].as_str().unwrap_or_default();
+    assert!(
+        card.contains("Alex Morgan") && card.contains("general") && card.contains("Take call"),
+        "{card}"
+    );
+
+    // The agent heard the caller's question.
+    let mut r = hound::WavReader::open(prefix.with_extension("wav")).unwrap();
+    let rate = r.spec().sample_rate;
+    let heard: Vec<f32> = r
+        .samples::<i16>()
+        .map(|v| v.unwrap() as f32 / 32768.0)
+        .collect();
+    let heard8: Vec<i16> = resample(&heard, rate, 8000)
+        .unwrap()
+        .iter()
+        .map(|v| (v * 32767.0) as i16)
+        .collect();
+    let by_agent = transcribe(&heard8).to_lowercase();
+    assert!(
+        words_found("What are your opening hours on Saturday?", &by_agent) >= 0.6,
+        "the agent heard: {by_agent}"
+    );
+
+    // The caller heard the agent, over RTP, once the agent took the call.
+    let rec = ended_record(s.http, &id);
+    let h = rec.human.clone().expect("desk part of the record");
+    assert_eq!(h.agent.as_deref(), Some(AGENT_USER));
+    assert_eq!(rec.outcome, "handled_by_agent", "{rec:?}");
+    // Hold started about when the call was seen waiting.
+    let bridged = waiting_seen + Duration::from_millis(h.wait_ms + 300);
+    let pcm: Vec<i16> = packets
+        .iter()
+        .filter(|(at, d)| *at >= bridged && !attendant::transport::rtp::is_rtcp(d))
+        .filter_map(|(_, d)| attendant::transport::rtp::parse(d).ok())
+        .flat_map(|p| {
+            p.payload
+                .iter()
+                .map(|&b| attendant::media::mulaw::decode(b))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let by_caller = transcribe(&pcm[..pcm.len().min(8000 * 25)]).to_lowercase();
+    let expected = transcript_of(agent_rel);
+    assert!(
+        words_found(&expected, &by_caller) >= 0.5,
+        "the caller heard: {by_caller} (agent said: {expected})"
+    );
+    let take_ms = h.take_to_audio_ms.expect("two-way audio");
+    eprintln!(
+        "desk (Chromium agent, SIP caller): waited {} ms, take → two-way audio {take_ms} ms \
+         (page: clicked → talking {} ms), talked {} ms",
+        h.wait_ms,
+        page["takeToTalkingMs"],
+        h.talk_ms.unwrap_or(0)
+    );
+    let row: serde_json::Value = api_get(&format!("http://{}/calls/{id}/interaction", s.http))
+        .call()
+        .expect("interaction")
+        .into_json()
+        .unwrap();
+    assert_eq!(row["human_agent"], AGENT_USER, "{row}");
+    assert_eq!(row["handled_by"], "human", "{row}");
+}
