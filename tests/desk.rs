@@ -519,3 +519,119 @@ fn a_sip_caller_reaches_an_agent_in_chromium_at_the_desk() {
     assert_eq!(row["human_agent"], AGENT_USER, "{row}");
     assert_eq!(row["handled_by"], "human", "{row}");
 }
+
+/// The agent gives the caller back to the bot: the agent's leg ends, the
+/// bot says so and the conversation goes on; the interaction stays the
+/// bot's, with the agent's talk time on it.
+#[test]
+fn an_agent_returns_the_caller_to_the_bot() {
+    let http = desk_server().http;
+    let question = speech(&fixture("faq_hours.wav"));
+    let caller = std::thread::spawn(move || {
+        rt().block_on(webrtc::run_call(CallOptions {
+            url: format!("http://{http}"),
+            http: String::new(),
+            from: String::new(),
+            script: Script::Steps {
+                steps: vec![Step::Dtmf("0".into()), Step::Say(question)],
+                quiet_ms: 700,
+            },
+            linger_ms: 1500,
+            max_secs: 90,
+            dtmf: vec![],
+            signing: None,
+            api_token: Some(API_TOKEN.into()),
+        }))
+        .expect("caller")
+    });
+    let w = waiting_call(http, "webrtc", Duration::from_secs(40));
+    let id = w["call_id"].as_str().unwrap().to_string();
+    // A silent agent: takes the call, listens, and is sent away by the return.
+    let agent_id = id.clone();
+    let agent = std::thread::spawn(move || {
+        rt().block_on(webrtc::run_agent(
+            CallOptions {
+                url: format!("http://{http}"),
+                http: String::new(),
+                from: String::new(),
+                script: Script::Steps {
+                    steps: vec![],
+                    quiet_ms: 700,
+                },
+                linger_ms: 60_000,
+                max_secs: 60,
+                dtmf: vec![],
+                signing: None,
+                api_token: Some(API_TOKEN.into()),
+            },
+            &agent_id,
+        ))
+        .expect("agent")
+    });
+    // Talking (two-way audio), then the caller's question reaches the agent.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rec: CallRecord = api_get(&format!("http://{http}/calls/{id}"))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
+        if rec
+            .human
+            .as_ref()
+            .is_some_and(|h| h.take_to_audio_ms.is_some())
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the agent never connected");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    let r = api_post(&format!("http://{http}/desk/calls/{id}/return"))
+        .call()
+        .expect("return to the bot");
+    assert_eq!(r.status(), 200);
+    let agent = agent.join().unwrap();
+    let caller = caller.join().unwrap();
+    assert_eq!(
+        agent.closed_by_server,
+        Some(1000),
+        "the agent's leg ended with the return"
+    );
+    let heard_by_agent = transcribe(&agent.bot_audio).to_lowercase();
+    assert!(
+        words_found("What are your opening hours on Saturday?", &heard_by_agent) >= 0.6,
+        "the agent heard: {heard_by_agent}"
+    );
+    // What the caller heard last: the bot again.
+    let last = caller.replies.last().expect("the bot spoke");
+    let pcm: Vec<i16> = last
+        .audio
+        .iter()
+        .map(|&b| attendant::media::mulaw::decode(b))
+        .collect();
+    let back = transcribe(&pcm).to_lowercase();
+    assert!(
+        back.contains("back with") || back.contains("assistant"),
+        "the caller heard: {back}"
+    );
+    let rec = ended_record(http, &id);
+    let h = rec.human.clone().expect("desk part");
+    assert!(h.returned, "{h:?}");
+    assert_eq!(rec.outcome, "caller_hung_up", "back with the bot: {rec:?}");
+    let row: serde_json::Value = api_get(&format!("http://{http}/calls/{id}/interaction"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(row["handled_by"], "bot", "{row}");
+    assert_eq!(row["human_agent"], "admin (configured)", "{row}");
+    assert!(row["talk_ms"].as_i64().unwrap_or(0) >= 4000, "{row}");
+    assert!(
+        row["summary"]
+            .as_str()
+            .unwrap_or("")
+            .contains("returned the caller"),
+        "{row}"
+    );
+}

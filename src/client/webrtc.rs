@@ -143,6 +143,7 @@ async fn run(
     let mut open_barge: Option<usize> = None;
     let mut done_at: Option<u64> = None;
     let mut texts = Vec::new();
+    let mut ended = false;
     let mut buf = vec![0u8; 2048];
     loop {
         let now = Instant::now();
@@ -189,6 +190,10 @@ async fn run(
                         if v["type"] == "call" {
                             rep.call_sid = v["id"].as_str().unwrap_or_default().to_string();
                         }
+                        // The server ended the call (its last audio has gone out).
+                        if v["type"] == "ended" {
+                            ended = true;
+                        }
                     }
                     texts.push(t);
                 }
@@ -199,7 +204,10 @@ async fn run(
                 Output::Event(_) => {}
             }
         };
-        if sess.is_closed() {
+        if ended {
+            rep.closed_by_server.get_or_insert(1000);
+        }
+        if sess.is_closed() || ended {
             break;
         }
         // The bot stopped talking over an interruption: its last audible
