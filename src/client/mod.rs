@@ -4,6 +4,7 @@
 //! records both sides, and measures what the caller experiences.
 
 pub mod audio;
+pub mod script;
 pub mod webrtc;
 
 use std::collections::VecDeque;

@@ -5,56 +5,14 @@
 //! calling side, over a real UDP socket. It returns the same `CallReport`
 //! as the Twilio caller, so `attendant loadtest` measures both alike.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 
-use super::{fetch_record, http_base, BargeInTiming, CallOptions, CallReport, ClientError};
-use super::{ReplyTiming, Script, Step};
-use crate::media::mulaw;
+use super::script::{Act, ScriptedCaller, KEY_GAP_MS};
+use super::{fetch_record, http_base, CallOptions, CallReport, ClientError};
 use crate::transport::playout::Playout;
 use crate::transport::webrtc::{Event, Output, Session};
-
-/// RMS (16-bit) above which a received frame counts as the bot talking.
-const AUDIBLE: f64 = 300.0;
-/// The bot's speech carries silence between replies (WebRTC keeps sending
-/// frames): this much of it ends a reply.
-const REPLY_GAP_MS: u64 = 600;
-/// Quiet for this long after an interruption means the bot stopped.
-const STOPPED_MS: u64 = 400;
-/// A step waits this long for the bot's answer before going on anyway.
-const ANSWER_TIMEOUT_MS: u64 = 15_000;
-
-fn rms(ulaw: &[u8]) -> f64 {
-    let s: f64 = ulaw
-        .iter()
-        .map(|&b| (mulaw::decode(b) as f64).powi(2))
-        .sum();
-    (s / ulaw.len().max(1) as f64).sqrt()
-}
-
-fn voiced(frame: &[f32]) -> bool {
-    let e = frame.iter().map(|x| x * x).sum::<f32>() / frame.len().max(1) as f32;
-    e.sqrt() > 0.01
-}
-
-/// (first voiced, end of last voiced) in ms from the start of `samples`.
-fn voiced_span(samples: &[f32]) -> (u64, u64) {
-    let frames: Vec<&[f32]> = samples.chunks(160).collect();
-    let first = frames.iter().position(|f| voiced(f)).unwrap_or(0);
-    let last = frames
-        .iter()
-        .rposition(|f| voiced(f))
-        .map_or(frames.len(), |i| i + 1);
-    (first as u64 * 20, last as u64 * 20)
-}
-
-fn to_ulaw(samples: &[f32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(samples.len());
-    mulaw::encode_from_f32(samples, &mut out);
-    out
-}
 
 /// Calls the server at `opts.url` (its HTTP base, or its Twilio stream URL)
 /// over WebRTC and plays `opts.script` (`Steps` or `Turns`).
@@ -80,14 +38,10 @@ async fn run(
         url: base.clone(),
         reason,
     };
-    let (steps, quiet_ms) = match opts.script.clone() {
-        Script::Steps { steps, quiet_ms } => (steps, quiet_ms),
-        Script::Turns { turns, quiet_ms } => (turns.into_iter().map(Step::Say).collect(), quiet_ms),
-        _ => {
-            return Err(connect(
-                "only scripted steps or turns run over WebRTC".into(),
-            ))
-        }
+    let Some(mut script) = ScriptedCaller::new(&opts.script, opts.linger_ms) else {
+        return Err(connect(
+            "only scripted steps or turns run over WebRTC".into(),
+        ));
     };
     let sock = UdpSocket::bind("127.0.0.1:0")
         .await
@@ -131,17 +85,6 @@ async fn run(
         bot_audio: Vec::new(),
         caller_audio: Vec::new(),
     };
-    let mut steps = VecDeque::from(steps);
-    // Caller side: end of the last voiced frame sent, end of what we said
-    // or keyed last, and until when we are still talking.
-    let mut last_voiced_sent: Option<u64> = None;
-    let mut last_input_end: Option<u64> = None;
-    let mut speaking_until = 0u64;
-    // Bot side: its last audible frame, and whether the open reply still
-    // waits for its first audible frame.
-    let mut last_audible: Option<u64> = None;
-    let mut open_barge: Option<usize> = None;
-    let mut done_at: Option<u64> = None;
     let mut texts = Vec::new();
     let mut ended = false;
     let mut buf = vec![0u8; 2048];
@@ -159,32 +102,7 @@ async fn run(
                 }
                 Output::Timeout(t) => break t,
                 Output::Event(Event::Connected) => rep.connect_ms = Some(now_ms),
-                Output::Event(Event::Audio(ulaw)) => {
-                    rep.bot_audio.extend(ulaw.iter().map(|&b| mulaw::decode(b)));
-                    rep.pacing.frames += 1;
-                    let loud = rms(&ulaw) > AUDIBLE;
-                    if loud {
-                        if last_audible.is_none_or(|l| now_ms.saturating_sub(l) > REPLY_GAP_MS) {
-                            // A new reply; its latency runs from what it answers.
-                            let answers = last_voiced_sent
-                                .filter(|&lv| rep.replies.last().is_none_or(|r| lv > r.at_ms));
-                            let v2v = answers.map(|lv| now_ms.saturating_sub(lv));
-                            rep.replies.push(ReplyTiming {
-                                at_ms: now_ms,
-                                voice_to_voice_ms: v2v,
-                                first_frame_ms: v2v,
-                                audio: Vec::new(),
-                            });
-                        }
-                        rep.first_audio_ms.get_or_insert(now_ms);
-                        last_audible = Some(now_ms);
-                    }
-                    let open =
-                        last_audible.is_some_and(|l| now_ms.saturating_sub(l) <= REPLY_GAP_MS);
-                    if let (true, Some(r)) = (open, rep.replies.last_mut()) {
-                        r.audio.extend_from_slice(&ulaw);
-                    }
-                }
+                Output::Event(Event::Audio(ulaw)) => script.on_frame(now_ms, &ulaw),
                 Output::Event(Event::Text(t)) => {
                     if let Ok(v) = serde_json::from_str::<serde_json::Value>(&t) {
                         if v["type"] == "call" {
@@ -210,83 +128,20 @@ async fn run(
         if sess.is_closed() || ended {
             break;
         }
-        // The bot stopped talking over an interruption: its last audible
-        // frame, once it has stayed quiet longer than a pause between its
-        // sentences (silence keeps flowing on WebRTC, so a short gap is not
-        // a stop).
-        if let (Some(i), Some(l)) = (open_barge, last_audible) {
-            let onset = rep.barge_ins[i].onset_ms;
-            if now_ms >= onset && now_ms.saturating_sub(l) >= STOPPED_MS {
-                rep.barge_ins[i].stop_ms = Some((l + 20).saturating_sub(onset));
-                open_barge = None;
-            }
-        }
-        let quiet = last_audible.is_some_and(|l| now_ms.saturating_sub(l) >= quiet_ms);
-        let answered = match last_input_end {
-            None => rep.first_audio_ms.is_some(),
-            Some(end) => {
-                rep.replies.last().is_some_and(|r| r.at_ms > end)
-                    || now_ms > end + ANSWER_TIMEOUT_MS
-            }
-        };
-        let idle = now_ms >= speaking_until;
-        if sess.is_connected() && idle {
-            match steps.front() {
-                Some(Step::Say(audio)) if answered && quiet => {
-                    let (_, voiced_end) = voiced_span(audio);
-                    sess.send_audio(1, &to_ulaw(audio));
-                    last_voiced_sent = Some(now_ms + voiced_end);
-                    speaking_until = now_ms + audio.len() as u64 / 8;
-                    last_input_end = Some(speaking_until);
-                    rep.step_ends.push(speaking_until);
-                    steps.pop_front();
-                }
-                Some(Step::Dtmf(keys)) if answered && quiet => {
-                    // Keys 150 ms apart, like a person pressing them.
-                    let keys = keys.clone();
+        if sess.is_connected() {
+            match script.poll(now_ms) {
+                Some(Act::Say(ulaw)) => sess.send_audio(1, &ulaw),
+                Some(Act::Keys(keys)) => {
                     for (i, k) in keys.chars().enumerate() {
                         if i > 0 {
-                            tokio::time::sleep(Duration::from_millis(150)).await;
+                            tokio::time::sleep(Duration::from_millis(KEY_GAP_MS)).await;
                         }
                         sess.send_dtmf(k, Instant::now());
                     }
-                    let end = t0.elapsed().as_millis() as u64;
-                    last_input_end = Some(end);
-                    rep.step_ends.push(end);
-                    steps.pop_front();
+                    script.keys_sent(t0.elapsed().as_millis() as u64);
                 }
-                Some(Step::Interrupt { audio, after_ms }) => {
-                    // `after_ms` into the first reply after our last input.
-                    let reply = rep
-                        .replies
-                        .iter()
-                        .find(|r| last_input_end.is_none_or(|e| r.at_ms > e));
-                    if reply.is_some_and(|r| now_ms >= r.at_ms + after_ms) {
-                        let (onset, voiced_end) = voiced_span(audio);
-                        sess.send_audio(1, &to_ulaw(audio));
-                        rep.barge_ins.push(BargeInTiming {
-                            onset_ms: now_ms + onset,
-                            stop_ms: None,
-                            clear_ms: None,
-                        });
-                        open_barge = Some(rep.barge_ins.len() - 1);
-                        last_voiced_sent = Some(now_ms + voiced_end);
-                        speaking_until = now_ms + audio.len() as u64 / 8;
-                        last_input_end = Some(speaking_until);
-                        rep.step_ends.push(speaking_until);
-                        steps.pop_front();
-                    }
-                }
-                Some(_) => {}
-                None => {
-                    // Done once the last input is answered, quiet, and lingered on.
-                    let d = *done_at.get_or_insert(now_ms);
-                    let lingered = now_ms >= d + opts.linger_ms;
-                    let long_quiet = last_audible.is_none_or(|l| now_ms.saturating_sub(l) >= 1500);
-                    if answered && lingered && long_quiet {
-                        break;
-                    }
-                }
+                Some(Act::HangUp) => break,
+                None => {}
             }
         }
         let wake = wake.min(now + Duration::from_millis(20));
@@ -301,6 +156,7 @@ async fn run(
     }
     hang_up(&mut sess, &sock).await;
     rep.duration_ms = t0.elapsed().as_millis() as u64;
+    script.report_into(&mut rep);
     rep.stream_sid = rep.call_sid.clone();
     rep.page_messages = texts;
     if !rep.call_sid.is_empty() {
