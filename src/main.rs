@@ -255,6 +255,10 @@ struct LoadtestArgs {
     /// How the callers reach the server.
     #[arg(long, value_enum, default_value_t = loadtest::Transport::Twilio)]
     transport: loadtest::Transport,
+    /// The server's SIP/UDP address for --transport sip (default: asked of
+    /// its GET /sip, which needs an ops token in ATTENDANT_TOKEN).
+    #[arg(long)]
+    sip: Option<std::net::SocketAddr>,
     /// Calls to place.
     #[arg(long, default_value_t = 10)]
     calls: usize,
@@ -355,6 +359,7 @@ async fn loadtest_cmd(a: LoadtestArgs) -> anyhow::Result<()> {
     let base = loadtest::RunOptions {
         url: a.url.clone(),
         transport: a.transport,
+        sip: a.sip,
         signing: a.auth_token.clone().map(|auth_token| client::Signing {
             auth_token,
             public_url: a.public_url.clone().unwrap_or_else(|| a.url.clone()),

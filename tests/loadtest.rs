@@ -14,6 +14,7 @@ fn options(addr: std::net::SocketAddr, calls: usize, concurrency: usize) -> RunO
     RunOptions {
         url: ws_url(addr),
         transport: Transport::Twilio,
+        sip: None,
         signing: None,
         api_token: Some(API_TOKEN.into()),
         calls,
@@ -187,4 +188,72 @@ fn loadtest_over_webrtc_measures_and_checks_like_twilio() {
     for c in &rep.runs[0].calls {
         assert!(c.call_sid.starts_with("webrtc-"), "{c:?}");
     }
+}
+
+/// The same scenario as a SIP trunk's callers (our SipCore placing the
+/// calls, G.711 RTP, RFC 4733 keys) against a server with SIP on: every call
+/// answered, replies checked by what came back over RTP.
+#[test]
+fn loadtest_over_sip_measures_and_checks_like_twilio() {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let sip_cfg = dir.join("sip.toml");
+    std::fs::write(
+        &sip_cfg,
+        "[listen]\nudp = [\"127.0.0.1:0\"]\n[media]\nrtp_ports = [0, 0]\n\
+         [[trunks]]\nname = \"load\"\nsources = [\"127.0.0.1/32\"]\n\
+         [[numbers]]\nnumber = \"*\"\nagent = \"\"\n",
+    )
+    .unwrap();
+    let addr = start_server(config(&[
+        ("ATTENDANT__SIP__ENABLED", "true"),
+        (
+            "ATTENDANT__SIP__CONFIG",
+            &format!("\"{}\"", sip_cfg.display()),
+        ),
+    ]));
+    let scenario = Scenario::load(&repo().join("loadtest/bank.yaml")).expect("bank scenario");
+    let opts = RunOptions {
+        url: format!("http://{addr}"),
+        transport: Transport::Sip,
+        ..options(addr, 4, 2)
+    };
+    let mut result = rt().block_on(loadtest::run(
+        &scenario,
+        &opts,
+        Arc::new(loadtest::Progress::default()),
+    ));
+    let cfg = config(&[]);
+    let asr = AsrPool::start(&cfg.server.models_dir, &cfg.asr).expect("ASR");
+    loadtest::check_replies(&mut result, &scenario, &asr).expect("checks");
+    let rep = report::Report::new(vec![result], None);
+    let text = report::console(&rep);
+    println!("{text}");
+    assert!(text.contains("over SIP"));
+    let s = &rep.summary;
+    assert_eq!(s.calls, 4);
+    assert_eq!(s.failed, 0, "{:#?}", rep.runs[0].calls);
+    let v2v = s.voice_to_voice_ms.as_ref().expect("voice-to-voice");
+    assert!(v2v.n >= 1 && v2v.p50 > 100 && v2v.max < 15_000, "{v2v:?}");
+    assert!(
+        s.correct * 10 >= s.checked * 7 && s.checked >= 1,
+        "most replies heard as expected: {:#?}",
+        rep.runs[0].calls
+    );
+    // The server's records are SIP calls, under the Call-IDs we sent, and
+    // it measured the turns too.
+    for c in &rep.runs[0].calls {
+        let rec: Value = api_get(&format!("http://{addr}/calls/{}", c.call_sid))
+            .call()
+            .expect("the server's record")
+            .into_json()
+            .unwrap();
+        assert_eq!(rec["channel"], "sip", "{}", rec["channel"]);
+    }
+    assert!(
+        rep.runs[0]
+            .calls
+            .iter()
+            .any(|c| !c.server.voice_to_voice_ms.is_empty()),
+        "the server timed the spoken turns too"
+    );
 }

@@ -5,6 +5,7 @@
 
 pub mod audio;
 pub mod script;
+pub mod sip;
 pub mod webrtc;
 
 use std::collections::VecDeque;

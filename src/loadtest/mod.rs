@@ -27,13 +27,21 @@ pub enum Transport {
     Twilio,
     /// A browser-like WebRTC caller (Opus over DTLS-SRTP).
     Webrtc,
+    /// A SIP trunk's caller: SIP/UDP signalling and G.711 RTP.
+    Sip,
 }
+
+/// The number SIP callers dial (the server's number routes pick the agent).
+pub const SIP_DIAL: &str = "1000";
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Media Streams WebSocket URL (WebRTC: the server's base is taken from it).
     pub url: String,
     pub transport: Transport,
+    /// The server's SIP/UDP address for `Transport::Sip` (`None`: asked of
+    /// its `GET /sip`).
+    pub sip: Option<std::net::SocketAddr>,
     pub signing: Option<Signing>,
     /// API token for reading call records.
     pub api_token: Option<String>,
@@ -168,6 +176,14 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions, progress: Arc<Progress>
     let active = Arc::new(AtomicUsize::new(0));
     let spans = Arc::new(parking_lot::Mutex::new(Vec::<(u64, u64)>::new()));
     let mut tasks = Vec::new();
+    // SIP callers need the server's SIP address: given, or asked once.
+    let sip = match (opts.transport, opts.sip) {
+        (Transport::Sip, Some(a)) => Ok(a),
+        (Transport::Sip, None) => client::sip::discover(&opts.url, opts.api_token.as_deref())
+            .await
+            .map_err(|e| e.to_string()),
+        _ => Err("not a SIP run".to_string()),
+    };
     let gap = if opts.ramp_per_s > 0.0 {
         Duration::from_secs_f64(1.0 / opts.ramp_per_s)
     } else {
@@ -210,12 +226,20 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions, progress: Arc<Progress>
         progress.started.fetch_add(1, Ordering::Relaxed);
         let i = index;
         let transport = opts.transport;
+        let sip = sip.clone();
         tasks.push(tokio::spawn(async move {
             let started = t0.elapsed().as_millis() as u64;
             active.fetch_add(1, Ordering::Relaxed);
-            let r = match transport {
-                Transport::Twilio => client::run_call(call_opts).await,
-                Transport::Webrtc => client::webrtc::run_call(call_opts).await,
+            let r = match (transport, sip) {
+                (Transport::Twilio, _) => client::run_call(call_opts).await,
+                (Transport::Webrtc, _) => client::webrtc::run_call(call_opts).await,
+                (Transport::Sip, Ok(addr)) => {
+                    client::sip::run_call(call_opts, addr, SIP_DIAL).await
+                }
+                (Transport::Sip, Err(reason)) => Err(client::ClientError::Connect {
+                    url: "the server's SIP address".into(),
+                    reason,
+                }),
             };
             active.fetch_sub(1, Ordering::Relaxed);
             let ended = t0.elapsed().as_millis() as u64;

@@ -237,6 +237,7 @@ pub fn console(r: &Report) -> String {
         match r.transport {
             super::Transport::Twilio => "Twilio Media Streams",
             super::Transport::Webrtc => "WebRTC",
+            super::Transport::Sip => "SIP (G.711 RTP)",
         },
         s.calls,
         s.ok,

@@ -29,6 +29,26 @@ pub fn event_code(key: char) -> Option<u8> {
     }
 }
 
+/// The RFC 4733 payloads of one key press lasting `ms`, in sending order:
+/// three updates 20 ms apart, then the end packet three times (§2.5.1.4).
+/// All carry the event's start timestamp; the first gets the marker bit.
+pub fn event_payloads(key: char, ms: u32) -> Option<Vec<[u8; 4]>> {
+    let code = event_code(key)?;
+    // Volume 10 (−10 dBm0), as phones send.
+    let packet = |end: bool, samples: u32| {
+        let d = samples.min(u16::MAX as u32) as u16;
+        [
+            code,
+            if end { 0x80 | 10 } else { 10 },
+            (d >> 8) as u8,
+            d as u8,
+        ]
+    };
+    let mut out: Vec<[u8; 4]> = (1..=3).map(|i| packet(false, i * 160)).collect();
+    out.extend(std::iter::repeat_n(packet(true, ms * 8), 3));
+    Some(out)
+}
+
 impl DtmfDecoder {
     /// Feeds one telephone-event payload; returns a digit once per event:
     /// at its first end packet, or when a new event starts before the old
@@ -112,5 +132,18 @@ mod tests {
         assert_eq!(dec.flush(), Some('*'));
         assert_eq!(dec.push(1, &[1, 2]), None);
         assert_eq!(dec.push(1, &[99, 0x80, 0, 1]), None);
+    }
+
+    #[test]
+    fn a_key_press_we_send_is_decoded_once() {
+        let mut d = DtmfDecoder::default();
+        let got: Vec<char> = event_payloads('#', 100)
+            .unwrap()
+            .iter()
+            .filter_map(|p| d.push(4000, p))
+            .collect();
+        assert_eq!(got, ['#']);
+        assert_eq!(event_payloads('#', 100).unwrap()[5], [11, 0x80 | 10, 3, 32]);
+        assert!(event_payloads('x', 100).is_none());
     }
 }
