@@ -248,6 +248,11 @@ fn loadtest_over_sip_measures_and_checks_like_twilio() {
             .into_json()
             .unwrap();
         assert_eq!(rec["channel"], "sip", "{}", rec["channel"]);
+        let heard: Vec<Option<u64>> = c.turns.iter().map(|t| t.voice_to_voice_ms).collect();
+        eprintln!(
+            "{}: caller heard replies after {heard:?} ms; the server measured {:?} ms ({:?})",
+            c.caller, c.server.voice_to_voice_ms, c.server.end_reasons
+        );
     }
     assert!(
         rep.runs[0]
