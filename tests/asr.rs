@@ -21,15 +21,7 @@ fn phone_path(pcm8k: &[f32]) -> Vec<f32> {
 }
 
 fn reference(path: &str) -> String {
-    let manifest = std::fs::read_to_string(shared().join("speech/manifest.jsonl")).unwrap();
-    manifest
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|v| v["path"] == path)
-        .expect("manifest entry")["transcript"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    manifest_transcript(path)
 }
 
 /// Four FSDD digits of one speaker read in a row, as a caller reads out

@@ -82,12 +82,7 @@ const AGENT_PASSWORD: &str = "correct horse battery staple";
 fn desk_server() -> &'static DeskServer {
     static S: OnceLock<DeskServer> = OnceLock::new();
     S.get_or_init(|| {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                std::env::var("ATTENDANT_LOG").unwrap_or_else(|_| "warn".into()),
-            ))
-            .with_test_writer()
-            .try_init();
+        init_logs();
         let dir = tempfile::tempdir().unwrap().keep();
         let sip_cfg = dir.join("sip.toml");
         std::fs::write(&sip_cfg, SIP_CONFIG).unwrap();
@@ -108,12 +103,7 @@ fn desk_server() -> &'static DeskServer {
                 &format!("\"{}\"", sip_cfg.display()),
             ),
         ]));
-        let st: serde_json::Value = api_get(&format!("http://{http}/sip"))
-            .call()
-            .unwrap()
-            .into_json()
-            .unwrap();
-        let sip = st["udp"][0].as_str().unwrap().parse().unwrap();
+        let sip = sip_udp(http);
         DeskServer { http, sip, dir }
     })
 }
@@ -127,17 +117,22 @@ fn speech(path: &Path) -> Vec<f32> {
     }
 }
 
-/// The transcript the shared data gives a recording.
-fn transcript_of(rel: &str) -> String {
-    let manifest = std::fs::read_to_string(shared().join("speech/manifest.jsonl")).unwrap();
-    manifest
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|v| v["path"] == rel)
-        .expect("manifest entry")["transcript"]
-        .as_str()
-        .unwrap()
-        .to_string()
+/// A WebRTC line to the server: a caller's or an agent's, playing `steps`.
+fn line(http: SocketAddr, steps: Vec<Step>, linger_ms: u64, max_secs: u64) -> CallOptions {
+    CallOptions {
+        url: format!("http://{http}"),
+        http: String::new(),
+        from: String::new(),
+        script: Script::Steps {
+            steps,
+            quiet_ms: 700,
+        },
+        linger_ms,
+        max_secs,
+        dtmf: vec![],
+        signing: None,
+        api_token: Some(API_TOKEN.into()),
+    }
 }
 
 /// The desk's live feed, read as a signed-in client would (SSE).
@@ -182,20 +177,6 @@ fn waiting_call(http: SocketAddr, channel: &str, within: Duration) -> serde_json
     }
 }
 
-fn ended_record(http: SocketAddr, id: &str) -> CallRecord {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = api_get(&format!("http://{http}/calls/{id}")).call() {
-            let rec: CallRecord = r.into_json().unwrap();
-            if rec.ended_unix_ms.is_some() {
-                return rec;
-            }
-        }
-        assert!(Instant::now() < deadline, "no ended record for {id}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn a_browser_caller_waits_at_the_desk_and_talks_to_the_agent_who_takes_the_call() {
     let http = desk_server().http;
@@ -207,20 +188,12 @@ fn a_browser_caller_waits_at_the_desk_and_talks_to_the_agent_who_takes_the_call(
     // The caller presses 0 (a person, from anywhere), hears the bot hand
     // them over and the hold music; once the agent is on, asks their question.
     let caller = std::thread::spawn(move || {
-        rt().block_on(webrtc::run_call(CallOptions {
-            url: format!("http://{http}"),
-            http: String::new(),
-            from: String::new(),
-            script: Script::Steps {
-                steps: vec![Step::Dtmf("0".into()), Step::Say(question)],
-                quiet_ms: 700,
-            },
-            linger_ms: 1000,
-            max_secs: 90,
-            dtmf: vec![],
-            signing: None,
-            api_token: Some(API_TOKEN.into()),
-        }))
+        rt().block_on(webrtc::run_call(line(
+            http,
+            vec![Step::Dtmf("0".into()), Step::Say(question)],
+            1000,
+            90,
+        )))
         .expect("caller")
     });
 
@@ -241,20 +214,7 @@ fn a_browser_caller_waits_at_the_desk_and_talks_to_the_agent_who_takes_the_call(
 
     let agent = rt()
         .block_on(webrtc::run_agent(
-            CallOptions {
-                url: format!("http://{http}"),
-                http: String::new(),
-                from: String::new(),
-                script: Script::Steps {
-                    steps: vec![Step::Say(agent_says)],
-                    quiet_ms: 700,
-                },
-                linger_ms: 1500,
-                max_secs: 60,
-                dtmf: vec![],
-                signing: None,
-                api_token: Some(API_TOKEN.into()),
-            },
+            line(http, vec![Step::Say(agent_says)], 1500, 60),
             &id,
         ))
         .expect("agent");
@@ -272,7 +232,7 @@ fn a_browser_caller_waits_at_the_desk_and_talks_to_the_agent_who_takes_the_call(
     let asked_end = *caller.step_ends.last().expect("the caller spoke") as usize * 8;
     let after = &caller.bot_audio[asked_end.min(caller.bot_audio.len())..];
     let heard_by_caller = transcribe(after).to_lowercase();
-    let expected = transcript_of(agent_rel);
+    let expected = manifest_transcript(agent_rel);
     assert!(
         words_found(&expected, &heard_by_caller) >= 0.6,
         "the caller heard: {heard_by_caller} (agent said: {expected})"
@@ -395,6 +355,47 @@ fn a_sip_caller_reaches_an_agent_in_chromium_at_the_desk() {
     .replace("+15550100123", "+15555550101");
     let scenario = s.dir.join("desk_caller.xml");
     std::fs::write(&scenario, scenario_xml("desk_caller", &body)).unwrap();
+    // The agent's microphone: a real recording, looped by Chromium.
+    let agent_rel = "cmu/cards/005.wav";
+    let (x, rate) = audio::read_wav(&shared().join("speech").join(agent_rel)).unwrap();
+    let mut mic = resample(&x, rate, 16000).unwrap();
+    mic.extend(vec![0f32; 16000]);
+    let mic_path = out.join("agent-mic.wav");
+    write_wav_16k(&mic_path, &mic);
+
+    // Alice opens the desk first: callers wait only while someone is there.
+    let prefix = out.join("desk");
+    let http = s.http;
+    let (mic, pre) = (mic_path.clone(), prefix.clone());
+    let browser = std::thread::spawn(move || {
+        std::process::Command::new("node")
+            .arg(repo().join("web/tests/desk.mjs"))
+            .arg(format!("http://{http}"))
+            .args([AGENT_USER, AGENT_PASSWORD])
+            .arg(&mic)
+            .arg(&pre)
+            .output()
+            .expect("node (scripts/setup.sh installs it with Chromium and playwright-core)")
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st: serde_json::Value = api_get(&format!("http://{http}/desk/state"))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
+        if st["online"]
+            .as_array()
+            .is_some_and(|o| o.iter().any(|n| n == AGENT_USER))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alice never reached the desk: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let sip = s.sip;
     let sipp = std::thread::spawn(move || {
         std::process::Command::new("sipp")
@@ -408,39 +409,10 @@ fn a_sip_caller_reaches_an_agent_in_chromium_at_the_desk() {
             .expect("sipp is installed (Debian sip-tester)")
     });
 
-    // The agent's microphone: a real recording, looped by Chromium.
-    let agent_rel = "cmu/cards/005.wav";
-    let (x, rate) = audio::read_wav(&shared().join("speech").join(agent_rel)).unwrap();
-    let mut mic = resample(&x, rate, 16000).unwrap();
-    mic.extend(vec![0f32; 16000]);
-    let mic_path = out.join("agent-mic.wav");
-    let mut w = hound::WavWriter::create(
-        &mic_path,
-        hound::WavSpec {
-            channels: 1,
-            sample_rate: 16000,
-            bits_per_sample: 16,
-            sample_format: hound::SampleFormat::Int,
-        },
-    )
-    .unwrap();
-    for v in &mic {
-        w.write_sample((v * 32767.0) as i16).unwrap();
-    }
-    w.finalize().unwrap();
-
     let w = waiting_call(s.http, "sip", Duration::from_secs(40));
     let waiting_seen = Instant::now();
     let id = w["call_id"].as_str().unwrap().to_string();
-    let prefix = out.join("desk");
-    let run = std::process::Command::new("node")
-        .arg(repo().join("web/tests/desk.mjs"))
-        .arg(format!("http://{}", s.http))
-        .args([AGENT_USER, AGENT_PASSWORD])
-        .arg(&mic_path)
-        .arg(&prefix)
-        .output()
-        .expect("node (scripts/setup.sh installs it with Chromium and playwright-core)");
+    let run = browser.join().unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
     let sipp = sipp.join().unwrap();
     let packets = cap.finish();
@@ -462,17 +434,7 @@ fn a_sip_caller_reaches_an_agent_in_chromium_at_the_desk() {
     );
 
     // The agent heard the caller's question.
-    let mut r = hound::WavReader::open(prefix.with_extension("wav")).unwrap();
-    let rate = r.spec().sample_rate;
-    let heard: Vec<f32> = r
-        .samples::<i16>()
-        .map(|v| v.unwrap() as f32 / 32768.0)
-        .collect();
-    let heard8: Vec<i16> = resample(&heard, rate, 8000)
-        .unwrap()
-        .iter()
-        .map(|v| (v * 32767.0) as i16)
-        .collect();
+    let heard8 = read_wav_pcm8k(&prefix.with_extension("wav"));
     let by_agent = transcribe(&heard8).to_lowercase();
     assert!(
         words_found("What are your opening hours on Saturday?", &by_agent) >= 0.6,
@@ -498,7 +460,7 @@ fn a_sip_caller_reaches_an_agent_in_chromium_at_the_desk() {
         })
         .collect();
     let by_caller = transcribe(&pcm[..pcm.len().min(8000 * 25)]).to_lowercase();
-    let expected = transcript_of(agent_rel);
+    let expected = manifest_transcript(agent_rel);
     assert!(
         words_found(&expected, &by_caller) >= 0.5,
         "the caller heard: {by_caller} (agent said: {expected})"
@@ -526,22 +488,16 @@ fn a_sip_caller_reaches_an_agent_in_chromium_at_the_desk() {
 #[test]
 fn an_agent_returns_the_caller_to_the_bot() {
     let http = desk_server().http;
+    // Someone is at the desk (the admin's feed), so callers may wait.
+    let _feed = follow_feed(http);
     let question = speech(&fixture("faq_hours.wav"));
     let caller = std::thread::spawn(move || {
-        rt().block_on(webrtc::run_call(CallOptions {
-            url: format!("http://{http}"),
-            http: String::new(),
-            from: String::new(),
-            script: Script::Steps {
-                steps: vec![Step::Dtmf("0".into()), Step::Say(question)],
-                quiet_ms: 700,
-            },
-            linger_ms: 1500,
-            max_secs: 90,
-            dtmf: vec![],
-            signing: None,
-            api_token: Some(API_TOKEN.into()),
-        }))
+        rt().block_on(webrtc::run_call(line(
+            http,
+            vec![Step::Dtmf("0".into()), Step::Say(question)],
+            1500,
+            90,
+        )))
         .expect("caller")
     });
     let w = waiting_call(http, "webrtc", Duration::from_secs(40));
@@ -549,24 +505,8 @@ fn an_agent_returns_the_caller_to_the_bot() {
     // A silent agent: takes the call, listens, and is sent away by the return.
     let agent_id = id.clone();
     let agent = std::thread::spawn(move || {
-        rt().block_on(webrtc::run_agent(
-            CallOptions {
-                url: format!("http://{http}"),
-                http: String::new(),
-                from: String::new(),
-                script: Script::Steps {
-                    steps: vec![],
-                    quiet_ms: 700,
-                },
-                linger_ms: 60_000,
-                max_secs: 60,
-                dtmf: vec![],
-                signing: None,
-                api_token: Some(API_TOKEN.into()),
-            },
-            &agent_id,
-        ))
-        .expect("agent")
+        rt().block_on(webrtc::run_agent(line(http, vec![], 60_000, 60), &agent_id))
+            .expect("agent")
     });
     // Talking (two-way audio), then the caller's question reaches the agent.
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -152,20 +152,14 @@ fn the_cli_writes_json_and_html_reports() {
     assert_eq!(page.matches("<svg").count(), 4);
 }
 
-/// The same scenario over WebRTC: every call answered, replies checked by
-/// what was heard over Opus, the report names the transport.
-#[test]
-fn loadtest_over_webrtc_measures_and_checks_like_twilio() {
-    let addr = server();
+/// Runs `opts` over the bank scenario, checks the replies, and returns the
+/// report after the checks every transport must pass: all calls answered,
+/// most replies heard as expected, the report naming `over`.
+fn bank_run_over(opts: &RunOptions, over: &str) -> report::Report {
     let scenario = Scenario::load(&repo().join("loadtest/bank.yaml")).expect("bank scenario");
-    let opts = RunOptions {
-        url: format!("http://{addr}"),
-        transport: Transport::Webrtc,
-        ..options(addr, 4, 2)
-    };
     let mut result = rt().block_on(loadtest::run(
         &scenario,
-        &opts,
+        opts,
         Arc::new(loadtest::Progress::default()),
     ));
     let cfg = config(&[]);
@@ -174,9 +168,9 @@ fn loadtest_over_webrtc_measures_and_checks_like_twilio() {
     let rep = report::Report::new(vec![result], None);
     let text = report::console(&rep);
     println!("{text}");
-    assert!(text.contains("over WebRTC"));
+    assert!(text.contains(over), "{text}");
     let s = &rep.summary;
-    assert_eq!(s.calls, 4);
+    assert_eq!(s.calls, opts.calls);
     assert_eq!(s.failed, 0, "{:#?}", rep.runs[0].calls);
     let v2v = s.voice_to_voice_ms.as_ref().expect("voice-to-voice");
     assert!(v2v.n >= 1 && v2v.p50 > 100 && v2v.max < 15_000, "{v2v:?}");
@@ -185,6 +179,20 @@ fn loadtest_over_webrtc_measures_and_checks_like_twilio() {
         "most replies heard as expected: {:#?}",
         rep.runs[0].calls
     );
+    rep
+}
+
+/// The same scenario over WebRTC: every call answered, replies checked by
+/// what was heard over Opus, the report names the transport.
+#[test]
+fn loadtest_over_webrtc_measures_and_checks_like_twilio() {
+    let addr = server();
+    let opts = RunOptions {
+        url: format!("http://{addr}"),
+        transport: Transport::Webrtc,
+        ..options(addr, 4, 2)
+    };
+    let rep = bank_run_over(&opts, "over WebRTC");
     for c in &rep.runs[0].calls {
         assert!(c.call_sid.starts_with("webrtc-"), "{c:?}");
     }
@@ -211,34 +219,12 @@ fn loadtest_over_sip_measures_and_checks_like_twilio() {
             &format!("\"{}\"", sip_cfg.display()),
         ),
     ]));
-    let scenario = Scenario::load(&repo().join("loadtest/bank.yaml")).expect("bank scenario");
     let opts = RunOptions {
         url: format!("http://{addr}"),
         transport: Transport::Sip,
         ..options(addr, 4, 2)
     };
-    let mut result = rt().block_on(loadtest::run(
-        &scenario,
-        &opts,
-        Arc::new(loadtest::Progress::default()),
-    ));
-    let cfg = config(&[]);
-    let asr = AsrPool::start(&cfg.server.models_dir, &cfg.asr).expect("ASR");
-    loadtest::check_replies(&mut result, &scenario, &asr).expect("checks");
-    let rep = report::Report::new(vec![result], None);
-    let text = report::console(&rep);
-    println!("{text}");
-    assert!(text.contains("over SIP"));
-    let s = &rep.summary;
-    assert_eq!(s.calls, 4);
-    assert_eq!(s.failed, 0, "{:#?}", rep.runs[0].calls);
-    let v2v = s.voice_to_voice_ms.as_ref().expect("voice-to-voice");
-    assert!(v2v.n >= 1 && v2v.p50 > 100 && v2v.max < 15_000, "{v2v:?}");
-    assert!(
-        s.correct * 10 >= s.checked * 7 && s.checked >= 1,
-        "most replies heard as expected: {:#?}",
-        rep.runs[0].calls
-    );
+    let rep = bank_run_over(&opts, "over SIP");
     // The server's records are SIP calls, under the Call-IDs we sent, and
     // it measured the turns too.
     for c in &rep.runs[0].calls {

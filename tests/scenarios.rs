@@ -102,12 +102,7 @@ struct Scenario {
 fn scenario() -> &'static Scenario {
     static S: OnceLock<Scenario> = OnceLock::new();
     S.get_or_init(|| {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                std::env::var("ATTENDANT_LOG").unwrap_or_else(|_| "warn".into()),
-            ))
-            .with_test_writer()
-            .try_init();
+        init_logs();
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let twilio_addr = l.local_addr().unwrap();
         let twilio = recorder(

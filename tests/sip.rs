@@ -92,12 +92,7 @@ ring_timeout_s = 10
 fn sip_server() -> &'static SipServer {
     static S: OnceLock<SipServer> = OnceLock::new();
     S.get_or_init(|| {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                std::env::var("ATTENDANT_LOG").unwrap_or_else(|_| "warn".into()),
-            ))
-            .with_test_writer()
-            .try_init();
+        init_logs();
         let dir = tempfile::tempdir().unwrap().keep();
         let cfg_path = dir.join("sip.toml");
         let agent_port = peer_port();

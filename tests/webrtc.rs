@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use attendant::client::{audio, webrtc, CallOptions, CallReport, Script, Step};
 use attendant::media::resample::resample;
-use attendant::pipeline::CallRecord;
 use common::*;
 
 fn call(http: SocketAddr, steps: Vec<Step>) -> CallReport {
@@ -29,20 +28,6 @@ fn call(http: SocketAddr, steps: Vec<Step>) -> CallReport {
         api_token: Some(API_TOKEN.into()),
     }))
     .expect("WebRTC call")
-}
-
-fn ended_record(http: SocketAddr, id: &str) -> CallRecord {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = api_get(&format!("http://{http}/calls/{id}")).call() {
-            let rec: CallRecord = r.into_json().unwrap();
-            if rec.ended_unix_ms.is_some() {
-                return rec;
-            }
-        }
-        assert!(Instant::now() < deadline, "no ended record for {id}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// The first stretch of audible audio (the greeting), as 16-bit PCM.
@@ -237,20 +222,7 @@ fn chromium_calls_from_the_caller_page_and_hears_the_answer() {
     mic.extend(&q16);
     mic.extend(vec![0f32; 16000 * 30]);
     let mic_path = out.join("mic.wav");
-    let mut w = hound::WavWriter::create(
-        &mic_path,
-        hound::WavSpec {
-            channels: 1,
-            sample_rate: 16000,
-            bits_per_sample: 16,
-            sample_format: hound::SampleFormat::Int,
-        },
-    )
-    .unwrap();
-    for s in &mic {
-        w.write_sample((s * 32767.0) as i16).unwrap();
-    }
-    w.finalize().unwrap();
+    write_wav_16k(&mic_path, &mic);
     let prefix = out.join("caller-page");
     let run = std::process::Command::new("node")
         .arg(repo().join("web/tests/call.mjs"))
@@ -280,17 +252,7 @@ fn chromium_calls_from_the_caller_page_and_hears_the_answer() {
             .unwrap_or("")
             .to_lowercase()
             .contains("hours")));
-    let mut r = hound::WavReader::open(prefix.with_extension("wav")).unwrap();
-    let rate = r.spec().sample_rate;
-    let heard: Vec<f32> = r
-        .samples::<i16>()
-        .map(|s| s.unwrap() as f32 / 32768.0)
-        .collect();
-    let heard8: Vec<i16> = resample(&heard, rate, 8000)
-        .unwrap()
-        .iter()
-        .map(|s| (s * 32767.0) as i16)
-        .collect();
+    let heard8 = read_wav_pcm8k(&prefix.with_extension("wav"));
     let greeting = transcribe(first_spurt(&heard8)).to_lowercase();
     eprintln!("Chromium heard the greeting as {greeting:?}");
     assert!(

@@ -409,24 +409,7 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut playout: VecDeque<Playout> = VecDeque::new();
-    let mut report = CallReport {
-        call_sid: call_sid.clone(),
-        stream_sid: stream_sid.clone(),
-        duration_ms: 0,
-        replies: vec![],
-        barge_ins: vec![],
-        clears: 0,
-        marks_echoed: 0,
-        closed_by_server: None,
-        step_ends: vec![],
-        pacing: Pacing::default(),
-        first_audio_ms: None,
-        connect_ms: None,
-        page_messages: Vec::new(),
-        record: None,
-        bot_audio: vec![],
-        caller_audio: vec![],
-    };
+    let mut report = CallReport::new(call_sid.clone(), stream_sid.clone());
     let mut seq = 2u64;
     let mut last_voiced_sent: Option<u64> = None;
     // The reply in progress has had no audible frame yet: the caller's last
@@ -668,18 +651,51 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
     } else {
         opts.http.clone()
     };
-    // The server finalises the record when it sees the stop; give it a moment.
+    // The server finalises the record when it sees the stop.
+    attach_record(&mut report, &http, opts.api_token.as_deref()).await;
+    Ok(report)
+}
+
+/// Fetches the server's record of the call into `rep`, giving the server
+/// up to 2 s to finish it after the hang-up.
+pub(crate) async fn attach_record(rep: &mut CallReport, http: &str, api_token: Option<&str>) {
+    if rep.call_sid.is_empty() {
+        return;
+    }
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if let Some(r) = fetch_record(&http, &call_sid, opts.api_token.as_deref()).await {
+        if let Some(r) = fetch_record(http, &rep.call_sid, api_token).await {
             let done = r.ended_unix_ms.is_some();
-            report.record = Some(r);
+            rep.record = Some(r);
             if done {
                 break;
             }
         }
     }
-    Ok(report)
+}
+
+impl CallReport {
+    /// A call's report before anything is measured.
+    pub fn new(call_sid: String, stream_sid: String) -> Self {
+        Self {
+            call_sid,
+            stream_sid,
+            duration_ms: 0,
+            replies: Vec::new(),
+            barge_ins: Vec::new(),
+            clears: 0,
+            marks_echoed: 0,
+            closed_by_server: None,
+            step_ends: Vec::new(),
+            pacing: Pacing::default(),
+            first_audio_ms: None,
+            connect_ms: None,
+            page_messages: Vec::new(),
+            record: None,
+            bot_audio: Vec::new(),
+            caller_audio: Vec::new(),
+        }
+    }
 }
 
 /// Prints a human-readable summary of a call.

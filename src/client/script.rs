@@ -183,15 +183,11 @@ impl ScriptedCaller {
             }
         };
         match self.steps.front() {
-            Some(Step::Say(audio)) if answered && quiet => {
-                let (_, voiced_end) = voiced_span(audio);
-                let ulaw = to_ulaw(audio);
-                self.last_voiced_sent = Some(now_ms + voiced_end);
-                self.speaking_until = now_ms + audio.len() as u64 / 8;
-                self.last_input_end = Some(self.speaking_until);
-                self.step_ends.push(self.speaking_until);
-                self.steps.pop_front();
-                Some(Act::Say(ulaw))
+            Some(Step::Say(_)) if answered && quiet => {
+                let Some(Step::Say(audio)) = self.steps.pop_front() else {
+                    return None;
+                };
+                Some(self.speak(now_ms, &audio).0)
             }
             Some(Step::Dtmf(keys)) if answered && quiet => {
                 let keys = keys.clone();
@@ -205,23 +201,19 @@ impl ScriptedCaller {
                     .replies
                     .iter()
                     .find(|r| last_input_end.is_none_or(|e| r.at_ms > e));
-                if !reply.is_some_and(|r| now_ms >= r.at_ms + after_ms) {
+                if reply.is_none_or(|r| now_ms < r.at_ms + after_ms) {
                     return None;
                 }
-                let (onset, voiced_end) = voiced_span(audio);
-                let ulaw = to_ulaw(audio);
+                let audio = audio.clone();
+                self.steps.pop_front();
+                let (act, onset) = self.speak(now_ms, &audio);
                 self.barge_ins.push(BargeInTiming {
                     onset_ms: now_ms + onset,
                     stop_ms: None,
                     clear_ms: None,
                 });
                 self.open_barge = Some(self.barge_ins.len() - 1);
-                self.last_voiced_sent = Some(now_ms + voiced_end);
-                self.speaking_until = now_ms + audio.len() as u64 / 8;
-                self.last_input_end = Some(self.speaking_until);
-                self.step_ends.push(self.speaking_until);
-                self.steps.pop_front();
-                Some(Act::Say(ulaw))
+                Some(act)
             }
             Some(_) => None,
             None => {
@@ -234,6 +226,16 @@ impl ScriptedCaller {
                 (answered && lingered && long_quiet).then_some(Act::HangUp)
             }
         }
+    }
+
+    /// Starts saying `audio` at `now_ms`; also returns its first voiced ms.
+    fn speak(&mut self, now_ms: u64, audio: &[f32]) -> (Act, u64) {
+        let (onset, voiced_end) = voiced_span(audio);
+        self.last_voiced_sent = Some(now_ms + voiced_end);
+        self.speaking_until = now_ms + audio.len() as u64 / 8;
+        self.last_input_end = Some(self.speaking_until);
+        self.step_ends.push(self.speaking_until);
+        (Act::Say(to_ulaw(audio)), onset)
     }
 
     /// Moves what was heard and timed into `rep`.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 
 use super::script::{Act, ScriptedCaller, KEY_GAP_MS};
-use super::{fetch_record, http_base, CallOptions, CallReport, ClientError};
+use super::{attach_record, http_base, CallOptions, CallReport, ClientError};
 use crate::media::{alaw, mulaw};
 use crate::transport::playout::Playout;
 use crate::transport::rtp::outbound::{Outbound, Sent};
@@ -118,24 +118,7 @@ pub async fn run_call(
             },
         )
         .map_err(|e| connect(e.to_string()))?;
-    let mut rep = CallReport {
-        call_sid: id.clone(),
-        stream_sid: id.clone(),
-        duration_ms: 0,
-        replies: Vec::new(),
-        barge_ins: Vec::new(),
-        clears: 0,
-        marks_echoed: 0,
-        closed_by_server: None,
-        step_ends: Vec::new(),
-        pacing: Default::default(),
-        first_audio_ms: None,
-        connect_ms: None,
-        page_messages: Vec::new(),
-        record: None,
-        bot_audio: Vec::new(),
-        caller_audio: Vec::new(),
-    };
+    let mut rep = CallReport::new(id.clone(), id.clone());
     // Once answered: where RTP goes, our stream, its payload types.
     let mut line: Option<(SocketAddr, Outbound, u8, bool, Option<u8>)> = None;
     let mut event_seq: u16 = fastrand::u16(..);
@@ -272,15 +255,6 @@ pub async fn run_call(
     }
     rep.duration_ms = t0.elapsed().as_millis() as u64;
     script.report_into(&mut rep);
-    for _ in 0..20 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if let Some(r) = fetch_record(&base, &rep.call_sid, opts.api_token.as_deref()).await {
-            let done = r.ended_unix_ms.is_some();
-            rep.record = Some(r);
-            if done {
-                break;
-            }
-        }
-    }
+    attach_record(&mut rep, &base, opts.api_token.as_deref()).await;
     Ok(rep)
 }

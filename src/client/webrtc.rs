@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 
 use super::script::{Act, ScriptedCaller, KEY_GAP_MS};
-use super::{fetch_record, http_base, CallOptions, CallReport, ClientError};
+use super::{attach_record, http_base, CallOptions, CallReport, ClientError};
 use crate::transport::playout::Playout;
 use crate::transport::webrtc::{Event, Output, Session};
 
@@ -67,24 +67,7 @@ async fn run(
     sess.accept_answer(&answer)
         .map_err(|e| connect(e.to_string()))?;
 
-    let mut rep = CallReport {
-        call_sid: String::new(),
-        stream_sid: String::new(),
-        duration_ms: 0,
-        replies: Vec::new(),
-        barge_ins: Vec::new(),
-        clears: 0,
-        marks_echoed: 0,
-        closed_by_server: None,
-        step_ends: Vec::new(),
-        pacing: Default::default(),
-        first_audio_ms: None,
-        connect_ms: None,
-        page_messages: Vec::new(),
-        record: None,
-        bot_audio: Vec::new(),
-        caller_audio: Vec::new(),
-    };
+    let mut rep = CallReport::new(String::new(), String::new());
     let mut texts = Vec::new();
     let mut ended = false;
     let mut buf = vec![0u8; 2048];
@@ -159,18 +142,7 @@ async fn run(
     script.report_into(&mut rep);
     rep.stream_sid = rep.call_sid.clone();
     rep.page_messages = texts;
-    if !rep.call_sid.is_empty() {
-        for _ in 0..20 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            if let Some(r) = fetch_record(&base, &rep.call_sid, opts.api_token.as_deref()).await {
-                let done = r.ended_unix_ms.is_some();
-                rep.record = Some(r);
-                if done {
-                    break;
-                }
-            }
-        }
-    }
+    attach_record(&mut rep, &base, opts.api_token.as_deref()).await;
     Ok(rep)
 }
 

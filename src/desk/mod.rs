@@ -41,6 +41,10 @@ pub struct DeskConfig {
     pub max_waiting: usize,
     /// Nobody took the call in this long: the bot takes the caller back.
     pub max_wait_s: u64,
+    /// Put callers on hold only while someone who serves their queue has
+    /// the desk open; otherwise the bot keeps them and says nobody is free
+    /// (instead of minutes of hold music with nobody there).
+    pub require_online: bool,
 }
 
 impl Default for DeskConfig {
@@ -50,6 +54,7 @@ impl Default for DeskConfig {
             queues: BTreeMap::new(),
             max_waiting: 200,
             max_wait_s: 300,
+            require_online: true,
         }
     }
 }
@@ -139,6 +144,8 @@ pub enum DeskError {
     NotYourQueue,
     #[error("you are not on this call")]
     NotYourCall,
+    #[error("nobody who serves queue {0} has the desk open")]
+    NobodyOnline(String),
 }
 
 struct Waiting {
@@ -169,12 +176,34 @@ pub struct Snapshot {
     pub talking: Vec<(WaitingInfo, String)>,
     /// Bot calls in progress (supervisors only).
     pub live: Vec<(String, String)>,
+    /// Who has the desk open.
+    pub online: Vec<String>,
 }
 
 pub struct Desk {
     cfg: DeskConfig,
     inner: Mutex<Inner>,
     feed: broadcast::Sender<Arc<DeskEvent>>,
+    /// People with the desk open: name → (open pages, sees every queue).
+    online: Mutex<HashMap<String, (usize, bool)>>,
+}
+
+/// Someone has the desk open while this lives (their page's feed).
+pub struct Presence {
+    desk: Arc<Desk>,
+    name: String,
+}
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        let mut online = self.desk.online.lock();
+        if let Some((n, _)) = online.get_mut(&self.name) {
+            *n -= 1;
+            if *n == 0 {
+                online.remove(&self.name);
+            }
+        }
+    }
 }
 
 impl Desk {
@@ -183,7 +212,40 @@ impl Desk {
             cfg,
             inner: Mutex::default(),
             feed: broadcast::channel(FEED).0,
+            online: Mutex::default(),
         })
+    }
+
+    /// `v` has the desk open until the returned guard is dropped.
+    pub fn present(self: &Arc<Self>, v: &Viewer) -> Presence {
+        let mut online = self.online.lock();
+        let e = online.entry(v.name.clone()).or_insert((0, v.all));
+        e.0 += 1;
+        e.1 |= v.all;
+        Presence {
+            desk: self.clone(),
+            name: v.name.clone(),
+        }
+    }
+
+    /// Who has the desk open, by name.
+    pub fn online(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.online.lock().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Whether anyone who may take `queue`'s callers has the desk open.
+    fn someone_serves(&self, queue: &str) -> bool {
+        let online: Vec<(String, bool)> = self
+            .online
+            .lock()
+            .iter()
+            .map(|(n, (_, all))| (n.clone(), *all))
+            .collect();
+        online
+            .into_iter()
+            .any(|(name, all)| self.may_serve(&Viewer { name, all }, queue))
     }
 
     pub fn config(&self) -> &DeskConfig {
@@ -239,6 +301,9 @@ impl Desk {
     pub fn enqueue(&self, info: WaitingInfo, tx: mpsc::Sender<ToCall>) -> Result<(), DeskError> {
         if !self.cfg.enabled {
             return Err(DeskError::Disabled);
+        }
+        if self.cfg.require_online && !self.someone_serves(&info.queue) {
+            return Err(DeskError::NobodyOnline(info.queue));
         }
         {
             let mut inner = self.inner.lock();
@@ -400,10 +465,12 @@ impl Desk {
         } else {
             Vec::new()
         };
+        drop(inner);
         Snapshot {
             waiting,
             talking,
             live,
+            online: self.online(),
         }
     }
 }
@@ -433,6 +500,7 @@ mod tests {
     fn desk() -> Arc<Desk> {
         let mut cfg = DeskConfig {
             max_waiting: 3,
+            require_online: false,
             ..Default::default()
         };
         cfg.queues.insert("loans".into(), vec!["bea".into()]);
@@ -536,5 +604,27 @@ mod tests {
                 channel: "sip".into()
             }
         ));
+    }
+
+    #[test]
+    fn callers_wait_only_while_someone_serving_their_queue_has_the_desk_open() {
+        let mut cfg = DeskConfig::default();
+        cfg.queues.insert("loans".into(), vec!["bea".into()]);
+        let d = Desk::new(cfg);
+        let (tx, _rx) = mpsc::channel(4);
+        let nobody = d.enqueue(info("a", "loans", 0, 1), tx.clone());
+        assert_eq!(nobody, Err(DeskError::NobodyOnline("loans".into())));
+        // Al is online but does not serve loans; bea does, on two pages.
+        let _al = d.present(&agent("al"));
+        assert!(d.enqueue(info("a", "loans", 0, 1), tx.clone()).is_err());
+        let bea1 = d.present(&agent("bea"));
+        let bea2 = d.present(&agent("bea"));
+        assert_eq!(d.online(), ["al", "bea"]);
+        assert!(d.enqueue(info("a", "loans", 0, 1), tx.clone()).is_ok());
+        drop(bea1);
+        assert!(d.enqueue(info("b", "loans", 0, 2), tx.clone()).is_ok());
+        drop(bea2);
+        assert_eq!(d.online(), ["al"]);
+        assert!(d.enqueue(info("c", "loans", 0, 3), tx).is_err());
     }
 }

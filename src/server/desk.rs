@@ -31,7 +31,9 @@ fn viewer(p: &Principal) -> Viewer {
 
 fn desk_error(e: DeskError) -> Response {
     let code = match e {
-        DeskError::Disabled | DeskError::Full(_) => StatusCode::SERVICE_UNAVAILABLE,
+        DeskError::Disabled | DeskError::Full(_) | DeskError::NobodyOnline(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         DeskError::NotWaiting => StatusCode::CONFLICT,
         DeskError::NotYourQueue | DeskError::NotYourCall => StatusCode::FORBIDDEN,
     };
@@ -86,17 +88,20 @@ pub async fn events(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let v = viewer(&p);
     let rx = s.desk.subscribe();
-    let stream = futures_util::stream::unfold((rx, s, v), |(mut rx, s, v)| async move {
+    // While the page listens, its person counts as at the desk.
+    let here = s.desk.present(&v);
+    let state = (rx, s, v, here);
+    let stream = futures_util::stream::unfold(state, |(mut rx, s, v, here)| async move {
         loop {
             match rx.recv().await {
                 Ok(e) if s.desk.shows(&v, &e) => {
                     let data = serde_json::to_string(&*e).unwrap_or_default();
-                    return Some((Ok(Event::default().data(data)), (rx, s, v)));
+                    return Some((Ok(Event::default().data(data)), (rx, s, v, here)));
                 }
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     let ev = Event::default().data(r#"{"type":"resync"}"#);
-                    return Some((Ok(ev), (rx, s, v)));
+                    return Some((Ok(ev), (rx, s, v, here)));
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }

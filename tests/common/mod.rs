@@ -113,18 +113,95 @@ pub fn start_server(cfg: Config) -> SocketAddr {
     addr
 }
 
+/// Logs to the test's output, at `ATTENDANT_LOG` (default warn).
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            std::env::var("ATTENDANT_LOG").unwrap_or_else(|_| "warn".into()),
+        ))
+        .with_test_writer()
+        .try_init();
+}
+
 /// The default server, shared by the tests of one binary.
 pub fn server() -> SocketAddr {
     static S: OnceLock<SocketAddr> = OnceLock::new();
     *S.get_or_init(|| {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                std::env::var("ATTENDANT_LOG").unwrap_or_else(|_| "warn".into()),
-            ))
-            .with_test_writer()
-            .try_init();
+        init_logs();
         start_server(config(&[]))
     })
+}
+
+/// The server's SIP/UDP address, from its `GET /sip`.
+pub fn sip_udp(http: SocketAddr) -> SocketAddr {
+    let st: serde_json::Value = api_get(&format!("http://{http}/sip"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    st["udp"][0].as_str().unwrap().parse().unwrap()
+}
+
+/// A call's record once the call has ended.
+pub fn ended_record(http: SocketAddr, id: &str) -> attendant::pipeline::CallRecord {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = api_get(&format!("http://{http}/calls/{id}")).call() {
+            let rec: attendant::pipeline::CallRecord = r.into_json().unwrap();
+            if rec.ended_unix_ms.is_some() {
+                return rec;
+            }
+        }
+        assert!(Instant::now() < deadline, "no ended record for {id}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The transcript `../shared/data/speech/manifest.jsonl` gives a recording
+/// (`path` relative to `speech/`).
+pub fn manifest_transcript(path: &str) -> String {
+    let manifest = std::fs::read_to_string(shared().join("speech/manifest.jsonl")).unwrap();
+    manifest
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["path"] == path)
+        .expect("manifest entry")["transcript"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Writes 16 kHz mono 16-bit samples (a browser's fake microphone).
+pub fn write_wav_16k(path: &std::path::Path, samples: &[f32]) {
+    let mut w = hound::WavWriter::create(
+        path,
+        hound::WavSpec {
+            channels: 1,
+            sample_rate: 16000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        },
+    )
+    .unwrap();
+    for s in samples {
+        w.write_sample((s * 32767.0) as i16).unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+/// A WAV a browser recorded, as 8 kHz 16-bit PCM for `transcribe`.
+pub fn read_wav_pcm8k(path: &std::path::Path) -> Vec<i16> {
+    let mut r = hound::WavReader::open(path).unwrap();
+    let rate = r.spec().sample_rate;
+    let x: Vec<f32> = r
+        .samples::<i16>()
+        .map(|s| s.unwrap() as f32 / 32768.0)
+        .collect();
+    attendant::media::resample::resample(&x, rate, 8000)
+        .unwrap()
+        .iter()
+        .map(|s| (s * 32767.0) as i16)
+        .collect()
 }
 
 pub fn ws_url(addr: SocketAddr) -> String {
