@@ -97,6 +97,8 @@ fn desk_server() -> &'static DeskServer {
             ("ATTENDANT__DIALOGUE__AGENT", &agent),
             ("ATTENDANT__STORE__URL", &format!("\"{url}\"")),
             ("ATTENDANT__DESK__QUEUES", "{ general = [\"alice\"] }"),
+            // A reminder soon enough for a test to hear one.
+            ("ATTENDANT__DESK__HOLD_REMINDER_S", "4"),
             ("ATTENDANT__SIP__ENABLED", "true"),
             (
                 "ATTENDANT__SIP__CONFIG",
@@ -502,6 +504,9 @@ fn an_agent_returns_the_caller_to_the_bot() {
     });
     let w = waiting_call(http, "webrtc", Duration::from_secs(40));
     let id = w["call_id"].as_str().unwrap().to_string();
+    // On hold long enough for a reminder of the caller's place (every 4 s
+    // here), which the take then cuts short if it is still playing.
+    std::thread::sleep(Duration::from_millis(7000));
     // A silent agent: takes the call, listens, and is sent away by the return.
     let agent_id = id.clone();
     let agent = std::thread::spawn(move || {
@@ -542,6 +547,19 @@ fn an_agent_returns_the_caller_to_the_bot() {
     assert!(
         words_found("What are your opening hours on Saturday?", &heard_by_agent) >= 0.6,
         "the agent heard: {heard_by_agent}"
+    );
+    // On hold the caller was told their place in the queue.
+    let keyed = caller.step_ends[0];
+    let held: Vec<i16> = caller.replies[..caller.replies.len() - 1]
+        .iter()
+        .filter(|r| r.at_ms > keyed)
+        .flat_map(|r| r.audio.iter().map(|&b| attendant::media::mulaw::decode(b)))
+        .collect();
+    let on_hold = transcribe(&held).to_lowercase();
+    eprintln!("on hold the caller heard: {on_hold}");
+    assert!(
+        on_hold.contains("holding") || on_hold.contains("next in line"),
+        "on hold the caller heard: {on_hold}"
     );
     // What the caller heard last: the bot again.
     let last = caller.replies.last().expect("the bot spoke");

@@ -45,6 +45,9 @@ pub struct DeskConfig {
     /// the desk open; otherwise the bot keeps them and says nobody is free
     /// (instead of minutes of hold music with nobody there).
     pub require_online: bool,
+    /// Every this many seconds on hold the caller is thanked and told their
+    /// place in the queue (0: music only).
+    pub hold_reminder_s: u64,
 }
 
 impl Default for DeskConfig {
@@ -55,6 +58,7 @@ impl Default for DeskConfig {
             max_waiting: 200,
             max_wait_s: 300,
             require_online: true,
+            hold_reminder_s: 30,
         }
     }
 }
@@ -297,6 +301,23 @@ impl Desk {
         }
     }
 
+    /// Where waiting call `id` stands in its queue (1: next to be taken,
+    /// unless a higher-priority caller arrives).
+    pub fn position(&self, id: &str) -> Option<usize> {
+        let inner = self.inner.lock();
+        let me = &inner.waiting.get(id)?.info;
+        let ahead = inner
+            .waiting
+            .values()
+            .filter(|w| w.info.queue == me.queue && w.info.call_id != me.call_id)
+            .filter(|w| {
+                w.info.priority > me.priority
+                    || (w.info.priority == me.priority && w.info.since_unix_ms < me.since_unix_ms)
+            })
+            .count();
+        Some(ahead + 1)
+    }
+
     /// A caller goes on hold in `info.queue`.
     pub fn enqueue(&self, info: WaitingInfo, tx: mpsc::Sender<ToCall>) -> Result<(), DeskError> {
         if !self.cfg.enabled {
@@ -531,6 +552,12 @@ mod tests {
             all: true,
         };
         assert_eq!(order(&sup), ["c", "b", "a"]);
+        // Places within each queue: b before a in general, c alone in loans.
+        assert_eq!(
+            ["a", "b", "c"].map(|id| d.position(id)),
+            [Some(2), Some(1), Some(1)]
+        );
+        assert_eq!(d.position("nobody"), None);
         // Full: a fourth caller is refused, not queued.
         assert_eq!(
             d.enqueue(info("d", "general", 0, 400), tx),

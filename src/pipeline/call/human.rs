@@ -30,6 +30,8 @@ pub(super) struct Human {
     held_ms: u64,
     talked_ms: u64,
     deadline: Option<Instant>,
+    /// When the caller is next thanked for holding and told their place.
+    remind_at: Option<Instant>,
     /// Hold music: the next piece to send, and the reply id it goes out as.
     hold_next: usize,
     hold_reply: Option<u32>,
@@ -74,10 +76,13 @@ pub(super) async fn next(h: &mut Option<Human>) -> FromDesk {
     }
 }
 
-pub(super) fn deadline(h: &Option<Human>) -> Option<Instant> {
-    h.as_ref()
-        .filter(|h| h.leg.is_none())
-        .and_then(|h| h.deadline)
+/// The next hold timer (the wait running out, or a reminder), while on hold.
+pub(super) fn next_timer(h: &Option<Human>) -> Option<Instant> {
+    let h = h.as_ref().filter(|h| h.leg.is_none())?;
+    match (h.deadline, h.remind_at) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Eight seconds of a soft music-box arpeggio (8 kHz μ-law), looped while
@@ -148,6 +153,7 @@ impl Call {
         metrics().desk_waiting.inc();
         tracing::info!(call = %self.meta.call_id, %queue, priority, "on hold for the agent desk");
         let max_wait = desk.config().max_wait_s;
+        let remind = desk.config().hold_reminder_s;
         // A caller passed on keeps what they already waited and talked.
         let (held_ms, talked_ms, agent) = self.human.as_ref().map_or((0, 0, None), |h| {
             (h.wait_ms(), h.talk_ms().unwrap_or(0), h.agent.clone())
@@ -161,6 +167,7 @@ impl Call {
             held_ms,
             talked_ms,
             deadline: (max_wait > 0).then(|| Instant::now() + Duration::from_secs(max_wait)),
+            remind_at: (remind > 0).then(|| Instant::now() + Duration::from_secs(remind)),
             hold_next: 0,
             hold_reply: None,
             leg: None,
@@ -241,6 +248,10 @@ impl Call {
     }
 
     async fn take(&mut self, agent: String, leg: AgentLeg, asked: Instant) {
+        // A hold reminder in progress is cut off with the music.
+        if let Some(p) = self.playing.take() {
+            p.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let Some(h) = self.human.as_mut() else { return };
         if let Some(since) = h.holding_since.take() {
             metrics().desk_waiting.dec();
@@ -323,8 +334,46 @@ impl Call {
         .await;
     }
 
+    /// A hold timer fired: the wait ran out, or it is time for a reminder.
+    pub(super) async fn on_hold_timer(&mut self) {
+        let now = Instant::now();
+        let Some(h) = self.human.as_mut() else { return };
+        if h.deadline.is_some_and(|d| now >= d) {
+            return self.on_hold_timeout().await;
+        }
+        let every = self
+            .e
+            .desk
+            .as_ref()
+            .map_or(0, |d| d.config().hold_reminder_s);
+        h.remind_at = (every > 0).then(|| now + Duration::from_secs(every));
+        if self.playing.is_some() {
+            return;
+        }
+        let place = self
+            .e
+            .desk
+            .as_ref()
+            .and_then(|d| d.position(&self.meta.call_id));
+        let say = match place {
+            Some(1) | None => "Thanks for holding. You're next in line, and an agent will be \
+                               with you shortly."
+                .to_string(),
+            Some(n) => format!(
+                "Thanks for holding. You are number {n} in the queue. An agent will be with \
+                 you as soon as possible."
+            ),
+        };
+        let reply = Reply {
+            say,
+            actions: Vec::new(),
+            source: "desk_hold".into(),
+        };
+        self.start_reply(None, reply).await;
+    }
+
     /// Nobody took the call in time: the bot takes the caller back.
-    pub(super) async fn on_hold_timeout(&mut self) {
+    async fn on_hold_timeout(&mut self) {
         tracing::info!(call = %self.meta.call_id, "nobody at the desk took the call in time");
         self.human_over(true, "timed_out");
         self.send(CallOutput::Clear).await;

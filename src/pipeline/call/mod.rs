@@ -344,7 +344,7 @@ async fn run(
 
     loop {
         let keys_at = c.keys_deadline;
-        let hold_until = human::deadline(&c.human);
+        let hold_until = human::next_timer(&c.human);
         tokio::select! {
             msg = input.recv() => match msg {
                 Some(CallInput::Audio(_)) if c.closing => {}
@@ -366,7 +366,7 @@ async fn run(
                 human::FromDesk::Command(cmd) => c.on_desk(cmd).await,
                 human::FromDesk::AgentFrame(f) => c.on_agent_frame(f).await,
             },
-            _ = sleep_until_some(hold_until) => c.on_hold_timeout().await,
+            _ = sleep_until_some(hold_until) => c.on_hold_timer().await,
         }
         if c.hangup_sent && c.playing.is_none() {
             break;
