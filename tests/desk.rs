@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use attendant::client::{audio, webrtc, CallOptions, Script, Step};
+use attendant::client::{audio, webrtc, Step};
 use attendant::media::resample::resample;
 use attendant::pipeline::CallRecord;
 use common::sipp::*;
@@ -119,24 +119,6 @@ fn speech(path: &Path) -> Vec<f32> {
     }
 }
 
-/// A WebRTC line to the server: a caller's or an agent's, playing `steps`.
-fn line(http: SocketAddr, steps: Vec<Step>, linger_ms: u64, max_secs: u64) -> CallOptions {
-    CallOptions {
-        url: format!("http://{http}"),
-        http: String::new(),
-        from: String::new(),
-        script: Script::Steps {
-            steps,
-            quiet_ms: 700,
-        },
-        linger_ms,
-        max_secs,
-        dtmf: vec![],
-        signing: None,
-        api_token: Some(API_TOKEN.into()),
-    }
-}
-
 /// The desk's live feed, read as a signed-in client would (SSE).
 fn follow_feed(http: SocketAddr) -> mpsc::Receiver<serde_json::Value> {
     let (tx, rx) = mpsc::channel();
@@ -190,7 +172,7 @@ fn a_browser_caller_waits_at_the_desk_and_talks_to_the_agent_who_takes_the_call(
     // The caller presses 0 (a person, from anywhere), hears the bot hand
     // them over and the hold music; once the agent is on, asks their question.
     let caller = std::thread::spawn(move || {
-        rt().block_on(webrtc::run_call(line(
+        rt().block_on(webrtc::run_call(webrtc_line(
             http,
             vec![Step::Dtmf("0".into()), Step::Say(question)],
             1000,
@@ -216,7 +198,7 @@ fn a_browser_caller_waits_at_the_desk_and_talks_to_the_agent_who_takes_the_call(
 
     let agent = rt()
         .block_on(webrtc::run_agent(
-            line(http, vec![Step::Say(agent_says)], 1500, 60),
+            webrtc_line(http, vec![Step::Say(agent_says)], 1500, 60),
             &id,
         ))
         .expect("agent");
@@ -494,7 +476,7 @@ fn an_agent_returns_the_caller_to_the_bot() {
     let _feed = follow_feed(http);
     let question = speech(&fixture("faq_hours.wav"));
     let caller = std::thread::spawn(move || {
-        rt().block_on(webrtc::run_call(line(
+        rt().block_on(webrtc::run_call(webrtc_line(
             http,
             vec![Step::Dtmf("0".into()), Step::Say(question)],
             1500,
@@ -510,8 +492,11 @@ fn an_agent_returns_the_caller_to_the_bot() {
     // A silent agent: takes the call, listens, and is sent away by the return.
     let agent_id = id.clone();
     let agent = std::thread::spawn(move || {
-        rt().block_on(webrtc::run_agent(line(http, vec![], 60_000, 60), &agent_id))
-            .expect("agent")
+        rt().block_on(webrtc::run_agent(
+            webrtc_line(http, vec![], 60_000, 60),
+            &agent_id,
+        ))
+        .expect("agent")
     });
     // Talking (two-way audio), then the caller's question reaches the agent.
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -8,26 +8,13 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use attendant::client::{audio, webrtc, CallOptions, CallReport, Script, Step};
+use attendant::client::{audio, webrtc, CallReport, Step};
 use attendant::media::resample::resample;
 use common::*;
 
 fn call(http: SocketAddr, steps: Vec<Step>) -> CallReport {
-    rt().block_on(webrtc::run_call(CallOptions {
-        url: format!("http://{http}"),
-        http: String::new(),
-        from: String::new(),
-        script: Script::Steps {
-            steps,
-            quiet_ms: 700,
-        },
-        linger_ms: 2000,
-        max_secs: 60,
-        dtmf: vec![],
-        signing: None,
-        api_token: Some(API_TOKEN.into()),
-    }))
-    .expect("WebRTC call")
+    rt().block_on(webrtc::run_call(webrtc_line(http, steps, 2000, 60)))
+        .expect("WebRTC call")
 }
 
 /// The first stretch of audible audio (the greeting), as 16-bit PCM.

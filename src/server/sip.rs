@@ -85,8 +85,8 @@ struct FromNet {
 /// The signalling task's inputs: control (and a sender for the media
 /// tasks it starts) and the network's bounded queue.
 struct Queues {
-    tx: mpsc::UnboundedSender<ToCore>,
-    rx: mpsc::UnboundedReceiver<ToCore>,
+    tx: mpsc::Sender<ToCore>,
+    rx: mpsc::Receiver<ToCore>,
     net: mpsc::Receiver<FromNet>,
 }
 
@@ -112,6 +112,11 @@ enum ToCore {
 
 /// Commands a leg's media task may have waiting.
 const MEDIA_COMMANDS: usize = 64;
+/// Media tasks' messages to signalling waiting at once (hang-ups, transfers,
+/// media stopped, briefing marks: a few per call over its life, never per
+/// packet). Senders wait when it is full; signalling never sends here itself,
+/// so that wait cannot block it.
+const TO_CORE: usize = 1024;
 
 /// Hands a command to a leg's media task without waiting: the signalling
 /// loop never blocks on one call. A leg with `MEDIA_COMMANDS` waiting is not
@@ -250,7 +255,7 @@ pub async fn start(
     cfg: SipConfig,
     status: Arc<Mutex<SipStatus>>,
 ) -> anyhow::Result<()> {
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel(TO_CORE);
     let (net_tx, net_rx) = mpsc::channel(cfg.limits.queue.max(16));
     let gate = Gate::new(&cfg);
     let mut udp: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();

@@ -132,6 +132,30 @@ pub fn server() -> SocketAddr {
     })
 }
 
+/// A WebRTC line to the server at `http` (a caller's or a desk agent's),
+/// playing `steps`.
+pub fn webrtc_line(
+    http: SocketAddr,
+    steps: Vec<attendant::client::Step>,
+    linger_ms: u64,
+    max_secs: u64,
+) -> attendant::client::CallOptions {
+    attendant::client::CallOptions {
+        url: format!("http://{http}"),
+        http: String::new(),
+        from: String::new(),
+        script: attendant::client::Script::Steps {
+            steps,
+            quiet_ms: 700,
+        },
+        linger_ms,
+        max_secs,
+        dtmf: vec![],
+        signing: None,
+        api_token: Some(API_TOKEN.into()),
+    }
+}
+
 /// The server's SIP/UDP address, from its `GET /sip`.
 pub fn sip_udp(http: SocketAddr) -> SocketAddr {
     let st: serde_json::Value = api_get(&format!("http://{http}/sip"))

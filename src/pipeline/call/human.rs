@@ -396,14 +396,7 @@ impl Call {
             talk_ms: h.talk_ms(),
             returned,
         };
-        self.record.human = Some(HumanRecord {
-            queue: h.queue.clone(),
-            agent: h.agent.clone(),
-            wait_ms: outcome.wait_ms,
-            take_to_audio_ms: h.take_to_audio_ms,
-            talk_ms: outcome.talk_ms,
-            returned,
-        });
+        self.record.human = Some(h.record(returned));
         if returned {
             self.record.outcome = "in_progress".into();
         }
@@ -414,14 +407,7 @@ impl Call {
     /// The call record shows the desk part as it goes.
     fn record_human(&mut self) {
         if let Some(h) = &self.human {
-            self.record.human = Some(HumanRecord {
-                queue: h.queue.clone(),
-                agent: h.agent.clone(),
-                wait_ms: h.wait_ms(),
-                take_to_audio_ms: h.take_to_audio_ms,
-                talk_ms: None,
-                returned: false,
-            });
+            self.record.human = Some(h.record(false));
             self.store.upsert(self.record.clone());
         }
     }
@@ -441,6 +427,18 @@ impl Call {
 }
 
 impl Human {
+    /// The desk part as the call record shows it, so far.
+    fn record(&self, returned: bool) -> HumanRecord {
+        HumanRecord {
+            queue: self.queue.clone(),
+            agent: self.agent.clone(),
+            wait_ms: self.wait_ms(),
+            take_to_audio_ms: self.take_to_audio_ms,
+            talk_ms: self.talk_ms(),
+            returned,
+        }
+    }
+
     fn wait_ms(&self) -> u64 {
         self.held_ms + self.holding_since.map_or(0, |s| ms(s.elapsed()))
     }

@@ -160,6 +160,12 @@ struct Call {
     meta: CallMeta,
     dialogue: Box<dyn Dialogue>,
     out: mpsc::Sender<CallOutput>,
+    /// Results of work this call started (one per ASR job, the chunks of a
+    /// reply it is speaking, its own queued replies). Unbounded on purpose:
+    /// the call task sends here itself, so a bounded queue could block it on
+    /// its own channel; what arrives is capped by what the call asked for
+    /// (ASR and TTS pools are bounded, replies are one per turn), never by
+    /// the caller's packets.
     internal: mpsc::UnboundedSender<Internal>,
     store: Arc<CallStore>,
     record: CallRecord,

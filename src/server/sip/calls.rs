@@ -205,7 +205,7 @@ pub(super) async fn on_event(
     state: &Shared,
     core: &mut SipCore,
     calls: &mut HashMap<String, Slot>,
-    tx: &mpsc::UnboundedSender<ToCore>,
+    tx: &mpsc::Sender<ToCore>,
     ev: Event,
 ) {
     let now = Instant::now();

@@ -17,7 +17,7 @@ pub(super) struct MediaArgs {
     /// The bot's pipeline; none on an agent's leg.
     pub(super) call: Option<CallHandle>,
     pub(super) cmds: mpsc::Receiver<ToMedia>,
-    pub(super) to_core: mpsc::UnboundedSender<ToCore>,
+    pub(super) to_core: mpsc::Sender<ToCore>,
 }
 
 fn silence(codec: Codec) -> u8 {
@@ -53,8 +53,8 @@ pub(super) async fn run(a: MediaArgs) {
         (Ok(a), Ok(b)) => (a, b),
         _ => {
             tracing::warn!(call = %id, "RTP sockets unusable; hanging up");
-            let _ = to_core.send(ToCore::Hangup { id: id.clone() });
-            let _ = to_core.send(ToCore::MediaStopped { id });
+            let _ = to_core.send(ToCore::Hangup { id: id.clone() }).await;
+            let _ = to_core.send(ToCore::MediaStopped { id }).await;
             return;
         }
     };
@@ -159,7 +159,7 @@ pub(super) async fn run(a: MediaArgs) {
                     None => {}
                     Some(Control::Hangup) => hangup_wanted = true,
                     Some(Control::Transfer { target, .. }) => {
-                        let _ = to_core.send(ToCore::Transfer { id: id.clone(), target });
+                        let _ = to_core.send(ToCore::Transfer { id: id.clone(), target }).await;
                     }
                 },
             },
@@ -258,10 +258,12 @@ pub(super) async fn run(a: MediaArgs) {
                     if let Some(u) = up.as_mut() {
                         u.control(CallInput::MarkPlayed(name));
                     } else {
-                        let _ = to_core.send(ToCore::MediaMark {
-                            id: id.clone(),
-                            name,
-                        });
+                        let _ = to_core
+                            .send(ToCore::MediaMark {
+                                id: id.clone(),
+                                name,
+                            })
+                            .await;
                     }
                 }
                 outbound::Sent::ReplyStarted(reply) => {
@@ -307,7 +309,7 @@ pub(super) async fn run(a: MediaArgs) {
         }
         if hangup_wanted && !hangup_sent && out.queued().is_zero() {
             hangup_sent = true;
-            let _ = to_core.send(ToCore::Hangup { id: id.clone() });
+            let _ = to_core.send(ToCore::Hangup { id: id.clone() }).await;
         }
     }
     if let Some(u) = up {
@@ -319,5 +321,5 @@ pub(super) async fn run(a: MediaArgs) {
         tracing::debug!(call = %id, "DTMF event without an end at hang-up");
     }
     tracing::info!(call = %id, received = jb.stats.received, concealed = jb.stats.concealed, late = jb.stats.late, sent = out.packets_sent, "SIP media ended");
-    let _ = to_core.send(ToCore::MediaStopped { id });
+    let _ = to_core.send(ToCore::MediaStopped { id }).await;
 }

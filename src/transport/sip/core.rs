@@ -726,23 +726,9 @@ impl SipCore {
                 continue;
             };
             match tx.method.as_str() {
-                // Timer F on our BYE: the far end is gone; so is the call.
-                "BYE" if self.dialogs.remove(&tx.call_id).is_some() => {
-                    self.events.push_back(Event::Ended {
-                        id: tx.call_id,
-                        reason: EndReason::LocalBye,
-                    });
-                }
-                "REFER" => {
-                    if let Some(d) = self.dialogs.get_mut(&tx.call_id) {
-                        d.refer_pending = false;
-                    }
-                    self.events.push_back(Event::Transfer {
-                        id: tx.call_id,
-                        status: 408,
-                        final_: true,
-                    });
-                }
+                // Timer F on our BYE or REFER: as if the far end said 408
+                // (the call is over; the transfer failed).
+                "BYE" | "REFER" => self.client_tx_done(tx, 408),
                 // Timer B, or no answer to our CANCEL: the attempt is over.
                 "INVITE" => {
                     if let Some(d) = self.dialogs.remove(&tx.call_id) {

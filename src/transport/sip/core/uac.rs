@@ -35,9 +35,14 @@ impl SipCore {
             }
             return;
         }
-        let Some(tx) = self.client.remove(&key) else {
-            return;
-        };
+        if let Some(tx) = self.client.remove(&key) {
+            self.client_tx_done(tx, resp.code);
+        }
+    }
+
+    /// A BYE or REFER of ours got its final answer `code` (408 when Timer F
+    /// ran out): the call ends, or the transfer's first result is known.
+    pub(super) fn client_tx_done(&mut self, tx: ClientTx, code: u16) {
         match tx.method.as_str() {
             "BYE" if self.dialogs.remove(&tx.call_id).is_some() => {
                 self.events.push_back(Event::Ended {
@@ -46,7 +51,7 @@ impl SipCore {
                 });
             }
             "REFER" => {
-                let failed = resp.code >= 300;
+                let failed = code >= 300;
                 if failed {
                     if let Some(d) = self.dialogs.get_mut(&tx.call_id) {
                         d.refer_pending = false;
@@ -54,7 +59,7 @@ impl SipCore {
                 }
                 self.events.push_back(Event::Transfer {
                     id: tx.call_id,
-                    status: resp.code,
+                    status: code,
                     final_: failed,
                 });
             }
