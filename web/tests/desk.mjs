@@ -18,7 +18,11 @@ try {
   await page.click('#login button[type=submit]');
   await page.waitForFunction(() => window.desk.state === 'ready', null, { timeout: 15000 });
   await page.waitForSelector('[data-take]', { timeout: 60000 });
-  await page.waitForTimeout(500); // the context card loads
+  // The context card loads (the customer's name replaces "Unknown caller").
+  await page.waitForFunction(() => {
+    const q = document.querySelector('#queue').textContent;
+    return q.includes('Take call') && !q.includes('Unknown caller');
+  }, null, { timeout: 15000 }).catch(() => {});
   await page.screenshot({ path: `${out}-queue.png`, fullPage: true });
   const card = await page.textContent('#queue');
   const clicked = Date.now();

@@ -1,15 +1,16 @@
 //! A call's time with the agent desk (`desk:QUEUE` transfers): on hold with
 //! music, then bridged to the agent's audio leg, then hung up, returned to
 //! the bot, or passed to another queue. Works the same whichever transport
-//! the caller came in on, because it only speaks `CallInput`/`CallOutput`.
+//! the caller came in on, because it only speaks `CallInput`/`CallOutput`;
+//! the desk itself and the agent's leg are the driver's (`DeskOp`,
+//! `DeskInput`), so these rules run on simulated time in tests.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-
-use super::{unix_ms, Call, CallOutput};
-use crate::desk::{AgentLeg, ToCall, WaitingInfo};
+use super::core::{ms, Ask, CallCore, DeskInput, DeskOp, Effect};
+use super::CallOutput;
+use crate::desk::WaitingInfo;
 use crate::dialogue::{HumanOutcome, Reply};
 use crate::pipeline::metrics::metrics;
 use crate::pipeline::record::HumanRecord;
@@ -17,13 +18,12 @@ use crate::pipeline::record::HumanRecord;
 /// Hold music is sent this much at a time, each piece with a mark.
 const HOLD_CHUNK: usize = 8000;
 /// Pieces queued at the transport ahead of what is playing.
-const HOLD_AHEAD: usize = 2;
+pub(super) const HOLD_AHEAD: usize = 2;
 
 pub(super) struct Human {
     queue: String,
     reason: String,
     priority: i64,
-    rx: mpsc::Receiver<ToCall>,
     /// On hold since (`None` while with an agent).
     holding_since: Option<Instant>,
     /// Hold and talk time of earlier rounds (a caller passed on).
@@ -40,40 +40,19 @@ pub(super) struct Human {
     take_to_audio_ms: Option<u64>,
 }
 
+/// The agent's leg, as the core sees it (its channels are the driver's).
 struct Bridge {
-    from_agent: mpsc::Receiver<Vec<u8>>,
-    to_agent: mpsc::Sender<Vec<u8>>,
     asked: Instant,
     /// The agent's first audio: both ways flow from here.
     started: Option<Instant>,
     reply: u32,
 }
 
-pub(super) enum FromDesk {
-    Command(ToCall),
-    /// The agent's next audio frame; `None`: the agent hung up.
-    AgentFrame(Option<Vec<u8>>),
-}
-
-/// The desk's next word to a call on hold, or the agent's next frame.
-pub(super) async fn next(h: &mut Option<Human>) -> FromDesk {
-    let Some(h) = h else {
-        return std::future::pending().await;
-    };
-    let command = async {
-        match h.rx.recv().await {
-            Some(c) => FromDesk::Command(c),
-            // The desk keeps its end while the call is listed.
-            None => std::future::pending().await,
-        }
-    };
-    match h.leg.as_mut() {
-        Some(b) => tokio::select! {
-            c = command => c,
-            f = b.from_agent.recv() => FromDesk::AgentFrame(f),
-        },
-        None => command.await,
-    }
+/// A transfer to the desk waiting for the desk's word (`DeskInput::Enqueued`).
+pub(super) struct Enqueuing {
+    queue: String,
+    reason: String,
+    priority: i64,
 }
 
 /// The next hold timer (the wait running out, or a reminder), while on hold.
@@ -115,11 +94,11 @@ fn hold_music() -> Arc<Vec<u8>> {
         .clone()
 }
 
-impl Call {
+impl CallCore {
     /// The desk queue a transfer target names: `desk:QUEUE`, or on a browser
     /// call (which has no phone network to go to) `queue:QUEUE`.
     pub(super) fn desk_queue(&self, target: &str) -> Option<String> {
-        self.e.desk.as_ref().filter(|d| d.config().enabled)?;
+        self.cfg.desk.as_ref().filter(|d| d.enabled)?;
         target
             .strip_prefix("desk:")
             .or_else(|| {
@@ -130,44 +109,60 @@ impl Call {
             .map(str::to_string)
     }
 
-    /// Puts the caller on hold in `queue` for a desk agent to take. If the
-    /// desk cannot take them, the bot keeps the call and says so.
-    pub(super) async fn hold_for_desk(&mut self, queue: String, reason: String, priority: i64) {
-        let Some(desk) = self.e.desk.clone() else {
-            return self.on_transfer_failed(503).await;
-        };
-        let (tx, rx) = mpsc::channel(8);
+    /// Asks the desk to queue the caller in `queue`; `on_enqueued` puts them
+    /// on hold, or the bot keeps the call and says so.
+    pub(super) fn hold_for_desk(&mut self, queue: String, reason: String, priority: i64) {
         let info = WaitingInfo {
             call_id: self.meta.call_id.clone(),
             channel: self.meta.channel.clone(),
             queue: queue.clone(),
             priority,
             reason: reason.clone(),
-            since_unix_ms: unix_ms(),
+            since_unix_ms: self.unix_ms(),
         };
-        if let Err(e) = desk.enqueue(info, tx) {
+        self.enqueuing = Some(Enqueuing {
+            queue,
+            reason,
+            priority,
+        });
+        self.emit(Effect::Desk(DeskOp::Enqueue(info)));
+    }
+
+    fn on_enqueued(&mut self, result: Result<(), String>) {
+        let Some(Enqueuing {
+            queue,
+            reason,
+            priority,
+        }) = self.enqueuing.take()
+        else {
+            return;
+        };
+        if let Err(e) = result {
             tracing::warn!(call = %self.meta.call_id, %queue, error = %e, "the desk cannot take the call");
             self.human_over(true, "refused");
-            return self.on_transfer_failed(503).await;
+            return self.on_transfer_failed(503);
         }
         metrics().desk_waiting.inc();
         tracing::info!(call = %self.meta.call_id, %queue, priority, "on hold for the agent desk");
-        let max_wait = desk.config().max_wait_s;
-        let remind = desk.config().hold_reminder_s;
+        let (max_wait, remind) = self
+            .cfg
+            .desk
+            .as_ref()
+            .map_or((0, 0), |d| (d.max_wait_s, d.hold_reminder_s));
         // A caller passed on keeps what they already waited and talked.
+        let now = self.now;
         let (held_ms, talked_ms, agent) = self.human.as_ref().map_or((0, 0, None), |h| {
-            (h.wait_ms(), h.talk_ms().unwrap_or(0), h.agent.clone())
+            (h.wait_ms(now), h.talk_ms(now).unwrap_or(0), h.agent.clone())
         });
         self.human = Some(Human {
             queue,
             reason,
             priority,
-            rx,
-            holding_since: Some(Instant::now()),
+            holding_since: Some(now),
             held_ms,
             talked_ms,
-            deadline: (max_wait > 0).then(|| Instant::now() + Duration::from_secs(max_wait)),
-            remind_at: (remind > 0).then(|| Instant::now() + Duration::from_secs(remind)),
+            deadline: (max_wait > 0).then(|| now + Duration::from_secs(max_wait)),
+            remind_at: (remind > 0).then(|| now + Duration::from_secs(remind)),
             hold_next: 0,
             hold_reply: None,
             leg: None,
@@ -175,13 +170,13 @@ impl Call {
             take_to_audio_ms: None,
         });
         for _ in 0..HOLD_AHEAD {
-            self.send_hold().await;
+            self.send_hold();
         }
     }
 
     /// Sends the next piece of hold music, marked so its playing asks for
     /// the one after.
-    async fn send_hold(&mut self) {
+    fn send_hold(&mut self) {
         let Some(h) = self.human.as_mut().filter(|h| h.leg.is_none()) else {
             return;
         };
@@ -199,12 +194,12 @@ impl Call {
         h.hold_next += 1;
         let ulaw = Arc::new(music[i * HOLD_CHUNK..(i + 1) * HOLD_CHUNK].to_vec());
         let mark = format!("hold-{}", h.hold_next);
-        self.send(CallOutput::Audio { reply, ulaw }).await;
-        self.send(CallOutput::Mark(mark)).await;
+        self.out(CallOutput::Audio { reply, ulaw });
+        self.out(CallOutput::Mark(mark));
     }
 
     /// A hold-music mark played: keep `HOLD_AHEAD` pieces queued.
-    pub(super) async fn on_hold_mark(&mut self, name: &str) {
+    pub(super) fn on_hold_mark(&mut self, name: &str) {
         let played: usize = name
             .strip_prefix("hold-")
             .and_then(|n| n.parse().ok())
@@ -214,14 +209,17 @@ impl Call {
             .as_ref()
             .is_some_and(|h| h.leg.is_none() && h.hold_next < played + HOLD_AHEAD)
         {
-            self.send_hold().await;
+            self.send_hold();
         }
     }
 
-    pub(super) async fn on_desk(&mut self, cmd: ToCall) {
-        match cmd {
-            ToCall::Take { agent, leg, asked } => self.take(agent, leg, asked).await,
-            ToCall::Return => {
+    pub(super) fn on_desk(&mut self, input: DeskInput) {
+        match input {
+            DeskInput::Enqueued(r) => self.on_enqueued(r),
+            DeskInput::Place(place) => self.remind(place),
+            DeskInput::Take { agent, asked } => self.take(agent, asked),
+            DeskInput::AgentFrame(f) => self.on_agent_frame(f),
+            DeskInput::Return => {
                 tracing::info!(call = %self.meta.call_id, "the agent returned the caller to the bot");
                 self.human_over(true, "returned");
                 let reply = Reply {
@@ -233,64 +231,61 @@ impl Call {
                 };
                 self.queue_reply(None, reply);
             }
-            ToCall::Requeue { queue } => {
+            DeskInput::Requeue { queue } => {
                 let Some(h) = self.human.as_mut() else { return };
                 tracing::info!(call = %self.meta.call_id, from = %h.queue, to = %queue, "the agent passed the caller on");
                 let (reason, priority) = (h.reason.clone(), h.priority);
-                if let Some(d) = &self.e.desk {
-                    d.leave(&self.meta.call_id, "passed_on");
-                }
-                self.send(CallOutput::Clear).await;
-                // The agent's leg ends when `hold_for_desk` replaces it.
-                self.hold_for_desk(queue, reason, priority).await;
+                // Leaving ends the agent's leg; the caller waits again.
+                self.emit(Effect::Desk(DeskOp::Leave("passed_on")));
+                self.out(CallOutput::Clear);
+                self.hold_for_desk(queue, reason, priority);
             }
         }
     }
 
-    async fn take(&mut self, agent: String, leg: AgentLeg, asked: Instant) {
-        // A hold reminder in progress is cut off with the music.
-        if let Some(p) = self.playing.take() {
-            p.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-        let Some(h) = self.human.as_mut() else { return };
+    fn take(&mut self, agent: String, asked: Instant) {
+        let now = self.now;
+        let Some(h) = self.human.as_mut().filter(|h| h.leg.is_none()) else {
+            // Not on hold (any more): the agent's leg has nobody to reach.
+            return self.emit(Effect::Desk(DeskOp::EndLeg));
+        };
         if let Some(since) = h.holding_since.take() {
             metrics().desk_waiting.dec();
-            h.held_ms += ms(since.elapsed());
+            h.held_ms += ms(now.saturating_duration_since(since));
         }
         let waited = h.held_ms;
         h.agent = Some(agent.clone());
         h.hold_reply = None;
         self.reply_seq += 1;
         h.leg = Some(Bridge {
-            from_agent: leg.from_agent,
-            to_agent: leg.to_agent,
             asked,
             started: None,
             reply: self.reply_seq,
         });
         tracing::info!(call = %self.meta.call_id, %agent, wait_ms = waited, "an agent took the call");
+        // A hold reminder in progress is cut off with the music.
+        self.cut_playback(false);
         self.record.outcome = format!("with_agent:{agent}");
         self.record_human();
         // The hold music stops; the agent's voice follows as it comes.
-        self.send(CallOutput::Clear).await;
+        self.out(CallOutput::Clear);
     }
 
     /// The caller's voice, for the agent (only once the agent's leg is up;
     /// a slow leg loses frames rather than falling behind).
     pub(super) fn relay_to_agent(&mut self, ulaw: Vec<u8>) {
-        if let Some(b) = self
+        let up = self
             .human
-            .as_mut()
-            .and_then(|h| h.leg.as_mut())
-            .filter(|b| b.started.is_some())
-        {
-            if b.to_agent.try_send(ulaw).is_err() {
-                metrics().media_dropped_ms_total.inc_by(20);
-            }
+            .as_ref()
+            .and_then(|h| h.leg.as_ref())
+            .is_some_and(|b| b.started.is_some());
+        if up {
+            self.emit(Effect::ToAgent(ulaw));
         }
     }
 
-    pub(super) async fn on_agent_frame(&mut self, frame: Option<Vec<u8>>) {
+    fn on_agent_frame(&mut self, frame: Option<Vec<u8>>) {
+        let now = self.now;
         let Some(h) = self.human.as_mut() else { return };
         let Some(b) = h.leg.as_mut() else { return };
         let Some(ulaw) = frame else {
@@ -299,62 +294,52 @@ impl Call {
                 // they hung up at once): the caller waits again.
                 tracing::warn!(call = %self.meta.call_id, "the agent's leg failed; back on hold");
                 let (queue, reason, priority) = (h.queue.clone(), h.reason.clone(), h.priority);
+                // The caller was waiting all along.
+                h.held_ms += ms(now.saturating_duration_since(b.asked));
                 h.leg = None;
                 h.agent = None;
-                return self.hold_for_desk(queue, reason, priority).await;
+                self.emit(Effect::Desk(DeskOp::EndLeg));
+                return self.hold_for_desk(queue, reason, priority);
             }
             tracing::info!(call = %self.meta.call_id, "the agent hung up");
             self.human_over(false, "agent_hung_up");
             self.record.outcome = "handled_by_agent".into();
-            self.send(CallOutput::Hangup).await;
-            self.hangup_sent = true;
-            return;
+            return self.hang_up();
         };
+        let reply = b.reply;
         if b.started.is_none() {
-            let now = Instant::now();
             b.started = Some(now);
-            let took = ms(now.duration_since(b.asked));
+            let took = ms(now.saturating_duration_since(b.asked));
             h.take_to_audio_ms = Some(took);
             tracing::info!(call = %self.meta.call_id, take_to_audio_ms = took, "agent and caller connected");
-        }
-        let (reply, first) = (b.reply, b.started.is_some() && h.take_to_audio_ms.is_some());
-        if first
-            && self
-                .record
-                .human
-                .as_ref()
-                .is_some_and(|r| r.take_to_audio_ms.is_none())
-        {
             self.record_human();
         }
-        self.send(CallOutput::Audio {
+        self.out(CallOutput::Audio {
             reply,
             ulaw: Arc::new(ulaw),
-        })
-        .await;
+        });
     }
 
     /// A hold timer fired: the wait ran out, or it is time for a reminder.
-    pub(super) async fn on_hold_timer(&mut self) {
-        let now = Instant::now();
+    pub(super) fn on_hold_timer(&mut self) {
+        let now = self.now;
+        let every = self.cfg.desk.as_ref().map_or(0, |d| d.hold_reminder_s);
         let Some(h) = self.human.as_mut() else { return };
         if h.deadline.is_some_and(|d| now >= d) {
-            return self.on_hold_timeout().await;
+            return self.on_hold_timeout();
         }
-        let every = self
-            .e
-            .desk
-            .as_ref()
-            .map_or(0, |d| d.config().hold_reminder_s);
         h.remind_at = (every > 0).then(|| now + Duration::from_secs(every));
-        if self.playing.is_some() {
+        if self.playing.is_none() {
+            self.emit(Effect::Desk(DeskOp::Position));
+        }
+    }
+
+    /// Thanks the caller for holding and tells them their place.
+    fn remind(&mut self, place: Option<usize>) {
+        let holding = self.human.as_ref().is_some_and(|h| h.leg.is_none());
+        if !holding || self.playing.is_some() {
             return;
         }
-        let place = self
-            .e
-            .desk
-            .as_ref()
-            .and_then(|d| d.position(&self.meta.call_id));
         let say = match place {
             Some(1) | None => "Thanks for holding. You're next in line, and an agent will be \
                                with you shortly."
@@ -369,46 +354,45 @@ impl Call {
             actions: Vec::new(),
             source: "desk_hold".into(),
         };
-        self.start_reply(None, reply).await;
+        self.start_reply(None, reply);
     }
 
     /// Nobody took the call in time: the bot takes the caller back.
-    async fn on_hold_timeout(&mut self) {
+    fn on_hold_timeout(&mut self) {
         tracing::info!(call = %self.meta.call_id, "nobody at the desk took the call in time");
         self.human_over(true, "timed_out");
-        self.send(CallOutput::Clear).await;
-        self.on_transfer_failed(408).await;
+        self.out(CallOutput::Clear);
+        self.on_transfer_failed(408);
     }
 
     /// The desk part is over (`returned`: the bot goes on with the caller).
-    pub(super) fn human_over(&mut self, returned: bool, why: &str) {
+    fn human_over(&mut self, returned: bool, why: &'static str) {
         let Some(h) = self.human.take() else { return };
         if h.holding_since.is_some() {
             metrics().desk_waiting.dec();
         }
-        if let Some(d) = &self.e.desk {
-            d.leave(&self.meta.call_id, why);
-        }
+        self.emit(Effect::Desk(DeskOp::Leave(why)));
+        let now = self.now;
         let outcome = HumanOutcome {
             queue: h.queue.clone(),
             agent: h.agent.clone(),
-            wait_ms: h.wait_ms(),
-            talk_ms: h.talk_ms(),
+            wait_ms: h.wait_ms(now),
+            talk_ms: h.talk_ms(now),
             returned,
         };
-        self.record.human = Some(h.record(returned));
+        self.record.human = Some(h.record(returned, now));
         if returned {
             self.record.outcome = "in_progress".into();
         }
-        self.dialogue.on_human(&outcome);
-        self.store.upsert(self.record.clone());
+        self.emit(Effect::Ask(Ask::Human(outcome)));
+        self.save();
     }
 
     /// The call record shows the desk part as it goes.
     fn record_human(&mut self) {
         if let Some(h) = &self.human {
-            self.record.human = Some(h.record(false));
-            self.store.upsert(self.record.clone());
+            self.record.human = Some(h.record(false, self.now));
+            self.save();
         }
     }
 
@@ -428,35 +412,34 @@ impl Call {
 
 impl Human {
     /// The desk part as the call record shows it, so far.
-    fn record(&self, returned: bool) -> HumanRecord {
+    fn record(&self, returned: bool, now: Instant) -> HumanRecord {
         HumanRecord {
             queue: self.queue.clone(),
             agent: self.agent.clone(),
-            wait_ms: self.wait_ms(),
+            wait_ms: self.wait_ms(now),
             take_to_audio_ms: self.take_to_audio_ms,
-            talk_ms: self.talk_ms(),
+            talk_ms: self.talk_ms(now),
             returned,
         }
     }
 
-    fn wait_ms(&self) -> u64 {
-        self.held_ms + self.holding_since.map_or(0, |s| ms(s.elapsed()))
+    fn wait_ms(&self, now: Instant) -> u64 {
+        self.held_ms
+            + self
+                .holding_since
+                .map_or(0, |s| ms(now.saturating_duration_since(s)))
     }
 
     /// Time talking with agents, `None` if the caller never was.
-    fn talk_ms(&self) -> Option<u64> {
-        let now = self
+    fn talk_ms(&self, now: Instant) -> Option<u64> {
+        let current = self
             .leg
             .as_ref()
             .and_then(|b| b.started)
-            .map(|s| ms(s.elapsed()));
-        match (now, self.talked_ms) {
+            .map(|s| ms(now.saturating_duration_since(s)));
+        match (current, self.talked_ms) {
             (None, 0) => None,
             (n, before) => Some(before + n.unwrap_or(0)),
         }
     }
-}
-
-fn ms(d: Duration) -> u64 {
-    d.as_millis() as u64
 }

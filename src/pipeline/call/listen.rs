@@ -1,46 +1,61 @@
 //! Listening: the caller's audio through VAD and the turn detector, partial
 //! and speculative transcripts, and the end-of-turn decision (Smart Turn,
-//! the transcript's words, the silence fallback). Replying lives in the
-//! parent module.
+//! the transcript's words, the silence fallback). Replying lives in
+//! `core.rs`.
 
-use super::*;
+use std::sync::Arc;
+use std::time::Instant;
 
-impl Call {
-    pub(super) async fn on_audio(&mut self, ulaw: &[u8]) {
-        self.pcm8.clear();
-        mulaw::decode_to_f32(ulaw, &mut self.pcm8);
-        match self.up.push(&self.pcm8) {
-            Ok(s) => self.pending16.extend(s),
-            Err(err) => {
-                tracing::warn!(error = %err, "resampling failed");
-                return;
-            }
-        }
-        while self.pending16.len() >= WINDOW {
-            let w: Vec<f32> = self.pending16.drain(..WINDOW).collect();
-            self.on_window(w).await;
-        }
+use super::core::{AsrKind, CallCore, Effect, PendingTurn, Spec, MAX_TURN, TAIL_SAMPLES};
+use super::CallOutput;
+use crate::asr::{Priority, Purpose};
+use crate::dialogue::Expect;
+use crate::pipeline::endpoint;
+use crate::pipeline::metrics::metrics;
+use crate::turn::TurnEvent;
+
+impl CallCore {
+    fn arrival_of(&self, pos: u64) -> Instant {
+        self.arrivals
+            .iter()
+            .find(|(p, _)| *p >= pos)
+            .map(|(_, t)| *t)
+            .unwrap_or(self.now)
     }
 
-    pub(super) async fn on_window(&mut self, w: Vec<f32>) {
-        let prob = match self.e.vad.probability(&mut self.vad, &w) {
-            Ok(p) => p,
-            Err(err) => {
-                tracing::warn!(error = %err, "VAD failed");
-                0.0
-            }
-        };
+    fn position(&self) -> u64 {
+        self.buf_start + self.audio.len() as u64
+    }
+
+    /// Audio `from..to` (absolute positions), clamped to what is buffered.
+    pub(super) fn slice(&self, from: u64, to: u64) -> Vec<f32> {
+        let a = from
+            .saturating_sub(self.buf_start)
+            .min(self.audio.len() as u64) as usize;
+        let b = to
+            .saturating_sub(self.buf_start)
+            .min(self.audio.len() as u64) as usize;
+        self.audio[a..b.max(a)].to_vec()
+    }
+
+    pub(super) fn preroll(&self) -> u64 {
+        self.det.config().preroll_ms * 16
+    }
+
+    /// One 32 ms window of the caller's audio at 16 kHz with its speech
+    /// probability.
+    pub(super) fn on_window(&mut self, w: Vec<f32>, prob: f32) {
         self.audio.extend_from_slice(&w);
-        let now = Instant::now();
+        let now = self.now;
         let pos = self.position();
         self.arrivals.push_back((pos, now));
         while self.arrivals.len() > 96 {
             self.arrivals.pop_front();
         }
         for ev in self.det.push(prob) {
-            self.on_turn_event(ev, now).await;
+            self.on_turn_event(ev, now);
         }
-        self.check_endpoint(now).await;
+        self.check_endpoint();
         // Trim the buffer: keep the pre-roll when idle, the whole turn otherwise.
         let live = match self.det.onset() {
             Some(onset) => onset,
@@ -57,7 +72,7 @@ impl Call {
         if let Some(onset) = self.det.onset() {
             if pos - onset > MAX_TURN.as_millis() as u64 * 16 {
                 if let Some(ev) = self.det.force_end() {
-                    self.on_turn_event(ev, now).await;
+                    self.on_turn_event(ev, now);
                 }
             } else {
                 self.maybe_partial(onset, pos);
@@ -66,7 +81,7 @@ impl Call {
     }
 
     pub(super) fn maybe_partial(&mut self, onset: u64, pos: u64) {
-        let every = self.e.cfg.asr.partial_interval_ms * 16;
+        let every = self.cfg.partial_interval_ms * 16;
         if every == 0 || self.partial_inflight || pos - self.last_partial_pos.max(onset) < every {
             return;
         }
@@ -74,23 +89,16 @@ impl Call {
             return;
         };
         let audio = Arc::new(self.slice(onset.saturating_sub(self.preroll()), pos));
-        if let Ok(p) = self.e.asr.submit(audio, Priority::Partial) {
-            self.partial_inflight = true;
-            self.last_partial_pos = pos;
-            self.forward_asr(AsrKind::Partial, turn, p.result);
-        }
-    }
-
-    pub(super) fn forward_asr(
-        &self,
-        kind: AsrKind,
-        turn: u32,
-        rx: tokio::sync::oneshot::Receiver<Result<Transcript, crate::asr::AsrError>>,
-    ) {
-        let tx = self.internal.clone();
-        tokio::spawn(async move {
-            let result = rx.await.unwrap_or(Err(crate::asr::AsrError::Closed));
-            let _ = tx.send(Internal::Asr { kind, turn, result });
+        // One partial at a time; a busy pool answers with an error, which
+        // frees the slot again.
+        self.partial_inflight = true;
+        self.last_partial_pos = pos;
+        let job = self.next_job(turn, AsrKind::Partial);
+        self.emit(Effect::Transcribe {
+            job,
+            purpose: Purpose::General,
+            priority: Priority::Partial,
+            audio,
         });
     }
 
@@ -98,7 +106,7 @@ impl Call {
         self.playing.is_some()
     }
 
-    pub(super) async fn on_turn_event(&mut self, ev: TurnEvent, now: Instant) {
+    pub(super) fn on_turn_event(&mut self, ev: TurnEvent, now: Instant) {
         match ev {
             TurnEvent::SpeechStarted { onset } => {
                 self.note_continuation(onset);
@@ -113,14 +121,14 @@ impl Call {
                     partials: Vec::new(),
                     smart_turn_prob: None,
                     smart_turn_yes: None,
-                    end_reason: String::new(),
+                    end_reason: "",
                     spec: None,
                 });
                 self.last_partial_pos = onset;
                 if let Some(p) = self.playing.as_mut() {
                     if !p.paused {
                         p.paused = true;
-                        self.send(CallOutput::Pause).await;
+                        self.out(CallOutput::Pause);
                     }
                 }
             }
@@ -129,16 +137,16 @@ impl Call {
                     t.confirmed = true;
                 }
                 if self.bot_audible() {
-                    self.interrupt().await;
+                    self.interrupt();
                 }
             }
             TurnEvent::Discarded => {
                 self.turn = None;
-                self.resume_if_paused().await;
+                self.resume_if_paused();
             }
             TurnEvent::Resumed => {
                 if let Some(s) = self.turn.as_mut().and_then(|t| t.spec.take()) {
-                    s.cancel.store(true, Ordering::Relaxed);
+                    self.emit(Effect::CancelTranscribe(s.job));
                 }
             }
             TurnEvent::Paused { last_voice } => {
@@ -153,42 +161,31 @@ impl Call {
                     last_voice + TAIL_SAMPLES,
                 ));
                 let purpose = self.purpose();
-                if let Ok(p) = self
-                    .e
-                    .asr
-                    .submit_for(purpose, audio.clone(), Priority::Final)
-                {
-                    let spec = Spec {
-                        last_voice,
-                        cancel: p.cancel.clone(),
-                        result: None,
-                        verdict: None,
-                    };
-                    if let Some(old) = self.turn.as_mut().and_then(|t| t.spec.replace(spec)) {
-                        old.cancel.store(true, Ordering::Relaxed);
-                    }
-                    self.forward_asr(AsrKind::Speculative { last_voice }, index, p.result);
+                let job = self.next_job(index, AsrKind::Speculative { last_voice });
+                let spec = Spec {
+                    last_voice,
+                    job: job.id,
+                    result: None,
+                    verdict: None,
+                };
+                if let Some(old) = self.turn.as_mut().and_then(|t| t.spec.replace(spec)) {
+                    self.emit(Effect::CancelTranscribe(old.job));
                 }
-                let e = self.e.clone();
-                let tx = self.internal.clone();
-                tokio::task::spawn_blocking(move || {
-                    let prob = e
-                        .smart_turn
-                        .completion_probability(&audio)
-                        .unwrap_or_else(|err| {
-                            tracing::warn!(error = %err, "Smart Turn failed");
-                            0.0
-                        });
-                    let _ = tx.send(Internal::SmartTurn {
-                        turn: index,
-                        pause: last_voice,
-                        prob,
-                    });
+                self.emit(Effect::Transcribe {
+                    job,
+                    purpose,
+                    priority: Priority::Final,
+                    audio: audio.clone(),
+                });
+                self.emit(Effect::JudgeTurn {
+                    turn: index,
+                    pause: last_voice,
+                    audio,
                 });
             }
             TurnEvent::EndOfTurn { onset, last_voice } => {
                 let reason = "silence";
-                self.end_of_turn(onset, last_voice, reason, now).await;
+                self.end_of_turn(onset, last_voice, reason, now);
             }
         }
     }
@@ -204,7 +201,8 @@ impl Call {
     /// Ends a paused turn once the silence so far is what the evidence
     /// (Smart Turn, the transcript's words, the question) asks for; the
     /// detector's own fallback covers the rest.
-    pub(super) async fn check_endpoint(&mut self, now: Instant) {
+    pub(super) fn check_endpoint(&mut self) {
+        let now = self.now;
         let Some(paused) = self.det.paused_at() else {
             return;
         };
@@ -232,7 +230,7 @@ impl Call {
         }
         let reason = if smart { "smart_turn" } else { "transcript" };
         if let Some(TurnEvent::EndOfTurn { onset, last_voice }) = self.det.end_turn() {
-            self.end_of_turn(onset, last_voice, reason, now).await;
+            self.end_of_turn(onset, last_voice, reason, now);
         }
     }
 
@@ -252,20 +250,20 @@ impl Call {
         }
     }
 
-    pub(super) async fn resume_if_paused(&mut self) {
+    pub(super) fn resume_if_paused(&mut self) {
         if let Some(p) = self.playing.as_mut() {
             if p.paused {
                 p.paused = false;
-                self.send(CallOutput::Resume).await;
+                self.out(CallOutput::Resume);
             }
         }
     }
 
-    pub(super) async fn end_of_turn(
+    pub(super) fn end_of_turn(
         &mut self,
         _onset: u64,
         last_voice: u64,
-        reason: &str,
+        reason: &'static str,
         now: Instant,
     ) {
         let at = self.arrival_of(last_voice);
@@ -275,19 +273,19 @@ impl Call {
         t.last_voice = last_voice;
         t.last_voice_at = at;
         t.eot_at = Some(now);
-        t.end_reason = reason.into();
+        t.end_reason = reason;
         self.last_early_end = (reason != "silence").then_some((t.index, last_voice));
         // A short "yes"/"mm-hm" over the bot is a backchannel, not a turn.
         if !t.confirmed && self.bot_audible() {
             if let Some(s) = t.spec.take() {
-                s.cancel.store(true, Ordering::Relaxed);
+                self.emit(Effect::CancelTranscribe(s.job));
             }
-            self.resume_if_paused().await;
+            self.resume_if_paused();
             return;
         }
         metrics()
             .end_of_turn
-            .observe(now.duration_since(at).as_secs_f64());
+            .observe(now.saturating_duration_since(at).as_secs_f64());
         metrics().turn_ends_total.with_label_values(&[reason]).inc();
         let index = t.index;
         // The speculative transcript serves if it covers exactly this turn.
@@ -299,16 +297,16 @@ impl Call {
             Some(Some(tr)) => {
                 t.spec = None;
                 self.ended.push(t);
-                self.on_final(index, tr, true).await;
+                self.on_final(index, tr, true);
             }
             // Still decoding: its result finishes the turn when it arrives.
             Some(None) => self.ended.push(t),
             None => {
                 if let Some(s) = t.spec.take() {
-                    s.cancel.store(true, Ordering::Relaxed);
+                    self.emit(Effect::CancelTranscribe(s.job));
                 }
                 self.ended.push(t);
-                self.retry_final(index).await;
+                self.retry_final(index);
             }
         }
     }
