@@ -27,23 +27,16 @@ mod media;
 
 use super::Shared;
 use crate::dialogue::CallMeta;
-use crate::media::{alaw, tones};
 use crate::pipeline::{metrics::metrics, spawn_call, CallHandle, CallInput};
-use crate::transport::rtp::{
-    self,
-    dtmf::DtmfDecoder,
-    jitter::JitterBuffer,
-    jitter::Playout,
-    outbound, rtcp,
-    source::{Admit, SourceLock},
-};
+use crate::transport::rtp::rtcp;
+use crate::transport::rtp::session::Command;
 use crate::transport::sip::config::{SipConfig, Symmetric, TransferMode};
 use crate::transport::sip::core::{
     CoreStats, EndReason, Event, IncomingCall, OutboundCall, Peer, SipCore, Transport,
 };
 use crate::transport::sip::flood::{FloodGuard, Limits, Verdict};
 use crate::transport::sip::message;
-use crate::transport::sip::sdp::{Codec, Negotiated, RemoteMedia};
+use crate::transport::sip::sdp::{Negotiated, RemoteMedia};
 
 /// What `GET /sip` reports.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -125,7 +118,7 @@ const TO_CORE: usize = 1024;
 fn command(m: &mpsc::Sender<ToMedia>, c: ToMedia) {
     match m.try_send(c) {
         Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
-        Err(mpsc::error::TrySendError::Full(ToMedia::Dtmf(_))) => {
+        Err(mpsc::error::TrySendError::Full(ToMedia::Session(Command::Dtmf(_)))) => {
             metrics().protocol_errors_total.inc();
             tracing::warn!("a key arrived while its call's media was behind; dropped");
         }
@@ -135,18 +128,10 @@ fn command(m: &mpsc::Sender<ToMedia>, c: ToMedia) {
     }
 }
 
+/// What signalling tells a leg's media task: most of it is for the leg's
+/// `RtpSession` as is; a bridge also hands over the relay's channels.
 enum ToMedia {
-    Update {
-        remote: RemoteMedia,
-        negotiated: Negotiated,
-    },
-    Dtmf(char),
-    TransferFailed(u16),
-    /// The caller is waiting for an agent: their audio is not the bot's.
-    AwaitingAgent,
-    /// μ-law audio to play on this leg (the briefing on the agent's leg).
-    Play(Arc<Vec<u8>>),
-    Mark(String),
+    Session(Command),
     /// Relay: what this leg hears goes to `to_peer`; what arrives on
     /// `from_peer` is played. A caller's pipeline ends here.
     Bridge {
@@ -158,9 +143,6 @@ enum ToMedia {
 
 /// Played on the agent's leg once the briefing has been heard.
 const BRIEFED: &str = "attendant-briefed";
-/// Reply number for audio that is not a bot reply (relay, briefing).
-const RELAY_REPLY: u32 = u32::MAX;
-const RINGBACK_REPLY: u32 = u32::MAX - 1;
 
 /// Writers of live stream connections (bounded: a peer that does not read
 /// what we send is disconnected rather than buffered for).
@@ -652,7 +634,7 @@ async fn signalling(
                             if let Err(e) = result {
                                 tracing::warn!(call = %id, error = %e, "transfer not started");
                                 if let Some(m) = calls.get(&id).and_then(|s| s.media.as_ref()) {
-                                    command(m, ToMedia::TransferFailed(500));
+                                    command(m, ToMedia::Session(Command::TransferFailed(500)));
                                 }
                             }
                         }

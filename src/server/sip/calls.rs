@@ -77,7 +77,7 @@ pub(super) async fn start_bridge(
         ring_timeout: Duration::from_secs(core.config().transfer.ring_timeout_s.max(1)),
     };
     if let Some(m) = media {
-        command(m, ToMedia::AwaitingAgent);
+        command(m, ToMedia::Session(Command::AwaitingAgent));
     }
     let agent_id = core
         .invite(Instant::now(), call)
@@ -179,7 +179,11 @@ pub(super) fn brief_agent(
         match engines.map(|e| e.tts.speak(&text, Arc::new(AtomicBool::new(false)))) {
             Some(Ok((mut rx, _))) => {
                 while let Some(chunk) = rx.recv().await {
-                    if media.send(ToMedia::Play(chunk.ulaw)).await.is_err() {
+                    if media
+                        .send(ToMedia::Session(Command::Play(chunk.ulaw)))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -187,7 +191,9 @@ pub(super) fn brief_agent(
             Some(Err(e)) => tracing::warn!(call = %caller, error = %e, "no briefing for the agent"),
             None => {}
         }
-        let _ = media.send(ToMedia::Mark(BRIEFED.into())).await;
+        let _ = media
+            .send(ToMedia::Session(Command::Mark(BRIEFED.into())))
+            .await;
     });
 }
 
@@ -280,7 +286,7 @@ pub(super) async fn on_event(
                 return;
             };
             if let Some(m) = &slot.media {
-                command(m, ToMedia::Update { remote, negotiated });
+                command(m, ToMedia::Session(Command::Update { remote, negotiated }));
                 return;
             }
             let (Some(rtp_sock), Some(rtcp_sock)) = (slot.rtp.take(), slot.rtcp.take()) else {
@@ -339,7 +345,7 @@ pub(super) async fn on_event(
         }
         Event::Dtmf { id, digit } => {
             if let Some(m) = calls.get(&id).and_then(|s| s.media.as_ref()) {
-                command(m, ToMedia::Dtmf(digit));
+                command(m, ToMedia::Session(Command::Dtmf(digit)));
             }
         }
         Event::Transfer { id, status, final_ } => {
@@ -351,7 +357,7 @@ pub(super) async fn on_event(
                 // The caller is with the agent now; our leg ends.
                 let _ = core.hangup(now, &id);
             } else if let Some(m) = calls.get(&id).and_then(|s| s.media.as_ref()) {
-                command(m, ToMedia::TransferFailed(status));
+                command(m, ToMedia::Session(Command::TransferFailed(status)));
             }
         }
         Event::Ended { id, reason } => {
@@ -383,7 +389,12 @@ pub(super) async fn on_event(
                                 // Busy, no answer, or gone during the briefing:
                                 // the bot takes the caller back.
                                 tracing::info!(call = %caller, ?reason, "bridged transfer failed");
-                                command(m, ToMedia::TransferFailed(failure_status(reason)));
+                                command(
+                                    m,
+                                    ToMedia::Session(Command::TransferFailed(failure_status(
+                                        reason,
+                                    ))),
+                                );
                             }
                         }
                     }

@@ -6,6 +6,7 @@ pub mod dtmf;
 pub mod jitter;
 pub mod outbound;
 pub mod rtcp;
+pub mod session;
 pub mod source;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
