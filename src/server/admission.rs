@@ -98,6 +98,12 @@ impl Admission {
         })
     }
 
+    /// Whether a new call (from a number with none yet) would be taken:
+    /// not draining and not full. Readiness and SIP OPTIONS answer by it.
+    pub fn accepting(&self) -> bool {
+        self.check("").is_ok()
+    }
+
     pub fn active(&self) -> usize {
         self.state.lock().0
     }
@@ -124,7 +130,9 @@ mod tests {
         assert_eq!(a.admit("+1").err(), Some(Refusal::NumberBusy));
         let _t3 = a.admit("+2").unwrap();
         assert_eq!(a.admit("+3").err(), Some(Refusal::Full));
+        assert!(!a.accepting());
         drop(t1);
+        assert!(a.accepting());
         assert_eq!(a.active(), 2);
         assert!(a.check("+1").is_ok());
         let _t4 = a.admit("").unwrap();

@@ -144,7 +144,7 @@ use Role::*;
 pub fn need(method: &Method, path: &str) -> Need {
     let seg: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method, seg.as_slice()) {
-        (_, ["healthz"]) => Need::Open,
+        (_, ["healthz" | "livez" | "readyz"]) => Need::Open,
         // The caller page and its signalling are the browser's phone line:
         // open like a phone number, capped by admission like any call.
         (&Method::GET, [""]) | (&Method::GET, ["webrtc", "config"]) => Need::Telephony,
@@ -578,6 +578,8 @@ mod tests {
     fn policy_covers_every_data_route() {
         let g = Method::GET;
         assert_eq!(need(&g, "/healthz"), Need::Open);
+        assert_eq!(need(&g, "/livez"), Need::Open);
+        assert_eq!(need(&g, "/readyz"), Need::Open);
         assert_eq!(need(&Method::POST, "/twilio/voice"), Need::Telephony);
         for p in [
             "/calls",

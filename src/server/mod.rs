@@ -52,7 +52,9 @@ const BODY_LIMIT: usize = 256 * 1024;
 
 pub fn router(state: Shared) -> Router {
     Router::new()
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(readyz))
+        .route("/readyz", get(readyz))
+        .route("/livez", get(livez))
         .route("/sip", get(sip_status))
         .route("/metrics", get(metrics_text))
         .route("/calls", get(list_calls))
@@ -97,31 +99,58 @@ async fn sip_status(State(s): State<Shared>) -> Response {
     Json(s.sip.lock().clone()).into_response()
 }
 
-async fn healthz(State(s): State<Shared>) -> Response {
-    if s.admission.draining() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
-    }
-    let Some(e) = s.engines.get() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "loading models\n").into_response();
-    };
-    // What can no longer serve calls: each of these is retried or rebuilt
-    // where it failed, so being listed here means that did not work.
+/// Parts that can no longer serve calls: each is retried or rebuilt where
+/// it failed, so being listed here means that did not work and only a
+/// restart will help.
+fn broken_parts(s: &Shared) -> Vec<&'static str> {
     let mut down = Vec::new();
-    if !e.asr.healthy() {
-        down.push("speech recognition workers");
-    }
-    if !e.tts.healthy() {
-        down.push("speech synthesis workers");
+    if let Some(e) = s.engines.get() {
+        if !e.asr.healthy() {
+            down.push("speech recognition workers");
+        }
+        if !e.tts.healthy() {
+            down.push("speech synthesis workers");
+        }
     }
     if s.sip.lock().signalling == sip::Signalling::Stopped {
         down.push("SIP signalling");
     }
+    down
+}
+
+/// `GET /livez`: is the process worth keeping? 503 only when a part is
+/// broken for good (a restart helps); loading, draining or full are alive.
+async fn livez(State(s): State<Shared>) -> Response {
+    let down = broken_parts(&s);
     if down.is_empty() {
-        (StatusCode::OK, "ok\n").into_response()
+        (StatusCode::OK, "alive\n").into_response()
     } else {
         let body = format!("down: {}\n", down.join(", "));
         (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
     }
+}
+
+/// `GET /readyz` (and `/healthz`): should new calls come here? Not while
+/// the models load, while draining, when every place is taken
+/// (`server.max_calls`), or with a part down — so a load balancer or
+/// Kubernetes sends calls to another node.
+async fn readyz(State(s): State<Shared>) -> Response {
+    if s.admission.draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
+    }
+    if s.engines.get().is_none() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "loading models\n").into_response();
+    }
+    let down = broken_parts(&s);
+    if !down.is_empty() {
+        let body = format!("down: {}\n", down.join(", "));
+        return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+    }
+    if !s.admission.accepting() {
+        let body = format!("full: {} calls\n", s.admission.active());
+        return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+    }
+    (StatusCode::OK, "ok\n").into_response()
 }
 
 pub(crate) fn store_error(e: impl std::fmt::Display) -> Response {

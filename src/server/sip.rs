@@ -649,6 +649,8 @@ async fn signalling(
                 }
                 m = net.recv() => {
                     let Some(FromNet { peer, data }) = m else { return false };
+                    // Probes (OPTIONS) say whether this node takes calls now.
+                    core.set_available(state.engines.get().is_some() && state.admission.accepting());
                     core.handle(Instant::now(), peer, &data);
                 }
                 _ = async {

@@ -231,6 +231,11 @@ pub struct SipCore {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     pub stats: CoreStats,
+    /// Whether this node takes new calls now (not draining, not full): an
+    /// out-of-dialog OPTIONS, which proxies use to probe (Kamailio's
+    /// dispatcher), is answered 503 when not, so the proxy sends new calls
+    /// elsewhere.
+    available: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
@@ -272,7 +277,13 @@ impl SipCore {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: CoreStats::default(),
+            available: true,
         }
+    }
+
+    /// Whether the node takes new calls now (the driver's admission state).
+    pub fn set_available(&mut self, available: bool) {
+        self.available = available;
     }
 
     pub fn config(&self) -> &SipConfig {
@@ -487,6 +498,13 @@ impl SipCore {
                 {
                     self.stats.rejected_403 += 1;
                     self.respond(now, peer, &req, 403, None);
+                    return;
+                }
+                let out_of_dialog = req.to().is_some_and(|t| t.tag.is_none());
+                if out_of_dialog && !self.available {
+                    let mut resp = response_to(&req, 503, Some(&token()));
+                    resp.headers.push("Retry-After", "5");
+                    self.send_response(now, peer, &req, resp);
                     return;
                 }
                 let mut resp = response_to(&req, 200, Some(&token()));

@@ -320,6 +320,24 @@ fn options_hold_and_offerless_invite() {
         opt.replace("z9hG4bKo", "z9hG4bKo2").as_bytes(),
     );
     assert_eq!(codes(&responses(&mut c)), vec![403]);
+    // A draining or full node answers a proxy's probe 503, so the proxy
+    // sends new calls elsewhere; back to 200 once it takes calls again.
+    c.set_available(false);
+    c.handle(
+        t0,
+        peer("127.0.0.1"),
+        opt.replace("z9hG4bKo", "z9hG4bKo3").as_bytes(),
+    );
+    let r = responses(&mut c);
+    assert_eq!(codes(&r), vec![503]);
+    assert_eq!(r[0].headers.get("Retry-After"), Some("5"));
+    c.set_available(true);
+    c.handle(
+        t0,
+        peer("127.0.0.1"),
+        opt.replace("z9hG4bKo", "z9hG4bKo4").as_bytes(),
+    );
+    assert_eq!(codes(&responses(&mut c)), vec![200]);
 
     let tag = answered(&mut c, t0, "h1");
     c.handle(
