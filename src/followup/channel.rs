@@ -77,7 +77,11 @@ pub async fn send_due(
     retry: &HandoffConfig,
 ) -> crate::store::Result<usize> {
     let mut sent = 0;
-    for m in store.due_outbox(now_ms()).await? {
+    // Leased: one node sends each message, however many share the store.
+    let due = store
+        .lease_due_outbox(store.node_id(), now_ms(), crate::handoff::lease_ms(retry))
+        .await?;
+    for m in due {
         let tw2 = tw.clone();
         let m2 = m.clone();
         let res = tokio::task::spawn_blocking(move || send(&tw2, &m2))

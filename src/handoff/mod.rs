@@ -147,6 +147,10 @@ pub struct HandoffConfig {
     pub retry_initial_ms: u64,
     pub retry_max_ms: u64,
     pub timeout_ms: u64,
+    /// How long a node holds a due delivery (hand-off or follow-up message)
+    /// it took, when several nodes share the store: a dead node's work goes
+    /// to another node after this. Longer than `timeout_ms`.
+    pub lease_ms: u64,
 }
 
 impl Default for HandoffConfig {
@@ -157,6 +161,7 @@ impl Default for HandoffConfig {
             retry_initial_ms: 1000,
             retry_max_ms: 300_000,
             timeout_ms: 5000,
+            lease_ms: 60_000,
         }
     }
 }
@@ -244,13 +249,23 @@ fn post(cfg: &HandoffConfig, call_id: &str, body: &[u8]) -> Result<(), String> {
     }
 }
 
+/// A lease outlasts a delivery's time-out, whatever the settings say.
+pub fn lease_ms(cfg: &HandoffConfig) -> i64 {
+    cfg.lease_ms.max(cfg.timeout_ms * 2) as i64
+}
+
 /// Delivers every due packet once; returns how many were delivered.
 pub async fn deliver_due(store: &Store, cfg: &HandoffConfig) -> crate::store::Result<usize> {
     if cfg.webhook_url.is_empty() {
         return Ok(0);
     }
     let mut delivered = 0;
-    for h in store.due_handoffs(now_ms()).await? {
+    // Leased, so another node sharing the store never sends it too; the
+    // lease outlasts a delivery's time-outs.
+    for h in store
+        .lease_due_handoffs(store.node_id(), now_ms(), lease_ms(cfg))
+        .await?
+    {
         let body = serde_json::to_vec(&h.packet)?;
         let c = cfg.clone();
         let id = h.call_id.clone();

@@ -208,15 +208,34 @@ impl Store {
         r.as_ref().map(|r| handoff_of(&self.keys, r)).transpose()
     }
 
-    pub async fn due_handoffs(&self, now: i64) -> Result<Vec<Handoff>> {
-        let rows = sqlx::query(
-            "SELECT * FROM handoffs WHERE webhook_status = 'pending' AND next_attempt_ms <= $1 \
-             ORDER BY next_attempt_ms LIMIT 20",
-        )
+    /// Leases up to 20 due hand-off deliveries to `owner` until
+    /// `now + lease_ms`: no other node gets them meanwhile (PostgreSQL skips
+    /// rows another node is leasing at this instant; SQLite has one writer).
+    /// A delivery's attempt ends the lease; a dead node's lease runs out.
+    pub async fn lease_due_handoffs(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<Handoff>> {
+        let rows = sqlx::query(&format!(
+            "UPDATE handoffs SET lease_owner = $1, lease_until_ms = $2 WHERE call_id IN (\
+             SELECT call_id FROM handoffs WHERE webhook_status = 'pending' \
+             AND next_attempt_ms <= $3 AND (lease_until_ms IS NULL OR lease_until_ms <= $3) \
+             ORDER BY next_attempt_ms LIMIT 20{}) RETURNING *",
+            self.skip_locked()
+        ))
+        .bind(owner)
+        .bind(now + lease_ms)
         .bind(now)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|r| handoff_of(&self.keys, r)).collect()
+        let mut due: Vec<Handoff> = rows
+            .iter()
+            .map(|r| handoff_of(&self.keys, r))
+            .collect::<Result<_>>()?;
+        due.sort_by_key(|h| h.next_attempt_ms);
+        Ok(due)
     }
 
     pub async fn handoff_attempted(
@@ -233,7 +252,8 @@ impl Store {
         };
         sqlx::query(
             "UPDATE handoffs SET attempts = attempts + 1, webhook_status = $1, delivered_ms = $2, \
-             next_attempt_ms = $3, last_error = $4 WHERE call_id = $5",
+             next_attempt_ms = $3, last_error = $4, lease_owner = NULL, lease_until_ms = NULL \
+             WHERE call_id = $5",
         )
         .bind(status)
         .bind(delivered_at)
@@ -243,5 +263,116 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::super::{scratch_url, Handoff, OutboxMessage, Store};
+
+    const LEASE: i64 = 60_000;
+
+    async fn lease_all(s: &Store, now: i64) -> Vec<String> {
+        let mut got = Vec::new();
+        loop {
+            let h = s.lease_due_handoffs(s.node_id(), now, LEASE).await.unwrap();
+            let m = s.lease_due_outbox(s.node_id(), now, LEASE).await.unwrap();
+            if h.is_empty() && m.is_empty() {
+                return got;
+            }
+            got.extend(h.into_iter().map(|h| h.call_id));
+            got.extend(m.into_iter().map(|m| m.id));
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Two nodes on one store (SQLite, or PostgreSQL when `DATABASE_URL`
+    /// names one) lease due work at the same moment: each piece goes to
+    /// exactly one; a dead node's pieces go to the other once its lease
+    /// runs out; an attempt ends the lease.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn due_work_is_leased_to_one_node_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = scratch_url(dir.path()).await.unwrap();
+        let a = Store::open(&url).await.unwrap();
+        let b = Store::open(&url).await.unwrap();
+        assert_ne!(a.node_id(), b.node_id());
+        let now = 1_800_000_000_000;
+        for i in 0..60 {
+            a.save_handoff(&Handoff {
+                call_id: format!("CA{i:02}"),
+                packet: serde_json::json!({"call_id": format!("CA{i:02}")}),
+                created_ms: now - 1000 + i,
+                webhook_status: "pending".into(),
+                next_attempt_ms: now - 1000 + i,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            a.enqueue(&OutboxMessage {
+                id: format!("OB{i:02}"),
+                dedupe_key: format!("k{i}"),
+                customer_id: "C1".into(),
+                channel: "sms".into(),
+                recipient: "+15555550100".into(),
+                body: "hello".into(),
+                next_attempt_ms: now - 1000 + i,
+                created_ms: now - 1000 + i,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        }
+        let (on_a, on_b) = tokio::join!(lease_all(&a, now), lease_all(&b, now));
+        let (set_a, set_b): (HashSet<_>, HashSet<_>) = (
+            on_a.iter().cloned().collect(),
+            on_b.iter().cloned().collect(),
+        );
+        assert_eq!(on_a.len() + on_b.len(), 120, "every piece leased once");
+        assert_eq!(set_a.len(), on_a.len());
+        assert!(set_a.is_disjoint(&set_b), "a piece went to both nodes");
+        eprintln!(
+            "leased at once: node A {}, node B {}",
+            on_a.len(),
+            on_b.len()
+        );
+
+        // The hand-offs are attempted by whoever holds them: all delivered
+        // but one, which failed and is retried later. The messages stay
+        // unsent: their holders died.
+        let holder = |id: &str| if set_a.contains(id) { &a } else { &b };
+        let failed = "CA07".to_string();
+        for i in 0..60 {
+            let id = format!("CA{i:02}");
+            if id == failed {
+                holder(&id)
+                    .handoff_attempted(&id, None, now + 5_000, "webhook answered 500")
+                    .await
+                    .unwrap();
+            } else {
+                holder(&id)
+                    .handoff_attempted(&id, Some(now), now, "")
+                    .await
+                    .unwrap();
+            }
+        }
+        // Nothing leased comes out again before its lease runs out.
+        assert!(lease_all(&b, now + 1_000).await.is_empty());
+        // The failed delivery is due again at its next attempt, for anyone.
+        assert_eq!(lease_all(&b, now + 5_000).await, vec![failed.clone()]);
+        // The unsent messages go to a live node once the leases have run out.
+        let taken: HashSet<_> = lease_all(&b, now + LEASE).await.into_iter().collect();
+        let messages: HashSet<_> = (0..60).map(|i| format!("OB{i:02}")).collect();
+        assert_eq!(taken, messages);
+        // Delivered work never comes back.
+        let h = a.handoff("CA01").await.unwrap().unwrap();
+        assert_eq!(h.webhook_status, "delivered");
+        let later = lease_all(&a, now + 10 * LEASE).await;
+        assert!(
+            later.iter().all(|i| i.starts_with("OB") || *i == failed),
+            "{later:?}"
+        );
     }
 }

@@ -420,6 +420,9 @@ pub struct Store {
     keys: Keyring,
     handle: tokio::runtime::Handle,
     pub url_kind: &'static str,
+    /// This process, as the owner of the work it leases (host, pid and a
+    /// random part, so a restarted node is a new owner).
+    node: std::sync::Arc<str>,
 }
 
 impl Store {
@@ -492,12 +495,20 @@ impl Store {
         if !missing.is_empty() {
             return Err(StoreError::MissingKeys(missing));
         }
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "node".into());
+        let node = format!("{host}-{}-{:08x}", std::process::id(), fastrand::u32(..));
         Ok(Store {
             pool,
             keys,
             handle: tokio::runtime::Handle::current(),
             url_kind: kind,
+            node: node.into(),
         })
+    }
+
+    /// Who this process is when it leases work (see `lease_due_handoffs`).
+    pub fn node_id(&self) -> &str {
+        &self.node
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -754,15 +765,39 @@ impl Store {
         Ok(n > 0)
     }
 
-    pub async fn due_outbox(&self, now: i64) -> Result<Vec<OutboxMessage>> {
-        let rows = sqlx::query(
-            "SELECT * FROM outbox WHERE status = 'pending' AND next_attempt_ms <= $1 \
-             ORDER BY created_ms LIMIT 20",
-        )
+    /// Leases up to 20 due outbox messages to `owner` until `now +
+    /// lease_ms` (see `lease_due_handoffs`): each is sent by one node.
+    pub async fn lease_due_outbox(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<OutboxMessage>> {
+        let rows = sqlx::query(&format!(
+            "UPDATE outbox SET lease_owner = $1, lease_until_ms = $2 WHERE id IN (\
+             SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_ms <= $3 \
+             AND (lease_until_ms IS NULL OR lease_until_ms <= $3) \
+             ORDER BY created_ms LIMIT 20{}) RETURNING *",
+            self.skip_locked()
+        ))
+        .bind(owner)
+        .bind(now + lease_ms)
         .bind(now)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(outbox_of).collect()
+        let mut due: Vec<OutboxMessage> = rows.iter().map(outbox_of).collect::<Result<_>>()?;
+        due.sort_by_key(|m| m.created_ms);
+        Ok(due)
+    }
+
+    /// Row locking for a lease's SELECT: PostgreSQL nodes skip rows another
+    /// node is leasing right now; SQLite (one writer) needs none.
+    pub(crate) fn skip_locked(&self) -> &'static str {
+        if self.url_kind == "postgres" {
+            " FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        }
     }
 
     pub async fn outbox(&self) -> Result<Vec<OutboxMessage>> {
@@ -783,7 +818,8 @@ impl Store {
     ) -> Result<()> {
         sqlx::query(
             "UPDATE outbox SET attempts = attempts + 1, status = $1, sent_ms = $2, \
-             provider_id = $3, next_attempt_ms = $4, last_error = $5 WHERE id = $6",
+             provider_id = $3, next_attempt_ms = $4, last_error = $5, lease_owner = NULL, \
+             lease_until_ms = NULL WHERE id = $6",
         )
         .bind(status)
         .bind(sent_ms)
