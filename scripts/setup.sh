@@ -9,11 +9,12 @@ log() { printf '[setup] %s\n' "$*"; }
 
 # Debian packages: C/C++ toolchain for whisper.cpp, libclang for bindgen,
 # espeak-ng-data for Piper's phonemizer, sox/espeak-ng for fixtures, sipp for
-# SIP tests, python3-venv for the model converter.
+# SIP tests, kamailio for the cluster test, python3-venv for the model
+# converter.
 need_pkgs=()
 check() { dpkg -s "$1" >/dev/null 2>&1 || need_pkgs+=("$1"); }
 for p in build-essential cmake pkg-config libclang-dev clang espeak-ng espeak-ng-data sox sip-tester \
-         python3 python3-venv python3-pip git curl ca-certificates chromium; do
+         python3 python3-venv python3-pip git curl ca-certificates chromium kamailio; do
   check "$p"
 done
 # Node.js drives Chromium in the browser tests (any recent one will do).
@@ -24,6 +25,11 @@ if ((${#need_pkgs[@]})); then
   [[ $(id -u) -ne 0 ]] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  # Kamailio is here for the cluster test (it starts its own); the package's
+  # system service would listen on port 5060 with Debian's sample config.
+  if [[ " ${need_pkgs[*]} " == *" kamailio "* ]] && [[ -d /run/systemd/system ]]; then
+    $SUDO systemctl disable --now kamailio >/dev/null 2>&1 || true
+  fi
 fi
 
 # playwright-core for the browser tests (it uses Debian's Chromium; no

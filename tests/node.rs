@@ -544,3 +544,412 @@ fn server_db_text(url: &str) -> String {
     assert!(!text.is_empty(), "database file at {path}");
     text
 }
+
+/// Kamailio as shipped in `deploy/kamailio`, listening on `port` in front
+/// of `nodes` (dispatcher set 1); killed on drop.
+struct Kamailio(std::process::Child);
+
+impl Kamailio {
+    fn start(dir: &std::path::Path, port: u16, nodes: &[SocketAddr]) -> Kamailio {
+        let list: String = nodes.iter().map(|n| format!("1 sip:{n}\n")).collect();
+        let list_path = dir.join("dispatcher.list");
+        std::fs::write(&list_path, list).unwrap();
+        let run = dir.join("kamailio-run");
+        std::fs::create_dir_all(&run).unwrap();
+        let child = Command::new("kamailio")
+            .arg("-f")
+            .arg(repo().join("deploy/kamailio/kamailio.cfg"))
+            .args(["-A", &format!("LISTEN=udp:127.0.0.1:{port}")])
+            .args(["-A", &format!("DS_LIST=\"{}\"", list_path.display())])
+            .args(["-A", "NODE_TIMEOUT_MS=1000"])
+            .arg("-Y")
+            .arg(&run)
+            .args(["-D", "-E"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("kamailio.log")).unwrap())
+            .spawn()
+            .expect("kamailio is installed (Debian kamailio; scripts/setup.sh)");
+        Kamailio(child)
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// `calls` sipp calls of `body`, `at_once` at a time, to `to`.
+fn sipp_calls(
+    dir: &std::path::Path,
+    to: SocketAddr,
+    name: &str,
+    body: &str,
+    calls: usize,
+    at_once: usize,
+) -> (bool, String) {
+    let path = dir.join(format!("{name}.xml"));
+    std::fs::write(&path, scenario_xml(name, body)).unwrap();
+    let out = Command::new("sipp")
+        .arg(to.to_string())
+        .args(["-sf", &path.display().to_string()])
+        .args([
+            "-s",
+            "1000",
+            "-m",
+            &calls.to_string(),
+            "-l",
+            &at_once.to_string(),
+        ])
+        .args(["-r", "4", "-t", "u1"])
+        .args(["-cid_str", &format!("{name}-%u@%s")])
+        .args(["-i", "127.0.0.1", "-p", &peer_port().to_string()])
+        .args(["-mp", &peer_port().to_string()])
+        .args([
+            "-timeout",
+            "60s",
+            "-timeout_error",
+            "-nostdin",
+            "-trace_err",
+        ])
+        .current_dir(dir)
+        .output()
+        .expect("sipp is installed (Debian sip-tester)");
+    (
+        out.status.success(),
+        format!(
+            "{} (in {})",
+            String::from_utf8_lossy(&out.stdout),
+            dir.display()
+        )
+        .lines()
+        .rev()
+        .take(40)
+        .collect::<Vec<_>>()
+        .join("\n"),
+    )
+}
+
+/// A caller behind a proxy, as a real UA does it: the dialog's ACK and BYE
+/// go to the node's Contact along the Record-Route the proxy put in.
+fn proxied_call(talk_ms: u64) -> String {
+    let in_dialog = |method: &str, cseq: u32| {
+        format!(
+            r#"<send><![CDATA[
+{method} [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: "Test Caller" <sip:+15550100123@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: {cseq} {method}
+[routes]
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+"#
+        )
+    };
+    [
+        invite_msg("PCMU", 0, "[media_port]", 1, false),
+        "<recv response=\"100\" optional=\"true\"/>\n<recv response=\"180\" optional=\"true\"/>\n"
+            .into(),
+        "<recv response=\"200\" rtd=\"true\" rrs=\"true\"/>\n".into(),
+        in_dialog("ACK", 1),
+        pause(talk_ms),
+        in_dialog("BYE", 2).replace("<send>", "<send retrans=\"500\">"),
+        "<recv response=\"200\"/>\n".into(),
+    ]
+    .concat()
+}
+
+/// A stand-in hand-off webhook: answers 200 after `delay` and counts each
+/// delivery by its id (`X-Attendant-Delivery`).
+fn webhook_receiver(
+    delay: Duration,
+) -> (
+    SocketAddr,
+    Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let counted = hits.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let hits = counted.clone();
+            std::thread::spawn(move || {
+                let mut w = conn.try_clone().unwrap();
+                let mut r = BufReader::new(conn);
+                loop {
+                    let (mut len, mut id) = (0usize, String::new());
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let l = line.trim_end();
+                        if l.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = l.split_once(':') {
+                            match k.to_ascii_lowercase().as_str() {
+                                "content-length" => len = v.trim().parse().unwrap_or(0),
+                                "x-attendant-delivery" => id = v.trim().to_string(),
+                                _ => {}
+                            }
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(delay);
+                    if w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                        .is_err()
+                    {
+                        return;
+                    }
+                    *hits.lock().unwrap().entry(id).or_insert(0) += 1;
+                }
+            });
+        }
+    });
+    (addr, hits)
+}
+
+/// `n` hand-offs due now, named `prefix00`…, straight into the shared store.
+fn due_handoffs(url: &str, prefix: &str, n: usize) -> Vec<String> {
+    rt().block_on(async {
+        let store = attendant::store::Store::open(url).await.unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let id = format!("{prefix}{i:02}");
+            store
+                .save_handoff(&attendant::store::Handoff {
+                    call_id: id.clone(),
+                    packet: serde_json::json!({ "call_id": id }),
+                    created_ms: now,
+                    webhook_status: "pending".into(),
+                    next_attempt_ms: now,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            ids.push(id);
+        }
+        ids
+    })
+}
+
+fn answered(server: &ServerProcess) -> u64 {
+    let st: serde_json::Value = api_get(&format!("http://{}/sip", server.addr))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    st["calls_answered"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn kamailio_spreads_calls_over_two_nodes_fails_over_and_skips_a_draining_node() {
+    let _one = one_at_a_time();
+    // Both nodes share one store (SQLite here; PostgreSQL in production)
+    // and deliver hand-offs to one webhook.
+    let shared = tempfile::tempdir().unwrap().keep();
+    let store_url = format!("sqlite://{}", shared.join("cluster.db").display());
+    // Made (migrated, its data key written beside it) before the nodes
+    // start, as an operator does: nodes sharing a store share its keys.
+    rt().block_on(attendant::store::Store::open(&store_url))
+        .expect("the shared store");
+    let (hook, hits) = webhook_receiver(Duration::from_millis(40));
+    let env: Vec<(&'static str, String)> = vec![
+        ("ATTENDANT__STORE__URL", format!("\"{store_url}\"")),
+        (
+            "ATTENDANT__HANDOFF__WEBHOOK_URL",
+            format!("\"http://{hook}/handoff\""),
+        ),
+        ("ATTENDANT__HANDOFF__TIMEOUT_MS", "1000".into()),
+        ("ATTENDANT__HANDOFF__LEASE_MS", "3000".into()),
+        ("ATTENDANT__SERVER__DRAIN_TIMEOUT_MS", "20000".into()),
+        ("ATTENDANT__FOLLOWUP__TICK_MS", "200".into()),
+    ];
+    let b_env = env.clone();
+    let b_node = std::thread::spawn(move || {
+        let vars: Vec<(&str, &str)> = b_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        sip_node(&vars)
+    });
+    let vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (dir, mut a, a_udp) = sip_node(&vars);
+    let (_b_dir, mut b, b_udp) = b_node.join().unwrap();
+    let delivered = |ids: &[String]| {
+        let h = hits.lock().unwrap();
+        ids.iter().filter(|i| h.contains_key(*i)).count()
+    };
+    let wait_delivered = |ids: &[String], within: Duration| {
+        let until = Instant::now() + within;
+        while delivered(ids) < ids.len() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        delivered(ids)
+    };
+
+    // Work that must happen once: 30 hand-offs due at once, both nodes
+    // polling the shared store: each reaches the webhook exactly once.
+    let first = due_handoffs(&store_url, "CA-both-", 30);
+    assert_eq!(wait_delivered(&first, Duration::from_secs(20)), 30);
+    {
+        let h = hits.lock().unwrap();
+        let twice: Vec<_> = first.iter().filter(|i| h[*i] > 1).collect();
+        assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    }
+    let port = peer_port();
+    let proxy: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let _kamailio = Kamailio::start(&dir, port, &[a_udp, b_udp]);
+    // Both nodes answer their first probes.
+    std::thread::sleep(Duration::from_millis(2500));
+
+    // 12 calls through the proxy, 4 at a time: both nodes take calls.
+    let call = proxied_call(1500);
+    let t0 = Instant::now();
+    let (ok, out) = sipp_calls(&dir, proxy, "spread", &call, 12, 4);
+    assert!(ok, "calls through Kamailio failed:\n{out}");
+    let (on_a, on_b) = (answered(&a), answered(&b));
+    eprintln!(
+        "kamailio: 12 calls in {:.1} s, node A {on_a}, node B {on_b}",
+        t0.elapsed().as_secs_f64()
+    );
+    assert_eq!(on_a + on_b, 12);
+    assert!(
+        on_a >= 3 && on_b >= 3,
+        "calls were not spread: {on_a} / {on_b}"
+    );
+    // Node B answers for every call, node A's included: the records are
+    // written through to the shared store as the calls change them.
+    let ids: Vec<String> = api_get(&format!("http://{}/calls", b.addr))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(ids.len(), 12, "B lists both nodes' calls: {ids:?}");
+    for id in &ids {
+        let rec: serde_json::Value = api_get(&format!("http://{}/calls/{id}", b.addr))
+            .call()
+            .expect("node B answers for any node's call")
+            .into_json()
+            .unwrap();
+        assert_eq!(rec["channel"], "sip", "{rec}");
+        assert_ne!(rec["outcome"], "in_progress", "{rec}");
+    }
+
+    // Node A dies (kill -9) in the middle of deliveries: new calls go to
+    // B, none fails, and A's leased deliveries are B's once the lease ends.
+    let second = due_handoffs(&store_url, "CA-kill-", 40);
+    let until = Instant::now() + Duration::from_secs(10);
+    while delivered(&second) < 4 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    a.child.kill().unwrap();
+    let _ = a.child.wait();
+    let killed = Instant::now();
+    // When the last of A's deliveries reaches the webhook, measured while
+    // the calls below run.
+    let (watch_hits, watch_ids) = (hits.clone(), second.clone());
+    let all_delivered = std::thread::spawn(move || {
+        let until = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < until {
+            let h = watch_hits.lock().unwrap();
+            if watch_ids.iter().all(|i| h.contains_key(i)) {
+                return Some(killed.elapsed());
+            }
+            drop(h);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    });
+    let (ok, out) = sipp_calls(&dir, proxy, "failover", &call, 8, 2);
+    assert!(ok, "calls failed after node A died:\n{out}");
+    let took = killed.elapsed();
+    assert_eq!(answered(&b), on_b + 8, "the survivor took every new call");
+    eprintln!(
+        "kamailio: node A killed; 8 calls, 0 failed, all on B, in {:.1} s",
+        took.as_secs_f64()
+    );
+    assert_eq!(
+        ureq::get(&format!("http://{}/readyz", b.addr))
+            .call()
+            .unwrap()
+            .status(),
+        200
+    );
+    let recovered = all_delivered.join().unwrap();
+    assert_eq!(
+        delivered(&second),
+        40,
+        "A's leased deliveries were taken over"
+    );
+    let redelivered = {
+        let h = hits.lock().unwrap();
+        second.iter().filter(|i| h[*i] > 1).count()
+    };
+    eprintln!(
+        "kamailio: 40 hand-offs, node A killed mid-way: all delivered {:.1} s after the kill, {redelivered} twice",
+        recovered.unwrap_or_default().as_secs_f64()
+    );
+    // At most the one A was sending when it died (the receiver answered,
+    // A never recorded it): deliveries carry their id for that.
+    assert!(redelivered <= 1, "{redelivered} delivered twice");
+
+    // B drains (SIGTERM) with a live call: its probes and new calls get
+    // 503, so the proxy has nowhere to send a new caller and says so; the
+    // live call goes on to its end and B exits 0.
+    let live_dir = dir.clone();
+    let long = proxied_call(5000);
+    let live = std::thread::spawn(move || sipp_calls(&live_dir, proxy, "live", &long, 1, 1));
+    std::thread::sleep(Duration::from_millis(1500));
+    let term = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &b.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(Duration::from_millis(300));
+    let ready = ureq::get(&format!("http://{}/readyz", b.addr)).call();
+    assert!(
+        matches!(ready, Err(ureq::Error::Status(503, _))),
+        "{ready:?}"
+    );
+    let live_ok = ureq::get(&format!("http://{}/livez", b.addr))
+        .call()
+        .unwrap()
+        .status();
+    assert_eq!(live_ok, 200, "draining is alive, just not ready");
+    let refused = [
+        invite_msg("PCMU", 0, "[media_port]", 1, false),
+        "<recv response=\"100\" optional=\"true\"/>\n<recv response=\"503\"/>\n".to_string(),
+        ack_msg(1),
+    ]
+    .concat();
+    let (ok, out) = sipp_calls(&dir, proxy, "refused", &refused, 1, 1);
+    assert!(
+        ok,
+        "a new call during the drain was not refused with 503:\n{out}"
+    );
+    let (ok, out) = live.join().unwrap();
+    assert!(ok, "the live call did not finish:\n{out}");
+    let status = b.child.wait().unwrap();
+    assert!(status.success(), "node B exited {status:?}");
+    eprintln!(
+        "kamailio: node B drained with a live call in {:.1} s, exit 0",
+        term.elapsed().as_secs_f64()
+    );
+}
