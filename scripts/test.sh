@@ -8,10 +8,13 @@ cargo fmt --all -- --check
 cargo build --release --locked
 audio-fixtures/make.sh target/release/attendant
 cargo clippy --release --locked --all-targets -- -D warnings
-cargo test --release --locked -- --test-threads 2
+# A local PostgreSQL: the cluster test's nodes share a database on it, and
+# the database-backed tests run on it again below.
+pg_url="$(scripts/postgres.sh)"
+CLUSTER_DATABASE_URL="$pg_url" cargo test --release --locked -- --test-threads 2
 # The database-backed tests again on PostgreSQL (each test gets its own
 # database on it): the store, every agent conversation test, the scenarios.
-DATABASE_URL="$(scripts/postgres.sh)"
+DATABASE_URL="$pg_url"
 export DATABASE_URL
 cargo test --release --locked --lib store::
 cargo test --release --locked --test agents every_demo_agent

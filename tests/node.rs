@@ -763,10 +763,18 @@ fn answered(server: &ServerProcess) -> u64 {
 #[test]
 fn kamailio_spreads_calls_over_two_nodes_fails_over_and_skips_a_draining_node() {
     let _one = one_at_a_time();
-    // Both nodes share one store (SQLite here; PostgreSQL in production)
-    // and deliver hand-offs to one webhook.
+    // Both nodes share one store — a database of its own on the PostgreSQL
+    // `CLUSTER_DATABASE_URL` names (scripts/test.sh starts one), else one
+    // SQLite file — and deliver hand-offs to one webhook.
     let shared = tempfile::tempdir().unwrap().keep();
-    let store_url = format!("sqlite://{}", shared.join("cluster.db").display());
+    let pg = std::env::var("CLUSTER_DATABASE_URL").unwrap_or_default();
+    let store_url = rt()
+        .block_on(attendant::store::scratch_url_on(&pg, &shared))
+        .expect("a database for the cluster");
+    eprintln!(
+        "kamailio: nodes share {}",
+        store_url.split(':').next().unwrap_or_default()
+    );
     // Made (migrated, its data key written beside it) before the nodes
     // start, as an operator does: nodes sharing a store share its keys.
     rt().block_on(attendant::store::Store::open(&store_url))

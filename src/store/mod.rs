@@ -395,6 +395,13 @@ fn outbox_of(r: &AnyRow) -> Result<OutboxMessage> {
 /// on it (so parallel tests and earlier runs never see each other's rows).
 pub async fn scratch_url(dir: &Path) -> Result<String> {
     let base = std::env::var("DATABASE_URL").unwrap_or_default();
+    scratch_url_on(&base, dir).await
+}
+
+/// A database of its own on the PostgreSQL server `base` names, or a fresh
+/// SQLite file under `dir` when `base` is not a PostgreSQL URL.
+pub async fn scratch_url_on(base: &str, dir: &Path) -> Result<String> {
+    let base = base.to_string();
     if !(base.starts_with("postgres://") || base.starts_with("postgresql://")) {
         return Ok(format!("sqlite://{}", dir.join("attendant.db").display()));
     }
