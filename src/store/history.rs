@@ -218,18 +218,7 @@ impl Store {
         now: i64,
         lease_ms: i64,
     ) -> Result<Vec<Handoff>> {
-        let rows = sqlx::query(&format!(
-            "UPDATE handoffs SET lease_owner = $1, lease_until_ms = $2 WHERE call_id IN (\
-             SELECT call_id FROM handoffs WHERE webhook_status = 'pending' \
-             AND next_attempt_ms <= $3 AND (lease_until_ms IS NULL OR lease_until_ms <= $3) \
-             ORDER BY next_attempt_ms LIMIT 20{}) RETURNING *",
-            self.skip_locked()
-        ))
-        .bind(owner)
-        .bind(now + lease_ms)
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = self.lease(&HANDOFF_WORK, owner, now, lease_ms).await?;
         let mut due: Vec<Handoff> = rows
             .iter()
             .map(|r| handoff_of(&self.keys, r))

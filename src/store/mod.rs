@@ -420,6 +420,30 @@ pub async fn scratch_url_on(base: &str, dir: &Path) -> Result<String> {
     Ok(url.to_string())
 }
 
+/// A table of work that nodes sharing the store lease before doing it.
+pub(crate) struct LeasedWork {
+    table: &'static str,
+    key: &'static str,
+    /// The column that is 'pending' while the work is not done.
+    status: &'static str,
+    /// Oldest first by this column.
+    order: &'static str,
+}
+
+pub(crate) const HANDOFF_WORK: LeasedWork = LeasedWork {
+    table: "handoffs",
+    key: "call_id",
+    status: "webhook_status",
+    order: "next_attempt_ms",
+};
+
+const OUTBOX_WORK: LeasedWork = LeasedWork {
+    table: "outbox",
+    key: "id",
+    status: "status",
+    order: "created_ms",
+};
+
 /// A connection pool plus the runtime it lives on.
 #[derive(Clone)]
 pub struct Store {
@@ -780,31 +804,46 @@ impl Store {
         now: i64,
         lease_ms: i64,
     ) -> Result<Vec<OutboxMessage>> {
-        let rows = sqlx::query(&format!(
-            "UPDATE outbox SET lease_owner = $1, lease_until_ms = $2 WHERE id IN (\
-             SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_ms <= $3 \
-             AND (lease_until_ms IS NULL OR lease_until_ms <= $3) \
-             ORDER BY created_ms LIMIT 20{}) RETURNING *",
-            self.skip_locked()
-        ))
-        .bind(owner)
-        .bind(now + lease_ms)
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = self.lease(&OUTBOX_WORK, owner, now, lease_ms).await?;
         let mut due: Vec<OutboxMessage> = rows.iter().map(outbox_of).collect::<Result<_>>()?;
         due.sort_by_key(|m| m.created_ms);
         Ok(due)
     }
 
-    /// Row locking for a lease's SELECT: PostgreSQL nodes skip rows another
-    /// node is leasing right now; SQLite (one writer) needs none.
-    pub(crate) fn skip_locked(&self) -> &'static str {
-        if self.url_kind == "postgres" {
+    /// Leases up to 20 pending, due, unleased rows of `work`'s table to `owner` until `now + lease_ms`, in one
+    /// statement; returns them. PostgreSQL nodes skip rows another node is
+    /// leasing at this instant (`FOR UPDATE SKIP LOCKED`); SQLite has one
+    /// writer.
+    pub(crate) async fn lease(
+        &self,
+        work: &LeasedWork,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<AnyRow>> {
+        let LeasedWork {
+            table,
+            key,
+            status,
+            order,
+        } = work;
+        let skip = if self.url_kind == "postgres" {
             " FOR UPDATE SKIP LOCKED"
         } else {
             ""
-        }
+        };
+        let sql = format!(
+            "UPDATE {table} SET lease_owner = $1, lease_until_ms = $2 WHERE {key} IN (\
+             SELECT {key} FROM {table} WHERE {status} = 'pending' AND next_attempt_ms <= $3 \
+             AND (lease_until_ms IS NULL OR lease_until_ms <= $3) \
+             ORDER BY {order} LIMIT 20{skip}) RETURNING *"
+        );
+        Ok(sqlx::query(&sql)
+            .bind(owner)
+            .bind(now + lease_ms)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     pub async fn outbox(&self) -> Result<Vec<OutboxMessage>> {
