@@ -604,7 +604,7 @@ fn sipp_calls(
             "-l",
             &at_once.to_string(),
         ])
-        .args(["-r", "4", "-t", "u1"])
+        .args(["-r", "10", "-t", "u1"])
         .args(["-cid_str", &format!("{name}-%u@%s")])
         .args(["-i", "127.0.0.1", "-p", &peer_port().to_string()])
         .args(["-mp", &peer_port().to_string()])
@@ -634,8 +634,9 @@ fn sipp_calls(
 }
 
 /// A caller behind a proxy, as a real UA does it: the dialog's ACK and BYE
-/// go to the node's Contact along the Record-Route the proxy put in.
-fn proxied_call(talk_ms: u64) -> String {
+/// go to the node's Contact along the Record-Route the proxy put in. With
+/// `speech`, they say it (RTP from the pcap) while on the line.
+fn proxied_call(talk_ms: u64, speech: Option<&std::path::Path>) -> String {
     let in_dialog = |method: &str, cseq: u32| {
         format!(
             r#"<send><![CDATA[
@@ -658,6 +659,7 @@ Content-Length: 0
             .into(),
         "<recv response=\"200\" rtd=\"true\" rrs=\"true\"/>\n".into(),
         in_dialog("ACK", 1),
+        speech.map(play).unwrap_or_default(),
         pause(talk_ms),
         in_dialog("BYE", 2).replace("<send>", "<send retrans=\"500\">"),
         "<recv response=\"200\"/>\n".into(),
@@ -827,18 +829,22 @@ fn kamailio_spreads_calls_over_two_nodes_fails_over_and_skips_a_draining_node() 
     std::thread::sleep(Duration::from_millis(2500));
 
     // 12 calls through the proxy, 4 at a time: both nodes take calls.
-    let call = proxied_call(1500);
+    // Callers who ask a question (real RTP both ways) and hang up.
+    let question = dir.join("question.pcap");
+    speech_pcap(&fixture("faq_hours.wav"), 0, &question);
+    let asking = proxied_call(3000, Some(&question));
+    let call = proxied_call(1500, None);
     let t0 = Instant::now();
-    let (ok, out) = sipp_calls(&dir, proxy, "spread", &call, 12, 4);
+    let (ok, out) = sipp_calls(&dir, proxy, "spread", &asking, 50, 8);
     assert!(ok, "calls through Kamailio failed:\n{out}");
     let (on_a, on_b) = (answered(&a), answered(&b));
     eprintln!(
-        "kamailio: 12 calls in {:.1} s, node A {on_a}, node B {on_b}",
+        "kamailio: 50 calls with speech in {:.1} s, node A {on_a}, node B {on_b}",
         t0.elapsed().as_secs_f64()
     );
-    assert_eq!(on_a + on_b, 12);
+    assert_eq!(on_a + on_b, 50);
     assert!(
-        on_a >= 3 && on_b >= 3,
+        on_a >= 20 && on_b >= 20,
         "calls were not spread: {on_a} / {on_b}"
     );
     // Node B answers for every call, node A's included: the records are
@@ -848,15 +854,24 @@ fn kamailio_spreads_calls_over_two_nodes_fails_over_and_skips_a_draining_node() 
         .unwrap()
         .into_json()
         .unwrap();
-    assert_eq!(ids.len(), 12, "B lists both nodes' calls: {ids:?}");
+    assert_eq!(ids.len(), 50, "B lists both nodes' calls: {ids:?}");
+    // Each with its final outcome, once its node has written it (the
+    // writer runs beside the calls, so the last hang-ups take a moment).
     for id in &ids {
-        let rec: serde_json::Value = api_get(&format!("http://{}/calls/{id}", b.addr))
-            .call()
-            .expect("node B answers for any node's call")
-            .into_json()
-            .unwrap();
-        assert_eq!(rec["channel"], "sip", "{rec}");
-        assert_ne!(rec["outcome"], "in_progress", "{rec}");
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let rec: serde_json::Value = api_get(&format!("http://{}/calls/{id}", b.addr))
+                .call()
+                .expect("node B answers for any node's call")
+                .into_json()
+                .unwrap();
+            assert_eq!(rec["channel"], "sip", "{rec}");
+            if rec["outcome"] != "in_progress" {
+                break;
+            }
+            assert!(Instant::now() < until, "never ended in the store: {rec}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     // Node A dies (kill -9) in the middle of deliveries: new calls go to
@@ -921,7 +936,7 @@ fn kamailio_spreads_calls_over_two_nodes_fails_over_and_skips_a_draining_node() 
     // 503, so the proxy has nowhere to send a new caller and says so; the
     // live call goes on to its end and B exits 0.
     let live_dir = dir.clone();
-    let long = proxied_call(5000);
+    let long = proxied_call(5000, None);
     let live = std::thread::spawn(move || sipp_calls(&live_dir, proxy, "live", &long, 1, 1));
     std::thread::sleep(Duration::from_millis(1500));
     let term = Instant::now();
