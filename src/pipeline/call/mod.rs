@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 mod core;
 mod human;
 mod listen;
+mod reply;
 #[cfg(test)]
 mod tests;
 
