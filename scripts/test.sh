@@ -11,6 +11,10 @@ cargo clippy --release --locked --all-targets -- -D warnings
 # A local PostgreSQL: the cluster test's nodes share a database on it, and
 # the database-backed tests run on it again below.
 pg_url="$(scripts/postgres.sh)"
+if [[ ! $pg_url =~ ^postgres://[^[:space:]]+$ ]]; then
+  echo "scripts/postgres.sh gave no PostgreSQL URL: [$pg_url]" >&2
+  exit 1
+fi
 CLUSTER_DATABASE_URL="$pg_url" cargo test --release --locked -- --test-threads 2
 # The database-backed tests again on PostgreSQL (each test gets its own
 # database on it): the store, every agent conversation test, the scenarios.

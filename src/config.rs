@@ -52,6 +52,11 @@ pub struct Config {
 pub struct ServerConfig {
     pub listen: String,
     pub public_url: String,
+    /// Where the other nodes sharing the store reach this node's HTTP API
+    /// (an agent on another node takes this node's callers through it).
+    /// Empty: `http://` + the listen address, or this host's name when
+    /// listening on every address.
+    pub node_url: String,
     pub models_dir: PathBuf,
     pub keep_calls: usize,
     pub slow_reply_ms: u64,
@@ -70,6 +75,7 @@ impl Default for ServerConfig {
         Self {
             listen: "127.0.0.1:8080".into(),
             public_url: String::new(),
+            node_url: String::new(),
             models_dir: "models".into(),
             keep_calls: 1000,
             slow_reply_ms: 0,
@@ -186,6 +192,9 @@ pub struct DialogueConfig {
     /// Further agent folders loaded beside `agent`, chosen per call (SIP
     /// dialled-number routes add theirs here).
     pub extra_agents: Vec<String>,
+    /// How often the server asks the store which version of `agent` to
+    /// serve (`attendant agent retrain` / `rollback` change it).
+    pub version_check_ms: u64,
 }
 
 fn merge(base: &mut toml::Value, over: toml::Value) {
@@ -306,6 +315,10 @@ impl Config {
         if self.asr.workers == 0 || self.tts.workers == 0 {
             return bad("asr.workers and tts.workers must be at least 1".into());
         }
+        // Each check is a store query on every node: no busy loop.
+        if self.dialogue.version_check_ms < 100 {
+            return bad("dialogue.version_check_ms must be at least 100".into());
+        }
         Ok(())
     }
 }
@@ -313,6 +326,16 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_version_check_every_instant_is_refused() {
+        let vars = vec![(
+            "ATTENDANT__DIALOGUE__VERSION_CHECK_MS".to_string(),
+            "0".to_string(),
+        )];
+        let e = Config::load(None, vars).unwrap_err().to_string();
+        assert!(e.contains("version_check_ms"), "{e}");
+    }
 
     #[test]
     fn embedded_defaults_load() {

@@ -9,8 +9,11 @@ use clap::{Parser, Subcommand};
 
 use attendant::client::{self, audio, CallOptions, Script};
 use attendant::config::Config;
+use attendant::learn::cli::open_configured_store;
 use attendant::loadtest;
-use attendant::store::Store;
+
+mod eval_cmd;
+use eval_cmd::EvalCmd;
 
 #[derive(Parser)]
 #[command(
@@ -169,6 +172,33 @@ enum Cmd {
         #[arg(long, env = "ATTENDANT_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// The review queue: stored turns the bot did not understand, was unsure
+    /// of, asked again or escalated, grouped by what callers said (biggest
+    /// group first) — what callers ask that the agent cannot answer yet.
+    Review {
+        #[command(subcommand)]
+        label: Option<attendant::learn::cli::ReviewCmd>,
+        /// Turns this alike (cosine of their embeddings) share a group.
+        #[arg(long, default_value_t = 0.75)]
+        similarity: f32,
+        /// Only calls of the last N days (0: every call stored).
+        #[arg(long, default_value_t = attendant::learn::QUEUE_DAYS)]
+        days: u32,
+        /// Show this many groups.
+        #[arg(long, default_value_t = 20)]
+        top: usize,
+        /// Also write every group as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[arg(long, env = "ATTENDANT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Versions of an agent learned from labelled calls: retrain behind an
+    /// evaluation gate, list, roll back.
+    Agent {
+        #[command(subcommand)]
+        what: attendant::learn::cli::AgentCmd,
+    },
     /// Talk to an agent in text: intent, slots, sentiment and action per turn.
     Chat {
         #[arg(long, default_value = "agents/bank")]
@@ -213,33 +243,6 @@ enum Cmd {
         wav: PathBuf,
         #[arg(long, env = "ATTENDANT_CONFIG")]
         config: Option<PathBuf>,
-    },
-}
-
-#[derive(Subcommand)]
-enum EvalCmd {
-    /// Intent accuracy, macro-F1, out-of-scope precision/recall and latency.
-    Nlu {
-        /// Agent directory whose intents are evaluated.
-        #[arg(long, conflicts_with = "train")]
-        agent: Option<PathBuf>,
-        /// Build a throwaway agent from this labelled CSV (text,category).
-        #[arg(long)]
-        train: Option<PathBuf>,
-        /// Labelled CSV to test on (text,category).
-        #[arg(long)]
-        test: PathBuf,
-        /// Use only the first K training examples of each category.
-        #[arg(long)]
-        shots: Option<usize>,
-        /// Out-of-scope threshold on the top intent probability.
-        #[arg(long, default_value_t = 0.0)]
-        threshold: f32,
-        /// Write the report as JSON.
-        #[arg(long)]
-        json: Option<PathBuf>,
-        #[arg(long, default_value = "models")]
-        models_dir: PathBuf,
     },
 }
 
@@ -636,23 +639,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Token { what } => token_cmd(what).await,
+        Cmd::Review {
+            label: Some(attendant::learn::cli::ReviewCmd::Label(a)),
+            ..
+        } => attendant::learn::cli::label(a).await,
+        Cmd::Review {
+            label: None,
+            similarity,
+            days,
+            top,
+            json,
+            config,
+        } => attendant::learn::cli::review(config, similarity, days, top, json).await,
+        Cmd::Agent { what } => attendant::learn::cli::agent(what).await,
         Cmd::User { what } => user_cmd(what).await,
-        Cmd::Eval { what } => match what {
-            EvalCmd::Nlu {
-                agent,
-                train,
-                test,
-                shots,
-                threshold,
-                json,
-                models_dir,
-            } => {
-                tokio::task::spawn_blocking(move || {
-                    eval_nlu(agent, train, test, shots, threshold, json, models_dir)
-                })
-                .await?
-            }
-        },
+        Cmd::Eval { what } => eval_cmd::run(what).await,
         Cmd::Transcribe { wav, config } => {
             let cfg = Config::load(config.as_deref(), std::env::vars())?;
             let (pcm, rate) = audio::read_wav(&wav)?;
@@ -664,44 +665,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-fn eval_nlu(
-    agent: Option<PathBuf>,
-    train: Option<PathBuf>,
-    test: PathBuf,
-    shots: Option<usize>,
-    threshold: f32,
-    json: Option<PathBuf>,
-    models_dir: PathBuf,
-) -> anyhow::Result<()> {
-    use attendant::nlu::{embed::Embedder, eval, intent::IntentModel};
-    use std::sync::Arc;
-    let embedder = Arc::new(Embedder::load(&models_dir.join("nlu/all-MiniLM-L6-v2"))?);
-    let model = match (agent, train) {
-        (Some(dir), None) => {
-            let agent = attendant::agent::Agent::load(&dir)?;
-            agent.build_intent_model(embedder)?
-        }
-        (None, Some(csv)) => {
-            let mut data = eval::read_csv(&csv)?;
-            if let Some(k) = shots {
-                data = eval::first_k_per_category(&data, k);
-            }
-            let ex: Vec<(String, String)> =
-                data.into_iter().map(|d| (d.text, d.category)).collect();
-            eprintln!("training on {} examples", ex.len());
-            IntentModel::train(embedder, &ex, threshold)?
-        }
-        _ => bail!("give --agent DIR or --train CSV"),
-    };
-    let test = eval::read_csv(&test)?;
-    let report = eval::evaluate(&model, &test)?;
-    eval::print_report(&report);
-    if let Some(p) = json {
-        std::fs::write(&p, serde_json::to_string_pretty(&report)?)?;
-    }
-    Ok(())
 }
 
 fn print_turn(t: &attendant::dialogue::manager::TurnTrace, call: &[String]) {
@@ -833,12 +796,6 @@ fn chat(
         }
     }
     Ok(())
-}
-
-async fn open_configured_store(config: Option<&std::path::Path>) -> anyhow::Result<Store> {
-    let cfg = Config::load(config, std::env::vars())?;
-    let keys = attendant::store::Keyring::for_store(&cfg.store.url, &cfg.store.key_file)?;
-    Ok(Store::open_with(&cfg.store.url, keys).await?)
 }
 
 async fn token_cmd(what: TokenCmd) -> anyhow::Result<()> {

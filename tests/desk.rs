@@ -26,7 +26,7 @@ fn desk_agent() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap().keep().join("bank");
-        copy_dir(&repo().join("agents/bank"), &dir);
+        common::copy_dir(&repo().join("agents/bank"), &dir);
         let toml = dir.join("agent.toml");
         let text = std::fs::read_to_string(&toml).unwrap();
         assert!(text.contains("default = \"queue:general\""));
@@ -37,19 +37,6 @@ fn desk_agent() -> &'static Path {
         .unwrap();
         dir
     })
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
 }
 
 struct DeskServer {
@@ -119,18 +106,44 @@ fn speech(path: &Path) -> Vec<f32> {
     }
 }
 
+/// The agent heard the caller ask about opening hours; the caller heard the
+/// agent's recording (`agent_rel` under the shared speech) after asking.
+fn heard_both_ways(
+    agent: &attendant::client::CallReport,
+    caller: &attendant::client::CallReport,
+    agent_rel: &str,
+) {
+    let heard_by_agent = transcribe(&agent.bot_audio).to_lowercase();
+    assert!(
+        words_found("What are your opening hours on Saturday?", &heard_by_agent) >= 0.6,
+        "the agent heard: {heard_by_agent}"
+    );
+    let asked_end = *caller.step_ends.last().expect("the caller spoke") as usize * 8;
+    let after = &caller.bot_audio[asked_end.min(caller.bot_audio.len())..];
+    let heard_by_caller = transcribe(after).to_lowercase();
+    let expected = manifest_transcript(agent_rel);
+    assert!(
+        words_found(&expected, &heard_by_caller) >= 0.6,
+        "the caller heard: {heard_by_caller} (agent said: {expected})"
+    );
+}
+
 /// The desk's live feed, read as a signed-in client would (SSE).
 fn follow_feed(http: SocketAddr) -> mpsc::Receiver<serde_json::Value> {
+    follow(api_get(&format!("http://{http}/desk/events")))
+}
+
+fn follow(req: ureq::Request) -> mpsc::Receiver<serde_json::Value> {
     let (tx, rx) = mpsc::channel();
-    let r = api_get(&format!("http://{http}/desk/events"))
-        .call()
-        .expect("desk feed");
+    let r = req.call().expect("desk feed");
     assert_eq!(r.content_type(), "text/event-stream");
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(r.into_reader()).lines() {
             let Ok(line) = line else { return };
             if let Some(data) = line.strip_prefix("data:") {
-                if let Ok(v) = serde_json::from_str(data.trim()) {
+                if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(data.trim()) {
+                    // When this side heard of it.
+                    v["_heard_unix_ms"] = attendant::store::now_ms().into();
                     if tx.send(v).is_err() {
                         return;
                     }
@@ -207,20 +220,7 @@ fn a_browser_caller_waits_at_the_desk_and_talks_to_the_agent_who_takes_the_call(
 
     // Audio both ways: the agent heard the caller's question, the caller
     // heard the agent's answer after their question.
-    let heard_by_agent = transcribe(&agent.bot_audio).to_lowercase();
-    let asked = "What are your opening hours on Saturday?";
-    assert!(
-        words_found(asked, &heard_by_agent) >= 0.6,
-        "the agent heard: {heard_by_agent}"
-    );
-    let asked_end = *caller.step_ends.last().expect("the caller spoke") as usize * 8;
-    let after = &caller.bot_audio[asked_end.min(caller.bot_audio.len())..];
-    let heard_by_caller = transcribe(after).to_lowercase();
-    let expected = manifest_transcript(agent_rel);
-    assert!(
-        words_found(&expected, &heard_by_caller) >= 0.6,
-        "the caller heard: {heard_by_caller} (agent said: {expected})"
-    );
+    heard_both_ways(&agent, &caller, agent_rel);
 
     // The agent hung up: the caller's call ended with them, recorded as a
     // human's call with its wait and talk times.
@@ -577,4 +577,206 @@ fn an_agent_returns_the_caller_to_the_bot() {
             .contains("returned the caller"),
         "{row}"
     );
+}
+
+/// Signs `user` in at `http`: their session cookie.
+fn sign_in(http: SocketAddr, user: &str, password: &str) -> String {
+    let r = ureq::post(&format!("http://{http}/auth/login"))
+        .send_json(serde_json::json!({ "user": user, "password": password }))
+        .expect("sign-in");
+    let set = r.header("set-cookie").expect("a session cookie");
+    set.split(';').next().unwrap().to_string()
+}
+
+/// Two nodes sharing one PostgreSQL store (scripts/test.sh provides one as
+/// `CLUSTER_DATABASE_URL`): Alice has the desk open on node B; a caller on
+/// node A asks for a person. A lets the caller wait because Alice (on B)
+/// serves the queue; B's page shows the caller as soon as A does; the agent
+/// takes the call through B, which passes the take to A, and the two talk
+/// (each side's audio transcribed); the record, read from B, is a human's.
+#[test]
+fn an_agent_on_one_node_takes_a_caller_waiting_on_another() {
+    let pg = std::env::var("CLUSTER_DATABASE_URL").unwrap_or_default();
+    if pg.is_empty() {
+        eprintln!("skipped: no CLUSTER_DATABASE_URL (scripts/test.sh starts a PostgreSQL)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap().keep();
+    let url = rt()
+        .block_on(attendant::store::scratch_url_on(&pg, &dir))
+        .unwrap();
+    rt().block_on(async {
+        let store = attendant::store::Store::open(&url).await.unwrap();
+        let hash = attendant::server::auth::hash_password(AGENT_PASSWORD).unwrap();
+        store.put_user(AGENT_USER, "agent", &hash).await.unwrap();
+    });
+    let node = |url: String| {
+        std::thread::spawn(move || {
+            let agent = format!("\"{}\"", desk_agent().display());
+            start_server(config(&[
+                ("ATTENDANT__DIALOGUE__AGENT", &agent),
+                ("ATTENDANT__STORE__URL", &format!("\"{url}\"")),
+                ("ATTENDANT__DESK__QUEUES", "{ general = [\"alice\"] }"),
+            ]))
+        })
+    };
+    let (a, b) = (node(url.clone()), node(url.clone()));
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+
+    // Alice opens the desk on B (her own session, not a token).
+    let alice = sign_in(b, AGENT_USER, AGENT_PASSWORD);
+    let feed = follow(ureq::get(&format!("http://{b}/desk/events")).set("cookie", &alice));
+    let t_online = Instant::now();
+    let deadline = t_online + Duration::from_secs(30);
+    loop {
+        let st: serde_json::Value = api_get(&format!("http://{a}/desk/state"))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
+        if st["online"]
+            .as_array()
+            .is_some_and(|o| o.contains(&"alice".into()))
+        {
+            break;
+        }
+        if Instant::now() >= deadline {
+            // What each side and the shared table say, to tell a node that
+            // did not publish from one that did not read.
+            let on_b: serde_json::Value = api_get(&format!("http://{b}/desk/state"))
+                .call()
+                .unwrap()
+                .into_json()
+                .unwrap();
+            let now = attendant::store::now_ms();
+            let (rows, fresh) = rt().block_on(async {
+                let s = attendant::store::Store::open(&url).await.unwrap();
+                let all = s.node_rows(0, "").await.unwrap();
+                (all, s.node_rows(now - 5_000, "").await.unwrap().len())
+            });
+            panic!("node A never saw Alice: A {st}; B {on_b}; rows ({fresh} fresh): {rows:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Normally one row write and one read (≤ 1 s each).
+    eprintln!("node A saw Alice (on B) after {:?}", t_online.elapsed());
+
+    let question = speech(&fixture("faq_hours.wav"));
+    let agent_rel = "cmu/cards/005.wav";
+    let agent_says = speech(&shared().join("speech").join(agent_rel));
+    let caller = std::thread::spawn(move || {
+        rt().block_on(webrtc::run_call(webrtc_line(
+            a,
+            vec![Step::Dtmf("0".into()), Step::Say(question)],
+            1000,
+            90,
+        )))
+        .expect("caller")
+    });
+    let on_a = waiting_call(a, "webrtc", Duration::from_secs(40));
+    let w = waiting_call(b, "webrtc", Duration::from_secs(5));
+    let id = w["call_id"].as_str().unwrap().to_string();
+    assert_eq!(on_a["call_id"], id.as_str());
+    assert_eq!(w["queue"], "general");
+    // Alice's page on B was told as it happened.
+    let waiting_event = loop {
+        let e = feed
+            .recv_timeout(Duration::from_secs(5))
+            .expect("Alice's feed on B never showed the caller");
+        if e["call_id"] == id.as_str() && e["type"] == "waiting" {
+            break e;
+        }
+    };
+    assert_eq!(waiting_event["queue"], "general");
+    // From A putting the caller on hold to Alice's page on B hearing of it.
+    // Only A's NOTIFY puts the event on B's feed (rows update the state,
+    // not the feed); it is one database round trip, tens of ms when idle.
+    // The bound leaves room for a loaded 2-core machine running the call's
+    // speech models beside PostgreSQL.
+    let seen_ms = waiting_event["_heard_unix_ms"].as_i64().unwrap()
+        - waiting_event["since_unix_ms"].as_i64().unwrap();
+    eprintln!("B heard of A's caller {seen_ms} ms after A put it on hold");
+    assert!(seen_ms < 1500, "B heard of A's caller {seen_ms} ms later");
+    // The context card is in the shared store.
+    let card: serde_json::Value = api_get(&format!("http://{b}/calls/{id}/handoff"))
+        .call()
+        .expect("hand-off packet from B")
+        .into_json()
+        .unwrap();
+    assert_eq!(card["target"], "desk:general", "{card}");
+    std::thread::sleep(Duration::from_millis(1000));
+
+    // The agent takes the call through B; the take runs on A.
+    let t0 = Instant::now();
+    let agent_id = id.clone();
+    let agent = std::thread::spawn(move || {
+        rt().block_on(webrtc::run_agent(
+            webrtc_line(b, vec![Step::Say(agent_says)], 1500, 60),
+            &agent_id,
+        ))
+        .expect("agent")
+    });
+    // B shows the call as talking; Alice (signed in on B, not on this call)
+    // cannot give it back: her request reaches A with her session, and A
+    // says it is not hers (403, not 401).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st: serde_json::Value = api_get(&format!("http://{b}/desk/state"))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
+        let talking = st["talking"].as_array().unwrap();
+        if talking.iter().any(|t| t[0]["call_id"] == id.as_str()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B never showed the call taken: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let not_hers = ureq::post(&format!("http://{b}/desk/calls/{id}/return"))
+        .set("cookie", &alice)
+        .call()
+        .unwrap_err();
+    assert!(
+        matches!(not_hers, ureq::Error::Status(403, _)),
+        "{not_hers:?}"
+    );
+    let agent = agent.join().unwrap();
+    let caller = caller.join().unwrap();
+    let connect = agent.connect_ms.expect("the agent's leg never came up");
+    eprintln!(
+        "desk across nodes: caller on A shown on B within {seen_ms} ms of A; \
+         take through B → agent leg up in {connect} ms; call {} s",
+        t0.elapsed().as_secs()
+    );
+    heard_both_ways(&agent, &caller, agent_rel);
+
+    // Read from B: a human's call, handled on A.
+    let rec = ended_record(b, &id);
+    assert_eq!(rec.outcome, "handled_by_agent", "{rec:?}");
+    let h = rec.human.expect("the desk part of the record");
+    assert_eq!(h.agent.as_deref(), Some("admin (configured)"));
+    assert!(h.take_to_audio_ms.is_some(), "{h:?}");
+    // Alice's page saw the take and the end; nobody waits on either node.
+    let mut kinds = Vec::new();
+    while let Ok(e) = feed.recv_timeout(Duration::from_millis(1500)) {
+        if e["call_id"] == id.as_str() {
+            kinds.push(e["type"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    for k in ["taken", "left"] {
+        assert!(kinds.iter().any(|x| x == k), "no {k} event on B: {kinds:?}");
+    }
+    for node in [a, b] {
+        let st: serde_json::Value = api_get(&format!("http://{node}/desk/state"))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
+        assert!(st["waiting"].as_array().unwrap().is_empty(), "{st}");
+        assert!(st["talking"].as_array().unwrap().is_empty(), "{st}");
+    }
 }

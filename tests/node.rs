@@ -711,9 +711,23 @@ fn webhook_receiver(
                     if r.read_exact(&mut body).is_err() {
                         return;
                     }
+                    // A message to Twilio's API (no delivery id): its text.
+                    if id.is_empty() {
+                        let form = String::from_utf8_lossy(&body).to_string();
+                        id = form
+                            .split('&')
+                            .find_map(|kv| kv.strip_prefix("Body="))
+                            .unwrap_or_default()
+                            .to_string();
+                    }
                     std::thread::sleep(delay);
-                    if w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-                        .is_err()
+                    let answer = r#"{"sid":"SM0123","status":"queued"}"#;
+                    let head = format!(
+                        "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                        answer.len()
+                    );
+                    if w.write_all(head.as_bytes()).is_err()
+                        || w.write_all(answer.as_bytes()).is_err()
                     {
                         return;
                     }
@@ -747,6 +761,37 @@ fn due_handoffs(url: &str, prefix: &str, n: usize) -> Vec<String> {
                 })
                 .await
                 .unwrap();
+            ids.push(id);
+        }
+        ids
+    })
+}
+
+/// `n` text messages due now, their text `prefix00`…, straight into the
+/// shared store's outbox.
+fn due_messages(url: &str, prefix: &str, n: usize) -> Vec<String> {
+    rt().block_on(async {
+        let store = attendant::store::Store::open(url).await.unwrap();
+        let now = attendant::store::now_ms();
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let id = format!("{prefix}{i:02}");
+            let queued = store
+                .enqueue(&attendant::store::OutboxMessage {
+                    id: id.clone(),
+                    dedupe_key: id.clone(),
+                    customer_id: "C-1001".into(),
+                    channel: "sms".into(),
+                    recipient: "+15555550101".into(),
+                    body: id.clone(),
+                    status: "pending".into(),
+                    next_attempt_ms: now,
+                    created_ms: now,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert!(queued);
             ids.push(id);
         }
         ids
@@ -792,6 +837,14 @@ fn kamailio_spreads_calls_over_two_nodes_fails_over_and_skips_a_draining_node() 
         ("ATTENDANT__HANDOFF__LEASE_MS", "3000".into()),
         ("ATTENDANT__SERVER__DRAIN_TIMEOUT_MS", "20000".into()),
         ("ATTENDANT__FOLLOWUP__TICK_MS", "200".into()),
+        // Text messages go to the same stand-in, as Twilio's API.
+        ("ATTENDANT__TWILIO__API_BASE", format!("\"http://{hook}\"")),
+        (
+            "ATTENDANT__TWILIO__ACCOUNT_SID",
+            "\"AC00000000000000000000000000000001\"".into(),
+        ),
+        ("ATTENDANT__TWILIO__AUTH_TOKEN", "\"cluster-test\"".into()),
+        ("ATTENDANT__TWILIO__FROM_NUMBER", "\"+15550009999\"".into()),
     ];
     let b_env = env.clone();
     let b_node = std::thread::spawn(move || {
@@ -813,10 +866,12 @@ fn kamailio_spreads_calls_over_two_nodes_fails_over_and_skips_a_draining_node() 
         delivered(ids)
     };
 
-    // Work that must happen once: 30 hand-offs due at once, both nodes
-    // polling the shared store: each reaches the webhook exactly once.
-    let first = due_handoffs(&store_url, "CA-both-", 30);
-    assert_eq!(wait_delivered(&first, Duration::from_secs(20)), 30);
+    // Work that must happen once: 30 hand-offs and 30 text messages due at
+    // once, both nodes polling the shared store: each reaches the stand-in
+    // (webhook / Twilio API) exactly once.
+    let mut first = due_handoffs(&store_url, "CA-both-", 30);
+    first.extend(due_messages(&store_url, "SMS-both-", 30));
+    assert_eq!(wait_delivered(&first, Duration::from_secs(20)), 60);
     {
         let h = hits.lock().unwrap();
         let twice: Vec<_> = first.iter().filter(|i| h[*i] > 1).collect();
@@ -876,9 +931,10 @@ fn kamailio_spreads_calls_over_two_nodes_fails_over_and_skips_a_draining_node() 
 
     // Node A dies (kill -9) in the middle of deliveries: new calls go to
     // B, none fails, and A's leased deliveries are B's once the lease ends.
-    let second = due_handoffs(&store_url, "CA-kill-", 40);
+    let mut second = due_handoffs(&store_url, "CA-kill-", 40);
+    second.extend(due_messages(&store_url, "SMS-kill-", 40));
     let until = Instant::now() + Duration::from_secs(10);
-    while delivered(&second) < 4 && Instant::now() < until {
+    while delivered(&second) < 8 && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(10));
     }
     a.child.kill().unwrap();
@@ -917,20 +973,21 @@ fn kamailio_spreads_calls_over_two_nodes_fails_over_and_skips_a_draining_node() 
     let recovered = all_delivered.join().unwrap();
     assert_eq!(
         delivered(&second),
-        40,
-        "A's leased deliveries were taken over"
+        80,
+        "A's leased deliveries and messages were taken over"
     );
     let redelivered = {
         let h = hits.lock().unwrap();
         second.iter().filter(|i| h[*i] > 1).count()
     };
     eprintln!(
-        "kamailio: 40 hand-offs, node A killed mid-way: all delivered {:.1} s after the kill, {redelivered} twice",
+        "kamailio: 40 hand-offs + 40 text messages, node A killed mid-way: all delivered {:.1} s after the kill, {redelivered} twice",
         recovered.unwrap_or_default().as_secs_f64()
     );
-    // At most the one A was sending when it died (the receiver answered,
-    // A never recorded it): deliveries carry their id for that.
-    assert!(redelivered <= 1, "{redelivered} delivered twice");
+    // At most what A was sending when it died, one of each kind (the
+    // receiver answered, A never recorded it): hand-off deliveries carry
+    // their id for receivers to drop repeats.
+    assert!(redelivered <= 2, "{redelivered} delivered twice");
 
     // B drains (SIGTERM) with a live call: its probes and new calls get
     // 503, so the proxy has nowhere to send a new caller and says so; the

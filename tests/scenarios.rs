@@ -97,6 +97,8 @@ struct Scenario {
     twilio: Hits,
     /// Where the webhook will listen once it comes up.
     webhook_port: u16,
+    /// The server's database.
+    store_url: String,
 }
 
 fn scenario() -> &'static Scenario {
@@ -148,11 +150,14 @@ fn scenario() -> &'static Scenario {
             ("ATTENDANT__HANDOFF__RETRY_MAX_MS", "1500".into()),
         ];
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let addr = start_server(config(&env));
+        let cfg = config(&env);
+        let store_url = cfg.store.url.clone();
+        let addr = start_server(cfg);
         Scenario {
             addr,
             twilio,
             webhook_port,
+            store_url,
         }
     })
 }
@@ -273,6 +278,24 @@ fn late_order_second_annoyed_call_goes_to_priority_care_with_full_context() {
     );
     let i2 = interaction(s, &second.call_sid);
     assert_eq!(i2["outcome"], "transferred");
+    // Every turn is kept for review and retraining: what was said, the top
+    // intents with scores, the action, and what came of it.
+    for i in [&i1, &i2] {
+        let turns = i["turns"].as_array().expect("learned turns");
+        assert!(!turns.is_empty(), "{i}");
+        for t in turns {
+            assert!(!t["text"].as_str().unwrap_or_default().is_empty(), "{t}");
+            let top = t["intents"].as_array().expect("top intents");
+            assert!(!top.is_empty() && top[0][1].as_f64().is_some(), "{t}");
+            assert!(!t["action"].as_str().unwrap_or_default().is_empty(), "{t}");
+            assert!(
+                !t["followed"].as_str().unwrap_or_default().is_empty(),
+                "{t}"
+            );
+        }
+    }
+    let last = i2["turns"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["followed"], "transferred", "{last}");
 
     // Twilio was told to move the live call into the priority queue.
     let update = wait_for("the Twilio call update", 10, || {
@@ -534,5 +557,93 @@ fn happy_fix_asks_for_a_review_and_an_unhappy_answer_goes_to_the_care_team() {
             .iter()
             .any(|t| t["customer_id"] == "C-2004" && t["queue"] == "care_team"),
         "{tickets:#}"
+    );
+}
+
+/// A node took a business event (recorded it, leased it) and died before
+/// its rules ran: once the lease is over the live node runs them — the
+/// apology goes out once, not before the lease ends — and the same event
+/// posted again is a duplicate.
+#[test]
+fn an_event_a_dead_node_took_is_finished_by_the_live_one_once() {
+    let s = scenario();
+    let robin = "+15555550190";
+    let mark = sms_count(s);
+    let lease_ms = 1500;
+    let ends = rt().block_on(async {
+        // The dead node: a store of its own (its own node id) on the same
+        // database.
+        let dead = attendant::store::Store::open(&s.store_url).await.unwrap();
+        attendant::store::seed::seed_text(
+            &dead,
+            r#"
+[[customer]]
+id = "C-2901"
+name = "Robin Diaz"
+phones = ["+15555550190"]
+tier = "standard"
+lifetime_value = 120.0
+predicted_value = 950.0
+customer_since = "2026-10-01"
+consent_sms = true
+
+[[order]]
+id = "290101"
+customer = "C-2901"
+item = "rain jacket"
+status = "delivered"
+placed = "2026-11-01"
+promised = "2026-11-05"
+eta = "2026-11-05"
+delivered = "2026-11-05"
+total = 120.00
+currency = "USD"
+address = "3 Pier Lane, 94107"
+"#,
+            "robin.toml",
+        )
+        .await
+        .unwrap();
+        let ev = json!({"id": "rma-dead-1", "type": "return_processed", "order_id": "290101", "reason": "defective"});
+        let ends = attendant::store::now_ms() + lease_ms;
+        assert!(dead
+            .insert_event("rma-dead-1", "return_processed", Some("C-2901"), &ev, Some(ends))
+            .await
+            .unwrap());
+        ends
+    });
+    let sms = wait_for("the apology after the dead node's lease", 15, || {
+        sms_to(s, robin, mark).into_iter().next()
+    });
+    let sent_at = attendant::store::now_ms();
+    assert!(
+        sent_at >= ends,
+        "sent {} ms before the lease ended",
+        ends - sent_at
+    );
+    assert!(
+        sms.contains("Robin") && sms.contains("rain jacket"),
+        "{sms}"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(sms_to(s, robin, mark).len(), 1, "sent once");
+    let (code, again) = post(
+        s.addr,
+        "/events",
+        json!({"id": "rma-dead-1", "type": "return_processed", "order_id": "290101", "reason": "defective"}),
+    );
+    assert_eq!(code, 202);
+    assert_eq!(again["duplicate"], true, "{again}");
+    let (threads, _) = get(s.addr, "/threads").unwrap();
+    let mine = threads
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["customer_id"] == "C-2901")
+        .count();
+    assert_eq!(mine, 1, "{threads}");
+    eprintln!(
+        "unfinished event: run {} ms after the dead node's lease ended",
+        sent_at - ends
     );
 }

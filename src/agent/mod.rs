@@ -25,7 +25,7 @@ use thiserror::Error;
 
 use crate::nlu::embed::Embedder;
 use crate::nlu::entities::{SlotKind, SlotSpec};
-use crate::nlu::intent::{IntentModel, OUT_OF_SCOPE};
+use crate::nlu::intent::{IntentModel, Scope, OUT_OF_SCOPE};
 use crate::nlu::NluError;
 
 #[derive(Debug, Error)]
@@ -103,20 +103,47 @@ fn default_lang() -> String {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NluSettings {
-    /// Below this top-intent probability the turn is out of scope.
+    /// How a turn is judged out of scope.
+    pub out_of_scope: OutOfScopeMode,
+    /// `threshold`: below this top-intent probability the turn is out of
+    /// scope.
     pub intent_threshold: f32,
+    /// `calibrated`: the in-scope accuracy the rule may give up (on the
+    /// held-out examples) to catch requests the agent does not handle.
+    pub max_accuracy_drop: f64,
     /// A knowledge article is spoken at or above this confidence…
     pub kb_answer: f32,
     /// …and offered as a clarifying question at or above this one.
     pub kb_clarify: f32,
+    /// Fine-tune the sentence encoder's top layers on this agent's examples
+    /// when it is built (cached by a hash of model and examples under
+    /// `models/nlu/tuned/`, so only the first start after a change pays).
+    pub fine_tune: bool,
+    /// Passes over the examples when fine-tuning.
+    pub fine_tune_epochs: usize,
+}
+
+/// `nlu.out_of_scope`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OutOfScopeMode {
+    /// `intent_threshold` on the classifier's top probability.
+    Threshold,
+    /// Signal and threshold chosen at load on the agent's own examples,
+    /// with some intents left out as unknown (see `nlu::scope`).
+    Calibrated,
 }
 
 impl Default for NluSettings {
     fn default() -> Self {
         Self {
+            out_of_scope: OutOfScopeMode::Threshold,
             intent_threshold: 0.45,
+            max_accuracy_drop: 0.03,
             kb_answer: 0.62,
             kb_clarify: 0.45,
+            fine_tune: false,
+            fine_tune_epochs: crate::nlu::tune::TuneParams::default().epochs,
         }
     }
 }
@@ -577,11 +604,48 @@ impl Agent {
         ex
     }
 
+    /// The encoder this agent's turns are embedded with: `base`, or `base`
+    /// fine-tuned on the agent's examples when `nlu.fine_tune` is set.
+    pub fn encoder(&self, base: Arc<Embedder>) -> Result<Arc<Embedder>, AgentError> {
+        if !self.file.nlu.fine_tune {
+            return Ok(base);
+        }
+        let params = crate::nlu::tune::TuneParams {
+            epochs: self.file.nlu.fine_tune_epochs.max(1),
+            ..Default::default()
+        };
+        let dir = base.dir().to_path_buf();
+        let cache = dir
+            .parent()
+            .map_or_else(|| dir.join("tuned"), |p| p.join("tuned"));
+        let (tuned, report) =
+            crate::nlu::tune::tuned_embedder(&dir, &cache, &self.training_examples(), &params)?;
+        if let Some(r) = report {
+            tracing::info!(
+                agent = %self.file.agent.name,
+                examples = r.examples,
+                steps = r.steps,
+                loss = r.last_loss,
+                ms = r.ms,
+                "fine-tuned the encoder on the agent's examples"
+            );
+        }
+        Ok(Arc::new(tuned))
+    }
+
     pub fn build_intent_model(&self, embedder: Arc<Embedder>) -> Result<IntentModel, AgentError> {
-        Ok(IntentModel::train(
+        let nlu = &self.file.nlu;
+        let scope = match nlu.out_of_scope {
+            OutOfScopeMode::Threshold => Scope::Fixed(nlu.intent_threshold),
+            OutOfScopeMode::Calibrated => Scope::Calibrated {
+                max_drop: nlu.max_accuracy_drop,
+                seed: 1,
+            },
+        };
+        Ok(IntentModel::train_with(
             embedder,
             &self.training_examples(),
-            self.file.nlu.intent_threshold,
+            scope,
         )?)
     }
 

@@ -11,6 +11,13 @@
 //! Everything is in memory and bounded: `max_waiting` callers, a broadcast
 //! feed that drops old events for a page that falls behind (the page then
 //! reloads the snapshot).
+//!
+//! Nodes sharing a PostgreSQL store see each other's desks ([`cluster`]):
+//! each publishes its state and events, and keeps a mirror of the others'
+//! (`remote`), so an agent on any node sees every caller and takes them
+//! through the node that holds the call.
+
+pub mod cluster;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -98,7 +105,7 @@ pub enum ToCall {
 }
 
 /// The live feed of the desk page.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum DeskEvent {
     Waiting(WaitingInfo),
@@ -190,6 +197,11 @@ pub struct Desk {
     feed: broadcast::Sender<Arc<DeskEvent>>,
     /// People with the desk open: name → (open pages, sees every queue).
     online: Mutex<HashMap<String, (usize, bool)>>,
+    /// Other nodes' desks, by node id (see [`cluster`]).
+    remote: Mutex<cluster::Mirror>,
+    /// Where this node's own changes go to be published to the others
+    /// (`None`: a presence change); set once a cluster link runs.
+    outbound: std::sync::OnceLock<mpsc::Sender<Option<Arc<DeskEvent>>>>,
 }
 
 /// Someone has the desk open while this lives (their page's feed).
@@ -207,6 +219,8 @@ impl Drop for Presence {
                 online.remove(&self.name);
             }
         }
+        drop(online);
+        self.desk.changed(None);
     }
 }
 
@@ -217,6 +231,8 @@ impl Desk {
             inner: Mutex::default(),
             feed: broadcast::channel(FEED).0,
             online: Mutex::default(),
+            remote: Mutex::default(),
+            outbound: std::sync::OnceLock::new(),
         })
     }
 
@@ -226,27 +242,40 @@ impl Desk {
         let e = online.entry(v.name.clone()).or_insert((0, v.all));
         e.0 += 1;
         e.1 |= v.all;
+        drop(online);
+        self.changed(None);
         Presence {
             desk: self.clone(),
             name: v.name.clone(),
         }
     }
 
-    /// Who has the desk open, by name.
+    /// Who has the desk open, by name, on any node.
     pub fn online(&self) -> Vec<String> {
         let mut names: Vec<String> = self.online.lock().keys().cloned().collect();
+        names.extend(self.remote.lock().online().into_iter().map(|(n, _)| n));
         names.sort();
+        names.dedup();
         names
     }
 
-    /// Whether anyone who may take `queue`'s callers has the desk open.
-    fn someone_serves(&self, queue: &str) -> bool {
-        let online: Vec<(String, bool)> = self
+    /// Who has the desk open on this node, and whether they see every queue.
+    fn online_here(&self) -> Vec<(String, bool)> {
+        let mut v: Vec<(String, bool)> = self
             .online
             .lock()
             .iter()
             .map(|(n, (_, all))| (n.clone(), *all))
             .collect();
+        v.sort();
+        v
+    }
+
+    /// Whether anyone who may take `queue`'s callers has the desk open, on
+    /// this node or another.
+    fn someone_serves(&self, queue: &str) -> bool {
+        let mut online = self.online_here();
+        online.extend(self.remote.lock().online());
         online
             .into_iter()
             .any(|(name, all)| self.may_serve(&Viewer { name, all }, queue))
@@ -261,8 +290,19 @@ impl Desk {
     }
 
     fn publish(&self, e: DeskEvent) {
+        let e = Arc::new(e);
+        self.changed(Some(e.clone()));
         // No page listening is fine.
-        let _ = self.feed.send(Arc::new(e));
+        let _ = self.feed.send(e);
+    }
+
+    /// Tells the other nodes (when linked): an event, or `None` when only
+    /// who is online changed. Dropped when the link is behind: the link
+    /// writes the whole state every second anyway.
+    fn changed(&self, e: Option<Arc<DeskEvent>>) {
+        if let Some(tx) = self.outbound.get() {
+            let _ = tx.try_send(e);
+        }
     }
 
     /// Whether `v` may take (and see) callers of `queue`.
@@ -281,12 +321,23 @@ impl Desk {
         if v.all {
             return true;
         }
-        let inner = self.inner.lock();
-        inner
-            .waiting
-            .get(id)
-            .is_some_and(|w| self.may_serve(v, &w.info.queue))
-            || inner.talking.get(id).is_some_and(|t| t.agent == v.name)
+        let local = {
+            let inner = self.inner.lock();
+            inner
+                .waiting
+                .get(id)
+                .is_some_and(|w| self.may_serve(v, &w.info.queue))
+                || inner.talking.get(id).is_some_and(|t| t.agent == v.name)
+        };
+        local || {
+            let remote = self.remote.lock();
+            remote
+                .waiting(id)
+                .is_some_and(|w| self.may_serve(v, &w.queue))
+                || remote
+                    .talking(id)
+                    .is_some_and(|(_, agent)| *agent == v.name)
+        }
     }
 
     /// Whether event `e` is for `v`'s page.
@@ -303,16 +354,20 @@ impl Desk {
 
     /// Where waiting call `id` stands in its queue (1: next to be taken,
     /// unless a higher-priority caller arrives).
+    /// Callers waiting on other nodes count too.
     pub fn position(&self, id: &str) -> Option<usize> {
-        let inner = self.inner.lock();
-        let me = &inner.waiting.get(id)?.info;
-        let ahead = inner
-            .waiting
-            .values()
-            .filter(|w| w.info.queue == me.queue && w.info.call_id != me.call_id)
+        let (me, mut all): (WaitingInfo, Vec<WaitingInfo>) = {
+            let inner = self.inner.lock();
+            let me = inner.waiting.get(id)?.info.clone();
+            (me, inner.waiting.values().map(|w| w.info.clone()).collect())
+        };
+        all.extend(self.remote.lock().all_waiting());
+        let ahead = all
+            .iter()
+            .filter(|w| w.queue == me.queue && w.call_id != me.call_id)
             .filter(|w| {
-                w.info.priority > me.priority
-                    || (w.info.priority == me.priority && w.info.since_unix_ms < me.since_unix_ms)
+                w.priority > me.priority
+                    || (w.priority == me.priority && w.since_unix_ms < me.since_unix_ms)
             })
             .count();
         Some(ahead + 1)
@@ -457,36 +512,51 @@ impl Desk {
         });
     }
 
-    /// What `v`'s page starts from.
-    pub fn snapshot(&self, v: &Viewer) -> Snapshot {
+    /// This node's own part of the desk, as the other nodes mirror it.
+    pub fn local_state(&self) -> cluster::NodeState {
         let inner = self.inner.lock();
-        let mut waiting: Vec<WaitingInfo> = inner
+        let mut st = cluster::NodeState {
+            waiting: inner.waiting.values().map(|w| w.info.clone()).collect(),
+            talking: inner
+                .talking
+                .values()
+                .map(|t| (t.info.clone(), t.agent.clone()))
+                .collect(),
+            live: inner
+                .live
+                .iter()
+                .map(|(a, b)| (a.clone(), b.clone()))
+                .collect(),
+            online: Vec::new(),
+        };
+        drop(inner);
+        st.waiting.sort_by(|a, b| a.call_id.cmp(&b.call_id));
+        st.talking.sort_by(|a, b| a.0.call_id.cmp(&b.0.call_id));
+        st.online = self.online_here();
+        st
+    }
+
+    /// What `v`'s page starts from: this node's callers and calls and every
+    /// other node's.
+    pub fn snapshot(&self, v: &Viewer) -> Snapshot {
+        let mut all = self.local_state();
+        self.remote.lock().extend_into(&mut all);
+        let mut waiting: Vec<WaitingInfo> = all
             .waiting
-            .values()
-            .filter(|w| self.may_serve(v, &w.info.queue))
-            .map(|w| w.info.clone())
+            .into_iter()
+            .filter(|w| self.may_serve(v, &w.queue))
             .collect();
         waiting.sort_by(|a, b| {
             b.priority
                 .cmp(&a.priority)
                 .then(a.since_unix_ms.cmp(&b.since_unix_ms))
         });
-        let talking = inner
+        let talking = all
             .talking
-            .values()
-            .filter(|t| v.all || t.agent == v.name)
-            .map(|t| (t.info.clone(), t.agent.clone()))
+            .into_iter()
+            .filter(|(_, agent)| v.all || *agent == v.name)
             .collect();
-        let live = if v.all {
-            inner
-                .live
-                .iter()
-                .map(|(a, b)| (a.clone(), b.clone()))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        drop(inner);
+        let live = if v.all { all.live } else { Vec::new() };
         Snapshot {
             waiting,
             talking,
@@ -497,10 +567,11 @@ impl Desk {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn info(id: &str, queue: &str, priority: i64, since: u64) -> WaitingInfo {
+    /// A caller waiting in `queue` (a test's).
+    pub(crate) fn info(id: &str, queue: &str, priority: i64, since: u64) -> WaitingInfo {
         WaitingInfo {
             call_id: id.into(),
             channel: "sip".into(),

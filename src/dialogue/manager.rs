@@ -29,7 +29,7 @@ use crate::nlu::numbers::tokenize;
 use crate::nlu::sentiment::{trend, Sentiment, SentimentModel};
 use crate::routing::{Decision, RouteAction};
 use crate::rules::{Facts, Value};
-use crate::store::{now_ms, Customer, Interaction, SentimentSample, Utterance};
+use crate::store::{now_ms, Customer, Interaction, LearnedTurn, SentimentSample, Utterance};
 
 mod adapter;
 mod flows;
@@ -55,8 +55,16 @@ impl AgentRuntime {
     }
 
     pub fn load_with(dir: &Path, embedder: Arc<Embedder>) -> Result<Arc<Self>, AgentError> {
+        Self::from_agent(Agent::load(dir)?, embedder)
+    }
+
+    /// Trains the models of an agent already loaded (a retrained version:
+    /// its files plus learned examples).
+    pub fn from_agent(agent: Agent, embedder: Arc<Embedder>) -> Result<Arc<Self>, AgentError> {
         let t0 = Instant::now();
-        let agent = Agent::load(dir)?;
+        // Intents, articles and sentiment read one embedding per turn, so
+        // all three are built on the encoder the agent asks for.
+        let embedder = agent.encoder(embedder)?;
         let intents = agent.build_intent_model(embedder.clone())?;
         let kb = KnowledgeBase::build(agent.kb.clone(), &embedder)?;
         let sentiment = Arc::new(SentimentModel::train(&embedder)?);
@@ -67,6 +75,25 @@ impl AgentRuntime {
             sentiment,
             load_ms: t0.elapsed().as_millis() as u64,
         }))
+    }
+}
+
+/// The version of an agent new calls get; swapped when another version is
+/// promoted or rolled back to (calls running keep theirs).
+#[derive(Clone)]
+pub struct AgentSlot(Arc<parking_lot::RwLock<Arc<AgentRuntime>>>);
+
+impl AgentSlot {
+    pub fn new(rt: Arc<AgentRuntime>) -> Self {
+        Self(Arc::new(parking_lot::RwLock::new(rt)))
+    }
+
+    pub fn get(&self) -> Arc<AgentRuntime> {
+        self.0.read().clone()
+    }
+
+    pub fn set(&self, rt: Arc<AgentRuntime>) {
+        *self.0.write() = rt;
     }
 }
 
@@ -104,6 +131,12 @@ pub struct TurnTrace {
     pub dtmf: Option<String>,
     pub intent: Option<String>,
     pub confidence: f32,
+    /// The top intents with their probabilities, best first.
+    #[serde(default)]
+    pub ranking: Vec<(String, f32)>,
+    /// The number the out-of-scope rule judged.
+    #[serde(default)]
+    pub scope_score: f32,
     /// Slots filled this turn (secret ones masked).
     pub slots: BTreeMap<String, String>,
     pub sentiment: Option<Sentiment>,
@@ -445,6 +478,11 @@ impl Conversation {
             dtmf,
             intent: guess.as_ref().and_then(|g| g.intent.clone()),
             confidence: guess.as_ref().map_or(0.0, |g| g.confidence),
+            ranking: guess
+                .as_ref()
+                .map(|g| g.ranking.clone())
+                .unwrap_or_default(),
+            scope_score: guess.as_ref().map_or(0.0, |g| g.scope_score),
             slots: filled,
             sentiment,
             action: out.action.clone(),

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::nlu::embed::Embedder;
 use crate::nlu::sentiment::{Label, SentimentModel};
 use crate::rules::{Condition, Facts, Value};
-use crate::store::{now_ms, OutboxMessage, Store, StoreError, Thread, Ticket};
+use crate::store::{now_ms, Customer, OutboxMessage, Store, StoreError, Thread, Ticket};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FollowupError {
@@ -159,7 +159,13 @@ pub struct Followups {
     pub brand: String,
     pub store: Store,
     pub scorer: Scorer,
+    /// How long a node holds an event whose rules it is running before
+    /// another node may run them (it died).
+    pub lease_ms: i64,
 }
+
+/// An event whose rules failed to run is tried again this much later.
+const EVENT_RETRY_MS: i64 = 60_000;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct EventOutcome {
@@ -186,6 +192,28 @@ fn fill(template: &str, vars: &BTreeMap<String, String>) -> String {
     s
 }
 
+/// An event's fields and its `type`.
+fn event_parts(
+    ev: &serde_json::Value,
+) -> Result<(&serde_json::Map<String, serde_json::Value>, &str), FollowupError> {
+    let obj = ev
+        .as_object()
+        .ok_or_else(|| FollowupError::Invalid("an event is a JSON object".into()))?;
+    let kind = obj
+        .get("type")
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| FollowupError::Invalid("`type` is required".into()))?;
+    Ok((obj, kind))
+}
+
+/// The thread event `event` starts under rule `rule`: the same every time.
+fn thread_id(event: &str, rule: &str) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(format!("{event}\n{rule}").as_bytes());
+    format!("T-{}", &hex::encode(h)[..32])
+}
+
 fn json_fact(v: &serde_json::Value) -> Option<Value> {
     match v {
         serde_json::Value::Bool(b) => Some(Value::Bool(*b)),
@@ -197,19 +225,67 @@ fn json_fact(v: &serde_json::Value) -> Option<Value> {
 
 impl Followups {
     /// Takes one business event: records it once, then starts the threads
-    /// whose rules match.
+    /// whose rules match. The event is leased to this node until its rules
+    /// have run, so if the node dies in between another runs them.
     pub async fn handle_event(
         &self,
         ev: &serde_json::Value,
     ) -> Result<EventOutcome, FollowupError> {
-        let obj = ev
-            .as_object()
-            .ok_or_else(|| FollowupError::Invalid("an event is a JSON object".into()))?;
-        let kind = obj
-            .get("type")
+        let (obj, kind) = event_parts(ev)?;
+        let customer = self.customer_of(obj).await?;
+        let id = obj
+            .get("id")
             .and_then(|v| v.as_str())
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| FollowupError::Invalid("`type` is required".into()))?;
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("evt-{}", uuid::Uuid::new_v4().simple()));
+        let lease = now_ms() + self.lease_ms;
+        if !self
+            .store
+            .insert_event(&id, kind, Some(&customer.id), ev, Some(lease))
+            .await?
+        {
+            return Ok(EventOutcome {
+                event_id: id,
+                duplicate: true,
+                ..Default::default()
+            });
+        }
+        self.finish(&id, kind, obj, &customer).await
+    }
+
+    /// Runs the rules of events another node took but did not finish (it
+    /// died, or they failed): leased here first, so one node runs each.
+    /// Returns how many ran.
+    pub async fn run_unfinished(&self) -> Result<usize, FollowupError> {
+        let st = &self.store;
+        let due = st
+            .lease_due_events(st.node_id(), now_ms(), self.lease_ms)
+            .await?;
+        let mut ran = 0;
+        for (id, ev) in due {
+            let run = async {
+                let (obj, kind) = event_parts(&ev)?;
+                let customer = self.customer_of(obj).await?;
+                self.finish(&id, kind, obj, &customer).await
+            };
+            match run.await {
+                Ok(out) => {
+                    ran += 1;
+                    tracing::info!(event = %id, threads = out.threads.len(), "unfinished event's rules ran");
+                }
+                Err(e) => {
+                    tracing::warn!(event = %id, error = %e, "an event's rules failed; retried later");
+                    st.event_failed(&id, now_ms() + EVENT_RETRY_MS).await?;
+                }
+            }
+        }
+        Ok(ran)
+    }
+
+    async fn customer_of(
+        &self,
+        obj: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Customer, FollowupError> {
         let st = &self.store;
         let customer = if let Some(id) = obj.get("customer_id").and_then(|v| v.as_str()) {
             st.customer(id).await?
@@ -223,20 +299,24 @@ impl Followups {
         } else {
             None
         };
-        let customer = customer.ok_or(FollowupError::UnknownCustomer)?;
-        let id = obj
-            .get("id")
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("evt-{}", uuid::Uuid::new_v4().simple()));
+        customer.ok_or(FollowupError::UnknownCustomer)
+    }
+
+    /// Starts the threads of event `id`'s matching rules, then marks the
+    /// event done. Running it twice (a node died after some of it) starts
+    /// nothing twice: thread ids and message keys come from the event id.
+    async fn finish(
+        &self,
+        id: &str,
+        kind: &str,
+        obj: &serde_json::Map<String, serde_json::Value>,
+        customer: &Customer,
+    ) -> Result<EventOutcome, FollowupError> {
+        let st = &self.store;
         let mut out = EventOutcome {
-            event_id: id.clone(),
+            event_id: id.to_string(),
             ..Default::default()
         };
-        if !st.insert_event(&id, kind, Some(&customer.id), ev).await? {
-            out.duplicate = true;
-            return Ok(out);
-        }
         let orders = st.orders_of(&customer.id).await?;
         let mut facts = Facts::new();
         for (k, v) in obj {
@@ -280,7 +360,7 @@ impl Followups {
             }
             let now = now_ms();
             let thread = Thread {
-                id: format!("T-{}", uuid::Uuid::new_v4().simple()),
+                id: thread_id(id, &rule.name),
                 customer_id: customer.id.clone(),
                 rule: rule.name.clone(),
                 step: "awaiting_reply".into(),
@@ -309,6 +389,7 @@ impl Followups {
             out.threads.push(thread.id);
             out.messages.extend(m);
         }
+        st.event_done(id).await?;
         Ok(out)
     }
 

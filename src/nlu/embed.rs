@@ -25,6 +25,8 @@ const BATCH: usize = 64;
 type Embedded = Vec<(usize, Vec<f32>)>;
 
 pub struct Embedder {
+    /// Where the base model lives (fine-tuning starts from it).
+    dir: PathBuf,
     model: BertModel,
     tokenizer: Tokenizer,
     device: Device,
@@ -32,6 +34,16 @@ pub struct Embedder {
 
 impl Embedder {
     pub fn load(dir: &Path) -> Result<Self, NluError> {
+        Self::load_with(dir, None)
+    }
+
+    /// The model in `dir` with the layers in `tuned` (see [`super::tune`])
+    /// laid over its own.
+    pub fn load_tuned(dir: &Path, tuned: &Path) -> Result<Self, NluError> {
+        Self::load_with(dir, Some(tuned))
+    }
+
+    fn load_with(dir: &Path, tuned: Option<&Path>) -> Result<Self, NluError> {
         let missing = |p: PathBuf| {
             NluError::Model(format!("{} is missing (run scripts/setup.sh)", p.display()))
         };
@@ -50,7 +62,11 @@ impl Embedder {
         let device = Device::Cpu;
         // SAFETY: the weights file is not modified while mapped; fetch.py
         // replaces files by rename, so a running server keeps its old mapping.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &device) }
+        // Later files win: the tuned layers replace the base ones.
+        let files: Vec<PathBuf> = std::iter::once(weights)
+            .chain(tuned.map(Path::to_path_buf))
+            .collect();
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &device) }
             .map_err(|e| NluError::Model(e.to_string()))?;
         let model = BertModel::load(vb, &config).map_err(|e| NluError::Model(e.to_string()))?;
         let mut tokenizer = Tokenizer::from_file(&tok_path)
@@ -63,10 +79,16 @@ impl Embedder {
             .map_err(|e| NluError::Model(e.to_string()))?;
         tokenizer.with_padding(Some(PaddingParams::default()));
         Ok(Self {
+            dir: dir.to_path_buf(),
             model,
             tokenizer,
             device,
         })
+    }
+
+    /// The base model's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Embeds one sentence.

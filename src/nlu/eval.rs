@@ -9,6 +9,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::intent::IntentModel;
+use super::scope::{Calibration, ScopeRule};
 use super::NluError;
 
 /// Gold or predicted label for "not one of the agent's intents".
@@ -58,6 +59,23 @@ pub fn read_csv(path: &Path) -> Result<Vec<Labelled>, NluError> {
     Ok(out)
 }
 
+/// Picks `share` of the categories (at least one, never all) as unknown,
+/// by a shuffle seeded with `seed`: the standard way to test out-of-scope
+/// detection on a dataset that has no out-of-scope class. Sorted.
+pub fn holdout_categories(data: &[Labelled], share: f64, seed: u64) -> Vec<String> {
+    let mut cats: Vec<String> = data
+        .iter()
+        .map(|d| d.category.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let n = ((cats.len() as f64 * share).round() as usize).clamp(1, cats.len().saturating_sub(1));
+    fastrand::Rng::with_seed(seed).shuffle(&mut cats);
+    let mut out: Vec<String> = cats.into_iter().take(n).collect();
+    out.sort();
+    out
+}
+
 /// Keeps the first `k` examples of each category (file order, so the subset
 /// is reproducible and not picked by looking at test results).
 pub fn first_k_per_category(data: &[Labelled], k: usize) -> Vec<Labelled> {
@@ -80,11 +98,32 @@ pub struct Confusion {
     pub example: String,
 }
 
+/// One point of the out-of-scope trade-off, measured on the test set for
+/// the report (the rule itself was set without it).
+#[derive(Debug, Clone, Serialize)]
+pub struct TradeOff {
+    pub threshold: f32,
+    /// Known-intent items answered with their intent (rejections count as
+    /// wrong).
+    pub in_scope_accuracy: f64,
+    pub oos_recall: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct NluReport {
     pub utterances: usize,
     pub intents: usize,
     pub accuracy: f64,
+    /// Accuracy on the items whose intent the model knows (rejections count
+    /// as wrong).
+    pub in_scope_accuracy: f64,
+    pub rule: ScopeRule,
+    pub calibration: Option<Calibration>,
+    /// Intents held out of training as unknown (`--holdout-intents`).
+    pub held_out: Vec<String>,
+    /// In-scope accuracy against out-of-scope recall at other thresholds of
+    /// the same signal (only when the test has out-of-scope items).
+    pub trade_off: Vec<TradeOff>,
     pub macro_f1: f64,
     /// `None` when there were no out-of-scope predictions / gold items.
     pub oos_precision: Option<f64>,
@@ -101,21 +140,60 @@ pub fn evaluate(model: &IntentModel, test: &[Labelled]) -> Result<NluReport, Nlu
     let known: BTreeSet<&str> = model.intents().iter().map(|s| s.as_str()).collect();
     let mut lat = Vec::with_capacity(test.len());
     let mut pairs = Vec::with_capacity(test.len());
+    // (known intent, top intent right, scope score)
+    let mut scored = Vec::with_capacity(test.len());
     for item in test {
         let t0 = Instant::now();
         let guess = model.classify(&item.text)?;
         lat.push(t0.elapsed().as_secs_f64() * 1000.0);
-        let gold = if known.contains(item.category.as_str())
-            && item.category != super::intent::OUT_OF_SCOPE
-        {
+        let is_known =
+            known.contains(item.category.as_str()) && item.category != super::intent::OUT_OF_SCOPE;
+        let gold = if is_known {
             item.category.clone()
         } else {
             OOS.to_string()
         };
+        let top_right = guess
+            .ranking
+            .first()
+            .is_some_and(|(n, _)| *n == item.category);
+        scored.push((is_known, top_right, guess.scope_score));
         let pred = guess.intent.unwrap_or_else(|| OOS.to_string());
         pairs.push((gold, pred, item.text.clone()));
     }
-    Ok(score(&pairs, lat, model.intents().len(), model.train_ms))
+    let mut r = score(&pairs, lat, model.intents().len(), model.train_ms);
+    r.rule = model.rule;
+    r.calibration = model.calibration.clone();
+    r.trade_off = trade_off(&scored);
+    Ok(r)
+}
+
+/// In-scope accuracy and out-of-scope recall at the deciles of the known
+/// items' scores.
+fn trade_off(scored: &[(bool, bool, f32)]) -> Vec<TradeOff> {
+    let n_in = scored.iter().filter(|s| s.0).count();
+    let n_oos = scored.len() - n_in;
+    if n_in == 0 || n_oos == 0 {
+        return Vec::new();
+    }
+    let mut known: Vec<f32> = scored.iter().filter(|s| s.0).map(|s| s.2).collect();
+    known.sort_by(f32::total_cmp);
+    (0..10)
+        .map(|d| {
+            let t = if d == 0 {
+                0.0
+            } else {
+                known[(known.len() * d / 20).min(known.len() - 1)]
+            };
+            let right = scored.iter().filter(|s| s.0 && s.1 && s.2 >= t).count();
+            let caught = scored.iter().filter(|s| !s.0 && s.2 < t).count();
+            TradeOff {
+                threshold: t,
+                in_scope_accuracy: right as f64 / n_in as f64,
+                oos_recall: caught as f64 / n_oos as f64,
+            }
+        })
+        .collect()
 }
 
 fn score(
@@ -145,6 +223,7 @@ fn score(
         .count() as f64;
     let oos_pred = pairs.iter().filter(|(_, p, _)| p == OOS).count() as f64;
     let oos_gold = pairs.iter().filter(|(g, _, _)| g == OOS).count();
+    let in_right = pairs.iter().filter(|(g, p, _)| g != OOS && g == p).count();
     let mut conf: BTreeMap<(String, String), (usize, String)> = BTreeMap::new();
     for (g, p, t) in pairs.iter().filter(|(g, p, _)| g != p) {
         let e = conf.entry((g.clone(), p.clone())).or_insert((0, t.clone()));
@@ -171,6 +250,14 @@ fn score(
         utterances: pairs.len(),
         intents,
         accuracy: correct as f64 / n as f64,
+        in_scope_accuracy: in_right as f64 / (pairs.len() - oos_gold).max(1) as f64,
+        rule: ScopeRule {
+            score: super::scope::ScopeScore::Probability,
+            threshold: 0.0,
+        },
+        calibration: None,
+        held_out: Vec::new(),
+        trade_off: Vec::new(),
         macro_f1: if f1s.is_empty() {
             0.0
         } else {
@@ -191,6 +278,44 @@ pub fn print_report(r: &NluReport) {
     println!("utterances        {}", r.utterances);
     println!("intents           {}", r.intents);
     println!("accuracy          {:.2} %", r.accuracy * 100.0);
+    println!(
+        "in-scope accuracy {:.2} % (known intents; rejected counts as wrong)",
+        r.in_scope_accuracy * 100.0
+    );
+    if !r.held_out.is_empty() {
+        println!(
+            "held out          {} intents as unknown: {}",
+            r.held_out.len(),
+            r.held_out.join(", ")
+        );
+    }
+    println!(
+        "out-of-scope rule {:?} < {:.3}",
+        r.rule.score, r.rule.threshold
+    );
+    if let Some(c) = &r.calibration {
+        println!(
+            "  calibrated on training data only ({} folds of intents left out, {} ms): \
+             {} known / {} unknown held-out examples; in-scope accuracy {:.1} % -> {:.1} %, \
+             out-of-scope recall {:.1} %",
+            c.folds,
+            c.ms,
+            c.in_scope,
+            c.unknown,
+            c.base_accuracy * 100.0,
+            c.in_scope_accuracy * 100.0,
+            c.oos_recall * 100.0
+        );
+        for (kind, t, acc, rec) in &c.candidates {
+            println!(
+                "    {:<12} < {:.3}: in-scope {:.1} %, out-of-scope recall {:.1} %",
+                format!("{kind:?}"),
+                t,
+                acc * 100.0,
+                rec * 100.0
+            );
+        }
+    }
     println!("macro-F1          {:.2} %", r.macro_f1 * 100.0);
     let opt = |v: Option<f64>| {
         v.map(|x| format!("{:.2} %", x * 100.0))
@@ -207,6 +332,17 @@ pub fn print_report(r: &NluReport) {
         "latency/utterance p50 {:.1} ms, p95 {:.1} ms, mean {:.1} ms",
         r.latency_ms_p50, r.latency_ms_p95, r.latency_ms_mean
     );
+    if !r.trade_off.is_empty() {
+        println!("trade-off on this test set (same signal, other thresholds; report only):");
+        for p in &r.trade_off {
+            println!(
+                "  < {:.3}: in-scope accuracy {:.1} %, out-of-scope recall {:.1} %",
+                p.threshold,
+                p.in_scope_accuracy * 100.0,
+                p.oos_recall * 100.0
+            );
+        }
+    }
     println!("worst confusions (gold -> predicted, count, example):");
     for c in &r.confusions {
         println!(
@@ -236,6 +372,24 @@ mod tests {
         assert_eq!(r.oos_recall, Some(0.5));
         assert_eq!(r.confusions.len(), 2);
         assert_eq!(r.latency_ms_p50, 3.0);
+    }
+
+    #[test]
+    fn held_out_categories_are_a_seeded_share() {
+        let d = |c: &str| Labelled {
+            text: "x".into(),
+            category: c.into(),
+        };
+        let data: Vec<Labelled> = (0..8).map(|i| d(&format!("c{i}"))).collect();
+        let a = holdout_categories(&data, 0.25, 3);
+        assert_eq!(a.len(), 2);
+        assert_eq!(
+            a,
+            holdout_categories(&data, 0.25, 3),
+            "same seed, same pick"
+        );
+        assert_ne!(a, holdout_categories(&data, 0.25, 4));
+        assert_eq!(holdout_categories(&data, 1.0, 1).len(), 7, "never all");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::classifier::{Classifier, TrainParams};
 use super::embed::Embedder;
+use super::scope::{self, Calibration, Gauss, Nearest, ScopeRule, ScopeScore};
 use super::NluError;
 
 /// The label an agent may give to examples of things it does not handle;
@@ -21,14 +22,33 @@ pub struct IntentGuess {
     pub confidence: f32,
     /// The best few (name, probability), best first.
     pub ranking: Vec<(String, f32)>,
+    /// Cosine similarity to the nearest training example.
+    pub nearest: f32,
+    /// The number the scope rule judged (below its threshold: out of scope).
+    pub scope_score: f32,
+}
+
+/// How the out-of-scope rule is set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scope {
+    /// Out of scope below this top probability.
+    Fixed(f32),
+    /// Chosen on held-out training examples (see [`scope`]), giving up at
+    /// most `max_drop` of in-scope accuracy.
+    Calibrated { max_drop: f64, seed: u64 },
 }
 
 pub struct IntentModel {
     embedder: Arc<Embedder>,
     names: Vec<String>,
     clf: Classifier,
-    /// Below this top probability the turn is out of scope.
-    pub threshold: f32,
+    nearest: Nearest,
+    /// Only when the rule uses it (fitting costs a d × d factorisation).
+    gauss: Option<Gauss>,
+    /// What decides that a turn is out of scope.
+    pub rule: ScopeRule,
+    /// What calibration measured, when the rule was calibrated.
+    pub calibration: Option<Calibration>,
     pub train_ms: u64,
 }
 
@@ -39,10 +59,19 @@ impl IntentModel {
         examples: &[(String, String)],
         threshold: f32,
     ) -> Result<Self, NluError> {
+        Self::train_with(embedder, examples, Scope::Fixed(threshold))
+    }
+
+    /// Trains from `(text, intent)` pairs with the given out-of-scope rule.
+    pub fn train_with(
+        embedder: Arc<Embedder>,
+        examples: &[(String, String)],
+        scope: Scope,
+    ) -> Result<Self, NluError> {
         let t0 = Instant::now();
         let texts: Vec<String> = examples.iter().map(|(t, _)| prepare(t)).collect();
         let feats = embedder.embed_many(&texts)?;
-        let mut m = Self::train_embedded(embedder, &feats, examples, threshold)?;
+        let mut m = Self::train_embedded_with(embedder, &feats, examples, scope)?;
         m.train_ms = t0.elapsed().as_millis() as u64;
         Ok(m)
     }
@@ -54,6 +83,15 @@ impl IntentModel {
         feats: &[Vec<f32>],
         examples: &[(String, String)],
         threshold: f32,
+    ) -> Result<Self, NluError> {
+        Self::train_embedded_with(embedder, feats, examples, Scope::Fixed(threshold))
+    }
+
+    pub fn train_embedded_with(
+        embedder: Arc<Embedder>,
+        feats: &[Vec<f32>],
+        examples: &[(String, String)],
+        scope: Scope,
     ) -> Result<Self, NluError> {
         let t0 = Instant::now();
         let mut index: BTreeMap<&str, usize> = BTreeMap::new();
@@ -68,11 +106,33 @@ impl IntentModel {
         let labels: Vec<usize> = examples.iter().map(|(_, l)| index[l.as_str()]).collect();
         let params = TrainParams::default();
         let clf = Classifier::train(feats, &labels, names.len(), &params)?;
+        let fixed = |threshold| ScopeRule {
+            score: ScopeScore::Probability,
+            threshold,
+        };
+        let (rule, calibration) = match scope {
+            Scope::Fixed(t) => (fixed(t), None),
+            Scope::Calibrated { max_drop, seed } => {
+                let skip = index.get(OUT_OF_SCOPE).copied();
+                match scope::calibrate(feats, &labels, names.len(), skip, max_drop, seed)? {
+                    Some(c) => (c.rule, Some(c)),
+                    // Too few intents to calibrate: nothing is rejected on
+                    // score (the agent's own out-of-scope examples still are).
+                    None => (fixed(0.0), None),
+                }
+            }
+        };
+        let gauss = (rule.score == ScopeScore::Distance)
+            .then(|| Gauss::fit(feats, &labels, names.len()))
+            .flatten();
         Ok(Self {
             embedder,
             names,
             clf,
-            threshold,
+            nearest: Nearest::new(feats),
+            gauss,
+            rule,
+            calibration,
             train_ms: t0.elapsed().as_millis() as u64,
         })
     }
@@ -101,7 +161,11 @@ impl IntentModel {
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
         let (best, conf) = ranked.first().copied().unwrap_or((0, 0.0));
         let name = &self.names[best];
-        let intent = (conf >= self.threshold && name != OUT_OF_SCOPE).then(|| name.clone());
+        let nearest = self.nearest.similarity(v);
+        let distance = self.gauss.as_ref().map_or(0.0, |g| g.distance(v));
+        let scope_score = self.rule.score.of(conf, nearest, distance);
+        let intent =
+            (scope_score >= self.rule.threshold && name != OUT_OF_SCOPE).then(|| name.clone());
         IntentGuess {
             intent,
             confidence: conf,
@@ -110,6 +174,8 @@ impl IntentModel {
                 .take(3)
                 .map(|&(i, p)| (self.names[i].clone(), p))
                 .collect(),
+            nearest,
+            scope_score,
         }
     }
 }

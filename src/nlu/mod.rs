@@ -8,7 +8,9 @@ pub mod entities;
 pub mod eval;
 pub mod intent;
 pub mod numbers;
+pub mod scope;
 pub mod sentiment;
+pub mod tune;
 
 use thiserror::Error;
 

@@ -39,6 +39,8 @@ pub struct Engines {
     pub dialogue: Box<dyn DialogueFactory>,
     /// The agent behind `dialogue`, when one is configured.
     pub agent: Option<Arc<AgentRuntime>>,
+    /// Where a promoted version of that agent goes for new calls.
+    pub agent_slot: Option<crate::dialogue::manager::AgentSlot>,
     /// Further agents by folder (`dialogue.extra_agents`), picked per call
     /// with the call's `agent` parameter (e.g. a SIP dialled-number route).
     pub agents: std::collections::HashMap<String, Box<dyn DialogueFactory>>,
@@ -83,13 +85,16 @@ impl Engines {
         let faq_path =
             (!cfg.dialogue.faq.is_empty()).then(|| Path::new(&cfg.dialogue.faq).to_path_buf());
         let mut agent = None;
+        let mut agent_slot = None;
         let dialogue: Box<dyn DialogueFactory> = if cfg.dialogue.agent.is_empty() {
             Box::new(FaqFactory::new(FaqFile::load(faq_path.as_deref())?))
         } else {
             let rt = AgentRuntime::load(Path::new(&cfg.dialogue.agent), &dir)?;
             tracing::info!(agent = %rt.agent.file.agent.name, ms = rt.load_ms, "agent loaded");
             agent = Some(rt.clone());
-            Box::new(AgentFactory::new(rt, services.clone()))
+            let f = AgentFactory::new(rt, services.clone());
+            agent_slot = Some(f.slot());
+            Box::new(f)
         };
         let mut agents: std::collections::HashMap<String, Box<dyn DialogueFactory>> =
             std::collections::HashMap::new();
@@ -119,6 +124,7 @@ impl Engines {
             tts,
             dialogue,
             agent,
+            agent_slot,
             agents,
             desk,
         }))

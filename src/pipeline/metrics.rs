@@ -55,6 +55,8 @@ pub struct Metrics {
     pub transfers_failed_total: IntCounter,
     /// Accounts locked by repeated wrong PINs (events in the store).
     pub account_lockouts: Gauge,
+    /// The version of the agent this node gives new calls (0: its files).
+    pub agent_version: Gauge,
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> Gauge {
@@ -133,6 +135,11 @@ pub fn metrics() -> &'static Metrics {
                 &r,
                 "attendant_turns_cut_early_total",
                 "Turns ended before the caller had finished (they went on within the fallback silence)",
+            ),
+            agent_version: gauge(
+                &r,
+                "attendant_agent_version",
+                "Version of the agent served to new calls (0: its files alone)",
             ),
             calls_total: counter(&r, "attendant_calls_total", "Calls started"),
             turns_total: counter(&r, "attendant_turns_total", "Caller turns answered"),

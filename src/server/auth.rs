@@ -155,6 +155,8 @@ pub fn need(method: &Method, path: &str) -> Need {
         // The desk page is a sign-in form and a script: it holds no data.
         // Everything it then loads or does needs an agent's session.
         (&Method::GET, ["desk"]) | (&Method::GET, ["rtc.js"]) => Need::Open,
+        // What the bot missed, and teaching it: supervisors.
+        (_, ["desk", "review", ..]) => Need::Roles(&[Supervisor]),
         (_, ["desk", ..]) => Need::Roles(&[Supervisor, Agent]),
         (_, ["twilio", ..]) => Need::Telephony,
         (_, ["metrics"]) | (_, ["sip"]) => Need::Roles(&[Ops]),
@@ -606,6 +608,12 @@ mod tests {
                 "{p}"
             );
         }
+        // Agents take calls; supervisors review and label what the bot missed.
+        assert_eq!(need(&g, "/desk/review"), Need::Roles(&[Supervisor]));
+        assert_eq!(
+            need(&Method::POST, "/desk/review/labels"),
+            Need::Roles(&[Supervisor])
+        );
         assert_eq!(need(&Method::POST, "/events"), Need::Signed);
         assert_eq!(need(&Method::POST, "/messages/inbound"), Need::Signed);
         // Agents see calls and customers, not the follow-up outbox.

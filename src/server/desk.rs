@@ -7,8 +7,9 @@
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -17,10 +18,12 @@ use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 
 use super::auth::{Principal, Role};
+use super::cluster::{forward, forwarded};
 use super::webrtc::{accept, created, drive, Accepted, Leg};
 use super::Shared;
 use crate::desk::{AgentLeg, DeskError, ToCall, Viewer, LEG_FRAMES};
 use crate::pipeline::{CallHandle, CallInput, CallOutput};
+use crate::transport::webrtc::MAX_OFFER;
 
 fn viewer(p: &Principal) -> Viewer {
     Viewer {
@@ -110,14 +113,56 @@ pub async fn events(
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
+/// Call ids as they appear in paths (ours: letters, digits, `-`, `_`).
+fn plain_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+/// The node holding call `id` when it is not this one (and this request
+/// was not already passed on by a node).
+fn elsewhere(s: &Shared, id: &str, headers: &HeaderMap) -> Option<String> {
+    if forwarded(headers) || !plain_id(id) {
+        return None;
+    }
+    s.desk.owner(id)
+}
+
 /// `POST /desk/calls/{id}/take` with the agent's SDP offer: the caller is
-/// theirs, bridged to their browser once its leg is up.
+/// theirs, bridged to their browser once its leg is up. A caller another
+/// node holds is taken through that node (the agent's audio goes there).
 pub async fn take(
     State(s): State<Shared>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
     req: Request,
 ) -> Response {
+    if let Some(node) = elsewhere(&s, &id, req.headers()) {
+        let (parts, body) = req.into_parts();
+        let Ok(offer) = axum::body::to_bytes(body, MAX_OFFER).await else {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "offer too large
+",
+            )
+                .into_response();
+        };
+        let path = format!("/desk/calls/{id}/take");
+        let resp = forward(&node, "POST", &path, &parts.headers, offer).await;
+        let leg = resp
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .and_then(|l| l.strip_prefix("/webrtc/calls/"));
+        if let Some(leg) = leg {
+            s.desk.remember_leg(leg, &node);
+        }
+        tracing::info!(call = %id, agent = %p.name, %node, status = %resp.status(), "take passed to the node holding the call");
+        return resp;
+    }
     let asked = Instant::now();
     let v = viewer(&p);
     let Accepted { sess, sock, answer } = match accept(&s.cfg.webrtc, req).await {
@@ -196,7 +241,12 @@ pub async fn give_back(
     State(s): State<Shared>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Response {
+    if let Some(node) = elsewhere(&s, &id, &headers) {
+        let path = format!("/desk/calls/{id}/return");
+        return forward(&node, "POST", &path, &headers, Bytes::new()).await;
+    }
     match s.desk.command(&viewer(&p), &id, ToCall::Return) {
         Ok(()) => (StatusCode::OK, "returned to the bot\n").into_response(),
         Err(e) => desk_error(e),
@@ -214,6 +264,7 @@ pub async fn pass_on(
     State(s): State<Shared>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     Json(to): Json<PassOn>,
 ) -> Response {
     let queue = to.queue.trim();
@@ -224,6 +275,11 @@ pub async fn pass_on(
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if !ok {
         return (StatusCode::BAD_REQUEST, "queue: letters, digits, _ and -\n").into_response();
+    }
+    if let Some(node) = elsewhere(&s, &id, &headers) {
+        let path = format!("/desk/calls/{id}/transfer");
+        let body = serde_json::json!({ "queue": queue }).to_string();
+        return forward(&node, "POST", &path, &headers, Bytes::from(body)).await;
     }
     let cmd = ToCall::Requeue {
         queue: queue.to_string(),

@@ -6,7 +6,9 @@
 
 pub mod admission;
 pub mod auth;
+pub mod cluster;
 pub mod desk;
+mod review;
 pub mod sip;
 pub mod twilio;
 pub mod webrtc;
@@ -78,6 +80,8 @@ pub fn router(state: Shared) -> Router {
         .route("/rtc.js", get(desk::script))
         .route("/desk", get(desk::page))
         .route("/desk/state", get(desk::state))
+        .route("/desk/review", get(review::queue))
+        .route("/desk/review/labels", post(review::label))
         .route("/desk/events", get(desk::events))
         .route("/desk/calls/{id}/take", post(desk::take))
         .route("/desk/calls/{id}/return", post(desk::give_back))
@@ -420,6 +424,11 @@ fn spawn_workers(state: Shared) {
             {
                 tracing::warn!(error = %e, "outbox worker");
             }
+            if let Some(f) = state.followups.get() {
+                if let Err(e) = f.run_unfinished().await {
+                    tracing::warn!(error = %e, "unfinished events");
+                }
+            }
             tokio::time::sleep(tick).await;
         }
     });
@@ -452,6 +461,7 @@ fn load_followups(cfg: &Config, engines: &Engines, store: Store) -> anyhow::Resu
         brand: cfg.followup.brand.clone(),
         store,
         scorer,
+        lease_ms: crate::handoff::lease_ms(&cfg.handoff),
     })
 }
 
@@ -552,14 +562,33 @@ pub async fn serve_until(
         webrtc: Default::default(),
     });
     spawn_record_writer(state.calls.clone(), state.services.store.clone());
+    // Nodes sharing a PostgreSQL store share one desk.
+    let desk_link = store.is_shared().then(|| {
+        let url = cluster::node_url(&cfg.server.node_url, addr);
+        tracing::info!(node = %store.node_id(), %url, "desk shared with the nodes on this store");
+        desk.link(store.clone(), url)
+    });
     if let Some(sip_cfg) = sip_cfg {
         sip::start(state.clone(), sip_cfg, state.sip.clone()).await?;
     }
     spawn_workers(state.clone());
     let loader = state.clone();
+    let here = tokio::runtime::Handle::current();
+    let versions_store = store.clone();
     tokio::task::spawn_blocking(move || {
         match Engines::load(cfg.clone(), Some(services), Some(desk)) {
             Ok(e) => {
+                // New calls get whichever version of the agent is promoted,
+                // on every node, without a restart.
+                if let (Some(slot), Some(rt)) = (e.agent_slot.clone(), e.agent.as_ref()) {
+                    let base = rt.agent.clone();
+                    here.spawn(crate::learn::follow(
+                        versions_store,
+                        slot,
+                        base,
+                        std::time::Duration::from_millis(cfg.dialogue.version_check_ms),
+                    ));
+                }
                 match load_followups(&cfg, &e, store) {
                     Ok(f) => {
                         let _ = loader.followups.set(Arc::new(f));
@@ -589,6 +618,7 @@ pub async fn serve_until(
     tracing::info!(%addr, "listening");
     on_bound(addr);
     let draining = state.clone();
+    let leaving = state.services.store.clone();
     // Peer addresses reach handlers (a browser caller is known by its address).
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
@@ -597,6 +627,11 @@ pub async fn serve_until(
             drain(&draining).await;
         })
         .await?;
+    if let Some(link) = desk_link {
+        // The other nodes stop showing this node's desk at once.
+        link.abort();
+        let _ = leaving.drop_node_rows(leaving.node_id(), 0).await;
+    }
     Ok(())
 }
 

@@ -94,9 +94,18 @@ impl Live {
 pub async fn hang_up(
     State(s): State<Shared>,
     axum::extract::Path(id): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
     if s.webrtc.hang_up(&id) {
         StatusCode::OK.into_response()
+    } else if let Some(node) = s
+        .desk
+        .leg_owner(&id)
+        .filter(|_| !super::cluster::forwarded(&headers))
+    {
+        // An agent's leg taken through this node for another node's caller.
+        let path = format!("/webrtc/calls/{id}");
+        super::cluster::forward(&node, "DELETE", &path, &headers, Default::default()).await
     } else {
         (StatusCode::NOT_FOUND, "no such call\n").into_response()
     }

@@ -86,7 +86,7 @@ impl Store {
                     "locked_for_ms": PIN_LOCK_MS,
                 });
                 let event = uuid::Uuid::new_v4().to_string();
-                self.insert_event(&event, LOCKED_EVENT, Some(&customer), &payload)
+                self.insert_event(&event, LOCKED_EVENT, Some(&customer), &payload, None)
                     .await?;
                 locked.push(id);
             }

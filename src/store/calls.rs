@@ -7,11 +7,17 @@ use super::{now_ms, Result, Store};
 
 /// Every sealed column: table, its key column, the sealed columns.
 const SEALED: &[(&str, &str, &[&str])] = &[
-    ("interactions", "id", &["transcript", "slots", "summary"]),
+    (
+        "interactions",
+        "id",
+        &["transcript", "slots", "summary", "turns"],
+    ),
     ("handoffs", "call_id", &["packet"]),
     ("call_records", "call_id", &["record"]),
     ("tickets", "id", &["body"]),
     ("inbound_messages", "id", &["body"]),
+    ("labels", "id", &["text"]),
+    ("agent_versions", "id", &["examples"]),
 ];
 
 impl Store {
@@ -62,6 +68,9 @@ impl Store {
             "DELETE FROM call_records WHERE started_ms < $1",
             "DELETE FROM interactions WHERE started_ms < $1",
             "DELETE FROM handoffs WHERE created_ms < $1",
+            // A label holds what a caller said: it goes with its call.
+            "DELETE FROM labels WHERE labelled_ms < $1 AND NOT EXISTS \
+             (SELECT 1 FROM interactions i WHERE i.id = labels.interaction_id)",
         ] {
             n += sqlx::query(sql)
                 .bind(cutoff_ms)
@@ -176,13 +185,22 @@ mod tests {
             ..Default::default()
         });
         i.slots.insert("city".into(), "Lisbon".into());
+        i.turns.push(crate::store::LearnedTurn {
+            turn: 1,
+            text: "my name is Quentin Zebulon".into(),
+            intents: vec![("give_name".into(), 0.9)],
+            followed: "continued".into(),
+            ..Default::default()
+        });
         s.save_interaction(&i).await.unwrap();
+        let back = s.interaction("call-1").await.unwrap();
+        assert_eq!(back.map(|b| b.turns), Some(i.turns.clone()));
         s.put_call_record("call-1", 1, &serde_json::json!({"said": "Quentin Zebulon"}))
             .await
             .unwrap();
         // Nothing readable in the database itself.
         let raw: Vec<String> = sqlx::query(
-            "SELECT transcript || slots || summary AS v FROM interactions \
+            "SELECT transcript || slots || summary || turns AS v FROM interactions \
              UNION ALL SELECT record AS v FROM call_records",
         )
         .fetch_all(s.pool())
@@ -218,7 +236,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(s.interaction("call-1").await.unwrap().unwrap(), i);
-        assert_eq!(s.rekey().await.unwrap(), 4);
+        assert_eq!(s.rekey().await.unwrap(), 5);
         assert_eq!(s.rekey().await.unwrap(), 0);
         let s = Store::open_with(&url, ring(&new)).await.unwrap();
         assert_eq!(s.interaction("call-1").await.unwrap().unwrap(), i);

@@ -34,6 +34,7 @@ fn interaction_of(keys: &Keyring, r: &AnyRow) -> Result<Interaction> {
         human_agent: r.try_get("human_agent")?,
         wait_ms: r.try_get("wait_ms")?,
         talk_ms: r.try_get("talk_ms")?,
+        turns: serde_json::from_str(&open("turns")?)?,
     })
 }
 
@@ -79,15 +80,15 @@ impl Store {
         sqlx::query(
             "INSERT INTO interactions (id, customer_id, channel, agent, started_ms, ended_ms, \
              transcript, intents, slots, sentiment, outcome, handled_by, csat, response_ms, \
-             priority, summary, human_agent, wait_ms, talk_ms) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19) \
+             priority, summary, human_agent, wait_ms, talk_ms, turns) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20) \
              ON CONFLICT (id) DO UPDATE SET customer_id = excluded.customer_id, \
              ended_ms = excluded.ended_ms, transcript = excluded.transcript, \
              intents = excluded.intents, slots = excluded.slots, sentiment = excluded.sentiment, \
              outcome = excluded.outcome, handled_by = excluded.handled_by, csat = excluded.csat, \
              response_ms = excluded.response_ms, priority = excluded.priority, \
              summary = excluded.summary, human_agent = excluded.human_agent, \
-             wait_ms = excluded.wait_ms, talk_ms = excluded.talk_ms",
+             wait_ms = excluded.wait_ms, talk_ms = excluded.talk_ms, turns = excluded.turns",
         )
         .bind(&i.id)
         .bind(i.customer_id.clone())
@@ -114,6 +115,10 @@ impl Store {
         .bind(i.human_agent.clone())
         .bind(i.wait_ms)
         .bind(i.talk_ms)
+        .bind(self.seal(
+            &format!("interactions.turns/{}", i.id),
+            &serde_json::to_string(&i.turns)?,
+        ))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -138,6 +143,16 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
+        rows.iter().map(|r| interaction_of(&self.keys, r)).collect()
+    }
+
+    /// Those started at or after `since_ms`, oldest first.
+    pub async fn interactions_since(&self, since_ms: i64) -> Result<Vec<Interaction>> {
+        let rows =
+            sqlx::query("SELECT * FROM interactions WHERE started_ms >= $1 ORDER BY started_ms")
+                .bind(since_ms)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(|r| interaction_of(&self.keys, r)).collect()
     }
 
@@ -363,5 +378,62 @@ mod tests {
             later.iter().all(|i| i.starts_with("OB") || *i == failed),
             "{later:?}"
         );
+    }
+
+    /// A business event taken by a node that died before running its rules
+    /// is due for another node once the lease is over, to one node only;
+    /// done events and plain records are never due; a failed run is due
+    /// again at its retry time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unfinished_events_are_leased_after_their_takers_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = scratch_url(dir.path()).await.unwrap();
+        let (dead, a, b) = (
+            Store::open(&url).await.unwrap(),
+            Store::open(&url).await.unwrap(),
+            Store::open(&url).await.unwrap(),
+        );
+        let now = super::super::now_ms();
+        let ev = |id: &str| serde_json::json!({"id": id, "type": "t"});
+        for id in ["e1", "e2"] {
+            assert!(dead
+                .insert_event(id, "t", None, &ev(id), Some(now + 1_000))
+                .await
+                .unwrap());
+        }
+        assert!(dead
+            .insert_event("record", "t", None, &ev("record"), None)
+            .await
+            .unwrap());
+        // e2's taker finished it.
+        dead.event_done("e2").await.unwrap();
+        let due = |s: &Store, at: i64| {
+            let s = s.clone();
+            async move {
+                s.lease_due_events(s.node_id(), at, LEASE)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert!(due(&a, now + 500).await.is_empty(), "still leased");
+        let (on_a, on_b) = tokio::join!(due(&a, now + 1_500), due(&b, now + 1_500));
+        let mut got = [on_a, on_b].concat();
+        got.sort();
+        assert_eq!(got, ["e1"], "one node takes the unfinished event");
+        let (_, payload) = b
+            .lease_due_events(b.node_id(), now + 1_500 + LEASE, LEASE)
+            .await
+            .unwrap()
+            .pop()
+            .expect("due again when the second lease ends unfinished");
+        assert_eq!(payload["id"], "e1");
+        b.event_failed("e1", now + 200_000).await.unwrap();
+        assert!(due(&a, now + 199_000).await.is_empty());
+        assert_eq!(due(&a, now + 200_000).await, ["e1"]);
+        a.event_done("e1").await.unwrap();
+        assert!(due(&b, now + 10_000_000).await.is_empty());
     }
 }

@@ -12,9 +12,15 @@
 
 mod access;
 mod bank;
+mod bus;
+mod events;
 pub use bank::LOCKED_EVENT;
+pub use bus::NodeRow;
 mod calls;
 mod history;
+mod learning;
+pub use learning::{AgentVersion, Label, LabelKind};
+mod outbox;
 mod pin;
 mod seal;
 pub use pin::{hash_pin, Guard, PIN_LOCK_MS, PIN_MAX_FAILURES};
@@ -214,6 +220,36 @@ pub struct SentimentSample {
     pub label: String,
 }
 
+impl Interaction {
+    /// Fills `turns` from the row's outcome.
+    pub fn with_turns(mut self, turns: impl FnOnce(&str) -> Vec<LearnedTurn>) -> Self {
+        self.turns = turns(&self.outcome);
+        self
+    }
+}
+
+/// One caller turn as the bot understood and handled it: what a reviewer
+/// labels and a retrained model learns from.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LearnedTurn {
+    pub turn: u32,
+    /// What the caller said (digits of secret answers masked).
+    pub text: String,
+    /// The top intents with their probabilities, best first.
+    pub intents: Vec<(String, f32)>,
+    /// The intent acted on (`None`: out of scope).
+    pub intent: Option<String>,
+    /// The number the out-of-scope rule judged.
+    pub scope_score: f32,
+    /// Slots filled this turn (secret ones masked).
+    pub slots: std::collections::BTreeMap<String, String>,
+    /// The bot's action (collect:SLOT, answer:ARTICLE, fallback, …).
+    pub action: String,
+    /// What came of it: fell_back, re_asked, reprompted, transferred,
+    /// continued; for the last turn, the call's outcome.
+    pub followed: String,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Interaction {
     pub id: String,
@@ -244,6 +280,9 @@ pub struct Interaction {
     /// Caller and desk agent talking.
     #[serde(default)]
     pub talk_ms: Option<i64>,
+    /// Each caller turn, for review and retraining.
+    #[serde(default)]
+    pub turns: Vec<LearnedTurn>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -358,38 +397,6 @@ fn account_of(r: &AnyRow) -> Result<Account> {
     })
 }
 
-fn thread_of(r: &AnyRow) -> Result<Thread> {
-    Ok(Thread {
-        id: r.try_get("id")?,
-        customer_id: r.try_get("customer_id")?,
-        rule: r.try_get("rule")?,
-        step: r.try_get("step")?,
-        vars: serde_json::from_str(&r.try_get::<String, _>("vars")?)?,
-        status: r.try_get("status")?,
-        created_ms: r.try_get("created_ms")?,
-        updated_ms: r.try_get("updated_ms")?,
-    })
-}
-
-fn outbox_of(r: &AnyRow) -> Result<OutboxMessage> {
-    Ok(OutboxMessage {
-        id: r.try_get("id")?,
-        dedupe_key: r.try_get("dedupe_key")?,
-        thread_id: r.try_get("thread_id")?,
-        customer_id: r.try_get("customer_id")?,
-        channel: r.try_get("channel")?,
-        recipient: r.try_get("recipient")?,
-        body: r.try_get("body")?,
-        status: r.try_get("status")?,
-        attempts: r.try_get("attempts")?,
-        next_attempt_ms: r.try_get("next_attempt_ms")?,
-        last_error: r.try_get("last_error")?,
-        created_ms: r.try_get("created_ms")?,
-        sent_ms: r.try_get("sent_ms")?,
-        provider_id: r.try_get("provider_id")?,
-    })
-}
-
 /// A database of its own for one test run: a fresh SQLite file under `dir`,
 /// or, when `DATABASE_URL` names a PostgreSQL server, a new database created
 /// on it (so parallel tests and earlier runs never see each other's rows).
@@ -399,11 +406,15 @@ pub async fn scratch_url(dir: &Path) -> Result<String> {
 }
 
 /// A database of its own on the PostgreSQL server `base` names, or a fresh
-/// SQLite file under `dir` when `base` is not a PostgreSQL URL.
+/// SQLite file under `dir` when `base` is empty. Anything else is refused:
+/// a mangled URL must fail the run, not quietly test SQLite instead.
 pub async fn scratch_url_on(base: &str, dir: &Path) -> Result<String> {
-    let base = base.to_string();
-    if !(base.starts_with("postgres://") || base.starts_with("postgresql://")) {
+    let base = base.trim().to_string();
+    if base.is_empty() {
         return Ok(format!("sqlite://{}", dir.join("attendant.db").display()));
+    }
+    if !(base.starts_with("postgres://") || base.starts_with("postgresql://")) {
+        return Err(StoreError::Url(base));
     }
     sqlx::any::install_default_drivers();
     let mut url = url::Url::parse(&base).map_err(|_| StoreError::Url(base.clone()))?;
@@ -437,6 +448,13 @@ pub(crate) const HANDOFF_WORK: LeasedWork = LeasedWork {
     order: "next_attempt_ms",
 };
 
+pub(crate) const EVENT_WORK: LeasedWork = LeasedWork {
+    table: "events",
+    key: "id",
+    status: "status",
+    order: "received_ms",
+};
+
 const OUTBOX_WORK: LeasedWork = LeasedWork {
     table: "outbox",
     key: "id",
@@ -454,6 +472,9 @@ pub struct Store {
     /// This process, as the owner of the work it leases (host, pid and a
     /// random part, so a restarted node is a new owner).
     node: std::sync::Arc<str>,
+    /// The PostgreSQL URL, for listening connections (never logged: it may
+    /// hold a password).
+    shared_url: Option<std::sync::Arc<str>>,
 }
 
 impl Store {
@@ -534,6 +555,7 @@ impl Store {
             handle: tokio::runtime::Handle::current(),
             url_kind: kind,
             node: node.into(),
+            shared_url: (kind == "postgres").then(|| url.as_str().into()),
         })
     }
 
@@ -563,6 +585,42 @@ impl Store {
             Ok(h) => tokio::task::block_in_place(|| h.block_on(f)),
             Err(_) => self.handle.block_on(f),
         }
+    }
+
+    /// Leases up to 20 pending, due, unleased rows of `work`'s table to `owner` until `now + lease_ms`, in one
+    /// statement; returns them. PostgreSQL nodes skip rows another node is
+    /// leasing at this instant (`FOR UPDATE SKIP LOCKED`); SQLite has one
+    /// writer.
+    pub(crate) async fn lease(
+        &self,
+        work: &LeasedWork,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<AnyRow>> {
+        let LeasedWork {
+            table,
+            key,
+            status,
+            order,
+        } = work;
+        let skip = if self.url_kind == "postgres" {
+            " FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "UPDATE {table} SET lease_owner = $1, lease_until_ms = $2 WHERE {key} IN (\
+             SELECT {key} FROM {table} WHERE {status} = 'pending' AND next_attempt_ms <= $3 \
+             AND (lease_until_ms IS NULL OR lease_until_ms <= $3) \
+             ORDER BY {order} LIMIT 20{skip}) RETURNING *"
+        );
+        Ok(sqlx::query(&sql)
+            .bind(owner)
+            .bind(now + lease_ms)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     // ---- customers -------------------------------------------------------
@@ -700,208 +758,6 @@ impl Store {
             })
             .collect()
     }
-
-    // ---- events, threads, outbox -----------------------------------------
-
-    /// Records an event; false when its id was seen before.
-    pub async fn insert_event(
-        &self,
-        id: &str,
-        kind: &str,
-        customer_id: Option<&str>,
-        payload: &serde_json::Value,
-    ) -> Result<bool> {
-        let n = sqlx::query(
-            "INSERT INTO events (id, kind, customer_id, payload, received_ms) \
-             VALUES ($1,$2,$3,$4,$5) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(id)
-        .bind(kind)
-        .bind(customer_id.map(str::to_string))
-        .bind(serde_json::to_string(payload)?)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(n > 0)
-    }
-
-    pub async fn save_thread(&self, t: &Thread) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO threads (id, customer_id, rule, step, vars, status, created_ms, \
-             updated_ms) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT (id) DO UPDATE SET \
-             step = excluded.step, vars = excluded.vars, status = excluded.status, \
-             updated_ms = excluded.updated_ms",
-        )
-        .bind(&t.id)
-        .bind(&t.customer_id)
-        .bind(&t.rule)
-        .bind(&t.step)
-        .bind(serde_json::to_string(&t.vars)?)
-        .bind(&t.status)
-        .bind(t.created_ms)
-        .bind(t.updated_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn thread(&self, id: &str) -> Result<Option<Thread>> {
-        let r = sqlx::query("SELECT * FROM threads WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        r.as_ref().map(thread_of).transpose()
-    }
-
-    /// The customer's newest open thread: where a reply belongs.
-    pub async fn open_thread_of(&self, customer_id: &str) -> Result<Option<Thread>> {
-        let r = sqlx::query(
-            "SELECT * FROM threads WHERE customer_id = $1 AND status = 'open' \
-             ORDER BY updated_ms DESC LIMIT 1",
-        )
-        .bind(customer_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        r.as_ref().map(thread_of).transpose()
-    }
-
-    pub async fn threads(&self) -> Result<Vec<Thread>> {
-        let rows = sqlx::query("SELECT * FROM threads ORDER BY created_ms")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(thread_of).collect()
-    }
-
-    /// Queues a message; false when one with the same key was queued before.
-    pub async fn enqueue(&self, m: &OutboxMessage) -> Result<bool> {
-        let n = sqlx::query(
-            "INSERT INTO outbox (id, dedupe_key, thread_id, customer_id, channel, recipient, \
-             body, status, attempts, next_attempt_ms, last_error, created_ms) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,'pending',0,$8,'',$9) \
-             ON CONFLICT (dedupe_key) DO NOTHING",
-        )
-        .bind(&m.id)
-        .bind(&m.dedupe_key)
-        .bind(m.thread_id.clone())
-        .bind(&m.customer_id)
-        .bind(&m.channel)
-        .bind(&m.recipient)
-        .bind(&m.body)
-        .bind(m.next_attempt_ms)
-        .bind(m.created_ms)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(n > 0)
-    }
-
-    /// Leases up to 20 due outbox messages to `owner` until `now +
-    /// lease_ms` (see `lease_due_handoffs`): each is sent by one node.
-    pub async fn lease_due_outbox(
-        &self,
-        owner: &str,
-        now: i64,
-        lease_ms: i64,
-    ) -> Result<Vec<OutboxMessage>> {
-        let rows = self.lease(&OUTBOX_WORK, owner, now, lease_ms).await?;
-        let mut due: Vec<OutboxMessage> = rows.iter().map(outbox_of).collect::<Result<_>>()?;
-        due.sort_by_key(|m| m.created_ms);
-        Ok(due)
-    }
-
-    /// Leases up to 20 pending, due, unleased rows of `work`'s table to `owner` until `now + lease_ms`, in one
-    /// statement; returns them. PostgreSQL nodes skip rows another node is
-    /// leasing at this instant (`FOR UPDATE SKIP LOCKED`); SQLite has one
-    /// writer.
-    pub(crate) async fn lease(
-        &self,
-        work: &LeasedWork,
-        owner: &str,
-        now: i64,
-        lease_ms: i64,
-    ) -> Result<Vec<AnyRow>> {
-        let LeasedWork {
-            table,
-            key,
-            status,
-            order,
-        } = work;
-        let skip = if self.url_kind == "postgres" {
-            " FOR UPDATE SKIP LOCKED"
-        } else {
-            ""
-        };
-        let sql = format!(
-            "UPDATE {table} SET lease_owner = $1, lease_until_ms = $2 WHERE {key} IN (\
-             SELECT {key} FROM {table} WHERE {status} = 'pending' AND next_attempt_ms <= $3 \
-             AND (lease_until_ms IS NULL OR lease_until_ms <= $3) \
-             ORDER BY {order} LIMIT 20{skip}) RETURNING *"
-        );
-        Ok(sqlx::query(&sql)
-            .bind(owner)
-            .bind(now + lease_ms)
-            .bind(now)
-            .fetch_all(&self.pool)
-            .await?)
-    }
-
-    pub async fn outbox(&self) -> Result<Vec<OutboxMessage>> {
-        let rows = sqlx::query("SELECT * FROM outbox ORDER BY created_ms, id")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(outbox_of).collect()
-    }
-
-    pub async fn outbox_attempted(
-        &self,
-        id: &str,
-        status: &str,
-        sent_ms: Option<i64>,
-        provider_id: Option<&str>,
-        next_attempt_ms: i64,
-        error: &str,
-    ) -> Result<()> {
-        sqlx::query(
-            "UPDATE outbox SET attempts = attempts + 1, status = $1, sent_ms = $2, \
-             provider_id = $3, next_attempt_ms = $4, last_error = $5, lease_owner = NULL, \
-             lease_until_ms = NULL WHERE id = $6",
-        )
-        .bind(status)
-        .bind(sent_ms)
-        .bind(provider_id.map(str::to_string))
-        .bind(next_attempt_ms)
-        .bind(error)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn record_inbound(
-        &self,
-        thread_id: Option<&str>,
-        customer_id: Option<&str>,
-        channel: &str,
-        body: &str,
-        sentiment: Option<f64>,
-    ) -> Result<()> {
-        let id = uuid::Uuid::new_v4().to_string();
-        sqlx::query(
-            "INSERT INTO inbound_messages (id, thread_id, customer_id, channel, body, sentiment, \
-             received_ms) VALUES ($1,$2,$3,$4,$5,$6,$7)",
-        )
-        .bind(&id)
-        .bind(thread_id.map(str::to_string))
-        .bind(customer_id.map(str::to_string))
-        .bind(channel)
-        .bind(self.seal(&format!("inbound_messages.body/{id}"), body))
-        .bind(sentiment)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -912,6 +768,20 @@ mod tests {
     fn phones_and_pins() {
         assert_eq!(normalize_phone("+1 (555) 555-0110"), "+15555550110");
         assert_eq!(normalize_phone("anonymous"), "");
+    }
+
+    /// A test URL with anything in front of it (a note a script printed)
+    /// is refused rather than quietly replaced by SQLite.
+    #[tokio::test]
+    async fn scratch_urls_refuse_what_is_not_a_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = scratch_url_on("", dir.path()).await.unwrap();
+        assert!(empty.starts_with("sqlite://"), "{empty}");
+        let bad = "Removed stale pid file.\npostgres://a:b@127.0.0.1:5432/a";
+        assert!(matches!(
+            scratch_url_on(bad, dir.path()).await,
+            Err(StoreError::Url(_))
+        ));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -944,8 +814,8 @@ mod tests {
         assert!(!s.transactions(&a.id, 3).await.unwrap().is_empty());
         // Events are taken once.
         let v = serde_json::json!({"x": 1});
-        assert!(s.insert_event("e1", "k", None, &v).await.unwrap());
-        assert!(!s.insert_event("e1", "k", None, &v).await.unwrap());
+        assert!(s.insert_event("e1", "k", None, &v, None).await.unwrap());
+        assert!(!s.insert_event("e1", "k", None, &v, None).await.unwrap());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

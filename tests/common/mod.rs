@@ -384,3 +384,17 @@ pub fn words_found(expected: &str, heard: &str) -> f64 {
     let got = attendant::eval::normalize(heard);
     want.iter().filter(|w| got.contains(w)).count() as f64 / want.len().max(1) as f64
 }
+
+/// Copies a directory tree (an agent to change in a test).
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}

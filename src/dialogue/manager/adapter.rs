@@ -81,31 +81,37 @@ impl Dialogue for AgentDialogue {
 }
 
 pub struct AgentFactory {
-    rt: Arc<AgentRuntime>,
+    slot: AgentSlot,
     services: Option<Arc<Services>>,
 }
 
 impl AgentFactory {
     pub fn new(rt: Arc<AgentRuntime>, services: Option<Arc<Services>>) -> Self {
-        Self { rt, services }
+        Self {
+            slot: AgentSlot::new(rt),
+            services,
+        }
     }
 
-    pub fn runtime(&self) -> &Arc<AgentRuntime> {
-        &self.rt
+    /// Where another version is put for new calls.
+    pub fn slot(&self) -> AgentSlot {
+        self.slot.clone()
     }
 }
 
 impl DialogueFactory for AgentFactory {
     fn new_dialogue(&self) -> Box<dyn Dialogue> {
+        let rt = self.slot.get();
         let conv = match &self.services {
-            Some(s) => Conversation::with_services(self.rt.clone(), s.clone()),
-            None => Conversation::new(self.rt.clone()),
+            Some(s) => Conversation::with_services(rt, s.clone()),
+            None => Conversation::new(rt),
         };
         Box::new(AgentDialogue { conv })
     }
 
     fn prompts(&self) -> Vec<String> {
-        let a = &self.rt.agent;
+        let rt = self.slot.get();
+        let a = &rt.agent;
         let p = &a.file.prompts;
         let mut v = vec![
             a.file.agent.greeting.clone(),

@@ -319,6 +319,39 @@ impl Conversation {
         t
     }
 
+    /// Each caller turn with what the bot made of it and what came of it
+    /// (`outcome`: the call's, for the last turn).
+    pub fn learned_turns(&self, outcome: &str) -> Vec<LearnedTurn> {
+        let secrets = self.secret_answers();
+        let actions: Vec<(&str, Option<&str>)> = self
+            .state
+            .turns
+            .iter()
+            .map(|t| (t.action.as_str(), t.intent.as_deref()))
+            .collect();
+        let followed = followed(&actions, outcome);
+        self.state
+            .turns
+            .iter()
+            .zip(secrets)
+            .zip(followed)
+            .map(|((t, secret), followed)| LearnedTurn {
+                turn: t.turn,
+                text: if secret {
+                    crate::nlu::numbers::mask_digits(&t.text)
+                } else {
+                    t.text.clone()
+                },
+                intents: t.ranking.clone(),
+                intent: t.intent.clone(),
+                scope_score: t.scope_score,
+                slots: t.slots.clone(),
+                action: t.action.clone(),
+                followed,
+            })
+            .collect()
+    }
+
     /// The interaction row for this call.
     pub fn interaction(&self, ended_ms: i64, response_ms: Option<i64>) -> Interaction {
         // A caller who hung up on hold was never handed over.
@@ -415,7 +448,9 @@ impl Conversation {
                 .human
                 .as_ref()
                 .and_then(|h| h.talk_ms.map(|t| t as i64)),
+            turns: Vec::new(),
         }
+        .with_turns(|outcome| self.learned_turns(outcome))
     }
 
     /// Writes the interaction row so far (outcome `in_progress`, no end),
@@ -479,6 +514,38 @@ impl Conversation {
     }
 }
 
+/// What came of each turn, from the actions (and intents) of the turns and
+/// the call's outcome: the bot fell back; the caller asked the same again;
+/// the bot had to ask again; the call went to a person; or it went on. The
+/// last turn gets the call's outcome.
+pub(super) fn followed(turns: &[(&str, Option<&str>)], outcome: &str) -> Vec<String> {
+    let to_person = |a: &str| {
+        a.starts_with("transfer") || a.starts_with("escalate") || a.starts_with("offer_human")
+    };
+    turns
+        .iter()
+        .enumerate()
+        .map(|(i, &(action, intent))| {
+            if action == "fallback" {
+                return "fell_back".into();
+            }
+            let Some(&(next, next_intent)) = turns.get(i + 1) else {
+                return outcome.to_string();
+            };
+            if next.starts_with("reprompt:") {
+                "reprompted"
+            } else if intent.is_some() && intent == next_intent && !to_person(action) {
+                "re_asked"
+            } else if to_person(next) {
+                "transferred"
+            } else {
+                "continued"
+            }
+            .into()
+        })
+        .collect()
+}
+
 /// One sentence on the desk hand-over, for the interaction's summary.
 fn human_note(h: &crate::dialogue::HumanOutcome) -> String {
     let wait = h.wait_ms.div_ceil(1000);
@@ -499,5 +566,40 @@ fn human_note(h: &crate::dialogue::HumanOutcome) -> String {
             h.queue
         ),
         (None, _) => format!("The caller left after {wait} s on hold in {}.", h.queue),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::followed;
+
+    #[test]
+    fn what_followed_each_turn() {
+        let turns = [
+            ("fallback", None),
+            ("answer:hours", Some("hours")),
+            ("answer:hours", Some("hours")),
+            ("collect:account", Some("balance")),
+            ("reprompt:account", None),
+            ("offer_human", None),
+            ("transfer", Some("agent")),
+        ];
+        assert_eq!(
+            followed(&turns, "transferred"),
+            [
+                "fell_back",
+                "re_asked",
+                "continued",
+                "reprompted",
+                "transferred",
+                "transferred",
+                "transferred"
+            ]
+        );
+        assert_eq!(
+            followed(&[("done:balance", Some("balance"))], "resolved"),
+            ["resolved"]
+        );
+        assert!(followed(&[], "abandoned").is_empty());
     }
 }

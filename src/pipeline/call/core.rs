@@ -573,7 +573,7 @@ impl CallCore {
                 self.partial_inflight = false;
                 if let Ok(tr) = result {
                     if !tr.text.is_empty() {
-                        tracing::debug!(call = %self.meta.call_id, turn, partial = %tr.text, "partial");
+                        tracing::debug!(call = %self.meta.call_id, turn, partial = %mask_digits(&tr.text), "partial");
                         if let Some(t) = self.turn.as_mut().filter(|t| t.index == turn) {
                             t.partials.push(tr.text);
                         }

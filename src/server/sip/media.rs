@@ -125,7 +125,12 @@ async fn leg(a: MediaArgs) {
             },
             _ = tokio::time::sleep_until(deadline.into()) => {}
         }
-        s.handle_timeout(Instant::now(), Some(rtcp::Ntp::now()));
+        // Inputs already ran the session's clock; only a deadline that has
+        // passed (a frame to send, a report, the RTP time-out) needs it again.
+        let now = Instant::now();
+        if s.poll_timeout().is_some_and(|t| t <= now) {
+            s.handle_timeout(now, Some(rtcp::Ntp::now()));
+        }
         while let Some(o) = s.poll_output() {
             match o {
                 Output::Rtp { to, packet } => {

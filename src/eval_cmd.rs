@@ -1,0 +1,186 @@
+//! `attendant eval`: the intent model scored on a labelled set.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::Subcommand;
+
+use attendant::nlu::intent::Scope;
+
+#[derive(Subcommand)]
+pub enum EvalCmd {
+    /// Intent accuracy, macro-F1, out-of-scope precision/recall and latency.
+    Nlu {
+        /// Agent directory whose intents are evaluated.
+        #[arg(long, conflicts_with = "train")]
+        agent: Option<PathBuf>,
+        /// Build a throwaway agent from this labelled CSV (text,category).
+        #[arg(long)]
+        train: Option<PathBuf>,
+        /// Labelled CSV to test on (text,category).
+        #[arg(long)]
+        test: PathBuf,
+        /// Use only the first K training examples of each category.
+        #[arg(long)]
+        shots: Option<usize>,
+        /// Out-of-scope threshold on the top intent probability.
+        #[arg(long, default_value_t = 0.0)]
+        threshold: f32,
+        /// Calibrate the out-of-scope rule on the training data instead
+        /// (signal and threshold chosen on held-out training examples),
+        /// giving up at most this much in-scope accuracy (e.g. 0.03).
+        #[arg(long)]
+        calibrate: Option<f64>,
+        /// Hold this share of the training intents out as unknown (they are
+        /// out of scope in the test set), e.g. 0.25.
+        #[arg(long)]
+        holdout_intents: Option<f64>,
+        /// Seed of the held-out pick and the calibration's folds.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Write the report as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[arg(long, default_value = "models")]
+        models_dir: PathBuf,
+        #[command(flatten)]
+        tune: TuneArgs,
+    },
+}
+
+/// Fine-tuning the encoder on the training examples before the classifier
+/// is trained (see docs/agents.md).
+#[derive(clap::Args)]
+pub struct TuneArgs {
+    /// Fine-tune the sentence encoder's top layers on the training set.
+    #[arg(long)]
+    fine_tune: bool,
+    #[arg(long, default_value_t = attendant::nlu::tune::TuneParams::default().epochs)]
+    tune_epochs: usize,
+    #[arg(long, default_value_t = attendant::nlu::tune::TuneParams::default().layers)]
+    tune_layers: usize,
+    #[arg(long, default_value_t = attendant::nlu::tune::TuneParams::default().learning_rate)]
+    tune_lr: f64,
+    #[arg(long, default_value_t = attendant::nlu::tune::TuneParams::default().batch)]
+    tune_batch: usize,
+    #[arg(long, default_value_t = attendant::nlu::tune::TuneParams::default().scale)]
+    tune_scale: f64,
+    /// Where tuned layers are cached (by a hash of model, examples and
+    /// parameters).
+    #[arg(long, default_value = "data/nlu-cache")]
+    tune_cache: PathBuf,
+}
+
+pub async fn run(what: EvalCmd) -> anyhow::Result<()> {
+    match what {
+        EvalCmd::Nlu {
+            agent,
+            train,
+            test,
+            shots,
+            threshold,
+            calibrate,
+            holdout_intents,
+            seed,
+            json,
+            models_dir,
+            tune,
+        } => {
+            let scope = match calibrate {
+                Some(max_drop) => Scope::Calibrated { max_drop, seed },
+                None => Scope::Fixed(threshold),
+            };
+            let how = NluEval {
+                shots,
+                scope,
+                holdout: holdout_intents,
+                seed,
+                tune: tune.fine_tune.then(|| {
+                    (
+                        attendant::nlu::tune::TuneParams {
+                            epochs: tune.tune_epochs,
+                            layers: tune.tune_layers,
+                            learning_rate: tune.tune_lr,
+                            batch: tune.tune_batch,
+                            scale: tune.tune_scale,
+                            ..Default::default()
+                        },
+                        tune.tune_cache,
+                    )
+                }),
+            };
+            tokio::task::spawn_blocking(move || eval_nlu(agent, train, test, how, json, models_dir))
+                .await?
+        }
+    }
+}
+
+/// How `eval nlu` trains from a CSV.
+struct NluEval {
+    shots: Option<usize>,
+    scope: Scope,
+    holdout: Option<f64>,
+    seed: u64,
+    /// Fine-tune the encoder first, caching under the path.
+    tune: Option<(attendant::nlu::tune::TuneParams, PathBuf)>,
+}
+
+fn eval_nlu(
+    agent: Option<PathBuf>,
+    train: Option<PathBuf>,
+    test: PathBuf,
+    how: NluEval,
+    json: Option<PathBuf>,
+    models_dir: PathBuf,
+) -> anyhow::Result<()> {
+    use attendant::nlu::{embed::Embedder, eval, intent::IntentModel};
+    use std::sync::Arc;
+    let embedder = Arc::new(Embedder::load(&models_dir.join("nlu/all-MiniLM-L6-v2"))?);
+    let mut held_out = Vec::new();
+    let model = match (agent, train) {
+        (Some(dir), None) => {
+            let agent = attendant::agent::Agent::load(&dir)?;
+            let encoder = agent.encoder(embedder)?;
+            agent.build_intent_model(encoder)?
+        }
+        (None, Some(csv)) => {
+            let mut data = eval::read_csv(&csv)?;
+            if let Some(share) = how.holdout {
+                held_out = eval::holdout_categories(&data, share, how.seed);
+                data.retain(|d| !held_out.contains(&d.category));
+            }
+            if let Some(k) = how.shots {
+                data = eval::first_k_per_category(&data, k);
+            }
+            let ex: Vec<(String, String)> =
+                data.into_iter().map(|d| (d.text, d.category)).collect();
+            eprintln!("training on {} examples", ex.len());
+            let embedder = match &how.tune {
+                None => embedder,
+                Some((p, cache)) => {
+                    let dir = models_dir.join("nlu/all-MiniLM-L6-v2");
+                    let (e, report) = attendant::nlu::tune::tuned_embedder(&dir, cache, &ex, p)?;
+                    match report {
+                        Some(r) => eprintln!(
+                            "fine-tuned {} layers on {} examples: {} steps, loss {:.3} -> {:.3}, {:.1} s",
+                            p.layers, r.examples, r.steps, r.first_loss, r.last_loss,
+                            r.ms as f64 / 1000.0
+                        ),
+                        None => eprintln!("fine-tuned encoder read from {}", cache.display()),
+                    }
+                    Arc::new(e)
+                }
+            };
+            IntentModel::train_with(embedder, &ex, how.scope)?
+        }
+        _ => bail!("give --agent DIR or --train CSV"),
+    };
+    let test = eval::read_csv(&test)?;
+    let mut report = eval::evaluate(&model, &test)?;
+    report.held_out = held_out;
+    eval::print_report(&report);
+    if let Some(p) = json {
+        std::fs::write(&p, serde_json::to_string_pretty(&report)?)?;
+    }
+    Ok(())
+}
