@@ -159,7 +159,12 @@ fn eval_nlu(
                 None => embedder,
                 Some((p, cache)) => {
                     let dir = models_dir.join("nlu/all-MiniLM-L6-v2");
-                    let (e, report) = attendant::nlu::tune::tuned_embedder(&dir, cache, &ex, p)?;
+                    let tune_on = match how.scope {
+                        Scope::Calibrated { .. } => attendant::nlu::tune::for_calibration(&ex),
+                        Scope::Fixed(_) => ex.clone(),
+                    };
+                    let (e, report) =
+                        attendant::nlu::tune::tuned_embedder(&dir, cache, &tune_on, p)?;
                     match report {
                         Some(r) => eprintln!(
                             "fine-tuned {} layers on {} examples: {} steps, loss {:.3} -> {:.3}, {:.1} s",

@@ -618,8 +618,11 @@ impl Agent {
         let cache = dir
             .parent()
             .map_or_else(|| dir.join("tuned"), |p| p.join("tuned"));
-        let (tuned, report) =
-            crate::nlu::tune::tuned_embedder(&dir, &cache, &self.training_examples(), &params)?;
+        let mut examples = self.training_examples();
+        if self.file.nlu.out_of_scope == OutOfScopeMode::Calibrated {
+            examples = crate::nlu::tune::for_calibration(&examples);
+        }
+        let (tuned, report) = crate::nlu::tune::tuned_embedder(&dir, &cache, &examples, &params)?;
         if let Some(r) = report {
             tracing::info!(
                 agent = %self.file.agent.name,

@@ -280,6 +280,27 @@ pub fn choose(held: &[Held], kind: ScopeScore, floor: f64) -> (f32, f64, f64) {
     (threshold, acc, caught / n_unk)
 }
 
+/// Which examples calibration holds out as the known intents' unseen
+/// requests: every fifth of each class, in order (classes with fewer than
+/// five keep all for training). A fine-tuned encoder is tuned without them,
+/// so they stay as unseen to it as a caller's words are.
+pub fn holdout_mask<T: Eq + std::hash::Hash>(labels: &[T]) -> Vec<bool> {
+    use std::collections::HashMap;
+    let mut count: HashMap<&T, usize> = HashMap::new();
+    for l in labels {
+        *count.entry(l).or_default() += 1;
+    }
+    let mut seen: HashMap<&T, usize> = HashMap::new();
+    labels
+        .iter()
+        .map(|l| {
+            let s = seen.entry(l).or_default();
+            *s += 1;
+            count[l] >= 5 && s.is_multiple_of(5)
+        })
+        .collect()
+}
+
 /// Calibrates the out-of-scope rule on training examples only (see the
 /// module's notes). `labels[i]` is `feats[i]`'s class; `skip` is a class
 /// never left out (the agent's own out-of-scope examples). `None` when there
@@ -300,20 +321,7 @@ pub fn calibrate(
     }
     let mut rng = fastrand::Rng::with_seed(seed);
     rng.shuffle(&mut intents);
-    // Each example's place among its class's examples: every fifth is held
-    // out (classes with fewer than five keep all for training).
-    let mut seen = vec![0usize; classes];
-    let mut count = vec![0usize; classes];
-    for &l in labels {
-        count[l] += 1;
-    }
-    let held_out: Vec<bool> = labels
-        .iter()
-        .map(|&l| {
-            seen[l] += 1;
-            count[l] >= 5 && seen[l].is_multiple_of(5)
-        })
-        .collect();
+    let held_out = holdout_mask(labels);
     let mut held = Vec::new();
     for f in 0..FOLDS {
         let unknown: Vec<usize> = intents.iter().skip(f).step_by(FOLDS).copied().collect();
@@ -442,6 +450,29 @@ mod tests {
         // No drop allowed: nothing right is rejected.
         let (t, acc, _) = choose(&held, ScopeScore::Probability, 0.9);
         assert!((t - 0.5).abs() < 1e-6 && (acc - 0.9).abs() < 1e-9);
+    }
+
+    /// Every fifth example of a class with five or more, counted per class
+    /// however the classes interleave; small classes keep all.
+    #[test]
+    fn calibration_holds_out_every_fifth_of_each_large_class() {
+        let mut labels = Vec::new();
+        for i in 0..12 {
+            labels.push("a");
+            if i < 4 {
+                labels.push("b");
+            }
+        }
+        let held = holdout_mask(&labels);
+        let held_a: Vec<usize> = (0..labels.len())
+            .filter(|&i| labels[i] == "a" && held[i])
+            .collect();
+        // a's 5th and 10th examples.
+        assert_eq!(held_a, [8, 13]);
+        assert!(!labels.iter().zip(&held).any(|(l, h)| *l == "b" && *h));
+        // The numbered labels calibration uses give the same mask.
+        let nums: Vec<usize> = labels.iter().map(|l| usize::from(*l == "b")).collect();
+        assert_eq!(holdout_mask(&nums), held);
     }
 
     #[test]

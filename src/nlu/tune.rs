@@ -137,6 +137,23 @@ pub fn tuned_embedder(
     Ok((Embedder::load_tuned(model_dir, &path)?, Some(report)))
 }
 
+/// The examples to tune on when the out-of-scope rule is calibrated
+/// afterwards: all but those calibration holds out
+/// ([`super::scope::holdout_mask`]). Tuned on those too, the encoder would
+/// score them as it scores its training examples, far above how it scores
+/// a caller's new words, and the threshold chosen on them would reject
+/// more real requests than calibration measured.
+pub fn for_calibration(examples: &[(String, String)]) -> Vec<(String, String)> {
+    let labels: Vec<&str> = examples.iter().map(|(_, c)| c.as_str()).collect();
+    let held = super::scope::holdout_mask(&labels);
+    examples
+        .iter()
+        .zip(held)
+        .filter(|(_, h)| !h)
+        .map(|(e, _)| e.clone())
+        .collect()
+}
+
 /// Tuned encoders kept in a cache directory: every agent version and every
 /// change of examples makes one (a few to 20 MB each).
 const KEEP: usize = 16;
@@ -636,6 +653,30 @@ mod tests {
         let (again, report) = tuned_embedder(&dir, cache.path(), &ex, &p).unwrap();
         assert!(report.is_none());
         assert_eq!(gap(&again), gap(&tuned));
+    }
+
+    /// Tuning for a calibrated agent leaves out exactly what calibration
+    /// holds out, so those examples stay unseen by the encoder.
+    #[test]
+    fn tuning_for_calibration_leaves_out_the_calibration_holdout() {
+        let ex: Vec<(String, String)> = (0..10)
+            .flat_map(|i| {
+                [
+                    (format!("card {i}"), "card".to_string()),
+                    (format!("loan {i}"), "loan".to_string()),
+                ]
+            })
+            .chain([("hi".to_string(), "greet".to_string())])
+            .collect();
+        let kept = for_calibration(&ex);
+        assert_eq!(kept.len(), ex.len() - 4);
+        for gone in ["card 4", "card 9", "loan 4", "loan 9"] {
+            assert!(!kept.iter().any(|(t, _)| t == gone), "{gone}");
+        }
+        assert!(
+            kept.iter().any(|(t, _)| t == "hi"),
+            "small classes stay whole"
+        );
     }
 
     #[test]
