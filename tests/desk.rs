@@ -154,15 +154,20 @@ fn follow(req: ureq::Request) -> mpsc::Receiver<serde_json::Value> {
     rx
 }
 
+/// What `/desk/state` on `http` shows now.
+fn desk_state(http: SocketAddr) -> serde_json::Value {
+    api_get(&format!("http://{http}/desk/state"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap()
+}
+
 /// The first caller from `channel` waiting at the desk, once one is.
 fn waiting_call(http: SocketAddr, channel: &str, within: Duration) -> serde_json::Value {
     let deadline = Instant::now() + within;
     loop {
-        let s: serde_json::Value = api_get(&format!("http://{http}/desk/state"))
-            .call()
-            .unwrap()
-            .into_json()
-            .unwrap();
+        let s = desk_state(http);
         let first = s["waiting"]
             .as_array()
             .and_then(|w| w.iter().find(|w| w["channel"] == channel));
@@ -363,11 +368,7 @@ fn a_sip_caller_reaches_an_agent_in_chromium_at_the_desk() {
     });
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let st: serde_json::Value = api_get(&format!("http://{http}/desk/state"))
-            .call()
-            .unwrap()
-            .into_json()
-            .unwrap();
+        let st = desk_state(http);
         if st["online"]
             .as_array()
             .is_some_and(|o| o.iter().any(|n| n == AGENT_USER))
@@ -629,11 +630,7 @@ fn an_agent_on_one_node_takes_a_caller_waiting_on_another() {
     let t_online = Instant::now();
     let deadline = t_online + Duration::from_secs(30);
     loop {
-        let st: serde_json::Value = api_get(&format!("http://{a}/desk/state"))
-            .call()
-            .unwrap()
-            .into_json()
-            .unwrap();
+        let st = desk_state(a);
         if st["online"]
             .as_array()
             .is_some_and(|o| o.contains(&"alice".into()))
@@ -643,11 +640,7 @@ fn an_agent_on_one_node_takes_a_caller_waiting_on_another() {
         if Instant::now() >= deadline {
             // What each side and the shared table say, to tell a node that
             // did not publish from one that did not read.
-            let on_b: serde_json::Value = api_get(&format!("http://{b}/desk/state"))
-                .call()
-                .unwrap()
-                .into_json()
-                .unwrap();
+            let on_b = desk_state(b);
             let now = attendant::store::now_ms();
             let (rows, fresh) = rt().block_on(async {
                 let s = attendant::store::Store::open(&url).await.unwrap();
@@ -721,11 +714,7 @@ fn an_agent_on_one_node_takes_a_caller_waiting_on_another() {
     // says it is not hers (403, not 401).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let st: serde_json::Value = api_get(&format!("http://{b}/desk/state"))
-            .call()
-            .unwrap()
-            .into_json()
-            .unwrap();
+        let st = desk_state(b);
         let talking = st["talking"].as_array().unwrap();
         if talking.iter().any(|t| t[0]["call_id"] == id.as_str()) {
             break;
@@ -771,11 +760,7 @@ fn an_agent_on_one_node_takes_a_caller_waiting_on_another() {
         assert!(kinds.iter().any(|x| x == k), "no {k} event on B: {kinds:?}");
     }
     for node in [a, b] {
-        let st: serde_json::Value = api_get(&format!("http://{node}/desk/state"))
-            .call()
-            .unwrap()
-            .into_json()
-            .unwrap();
+        let st = desk_state(node);
         assert!(st["waiting"].as_array().unwrap().is_empty(), "{st}");
         assert!(st["talking"].as_array().unwrap().is_empty(), "{st}");
     }
