@@ -3,7 +3,8 @@
 # against a real server with real models. Reads ../shared/data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+# --with-base: the multilingual Whisper that identifies a caller's language.
+scripts/setup.sh --with-base
 cargo fmt --all -- --check
 cargo build --release --locked
 audio-fixtures/make.sh target/release/attendant

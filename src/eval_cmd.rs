@@ -46,6 +46,27 @@ pub enum EvalCmd {
         #[command(flatten)]
         tune: TuneArgs,
     },
+    /// Language identification on labelled recordings: accuracy, confusions
+    /// and time per detection.
+    Langid {
+        /// CSV of `path,language` (ISO 639-1), paths relative to the file.
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The languages to choose among (comma-separated ISO codes).
+        #[arg(long, value_delimiter = ',', default_value = "en,es")]
+        among: Vec<String>,
+        /// Longest stretch of each recording read, in milliseconds.
+        #[arg(long, default_value_t = 10_000)]
+        window_ms: u64,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// A multilingual Whisper model (`attendant models --with-base`).
+        #[arg(long, default_value = "models/ggml-base.bin")]
+        model: PathBuf,
+        /// Write the report as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 /// Fine-tuning the encoder on the training examples before the classifier
@@ -112,7 +133,123 @@ pub async fn run(what: EvalCmd) -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || eval_nlu(agent, train, test, how, json, models_dir))
                 .await?
         }
+        EvalCmd::Langid {
+            manifest,
+            among,
+            window_ms,
+            threads,
+            model,
+            json,
+        } => {
+            let lid = LangidEval {
+                among,
+                window: std::time::Duration::from_millis(window_ms),
+                threads,
+                model,
+            };
+            tokio::task::spawn_blocking(move || eval_langid(&manifest, &lid, json)).await?
+        }
     }
+}
+
+struct LangidEval {
+    among: Vec<String>,
+    window: std::time::Duration,
+    threads: usize,
+    model: PathBuf,
+}
+
+/// One recording's detection, for the JSON report.
+#[derive(serde::Serialize)]
+struct LangidRow {
+    path: String,
+    expected: String,
+    detected: String,
+    probability: f32,
+    ms: f64,
+}
+
+fn eval_langid(
+    manifest: &std::path::Path,
+    how: &LangidEval,
+    json: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use attendant::asr::langid::LanguageId;
+    let text = std::fs::read_to_string(manifest)
+        .with_context(|| format!("reading {}", manifest.display()))?;
+    let base = manifest.parent().unwrap_or(std::path::Path::new("."));
+    let t0 = std::time::Instant::now();
+    let mut lid = LanguageId::load(&how.model, how.threads, how.window)?;
+    eprintln!(
+        "loaded {} in {} ms",
+        how.model.display(),
+        t0.elapsed().as_millis()
+    );
+    let mut rows = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || (n == 0 && line == "path,language") {
+            continue;
+        }
+        let Some((path, lang)) = line.rsplit_once(',') else {
+            bail!("line {}: want path,language", n + 1);
+        };
+        let file = base.join(path.trim());
+        let (pcm, rate) = attendant::client::audio::read_wav(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        let pcm = attendant::media::resample::resample(&pcm, rate, 16_000)?;
+        let d = lid.detect(&pcm, &how.among)?;
+        rows.push(LangidRow {
+            path: path.trim().to_string(),
+            expected: lang.trim().to_string(),
+            detected: d.language,
+            probability: d.probability,
+            ms: d.elapsed.as_secs_f64() * 1000.0,
+        });
+    }
+    if rows.is_empty() {
+        bail!("{} lists no recordings", manifest.display());
+    }
+    let mut langs: Vec<&str> = rows.iter().map(|r| r.expected.as_str()).collect();
+    langs.sort();
+    langs.dedup();
+    println!("recordings        {}", rows.len());
+    println!("choosing among    {}", how.among.join(", "));
+    for l in &langs {
+        let of: Vec<&LangidRow> = rows.iter().filter(|r| r.expected == *l).collect();
+        let right = of.iter().filter(|r| r.detected == r.expected).count();
+        println!(
+            "{l:<17} {right}/{} right ({:.1} %)",
+            of.len(),
+            100.0 * right as f64 / of.len() as f64
+        );
+    }
+    let right = rows.iter().filter(|r| r.detected == r.expected).count();
+    println!(
+        "accuracy          {:.1} %",
+        100.0 * right as f64 / rows.len() as f64
+    );
+    let mut ms: Vec<f64> = rows.iter().map(|r| r.ms).collect();
+    ms.sort_by(f64::total_cmp);
+    let pct = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "time/detection    p50 {:.0} ms, p95 {:.0} ms ({} threads, window {} ms)",
+        pct(0.5),
+        pct(0.95),
+        how.threads,
+        how.window.as_millis()
+    );
+    for r in rows.iter().filter(|r| r.detected != r.expected) {
+        println!(
+            "  wrong: {} ({} heard as {}, p {:.2})",
+            r.path, r.expected, r.detected, r.probability
+        );
+    }
+    if let Some(p) = json {
+        std::fs::write(&p, serde_json::to_string_pretty(&rows)?)?;
+    }
+    Ok(())
 }
 
 /// How `eval nlu` trains from a CSV.

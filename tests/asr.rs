@@ -164,3 +164,68 @@ fn an_account_digits_answer_goes_to_the_digits_lane_and_ends_on_its_words() {
         .collect();
     assert_eq!(heard.len(), 2, "{:?}", report.replies);
 }
+
+/// espeak-ng's voice `voice` saying `text`, through the phone path.
+fn espeak_phone(voice: &str, text: &str) -> Vec<f32> {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("s.wav");
+    let ok = std::process::Command::new("espeak-ng")
+        .args(["-v", voice, "-w"])
+        .arg(&wav)
+        .arg(text)
+        .status()
+        .expect("espeak-ng (scripts/setup.sh installs it)")
+        .success();
+    assert!(ok, "espeak-ng -v {voice}");
+    let (pcm, rate) = audio::read_wav(&wav).unwrap();
+    phone_path(&resample(&pcm, rate, 8000).unwrap())
+}
+
+/// Whisper base tells English from Spanish through the phone path: real
+/// English recordings (OSR telephone sentences, a short CMU command) and
+/// synthesised Spanish and English (no real Spanish recording is here; the
+/// English ones check that a synthetic voice alone does not decide it).
+#[test]
+fn whisper_base_tells_a_callers_english_from_spanish() {
+    use attendant::asr::langid::LanguageId;
+    let model = repo().join("models/ggml-base.bin");
+    let mut lid = LanguageId::load(&model, 2, std::time::Duration::from_secs(5))
+        .expect("models/ggml-base.bin (scripts/setup.sh --with-base, as scripts/test.sh runs it)");
+    let among = ["en".to_string(), "es".to_string()];
+    let osr = shared().join("speech/osr_8k/OSR_us_000_0034_8k.wav");
+    let cmu = shared().join("speech/cmu/goforward.wav");
+    let (go, rate) = audio::read_wav(&cmu).unwrap();
+    let cases = [
+        ("osr", phone_path(&audio::read_wav_8k(&osr).unwrap()), "en"),
+        ("cmu", phone_path(&resample(&go, rate, 8000).unwrap()), "en"),
+        (
+            "es 1",
+            espeak_phone("es", "He perdido mi tarjeta y necesito bloquearla."),
+            "es",
+        ),
+        (
+            "es 2",
+            espeak_phone("es-419", "Quiero hablar con un agente, por favor."),
+            "es",
+        ),
+        (
+            "en tts",
+            espeak_phone("en-us", "I lost my card and I need to block it."),
+            "en",
+        ),
+    ];
+    for (name, pcm, want) in cases {
+        let d = lid.detect(&pcm, &among).unwrap();
+        eprintln!(
+            "{name}: {} (p {:.2}) in {} ms",
+            d.language,
+            d.probability,
+            d.elapsed.as_millis()
+        );
+        assert_eq!(d.language, want, "{name}: {:?}", d.ranked);
+        assert!(d.probability > 0.8, "{name}: {:?}", d.ranked);
+    }
+    // An English-only model cannot do it and says so.
+    let tiny = repo().join("models/ggml-tiny.en.bin");
+    assert!(LanguageId::load(&tiny, 1, std::time::Duration::from_secs(5)).is_err());
+}

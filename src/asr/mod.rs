@@ -4,6 +4,7 @@
 //! worker pool, shared by every call. A second, optional lane decodes turns
 //! that answer a digits question with the engine measured best at digits.
 
+pub mod langid;
 pub mod moonshine;
 pub mod pool;
 pub mod whisper;
