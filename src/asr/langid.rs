@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters};
+use whisper_rs::{WhisperContext, WhisperContextParameters};
 
 use super::AsrError;
 
@@ -55,17 +55,9 @@ impl LanguageId {
         // One short decode of silence leaves the encoder window at `window`
         // for the detections that follow (see the module's notes).
         let frames = ((window.as_secs_f64() * 50.0).ceil() as i32).clamp(64, 1500);
-        let mut p = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
-        p.set_n_threads(threads as i32);
-        p.set_language(Some("en"));
+        let mut p = super::whisper::one_pass(threads, "en");
         p.set_audio_ctx(frames);
         p.set_max_tokens(1);
-        p.set_no_timestamps(true);
-        p.set_single_segment(true);
-        p.set_print_special(false);
-        p.set_print_progress(false);
-        p.set_print_realtime(false);
-        p.set_print_timestamps(false);
         state
             .full(p, &vec![0.0; 17_600])
             .map_err(|e| err(e.to_string()))?;

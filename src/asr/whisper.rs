@@ -117,23 +117,30 @@ fn decode(
     Ok(run_whisper(state, audio, cfg, false)?.0)
 }
 
-fn run_whisper(
-    state: &mut whisper_rs::WhisperState,
-    audio: &[f32],
-    cfg: &AsrConfig,
-    sized: bool,
-) -> Result<(String, i32), AsrError> {
+/// Greedy decoding of one segment in `language`, without timestamps and
+/// without whisper.cpp printing to stdout.
+pub(super) fn one_pass<'a, 'b>(threads: usize, language: &'a str) -> FullParams<'a, 'b> {
     let mut p = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
-    p.set_n_threads(cfg.threads.max(1) as i32);
-    p.set_language(Some(&cfg.language));
-    p.set_translate(false);
-    p.set_no_context(true);
+    p.set_n_threads(threads.max(1) as i32);
+    p.set_language(Some(language));
     p.set_no_timestamps(true);
     p.set_single_segment(true);
     p.set_print_special(false);
     p.set_print_progress(false);
     p.set_print_realtime(false);
     p.set_print_timestamps(false);
+    p
+}
+
+fn run_whisper(
+    state: &mut whisper_rs::WhisperState,
+    audio: &[f32],
+    cfg: &AsrConfig,
+    sized: bool,
+) -> Result<(String, i32), AsrError> {
+    let mut p = one_pass(cfg.threads, &cfg.language);
+    p.set_translate(false);
+    p.set_no_context(true);
     p.set_suppress_blank(true);
     p.set_suppress_nst(true);
     // No temperature fallback: one greedy pass, predictable latency.
