@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 
-use crate::nlu::entities::{say_date, say_money, spell};
+use crate::nlu::entities::spell;
+use crate::nlu::lang::{Lang, Phrase};
 use crate::store::{Customer, ReturnRecord, Store, StoreError, Verification, PIN_MAX_FAILURES};
 
 /// Every lookup name a flow may use; the agent loader rejects others.
@@ -39,6 +40,8 @@ pub struct Backend<'a> {
     pub caller: Option<&'a Customer>,
     /// The account verified earlier in this call.
     pub verified: Option<&'a str>,
+    /// The language answers are said in.
+    pub lang: Lang,
 }
 
 fn day(d: &Option<String>) -> Option<NaiveDate> {
@@ -46,20 +49,22 @@ fn day(d: &Option<String>) -> Option<NaiveDate> {
         .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
 }
 
-fn unavailable(e: StoreError) -> String {
-    tracing::error!(error = %e, "customer store lookup failed");
-    "our records aren't available right now".to_string()
-}
-
 impl Backend<'_> {
+    fn say(&self, p: Phrase) -> String {
+        self.lang.phrase(p).to_string()
+    }
+
+    fn unavailable(&self, e: StoreError) -> String {
+        tracing::error!(error = %e, "customer store lookup failed");
+        self.say(Phrase::Unavailable)
+    }
+
     fn verified_account(&self) -> Result<crate::store::Account, String> {
-        let id = self
-            .verified
-            .ok_or("I need to verify your identity before I can share account details")?;
+        let id = self.verified.ok_or_else(|| self.say(Phrase::NeedVerify))?;
         self.store
             .wait(self.store.account(id))
-            .map_err(unavailable)?
-            .ok_or_else(|| "I can't find that account any more".to_string())
+            .map_err(|e| self.unavailable(e))?
+            .ok_or_else(|| self.say(Phrase::AccountGone))
     }
 
     fn order(&self, slots: &Vars) -> Result<crate::store::Order, String> {
@@ -67,7 +72,7 @@ impl Backend<'_> {
         let o = self
             .store
             .wait(self.store.order(id))
-            .map_err(unavailable)?
+            .map_err(|e| self.unavailable(e))?
             .ok_or_else(|| format!("I can't find an order with the number {}", spell(id)))?;
         // A recognised caller only hears about their own orders.
         if let Some(c) = self.caller {
@@ -92,13 +97,13 @@ impl Backend<'_> {
                 let pin = slots.get("pin").ok_or("no PIN")?;
                 // A wrong PIN and a locked account sound the same: the
                 // caller learns nothing about which accounts exist.
-                let no_match = "those details don't match our records";
+                let no_match = self.say(Phrase::NoMatch);
                 let a = match st
                     .wait(st.verify_account(last4, pin, self.caller.map(|c| c.id.as_str())))
-                    .map_err(unavailable)?
+                    .map_err(|e| self.unavailable(e))?
                 {
                     Verification::Verified(a) => a,
-                    Verification::NoMatch => return Err(no_match.into()),
+                    Verification::NoMatch => return Err(no_match),
                     Verification::LockedNow(ids) => {
                         for id in &ids {
                             tracing::warn!(
@@ -107,12 +112,12 @@ impl Backend<'_> {
                                 "ALERT: account locked after repeated wrong PINs"
                             );
                         }
-                        return Err(no_match.into());
+                        return Err(no_match);
                     }
                 };
                 let holder = st
                     .wait(st.customer(&a.customer_id))
-                    .map_err(unavailable)?
+                    .map_err(|e| self.unavailable(e))?
                     .map(|c| c.first_name().to_string())
                     .unwrap_or_default();
                 v.insert("customer_name".into(), holder);
@@ -120,34 +125,42 @@ impl Backend<'_> {
             }
             "balance" => {
                 let a = self.verified_account()?;
-                v.insert("balance".into(), say_money(a.balance, &a.currency));
-                v.insert("available".into(), say_money(a.available, &a.currency));
+                v.insert(
+                    "balance".into(),
+                    self.lang.say_money(a.balance, &a.currency),
+                );
+                v.insert(
+                    "available".into(),
+                    self.lang.say_money(a.available, &a.currency),
+                );
             }
             "transactions" => {
                 let a = self.verified_account()?;
                 let tx: Vec<String> = st
                     .wait(st.transactions(&a.id, 3))
-                    .map_err(unavailable)?
+                    .map_err(|e| self.unavailable(e))?
                     .iter()
                     .map(|t| {
-                        let when = day(&Some(t.day.clone())).map(say_date).unwrap_or_default();
-                        if t.amount < 0.0 {
-                            format!(
-                                "{} to {} on {when}",
-                                say_money(-t.amount, &a.currency),
-                                t.description
-                            )
+                        let when = day(&Some(t.day.clone()))
+                            .map(|d| self.lang.say_date(d))
+                            .unwrap_or_default();
+                        let p = if t.amount < 0.0 {
+                            Phrase::Paid
                         } else {
-                            format!(
-                                "{} from {} on {when}",
-                                say_money(t.amount, &a.currency),
-                                t.description
+                            Phrase::Received
+                        };
+                        self.lang
+                            .phrase(p)
+                            .replace(
+                                "{amount}",
+                                &self.lang.say_money(t.amount.abs(), &a.currency),
                             )
-                        }
+                            .replace("{who}", &t.description)
+                            .replace("{when}", &when)
                     })
                     .collect();
                 if tx.is_empty() {
-                    v.insert("transactions".into(), "no recent transactions".into());
+                    v.insert("transactions".into(), self.say(Phrase::NoTransactions));
                 } else {
                     v.insert("transactions".into(), tx.join("; "));
                 }
@@ -160,26 +173,27 @@ impl Backend<'_> {
                 let last4 = slots.get("card_last4").ok_or("no card number")?;
                 let card = st
                     .wait(st.card_of(&a.customer_id, last4))
-                    .map_err(unavailable)?
-                    .ok_or_else(|| {
-                        format!(
-                            "I can't find a card ending in {} on your accounts",
-                            spell(last4)
-                        )
-                    })?;
+                    .map_err(|e| self.unavailable(e))?
+                    .ok_or_else(|| self.say(Phrase::NoCard).replace("{digits}", &spell(last4)))?;
                 st.wait(st.block_card(&card.account_id, last4))
-                    .map_err(unavailable)?;
+                    .map_err(|e| self.unavailable(e))?;
                 v.insert("card_type".into(), card.kind);
-                v.insert("replacement_days".into(), "five".into());
+                v.insert("replacement_days".into(), self.say(Phrase::ReplacementDays));
             }
             "loan_rates" => {
                 let kind = slots.get("loan_type").ok_or("no loan type")?;
                 let loan = st
                     .wait(st.loan_product(kind))
-                    .map_err(unavailable)?
-                    .ok_or_else(|| format!("we don't offer {kind} loans"))?;
-                v.insert("rate".into(), format!("{} percent", loan.rate));
-                v.insert("max_amount".into(), say_money(loan.max_amount, "USD"));
+                    .map_err(|e| self.unavailable(e))?
+                    .ok_or_else(|| self.say(Phrase::NoLoanProduct).replace("{kind}", kind))?;
+                v.insert(
+                    "rate".into(),
+                    format!("{} {}", loan.rate, self.say(Phrase::Percent)),
+                );
+                v.insert(
+                    "max_amount".into(),
+                    self.lang.say_money(loan.max_amount, "USD"),
+                );
                 if let Some(amount) = slots
                     .get("loan_amount")
                     .and_then(|a| a.split_whitespace().next()?.parse::<f64>().ok())
@@ -192,15 +206,18 @@ impl Backend<'_> {
             }
             "loan_status" => {
                 let a = self.verified_account()?;
-                let loans = st.wait(st.loans_of(&a.customer_id)).map_err(unavailable)?;
-                let l = loans
-                    .first()
-                    .ok_or("I can't find a loan application on your record")?;
+                let loans = st
+                    .wait(st.loans_of(&a.customer_id))
+                    .map_err(|e| self.unavailable(e))?;
+                let l = loans.first().ok_or_else(|| self.say(Phrase::NoLoan))?;
                 v.insert("loan_kind".into(), l.kind.clone());
-                v.insert("loan_amount".into(), say_money(l.amount, &a.currency));
+                v.insert(
+                    "loan_amount".into(),
+                    self.lang.say_money(l.amount, &a.currency),
+                );
                 v.insert("loan_status".into(), l.status.clone());
                 if let Some(d) = day(&Some(l.updated.clone())) {
-                    v.insert("loan_updated".into(), say_date(d));
+                    v.insert("loan_updated".into(), self.lang.say_date(d));
                 }
             }
             "order_status" => {
@@ -209,10 +226,10 @@ impl Backend<'_> {
                 v.insert("item".into(), o.item.clone());
                 let eta = day(&o.eta);
                 if let Some(eta) = eta {
-                    v.insert("eta".into(), say_date(eta));
+                    v.insert("eta".into(), self.lang.say_date(eta));
                 }
                 if let Some(orig) = day(&o.promised) {
-                    v.insert("promised".into(), say_date(orig));
+                    v.insert("promised".into(), self.lang.say_date(orig));
                     if eta.is_some_and(|e| e > orig) && o.status != "delivered" {
                         v.insert("delayed".into(), "true".into());
                     }
@@ -231,7 +248,7 @@ impl Backend<'_> {
                     return Err("that order was delivered more than thirty days ago".into());
                 }
                 v.insert("item".into(), o.item.clone());
-                v.insert("refund".into(), say_money(o.total, &o.currency));
+                v.insert("refund".into(), self.lang.say_money(o.total, &o.currency));
             }
             "change_address" => {
                 let o = self.order(slots)?;
@@ -248,7 +265,7 @@ impl Backend<'_> {
                 let street = slots.get("street").ok_or("no street")?;
                 let zip = slots.get("postcode").ok_or("no zip code")?;
                 st.wait(st.set_order_address(&o.id, &format!("{street}, {zip}")))
-                    .map_err(unavailable)?;
+                    .map_err(|e| self.unavailable(e))?;
             }
             "record_return" => {
                 let o = self.order(slots)?;
@@ -263,7 +280,8 @@ impl Backend<'_> {
                     refund: o.total,
                     created_ms: crate::store::now_ms(),
                 };
-                st.wait(st.insert_return(&r)).map_err(unavailable)?;
+                st.wait(st.insert_return(&r))
+                    .map_err(|e| self.unavailable(e))?;
                 v.insert("return_id".into(), r.id);
             }
             other => return Err(format!("unknown lookup {other}")),

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{Datelike, Duration, NaiveDate, Weekday};
 use serde::{Deserialize, Serialize};
 
+use super::lang::Lang;
 use super::numbers::{tokenize, Number, Tok};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,13 +74,14 @@ impl SlotValue {
         }
     }
 
-    /// How to say it: digit strings one digit at a time, money and dates as
-    /// a person would read them.
-    pub fn spoken(&self, kind: Option<SlotKind>) -> String {
+    /// How to say it in `lang`: digit strings one digit at a time, money
+    /// and dates as a person would read them.
+    pub fn spoken(&self, kind: Option<SlotKind>, lang: Lang) -> String {
         match (self, kind) {
             (SlotValue::Text(t), Some(SlotKind::Digits | SlotKind::Identifier)) => spell(t),
-            (SlotValue::Money { amount, currency }, _) => say_money(*amount, currency),
-            (SlotValue::Date(d), _) => say_date(*d),
+            (SlotValue::Money { amount, currency }, _) => lang.say_money(*amount, currency),
+            (SlotValue::Date(d), _) => lang.say_date(*d),
+            (SlotValue::Bool(b), _) if lang == Lang::Es => if *b { "sí" } else { "no" }.into(),
             _ => self.canonical(),
         }
     }
@@ -94,34 +96,47 @@ pub fn spell(s: &str) -> String {
         .join(" ")
 }
 
-pub fn say_money(amount: f64, currency: &str) -> String {
-    let (unit, units, sub) = match currency {
-        "GBP" => ("pound", "pounds", "pence"),
-        "EUR" => ("euro", "euros", "cents"),
-        _ => ("dollar", "dollars", "cents"),
-    };
-    let cents = (amount * 100.0).round() as i64;
-    let (whole, frac) = (cents / 100, cents % 100);
-    let neg = if cents < 0 { "minus " } else { "" };
-    let (whole, frac) = (whole.abs(), frac.abs());
-    let w = format!("{whole} {}", if whole == 1 { unit } else { units });
-    if frac == 0 {
-        format!("{neg}{w}")
-    } else {
-        format!("{neg}{w} and {frac} {sub}")
-    }
+/// Why a value of the right shape was refused.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Problem {
+    /// A digit string of the wrong length.
+    Digits {
+        heard: usize,
+        min: usize,
+        max: usize,
+    },
+    BelowMin(f64),
+    AboveMax(f64),
+    InFuture,
+    InPast,
 }
 
-pub fn say_date(d: NaiveDate) -> String {
-    let day = d.day();
-    let suffix = match (day % 10, day % 100) {
-        (_, 11..=13) => "th",
-        (1, _) => "st",
-        (2, _) => "nd",
-        (3, _) => "rd",
-        _ => "th",
-    };
-    format!("{} {} the {day}{suffix}", d.format("%A"), d.format("%B"))
+impl Problem {
+    /// The reason, fit to be spoken in `lang`.
+    pub fn say(&self, lang: Lang) -> String {
+        match (self, lang) {
+            (Self::Digits { heard, min, max }, Lang::En) if min == max => {
+                format!("I heard {heard} digits, and I need {min}")
+            }
+            (Self::Digits { heard, min, max }, Lang::En) => {
+                format!("I heard {heard} digits, and I need between {min} and {max}")
+            }
+            (Self::Digits { heard, min, max }, Lang::Es) if min == max => {
+                format!("he oído {heard} dígitos y necesito {min}")
+            }
+            (Self::Digits { heard, min, max }, Lang::Es) => {
+                format!("he oído {heard} dígitos y necesito entre {min} y {max}")
+            }
+            (Self::BelowMin(m), Lang::En) => format!("that is less than the minimum of {m}"),
+            (Self::BelowMin(m), Lang::Es) => format!("es menos del mínimo de {m}"),
+            (Self::AboveMax(m), Lang::En) => format!("that is more than the maximum of {m}"),
+            (Self::AboveMax(m), Lang::Es) => format!("es más del máximo de {m}"),
+            (Self::InFuture, Lang::En) => "that date is in the future".into(),
+            (Self::InFuture, Lang::Es) => "esa fecha todavía no ha llegado".into(),
+            (Self::InPast, Lang::En) => "that date has already passed".into(),
+            (Self::InPast, Lang::Es) => "esa fecha ya ha pasado".into(),
+        }
+    }
 }
 
 /// What an utterance gave for a slot.
@@ -130,7 +145,7 @@ pub enum Extracted {
     Value(SlotValue),
     /// Something of the right shape that fails validation, with a reason
     /// fit to be spoken ("that was 3 digits; I need 4").
-    Invalid(String),
+    Invalid(Problem),
     Nothing,
 }
 
@@ -192,26 +207,29 @@ fn digits(spec: &SlotSpec, toks: &[Tok]) -> Extracted {
         return Extracted::Value(SlotValue::Text(r.clone()));
     }
     match runs.last() {
-        Some(r) if lo == hi => {
-            Extracted::Invalid(format!("I heard {} digits, and I need {lo}", r.len()))
-        }
-        Some(r) => Extracted::Invalid(format!(
-            "I heard {} digits, and I need between {lo} and {hi}",
-            r.len()
-        )),
+        Some(r) if lo == hi => Extracted::Invalid(Problem::Digits {
+            heard: r.len(),
+            min: lo,
+            max: hi,
+        }),
+        Some(r) => Extracted::Invalid(Problem::Digits {
+            heard: r.len(),
+            min: lo,
+            max: hi,
+        }),
         None => Extracted::Nothing,
     }
 }
 
-fn in_bounds(spec: &SlotSpec, v: f64) -> Result<(), String> {
+fn in_bounds(spec: &SlotSpec, v: f64) -> Result<(), Problem> {
     if let Some(min) = spec.min {
         if v < min {
-            return Err(format!("that is less than the minimum of {min}"));
+            return Err(Problem::BelowMin(min));
         }
     }
     if let Some(max) = spec.max {
         if v > max {
-            return Err(format!("that is more than the maximum of {max}"));
+            return Err(Problem::AboveMax(max));
         }
     }
     Ok(())
@@ -341,10 +359,10 @@ fn date(spec: &SlotSpec, toks: &[Tok], today: NaiveDate) -> Extracted {
         return Extracted::Nothing;
     };
     if past && d > today {
-        return Extracted::Invalid("that date is in the future".into());
+        return Extracted::Invalid(Problem::InFuture);
     }
     if future && d < today {
-        return Extracted::Invalid("that date has already passed".into());
+        return Extracted::Invalid(Problem::InPast);
     }
     Extracted::Value(SlotValue::Date(d))
 }
@@ -836,13 +854,16 @@ mod tests {
     #[test]
     fn spoken_forms_for_the_ear() {
         assert_eq!(
-            SlotValue::Text("4561".into()).spoken(Some(SlotKind::Digits)),
+            SlotValue::Text("4561".into()).spoken(Some(SlotKind::Digits), Lang::Es),
             "4 5 6 1"
         );
-        assert_eq!(say_money(1250.5, "USD"), "1250 dollars and 50 cents");
-        assert_eq!(
-            say_date(NaiveDate::from_ymd_opt(2026, 11, 23).unwrap()),
-            "Monday November the 23rd"
-        );
+        let money = SlotValue::Money {
+            amount: 1250.5,
+            currency: "USD".into(),
+        };
+        assert_eq!(money.spoken(None, Lang::En), "1250 dollars and 50 cents");
+        let day = SlotValue::Date(NaiveDate::from_ymd_opt(2026, 11, 23).unwrap());
+        assert_eq!(day.spoken(None, Lang::En), "Monday November the 23rd");
+        assert_eq!(SlotValue::Bool(true).spoken(None, Lang::Es), "sí");
     }
 }

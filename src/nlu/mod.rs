@@ -7,6 +7,7 @@ pub mod embed;
 pub mod entities;
 pub mod eval;
 pub mod intent;
+pub mod lang;
 pub mod numbers;
 pub mod scope;
 pub mod sentiment;
