@@ -9,11 +9,14 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tantivy::collector::TopDocs;
 use tantivy::query::QueryParser;
-use tantivy::schema::{Schema, Value, STORED, TEXT};
+use tantivy::schema::{
+    IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, STORED, TEXT,
+};
 use tantivy::{doc, Index, IndexReader, TantivyDocument};
 
 use super::{line_at, parse_toml, AgentError};
 use crate::nlu::embed::{dot, Embedder};
+use crate::nlu::lang::Lang;
 use crate::nlu::NluError;
 
 #[derive(Debug, Clone, Serialize)]
@@ -144,6 +147,9 @@ pub struct KnowledgeBase {
     reader: IndexReader,
     parser: QueryParser,
     id_field: tantivy::schema::Field,
+    /// Only articles sharing a word with the question are candidates
+    /// (articles in a language the encoder was not trained on).
+    shared_words: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -155,14 +161,51 @@ pub struct KbHit {
 }
 
 impl KnowledgeBase {
-    pub fn build(articles: Vec<Article>, embedder: &Embedder) -> Result<Self, NluError> {
+    /// Indexes `articles` written in `lang`. The sentence encoder is
+    /// English: in another language its similarities run high between
+    /// unrelated sentences (0.6–0.75 for Spanish ones, measured), so there
+    /// the words are stemmed without stop words, and an article must share
+    /// one with the question to be a candidate.
+    pub fn build(
+        articles: Vec<Article>,
+        embedder: &Embedder,
+        lang: Lang,
+    ) -> Result<Self, NluError> {
+        use tantivy::tokenizer::{
+            Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter,
+            TextAnalyzer,
+        };
         let terr = |e: tantivy::TantivyError| NluError::Data(format!("knowledge index: {e}"));
+        let foreign = match lang {
+            Lang::En => None,
+            Lang::Es => Some(("es", Language::Spanish)),
+        };
+        let text = match foreign {
+            None => TEXT,
+            Some((name, _)) => TextOptions::default().set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer(name)
+                    .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+            ),
+        };
         let mut sb = Schema::builder();
         let id_field = sb.add_text_field("id", STORED);
-        let title = sb.add_text_field("title", TEXT);
-        let questions = sb.add_text_field("questions", TEXT);
-        let answer = sb.add_text_field("answer", TEXT);
+        let title = sb.add_text_field("title", text.clone());
+        let questions = sb.add_text_field("questions", text.clone());
+        let answer = sb.add_text_field("answer", text);
         let index = Index::create_in_ram(sb.build());
+        if let Some((name, language)) = foreign {
+            let mut b = TextAnalyzer::builder(SimpleTokenizer::default())
+                .filter(RemoveLongFilter::limit(40))
+                .filter(LowerCaser)
+                .dynamic();
+            if let Some(stop) = StopWordFilter::new(language) {
+                b = b.filter_dynamic(stop);
+            }
+            index
+                .tokenizers()
+                .register(name, b.filter_dynamic(Stemmer::new(language)).build());
+        }
         let mut w = index.writer(15_000_000).map_err(terr)?;
         for a in &articles {
             w.add_document(doc!(
@@ -191,6 +234,7 @@ impl KnowledgeBase {
             reader,
             parser,
             id_field,
+            shared_words: foreign.is_some(),
         })
     }
 
@@ -241,6 +285,9 @@ impl KnowledgeBase {
         for (a, vecs) in self.articles.iter().zip(&self.vectors) {
             let sim = vecs.iter().map(|q| dot(q, v)).fold(f32::MIN, f32::max);
             let b = bm.iter().find(|(id, _)| *id == a.id).map_or(0.0, |x| x.1);
+            if self.shared_words && b <= 0.0 {
+                continue;
+            }
             // BM25 agreement lifts confidence by up to 0.08; it never creates
             // an answer on keyword overlap alone.
             let conf = (sim + 0.08 * (b / top_bm)).min(1.0);

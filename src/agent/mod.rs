@@ -14,6 +14,7 @@
 //! ```
 
 pub mod kb;
+pub mod locale;
 pub mod testing;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -88,8 +89,13 @@ pub struct AgentInfo {
     /// How `{history}` reads; `{when}` and `{topic}` are filled in.
     #[serde(default = "default_history")]
     pub history: String,
+    /// The language the agent's own files are written in.
     #[serde(default = "default_lang")]
     pub language: String,
+    /// Every language the agent answers in (`language` among them); each
+    /// other one needs `lang/<code>.toml` (see `agent::locale`).
+    #[serde(default)]
+    pub languages: Vec<String>,
 }
 
 fn default_history() -> String {
@@ -197,6 +203,9 @@ pub struct TransferSettings {
     pub max_fallbacks: u32,
     /// Tries per slot before escalating.
     pub slot_tries: u32,
+    /// Queue transfers go to when the call is in this language
+    /// (`es = "queue:spanish"`), instead of the queue the flow names.
+    pub language_queues: BTreeMap<String, String>,
 }
 
 impl Default for TransferSettings {
@@ -205,6 +214,7 @@ impl Default for TransferSettings {
             default: "queue:general".into(),
             max_fallbacks: 2,
             slot_tries: 3,
+            language_queues: BTreeMap::new(),
         }
     }
 }
@@ -229,6 +239,10 @@ pub struct SlotDef {
     /// newest open order) or `only_account` (last 4 digits of their account
     /// when they have exactly one).
     pub from_caller: Option<String>,
+    /// Choice slots in another language: how each value is said (the
+    /// first of its words there); the value itself otherwise.
+    #[serde(skip)]
+    pub said_as: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -342,9 +356,17 @@ pub struct Agent {
     pub flows: Vec<FlowDef>,
     pub kb: Vec<kb::Article>,
     pub routing: crate::routing::RoutingRules,
+    /// The agent in each further language it answers in.
+    pub locales: BTreeMap<String, Agent>,
+    /// Words from stored data as said in this agent's language (from a
+    /// language's catalog; empty for the agent's own).
+    pub data_words: BTreeMap<String, String>,
+    /// How a caller picks this language from the greeting (localised
+    /// agents only).
+    pub menu: Option<locale::LanguageMenu>,
 }
 
-fn read(path: &Path) -> Result<String, AgentError> {
+pub(crate) fn read(path: &Path) -> Result<String, AgentError> {
     std::fs::read_to_string(path).map_err(|e| AgentError::File {
         file: path.to_path_buf(),
         msg: e.to_string(),
@@ -358,7 +380,7 @@ pub fn line_at(text: &str, offset: usize) -> usize {
 
 /// Line of the first occurrence of `needle` (for semantic errors found after
 /// parsing, where the parser's spans are gone).
-fn line_of(text: &str, needle: &str) -> usize {
+pub(crate) fn line_of(text: &str, needle: &str) -> usize {
     text.find(needle).map_or(1, |o| line_at(text, o))
 }
 
@@ -577,14 +599,31 @@ impl Agent {
         }
         let kb = kb::load_dir(&dir.join("kb"))?;
         let routing = crate::routing::RoutingRules::load(dir)?;
-        Ok(Self {
+        if !file.agent.languages.is_empty() && !file.agent.languages.contains(&file.agent.language)
+        {
+            return Err(at(
+                &agent_path,
+                &agent_text,
+                "languages",
+                format!(
+                    "languages must include the agent's own language `{}`",
+                    file.agent.language
+                ),
+            ));
+        }
+        let mut agent = Self {
             dir: dir.to_path_buf(),
             file,
             intents: intents.intent,
             flows: flows.flow,
             kb,
             routing,
-        })
+            locales: BTreeMap::new(),
+            data_words: BTreeMap::new(),
+            menu: None,
+        };
+        agent.load_locales(&agent_path)?;
+        Ok(agent)
     }
 
     /// Training pairs: each intent's examples, plus every knowledge article's

@@ -30,6 +30,9 @@ pub struct ConversationTest {
     pub from: Option<String>,
     /// Expected fragment of the greeting.
     pub greeting: Option<String>,
+    /// The language the caller speaks (one the agent answers in); the
+    /// agent's own when not given.
+    pub language: Option<String>,
     pub turn: Vec<TurnTest>,
 }
 
@@ -167,6 +170,12 @@ pub fn run_file(
             from: conv.from.clone(),
             ..Default::default()
         });
+        if let Some(l) = &conv.language {
+            if !c.set_language(l) {
+                failures.push(format!("{}: the agent does not answer in `{l}`", conv.name));
+                continue;
+            }
+        }
         let g = c.greeting();
         if let Some(want) = &conv.greeting {
             if !g.say.to_lowercase().contains(&want.to_lowercase()) {
@@ -183,6 +192,7 @@ pub fn run_file(
                 dtmf: t.dtmf.clone(),
                 speech_ms: 0,
                 index: i as u32 + 1,
+                language: None,
             };
             let (reply, trace) = c.turn(&input);
             let acts = call_action_names(&reply.actions);

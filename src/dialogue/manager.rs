@@ -25,6 +25,7 @@ use crate::handoff::{self, IntentMark, Packet, Priority, SentimentInfo};
 use crate::nlu::embed::{Embedder, DEFAULT_DIR};
 use crate::nlu::entities::{extract, yes_no, Extracted, SlotKind, SlotValue};
 use crate::nlu::intent::IntentModel;
+use crate::nlu::lang::{Lang, Phrase};
 use crate::nlu::numbers::tokenize;
 use crate::nlu::sentiment::{trend, Sentiment, SentimentModel};
 use crate::routing::{Decision, RouteAction};
@@ -44,6 +45,11 @@ pub struct AgentRuntime {
     pub kb: KnowledgeBase,
     pub sentiment: Arc<SentimentModel>,
     pub load_ms: u64,
+    /// The language this runtime hears and speaks.
+    pub lang: Lang,
+    /// The agent in each further language it answers in, with its own
+    /// intent model and articles.
+    pub locales: BTreeMap<String, Arc<AgentRuntime>>,
 }
 
 impl AgentRuntime {
@@ -60,20 +66,27 @@ impl AgentRuntime {
 
     /// Trains the models of an agent already loaded (a retrained version:
     /// its files plus learned examples).
-    pub fn from_agent(agent: Agent, embedder: Arc<Embedder>) -> Result<Arc<Self>, AgentError> {
+    pub fn from_agent(mut agent: Agent, embedder: Arc<Embedder>) -> Result<Arc<Self>, AgentError> {
         let t0 = Instant::now();
+        let mut locales = BTreeMap::new();
+        for (lang, a) in std::mem::take(&mut agent.locales) {
+            locales.insert(lang, Self::from_agent(a, embedder.clone())?);
+        }
         // Intents, articles and sentiment read one embedding per turn, so
         // all three are built on the encoder the agent asks for.
         let embedder = agent.encoder(embedder)?;
         let intents = agent.build_intent_model(embedder.clone())?;
-        let kb = KnowledgeBase::build(agent.kb.clone(), &embedder)?;
+        let lang = Lang::parse(&agent.file.agent.language).unwrap_or_default();
+        let kb = KnowledgeBase::build(agent.kb.clone(), &embedder, lang)?;
         let sentiment = Arc::new(SentimentModel::train(&embedder)?);
         Ok(Arc::new(Self {
-            agent,
             intents,
             kb,
             sentiment,
             load_ms: t0.elapsed().as_millis() as u64,
+            lang,
+            agent,
+            locales,
         }))
     }
 }
@@ -190,6 +203,9 @@ pub struct ConversationState {
     pub human: Option<crate::dialogue::HumanOutcome>,
     pub csat: Option<i64>,
     pub csat_asked: bool,
+    /// The language the call is in (ISO 639-1).
+    #[serde(default)]
+    pub language: String,
 }
 
 impl ConversationState {
@@ -212,7 +228,10 @@ pub struct CallerContext {
 
 /// One call's conversation with an agent.
 pub struct Conversation {
+    /// The agent in the language the call is in…
     rt: Arc<AgentRuntime>,
+    /// …and in its own, which holds the other languages.
+    home: Arc<AgentRuntime>,
     pub state: ConversationState,
     today: NaiveDate,
     services: Option<Arc<Services>>,
@@ -256,8 +275,12 @@ impl Out {
 impl Conversation {
     pub fn new(rt: Arc<AgentRuntime>) -> Self {
         Self {
+            state: ConversationState {
+                language: rt.agent.file.agent.language.clone(),
+                ..Default::default()
+            },
+            home: rt.clone(),
             rt,
-            state: ConversationState::default(),
             today: chrono::Local::now().date_naive(),
             services: None,
             caller: CallerContext::default(),
@@ -314,10 +337,59 @@ impl Conversation {
                 if let Some(c) = &ctx.customer {
                     tracing::info!(call = %self.call.call_id, customer = %c.id, tier = %c.tier, recent = ctx.recent_contacts, "caller recognised");
                 }
+                let preferred = ctx.customer.as_ref().map(|c| c.language.clone());
                 self.caller = ctx;
+                // A known caller is greeted in the language on their record.
+                if let Some(l) = preferred.filter(|l| !l.is_empty()) {
+                    self.set_language(&l);
+                }
             }
             Err(e) => tracing::error!(error = %e, "caller lookup failed; continuing anonymously"),
         }
+    }
+
+    /// Goes on in `code` when the agent answers in it (the prompts, intents
+    /// and articles of that language; flow and slots carry over). Whether
+    /// the call is now in `code`.
+    pub fn set_language(&mut self, code: &str) -> bool {
+        if self.rt.agent.file.agent.language == code {
+            return true;
+        }
+        let rt = if self.home.agent.file.agent.language == code {
+            self.home.clone()
+        } else if let Some(rt) = self.home.locales.get(code) {
+            rt.clone()
+        } else {
+            return false;
+        };
+        tracing::info!(call = %self.call.call_id, language = code, "call goes on in the caller's language");
+        self.rt = rt;
+        self.state.language = code.to_string();
+        true
+    }
+
+    /// The language a first-turn menu answer picks: its key on the keypad
+    /// or its name said on its own ("español").
+    fn menu_choice(&self, text: &str, dtmf: Option<&str>) -> Option<String> {
+        if !self.state.turns.is_empty()
+            || self.state.flow.is_some()
+            || !Arc::ptr_eq(&self.rt, &self.home)
+        {
+            return None;
+        }
+        let said: String = text
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_alphanumeric() || c.is_whitespace())
+            .collect();
+        let said = said.trim();
+        let key = dtmf.map(|d| d.trim_end_matches('#'));
+        self.home.locales.iter().find_map(|(code, rt)| {
+            let m = rt.agent.menu.as_ref()?;
+            let picked = (key.is_some() && key == m.key.as_deref())
+                || (!said.is_empty() && m.names.iter().any(|n| n == said));
+            picked.then(|| code.clone())
+        })
     }
 
     /// Fixes "today" (tests and replays).
@@ -358,6 +430,15 @@ impl Conversation {
                 source: "routing".into(),
             };
         }
+        let mut g = g;
+        // Callers in the agent's own language hear how to pick another.
+        if Arc::ptr_eq(&self.rt, &self.home) {
+            for rt in self.home.locales.values() {
+                if let Some(m) = &rt.agent.menu {
+                    g = format!("{g} {}", m.offer);
+                }
+            }
+        }
         self.state.greeting = g.clone();
         self.state.last_reply = g.clone();
         Reply {
@@ -370,6 +451,9 @@ impl Conversation {
     /// One caller turn.
     pub fn turn(&mut self, input: &TurnInput) -> (Reply, TurnTrace) {
         let t0 = Instant::now();
+        if let Some(l) = &input.language {
+            self.set_language(l);
+        }
         let text = input
             .transcript
             .clone()
@@ -377,7 +461,11 @@ impl Conversation {
             .trim()
             .to_string();
         let dtmf = input.dtmf.clone().filter(|d| !d.is_empty());
-        let emb = if text.is_empty() {
+        let chosen = self.menu_choice(&text, dtmf.as_deref());
+        if let Some(code) = &chosen {
+            self.set_language(code);
+        }
+        let emb = if text.is_empty() || chosen.is_some() {
             None
         } else {
             match self.rt.intents.embedder().embed(&text.to_lowercase()) {
@@ -422,9 +510,14 @@ impl Conversation {
             );
             self.transfer(&mut out, decision.queue.as_deref(), &reason, &say);
             out.action = "routed".into();
+        } else if let Some(code) = &chosen {
+            // The caller picked a language: greet them again in it.
+            out.push(self.rt.agent.file.agent.greeting.clone());
+            out.action = format!("language:{code}");
         } else {
+            let heard = self.rt.lang.heard(&text);
             self.decide(
-                &text,
+                &heard,
                 dtmf.as_deref(),
                 guess.as_ref(),
                 kb.as_ref(),
@@ -603,7 +696,8 @@ impl Conversation {
                             self.run_flow(out);
                             return;
                         }
-                        Extracted::Invalid(reason) => {
+                        Extracted::Invalid(problem) => {
+                            let reason = problem.say(self.rt.lang);
                             self.reprompt(out, slot, Some(&reason));
                             return;
                         }
@@ -784,8 +878,9 @@ impl Conversation {
                 (Some(slot), _) => self.reprompt(out, slot, None),
                 (None, Some(c)) => {
                     let c = self.render(c);
+                    let ask = self.rt.lang.phrase(Phrase::YesOrNo);
                     self.bump_tries(out, "confirm", |o| {
-                        o.push("Sorry, was that a yes or a no?");
+                        o.push(ask);
                         o.push(c);
                     });
                 }
@@ -855,9 +950,10 @@ impl Conversation {
                 .map(|f| f.to_uppercase().collect::<String>() + c.as_str() + ".")
                 .unwrap_or_default()
         });
+        let sorry = self.rt.lang.phrase(Phrase::Sorry);
         self.bump_tries(out, slot, |o| {
             if let Some(r) = reason {
-                o.push(format!("Sorry. {r}"));
+                o.push(format!("{sorry} {r}"));
             }
             o.push(p);
         });

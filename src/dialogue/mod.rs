@@ -31,6 +31,9 @@ pub struct TurnInput {
     pub speech_ms: u64,
     /// Turn number within the call (1-based).
     pub index: u32,
+    /// The language the caller spoke, when it was identified.
+    #[serde(default)]
+    pub language: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,6 +124,11 @@ pub trait Dialogue: Send + Sync {
     /// The call is over: persist what should outlive it. `response_ms` is
     /// the call's mean voice-to-voice time, when any turn was answered.
     fn on_call_end(&mut self, _response_ms: Option<i64>) {}
+    /// The language the conversation is in (ISO 639-1), when it can be in
+    /// more than one.
+    fn language(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Business events waiting for the follow-up rules.
@@ -142,6 +150,15 @@ pub trait DialogueFactory: Send + Sync {
     fn new_dialogue(&self) -> Box<dyn Dialogue>;
     /// Fixed texts worth synthesising ahead of time.
     fn prompts(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Every language its dialogues answer in, the main one first (empty:
+    /// only the main one).
+    fn languages(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Fixed texts of each further language, for that language's voice.
+    fn localised_prompts(&self) -> Vec<(String, Vec<String>)> {
         Vec::new()
     }
 }

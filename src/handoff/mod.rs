@@ -101,6 +101,10 @@ pub struct Packet {
     pub previous_interactions: Vec<PreviousInteraction>,
     /// Where the full packet can be fetched again.
     pub context_path: String,
+    /// The language the caller spoke (ISO 639-1), so the call reaches
+    /// someone who speaks it.
+    #[serde(default)]
+    pub language: String,
 }
 
 pub fn rfc3339(ms: i64) -> String {

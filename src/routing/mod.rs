@@ -29,6 +29,7 @@ pub const FACTS: &[&str] = &[
     "failed_attempts",
     "turn",
     "score",
+    "language",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

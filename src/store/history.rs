@@ -35,6 +35,7 @@ fn interaction_of(keys: &Keyring, r: &AnyRow) -> Result<Interaction> {
         wait_ms: r.try_get("wait_ms")?,
         talk_ms: r.try_get("talk_ms")?,
         turns: serde_json::from_str(&open("turns")?)?,
+        language: r.try_get("language")?,
     })
 }
 
@@ -80,15 +81,16 @@ impl Store {
         sqlx::query(
             "INSERT INTO interactions (id, customer_id, channel, agent, started_ms, ended_ms, \
              transcript, intents, slots, sentiment, outcome, handled_by, csat, response_ms, \
-             priority, summary, human_agent, wait_ms, talk_ms, turns) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20) \
+             priority, summary, human_agent, wait_ms, talk_ms, turns, language) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21) \
              ON CONFLICT (id) DO UPDATE SET customer_id = excluded.customer_id, \
              ended_ms = excluded.ended_ms, transcript = excluded.transcript, \
              intents = excluded.intents, slots = excluded.slots, sentiment = excluded.sentiment, \
              outcome = excluded.outcome, handled_by = excluded.handled_by, csat = excluded.csat, \
              response_ms = excluded.response_ms, priority = excluded.priority, \
              summary = excluded.summary, human_agent = excluded.human_agent, \
-             wait_ms = excluded.wait_ms, talk_ms = excluded.talk_ms, turns = excluded.turns",
+             wait_ms = excluded.wait_ms, talk_ms = excluded.talk_ms, turns = excluded.turns, \
+             language = excluded.language",
         )
         .bind(&i.id)
         .bind(i.customer_id.clone())
@@ -119,6 +121,7 @@ impl Store {
             &format!("interactions.turns/{}", i.id),
             &serde_json::to_string(&i.turns)?,
         ))
+        .bind(&i.language)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -283,6 +283,13 @@ pub struct Interaction {
     /// Each caller turn, for review and retraining.
     #[serde(default)]
     pub turns: Vec<LearnedTurn>,
+    /// The language the call was held in (ISO 639-1).
+    #[serde(default = "english")]
+    pub language: String,
+}
+
+fn english() -> String {
+    "en".into()
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -78,6 +78,10 @@ impl Dialogue for AgentDialogue {
     fn on_call_end(&mut self, response_ms: Option<i64>) {
         self.conv.save_interaction(response_ms);
     }
+
+    fn language(&self) -> Option<String> {
+        Some(self.conv.state.language.clone())
+    }
 }
 
 pub struct AgentFactory {
@@ -110,25 +114,46 @@ impl DialogueFactory for AgentFactory {
     }
 
     fn prompts(&self) -> Vec<String> {
-        let rt = self.slot.get();
-        let a = &rt.agent;
-        let p = &a.file.prompts;
-        let mut v = vec![
-            a.file.agent.greeting.clone(),
-            p.fallback.clone(),
-            p.goodbye.clone(),
-            p.transfer.clone(),
-            p.anything_else.clone(),
-            p.what_else.clone(),
-            p.escalate.clone(),
-        ];
-        v.extend(
-            a.file
-                .slot
-                .values()
-                .map(|s| s.prompt.clone())
-                .filter(|s| !s.contains('{')),
-        );
-        v
+        fixed_prompts(&self.slot.get().agent)
     }
+
+    fn languages(&self) -> Vec<String> {
+        let rt = self.slot.get();
+        if rt.locales.is_empty() {
+            return Vec::new();
+        }
+        std::iter::once(rt.agent.file.agent.language.clone())
+            .chain(rt.locales.keys().cloned())
+            .collect()
+    }
+
+    fn localised_prompts(&self) -> Vec<(String, Vec<String>)> {
+        let rt = self.slot.get();
+        rt.locales
+            .iter()
+            .map(|(l, r)| (l.clone(), fixed_prompts(&r.agent)))
+            .collect()
+    }
+}
+
+/// An agent's texts that are said as they are written.
+fn fixed_prompts(a: &Agent) -> Vec<String> {
+    let p = &a.file.prompts;
+    let mut v = vec![
+        a.file.agent.greeting.clone(),
+        p.fallback.clone(),
+        p.goodbye.clone(),
+        p.transfer.clone(),
+        p.anything_else.clone(),
+        p.what_else.clone(),
+        p.escalate.clone(),
+    ];
+    v.extend(
+        a.file
+            .slot
+            .values()
+            .map(|s| s.prompt.clone())
+            .filter(|s| !s.contains('{')),
+    );
+    v
 }

@@ -33,10 +33,15 @@ impl Conversation {
             let val = if let Some(v) = self.state.slots.get(key) {
                 match self.slot_def(key) {
                     Some(d) if d.secret => String::new(),
-                    d => v.spoken(d.and_then(|d| d.spec.kind)),
+                    Some(d) if d.said_as.contains_key(&v.canonical()) => {
+                        d.said_as[&v.canonical()].clone()
+                    }
+                    d => v.spoken(d.and_then(|d| d.spec.kind), self.rt.lang),
                 }
             } else {
-                self.state.vars.get(key).cloned().unwrap_or_default()
+                let v = self.state.vars.get(key).map_or("", String::as_str);
+                let words = &self.rt.agent.data_words;
+                words.get(v).cloned().unwrap_or_else(|| v.to_string())
             };
             out.push_str(&val);
             rest = &rest[i + j + 1..];
@@ -141,9 +146,13 @@ impl Conversation {
         reason: &str,
         say: &str,
     ) {
-        let target = target
-            .map(str::to_string)
-            .unwrap_or_else(|| self.rt.agent.file.transfer.default.clone());
+        let settings = &self.rt.agent.file.transfer;
+        // A caller in a language with its own queue reaches people who
+        // speak it, whichever topic queue the flow names.
+        let target = match settings.language_queues.get(&self.state.language) {
+            Some(q) if target.is_none_or(|t| t.starts_with("queue:")) => q.clone(),
+            _ => target.map_or_else(|| settings.default.clone(), str::to_string),
+        };
         out.push(say.to_string());
         let priority = self.state.routing.as_ref().map_or(0, |d| d.score);
         self.state.transferred = Some(target.clone());
@@ -270,15 +279,16 @@ impl Conversation {
                     .collect();
                 let locked = name == "verify_account" && self.state.verify_failures >= tries_max;
                 let res = match &self.services {
-                    _ if locked => Err("I can't verify you automatically on this call".to_string()),
+                    _ if locked => Err(self.rt.lang.phrase(Phrase::CannotVerify).to_string()),
                     Some(sv) => Backend {
                         store: &sv.store,
                         today: self.today,
                         caller: self.caller.customer.as_ref(),
                         verified: self.state.verified_account.as_deref(),
+                        lang: self.rt.lang,
                     }
                     .run(name, &slots),
-                    None => Err("our records aren't available right now".to_string()),
+                    None => Err(self.rt.lang.phrase(Phrase::Unavailable).to_string()),
                 };
                 match res {
                     Ok(mut vars) => {
@@ -294,7 +304,7 @@ impl Conversation {
                         let msg = step
                             .on_fail
                             .clone()
-                            .unwrap_or_else(|| "Sorry, {reason}.".into());
+                            .unwrap_or_else(|| self.rt.lang.phrase(Phrase::LookupFailed).into());
                         out.push(self.render(&msg));
                         out.action = format!("lookup_failed:{name}");
                         self.state.misses += 1;

@@ -12,11 +12,13 @@ impl Conversation {
         };
         let day = d.with_timezone(&chrono::Local).date_naive();
         let today = chrono::Local::now().date_naive();
+        let lang = self.rt.lang;
+        let on = |d: String| lang.phrase(Phrase::OnDay).replace("{day}", &d);
         match (today - day).num_days() {
-            0 => "earlier today".into(),
-            1 => "yesterday".into(),
-            2..=6 => format!("on {}", day.format("%A")),
-            _ => format!("on {}", crate::nlu::entities::say_date(day)),
+            0 => lang.phrase(Phrase::EarlierToday).into(),
+            1 => lang.phrase(Phrase::Yesterday).into(),
+            2..=6 => on(lang.weekday(day)),
+            _ => on(lang.say_date(day)),
         }
     }
 
@@ -97,6 +99,7 @@ impl Conversation {
             "turn".into(),
             Value::Num(self.state.turns.len() as f64 + 1.0),
         );
+        f.insert("language".into(), Value::Str(self.state.language.clone()));
         f
     }
 
@@ -169,6 +172,7 @@ impl Conversation {
             },
             previous_interactions: handoff::previous(&self.caller.history, &self.call.call_id),
             context_path: format!("/calls/{}/handoff", self.call.call_id),
+            language: self.state.language.clone(),
         }
     }
 
@@ -449,6 +453,7 @@ impl Conversation {
                 .as_ref()
                 .and_then(|h| h.talk_ms.map(|t| t as i64)),
             turns: Vec::new(),
+            language: self.state.language.clone(),
         }
         .with_turns(|outcome| self.learned_turns(outcome))
     }
