@@ -89,6 +89,7 @@ fn main() -> anyhow::Result<()> {
                 queue_ms: 0,
                 decode_ms: 0,
                 engine: engine.name(),
+                language: None,
             };
             times.push(t.elapsed().as_secs_f64() * 1000.0);
             let r = normalize(&it.transcript);

@@ -4,6 +4,8 @@
 # `attendant serve`, e.g. scripts/serve.sh --listen 0.0.0.0:8080
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+# --with-base: the multilingual Whisper the bank agent identifies and hears
+# Spanish with.
+scripts/setup.sh --with-base
 cargo build --release --locked
 exec target/release/attendant serve "$@"

@@ -38,12 +38,26 @@ impl LanguageId {
     /// Loads a multilingual ggml Whisper model (`ggml-base.bin`); an
     /// English-only model is refused, as it knows one language.
     pub fn load(path: &Path, threads: usize, window: Duration) -> Result<Self, AsrError> {
+        let ctx = WhisperContext::new_with_params(path, WhisperContextParameters::default())
+            .map_err(|e| AsrError::Load {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        Self::with_context(&ctx, path, threads, window)
+    }
+
+    /// A detector with its own state over a model already loaded from
+    /// `path` (shared with the recognisers of the same model).
+    pub fn with_context(
+        ctx: &WhisperContext,
+        path: &Path,
+        threads: usize,
+        window: Duration,
+    ) -> Result<Self, AsrError> {
         let err = |reason: String| AsrError::Load {
             path: path.display().to_string(),
             reason,
         };
-        let ctx = WhisperContext::new_with_params(path, WhisperContextParameters::default())
-            .map_err(|e| err(e.to_string()))?;
         if !ctx.is_multilingual() {
             return Err(err(
                 "an English-only model cannot tell languages apart".into()

@@ -11,7 +11,8 @@ use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use super::{AsrConfig, AsrEngine, AsrError, Recognizer};
+use super::{AsrConfig, AsrEngine, AsrError, Recognizer, Spoken};
+use crate::nlu::lang::Lang;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Priority {
@@ -37,10 +38,14 @@ pub struct Transcript {
     pub decode_ms: u64,
     /// The engine that decoded it.
     pub engine: &'static str,
+    /// The language it was decoded in, when the multilingual lane decoded
+    /// or identified it.
+    pub language: Option<Lang>,
 }
 
 struct Job {
     audio: Arc<Vec<f32>>,
+    spoken: Spoken,
     cancel: Arc<AtomicBool>,
     enqueued: Instant,
     reply: oneshot::Sender<Result<Transcript, AsrError>>,
@@ -113,11 +118,17 @@ impl Lane {
         self.alive.load(Ordering::SeqCst) > 0
     }
 
-    fn submit(&self, audio: Arc<Vec<f32>>, prio: Priority) -> Result<Pending, AsrError> {
+    fn submit(
+        &self,
+        audio: Arc<Vec<f32>>,
+        spoken: Spoken,
+        prio: Priority,
+    ) -> Result<Pending, AsrError> {
         let cancel = Arc::new(AtomicBool::new(false));
         let (tx, rx) = oneshot::channel();
         let job = Job {
             audio,
+            spoken,
             cancel: cancel.clone(),
             enqueued: Instant::now(),
             reply: tx,
@@ -148,6 +159,8 @@ impl Lane {
 pub struct AsrPool {
     main: Lane,
     digits: Option<Lane>,
+    /// The languages besides the main one, and identification.
+    multi: Option<Lane>,
     pub uses_gpu: bool,
 }
 
@@ -181,14 +194,55 @@ impl AsrPool {
         Ok(Self {
             main,
             digits,
+            multi: None,
             uses_gpu,
         })
+    }
+
+    /// Starts the multilingual lane, for an agent answering in more
+    /// languages than the main one.
+    pub fn add_languages(&mut self, models_dir: &Path, cfg: &AsrConfig) -> Result<(), AsrError> {
+        let mut mcfg = cfg.clone();
+        mcfg.model = cfg.multilingual_model.clone();
+        mcfg.initial_prompt = String::new();
+        mcfg.audio_ctx_min_ms = cfg.multilingual_audio_ctx_min_ms;
+        let model = Arc::new(super::whisper::WhisperModel::load(models_dir, &mcfg)?);
+        self.uses_gpu |= model.uses_gpu;
+        let main = Lang::parse(&cfg.language).unwrap_or_default();
+        let threads = cfg.multilingual_threads;
+        self.multi = Some(Lane::start(
+            AsrEngine::Whisper,
+            cfg.multilingual_workers,
+            cfg.queue,
+            Arc::new(move || model.multilingual(threads, main).map(|r| Box::new(r) as _)),
+        )?);
+        Ok(())
+    }
+
+    /// Whether the multilingual lane runs.
+    pub fn multilingual(&self) -> bool {
+        self.multi.is_some()
+    }
+
+    /// Queues audio on the multilingual lane (`Spoken::In` or `Identify`).
+    pub fn submit_spoken(
+        &self,
+        spoken: Spoken,
+        audio: Arc<Vec<f32>>,
+        prio: Priority,
+    ) -> Result<Pending, AsrError> {
+        self.multi
+            .as_ref()
+            .ok_or(AsrError::Closed)?
+            .submit(audio, spoken, prio)
     }
 
     /// Whether every lane still has a worker (false once a recognizer that
     /// panicked could not be rebuilt on all of a lane's workers).
     pub fn healthy(&self) -> bool {
-        self.main.healthy() && self.digits.as_ref().is_none_or(Lane::healthy)
+        self.main.healthy()
+            && self.digits.as_ref().is_none_or(Lane::healthy)
+            && self.multi.as_ref().is_none_or(Lane::healthy)
     }
 
     /// The engine that decodes turns for `purpose`.
@@ -205,7 +259,7 @@ impl AsrPool {
 
     /// Queues 16 kHz mono audio for recognition by the main engine.
     pub fn submit(&self, audio: Arc<Vec<f32>>, prio: Priority) -> Result<Pending, AsrError> {
-        self.main.submit(audio, prio)
+        self.main.submit(audio, Spoken::Main, prio)
     }
 
     /// Queues audio on the lane for `purpose`.
@@ -215,7 +269,7 @@ impl AsrPool {
         audio: Arc<Vec<f32>>,
         prio: Priority,
     ) -> Result<Pending, AsrError> {
-        self.lane(purpose).submit(audio, prio)
+        self.lane(purpose).submit(audio, Spoken::Main, prio)
     }
 
     /// Blocking convenience for tools and tests.
@@ -305,8 +359,9 @@ impl Worker {
             let queue_ms = job.enqueued.elapsed().as_millis() as u64;
             let t = Instant::now();
             let rec = &mut self.rec;
-            let decoded =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rec.decode(&job.audio)));
+            let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                rec.decode_spoken(&job.audio, &job.spoken)
+            }));
             self.load.fetch_sub(1, Ordering::SeqCst);
             let res = match decoded {
                 Ok(r) => r,
@@ -325,12 +380,13 @@ impl Worker {
                     continue;
                 }
             };
-            let _ = job.reply.send(res.map(|text| Transcript {
-                text,
+            let _ = job.reply.send(res.map(|heard| Transcript {
+                text: heard.text,
                 audio_ms: job.audio.len() as u64 / 16,
                 queue_ms,
                 decode_ms: t.elapsed().as_millis() as u64,
                 engine: self.engine.name(),
+                language: heard.language,
             }));
         }
     }
@@ -351,7 +407,7 @@ mod tests {
     }
 
     fn decode(lane: &Lane, n: usize) -> Result<String, AsrError> {
-        let p = lane.submit(Arc::new(vec![0.0; n]), Priority::Final)?;
+        let p = lane.submit(Arc::new(vec![0.0; n]), Spoken::Main, Priority::Final)?;
         p.result
             .blocking_recv()
             .map_err(|_| AsrError::Closed)?

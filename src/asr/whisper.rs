@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters};
 
-use super::{AsrConfig, AsrError, Recognizer};
+use super::langid::LanguageId;
+use super::{AsrConfig, AsrError, Heard, Recognizer, Spoken};
+use crate::nlu::lang::Lang;
 
 /// A loaded ggml model, shared by its workers.
 pub struct WhisperModel {
@@ -46,6 +48,77 @@ impl WhisperModel {
         let mut cfg = self.cfg.clone();
         cfg.threads = threads.max(1);
         Ok(WhisperRecognizer { state, cfg })
+    }
+
+    /// A decoder that also identifies languages (a multilingual model):
+    /// `main` is the language the main lane decodes.
+    pub fn multilingual(&self, threads: usize, main: Lang) -> Result<MultiRecognizer, AsrError> {
+        let lid = LanguageId::with_context(
+            &self.ctx,
+            &self.path,
+            threads,
+            Duration::from_millis(self.cfg.langid_window_ms),
+        )?;
+        Ok(MultiRecognizer {
+            rec: self.recognizer(threads)?,
+            lid,
+            main,
+            switch_at: self.cfg.langid_switch_probability,
+        })
+    }
+}
+
+/// Decodes the languages besides the main one, and finds which language a
+/// caller speaks.
+pub struct MultiRecognizer {
+    rec: WhisperRecognizer,
+    lid: LanguageId,
+    main: Lang,
+    /// Least probability (among the agent's languages) that moves a call
+    /// away from the main language.
+    switch_at: f32,
+}
+
+impl Recognizer for MultiRecognizer {
+    fn decode(&mut self, audio: &[f32]) -> Result<String, AsrError> {
+        self.rec.decode(audio)
+    }
+
+    fn decode_spoken(&mut self, audio: &[f32], spoken: &Spoken) -> Result<Heard, AsrError> {
+        let lang = match spoken {
+            Spoken::Main => self.main,
+            Spoken::In(l) => *l,
+            Spoken::Identify(among) => {
+                let codes: Vec<String> = among.iter().map(|l| l.code().to_string()).collect();
+                let found = self.lid.detect(audio, &codes)?;
+                // Another language only when Whisper is fairly sure: a
+                // caller wrongly switched away from the main language
+                // hears an agent they cannot follow.
+                let lang = Lang::parse(&found.language)
+                    .filter(|l| *l == self.main || found.probability >= self.switch_at)
+                    .unwrap_or(self.main);
+                tracing::debug!(
+                    language = lang.code(),
+                    p = found.probability,
+                    ms = found.elapsed.as_millis() as u64,
+                    "language identified"
+                );
+                if lang == self.main {
+                    // The main lane's transcript of this turn is used.
+                    return Ok(Heard {
+                        text: String::new(),
+                        language: Some(lang),
+                    });
+                }
+                lang
+            }
+        };
+        self.rec.cfg.language = lang.code().to_string();
+        let text = self.rec.decode(audio)?;
+        Ok(Heard {
+            text,
+            language: Some(lang),
+        })
     }
 }
 

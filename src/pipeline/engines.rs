@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::dialogue::faq::{FaqError, FaqFactory, FaqFile};
 use crate::dialogue::manager::{AgentFactory, AgentRuntime};
 use crate::dialogue::DialogueFactory;
+use crate::nlu::lang::Lang;
 use crate::speech::{TtsError, TtsPool};
 use crate::turn::onnx::{self, OnnxError};
 use crate::turn::smart_turn::SmartTurn;
@@ -36,6 +37,9 @@ pub struct Engines {
     pub smart_turn: SmartTurn,
     pub asr: AsrPool,
     pub tts: TtsPool,
+    /// The voices of the languages besides the main one that the agents
+    /// answer in.
+    pub voices: std::collections::HashMap<Lang, TtsPool>,
     pub dialogue: Box<dyn DialogueFactory>,
     /// The agent behind `dialogue`, when one is configured.
     pub agent: Option<Arc<AgentRuntime>>,
@@ -80,7 +84,7 @@ impl Engines {
         onnx::init(&ort_lib)?;
         let vad = SileroVad::load(&dir.join("silero_vad.onnx"))?;
         let smart_turn = SmartTurn::load(&dir.join("smart-turn-v3.2-cpu.onnx"))?;
-        let asr = AsrPool::start(&dir, &cfg.asr)?;
+        let mut asr = AsrPool::start(&dir, &cfg.asr)?;
         let tts = TtsPool::start(&dir, &cfg.tts)?;
         let faq_path =
             (!cfg.dialogue.faq.is_empty()).then(|| Path::new(&cfg.dialogue.faq).to_path_buf());
@@ -109,8 +113,40 @@ impl Engines {
                 Box::new(AgentFactory::new(rt, services.clone())),
             );
         }
+        // Agents answering in several languages: the multilingual lane
+        // (identification, and decoding the other languages) and a voice
+        // per language.
+        let mut languages: Vec<String> = Vec::new();
+        for f in std::iter::once(&dialogue).chain(agents.values()) {
+            for l in f.languages().into_iter().skip(1) {
+                if !languages.contains(&l) {
+                    languages.push(l);
+                }
+            }
+        }
+        let mut voices = std::collections::HashMap::new();
+        if !languages.is_empty() {
+            need(&dir.join(&cfg.asr.multilingual_model))?;
+            asr.add_languages(&dir, &cfg.asr)?;
+            for code in &languages {
+                let lang = Lang::parse(code)
+                    .ok_or_else(|| EngineError::Missing(format!("language `{code}`")))?;
+                let voice = cfg.tts.voices.get(code).ok_or_else(|| {
+                    EngineError::Missing(format!("a voice for `{code}` (tts.voices.{code})"))
+                })?;
+                if !voice.starts_with(crate::speech::tts::ESPEAK) {
+                    need(&dir.join(voice).join("model.onnx"))?;
+                }
+                let tcfg = crate::speech::TtsConfig {
+                    voice: voice.clone(),
+                    ..cfg.tts.clone()
+                };
+                voices.insert(lang, TtsPool::start(&dir, &tcfg)?);
+            }
+        }
         tracing::info!(
             ms = t.elapsed().as_millis() as u64,
+            languages = ?languages,
             asr = cfg.asr.engine.name(),
             digits_asr = ?cfg.asr.separate_digits_engine().map(|e| e.name()),
             gpu = asr.uses_gpu,
@@ -122,12 +158,18 @@ impl Engines {
             smart_turn,
             asr,
             tts,
+            voices,
             dialogue,
             agent,
             agent_slot,
             agents,
             desk,
         }))
+    }
+
+    /// The voice replies in `lang` are spoken with.
+    pub fn voice(&self, lang: Lang) -> &TtsPool {
+        self.voices.get(&lang).unwrap_or(&self.tts)
     }
 
     /// Synthesises the dialogue's fixed prompts so they play instantly.
@@ -138,6 +180,13 @@ impl Engines {
             prompts.extend(f.prompts());
         }
         self.tts.prewarm(&prompts);
+        for f in std::iter::once(&self.dialogue).chain(self.agents.values()) {
+            for (code, texts) in f.localised_prompts() {
+                if let Some(pool) = Lang::parse(&code).and_then(|l| self.voices.get(&l)) {
+                    pool.prewarm(&texts);
+                }
+            }
+        }
         tracing::info!(
             prompts = prompts.len(),
             ms = t.elapsed().as_millis() as u64,

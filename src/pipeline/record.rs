@@ -82,6 +82,10 @@ pub struct CallRecord {
     /// traces), when the dialogue exposes one.
     #[serde(default)]
     pub dialogue: Option<serde_json::Value>,
+    /// The caller's language (ISO 639-1), once identified or chosen, when
+    /// the agent answers in more than one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
 }
 
 pub use crate::store::mask_phone;

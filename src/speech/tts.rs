@@ -1,7 +1,8 @@
-//! Piper TTS worker pool. Each worker owns a sherpa-onnx engine; a job is a
-//! reply, synthesised sentence by sentence, and can be cancelled between
-//! and during sentences (barge-in). Sentences already synthesised are cached
-//! as μ-law, so fixed prompts (greeting, FAQ answers) start instantly.
+//! TTS worker pool. Each worker owns an engine — a Piper voice in
+//! sherpa-onnx, or espeak-ng for a language no packaged neural voice covers;
+//! a job is a reply, synthesised sentence by sentence, and can be cancelled
+//! between and during sentences (barge-in). Sentences already synthesised are
+//! cached as μ-law, so fixed prompts (greeting, FAQ answers) start instantly.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -24,8 +25,12 @@ use crate::media::{mulaw, resample, PHONE_RATE};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TtsConfig {
-    /// Voice directory (model.onnx + tokens.txt) relative to the models dir.
+    /// Voice directory (model.onnx + tokens.txt) relative to the models
+    /// dir, or `espeak-ng:VOICE` for espeak-ng's formant voice.
     pub voice: String,
+    /// The voice for each further language an agent answers in (same
+    /// forms as `voice`); the rest of these settings are shared.
+    pub voices: std::collections::BTreeMap<String, String>,
     pub espeak_data: String,
     pub workers: usize,
     pub threads: usize,
@@ -40,6 +45,9 @@ impl Default for TtsConfig {
     fn default() -> Self {
         Self {
             voice: "tts/joe".into(),
+            // No Spanish neural voice ships in a package we can fetch;
+            // espeak-ng's Latin American voice is the floor.
+            voices: [("es".to_string(), "espeak-ng:es-419".to_string())].into(),
             espeak_data: "tts/espeak-ng-data".into(),
             workers: 1,
             threads: 2,
@@ -60,6 +68,8 @@ pub enum TtsError {
     Closed,
     #[error("resampling TTS audio failed: {0}")]
     Resample(#[from] resample::ResampleError),
+    #[error("synthesis failed: {0}")]
+    Synth(String),
 }
 
 /// One synthesised sentence, ready for the phone.
@@ -112,13 +122,120 @@ trait Synth: Send + Sync + 'static {
 /// Loads a fresh engine for a worker whose engine panicked.
 type Loader<E> = Arc<dyn Fn() -> Result<E, TtsError> + Send + Sync>;
 
-struct Engine {
+/// The engine behind one voice.
+enum Engine {
+    Piper(Piper),
+    Espeak(Espeak),
+}
+
+impl Engine {
+    fn load(models: &Path, cfg: &TtsConfig) -> Result<Self, TtsError> {
+        match cfg.voice.strip_prefix(ESPEAK) {
+            Some(voice) => Ok(Self::Espeak(Espeak::new(voice, cfg.speed)?)),
+            None => Ok(Self::Piper(Piper::load(models, cfg)?)),
+        }
+    }
+}
+
+impl Synth for Engine {
+    fn speak(&self, text: &str, cancel: &Arc<AtomicBool>) -> Result<Option<Vec<u8>>, TtsError> {
+        match self {
+            Self::Piper(p) => p.speak(text, cancel),
+            Self::Espeak(e) => e.speak(text, cancel),
+        }
+    }
+}
+
+/// `voice` prefix of an espeak-ng voice.
+pub const ESPEAK: &str = "espeak-ng:";
+
+/// espeak-ng, run once per sentence (it starts in a few milliseconds).
+struct Espeak {
+    voice: String,
+    /// Words per minute.
+    wpm: u32,
+}
+
+impl Espeak {
+    fn new(voice: &str, speed: f32) -> Result<Self, TtsError> {
+        // A voice name is letters, digits and dashes ("es-419"): nothing
+        // that could be read as another option.
+        if voice.is_empty()
+            || !voice
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '+')
+        {
+            return Err(TtsError::Load(format!("{ESPEAK}{voice}")));
+        }
+        let e = Self {
+            voice: voice.to_string(),
+            wpm: (165.0 * speed.clamp(0.5, 2.0)) as u32,
+        };
+        // Fail at start, not on the first call, when espeak-ng or the voice
+        // is missing.
+        e.pcm("a")
+            .map_err(|_| TtsError::Load(format!("{ESPEAK}{voice}")))?;
+        Ok(e)
+    }
+
+    /// The sentence as 22.05 kHz samples.
+    fn pcm(&self, text: &str) -> Result<(Vec<f32>, u32), TtsError> {
+        let out = std::process::Command::new("espeak-ng")
+            .args([
+                "-v",
+                &self.voice,
+                "-s",
+                &self.wpm.to_string(),
+                "--stdout",
+                "--",
+            ])
+            .arg(text)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .map_err(|e| TtsError::Synth(format!("espeak-ng: {e}")))?;
+        if !out.status.success() {
+            return Err(TtsError::Synth(format!(
+                "espeak-ng exited with {}",
+                out.status
+            )));
+        }
+        let wav = hound::WavReader::new(std::io::Cursor::new(out.stdout))
+            .map_err(|e| TtsError::Synth(format!("espeak-ng output: {e}")))?;
+        let rate = wav.spec().sample_rate;
+        let pcm = wav
+            .into_samples::<i16>()
+            .map_while(Result::ok)
+            .map(|v| v as f32 / 32768.0)
+            .collect();
+        Ok((pcm, rate))
+    }
+
+    fn speak(&self, text: &str, cancel: &Arc<AtomicBool>) -> Result<Option<Vec<u8>>, TtsError> {
+        let (pcm, rate) = self.pcm(text)?;
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        to_phone(&pcm, rate).map(Some)
+    }
+}
+
+/// Synthesised samples at `rate` to 8 kHz μ-law, leading silence trimmed.
+fn to_phone(pcm: &[f32], rate: u32) -> Result<Vec<u8>, TtsError> {
+    let pcm = resample::resample(pcm, rate, PHONE_RATE)?;
+    let pcm = trim_leading_silence(&pcm);
+    let mut out = Vec::with_capacity(pcm.len());
+    mulaw::encode_from_f32(pcm, &mut out);
+    Ok(out)
+}
+
+struct Piper {
     tts: OfflineTts,
     rate: u32,
     speed: f32,
 }
 
-impl Engine {
+impl Piper {
     fn load(models: &Path, cfg: &TtsConfig) -> Result<Self, TtsError> {
         crate::turn::onnx::install_exit_guard();
         let voice = models.join(&cfg.voice);
@@ -149,7 +266,7 @@ impl Engine {
     }
 }
 
-impl Synth for Engine {
+impl Piper {
     fn speak(&self, text: &str, cancel: &Arc<AtomicBool>) -> Result<Option<Vec<u8>>, TtsError> {
         let gen = GenerationConfig {
             speed: self.speed,
@@ -173,11 +290,7 @@ impl Synth for Engine {
         let Some(audio) = audio else {
             return Ok(Some(Vec::new()));
         };
-        let pcm = resample::resample(audio.samples(), self.rate, PHONE_RATE)?;
-        let pcm = trim_leading_silence(&pcm);
-        let mut out = Vec::with_capacity(pcm.len());
-        mulaw::encode_from_f32(pcm, &mut out);
-        Ok(Some(out))
+        to_phone(audio.samples(), self.rate).map(Some)
     }
 }
 

@@ -17,10 +17,11 @@ use std::time::{Duration, Instant};
 
 use super::human::{Enqueuing, Human};
 use super::{CallInput, CallOutput};
-use crate::asr::{AsrError, Priority, Purpose, Transcript};
+use crate::asr::{AsrError, Priority, Purpose, Spoken, Transcript};
 use crate::desk::{DeskConfig, WaitingInfo};
 use crate::dialogue::{Action, CallMeta, Expect, HumanOutcome, Interruption, Reply, TurnInput};
 use crate::media::{mulaw, resample::StreamResampler, MODEL_RATE, PHONE_FRAME, PHONE_RATE};
+use crate::nlu::lang::Lang;
 use crate::nlu::numbers::mask_digits;
 use crate::pipeline::endpoint::{self, Verdict};
 use crate::pipeline::metrics::metrics;
@@ -54,6 +55,9 @@ pub struct CoreConfig {
     pub closing_prompt: String,
     /// The agent desk, when it takes `desk:QUEUE` transfers.
     pub desk: Option<DeskConfig>,
+    /// The languages the call's agent answers in, the main lane's first;
+    /// with more than one, the first turn's language is identified.
+    pub languages: Vec<Lang>,
 }
 
 /// One recognition the core asked for.
@@ -116,6 +120,8 @@ pub enum Input {
         turn: Option<u32>,
         reply: Reply,
         expect: Expect,
+        /// The language the conversation is in now, when it knows.
+        language: Option<Lang>,
     },
     Desk(DeskInput),
 }
@@ -145,6 +151,8 @@ pub enum Effect {
     Transcribe {
         job: Job,
         purpose: Purpose,
+        /// The language to decode in, or to find out.
+        spoken: Spoken,
         priority: Priority,
         audio: Arc<Vec<f32>>,
     },
@@ -159,6 +167,8 @@ pub enum Effect {
     Speak {
         reply: u32,
         text: String,
+        /// The voice's language.
+        lang: Lang,
     },
     /// Stop synthesising reply `reply`.
     CancelSpeech(u32),
@@ -296,6 +306,8 @@ pub struct CallCore {
     /// On hold for, or talking to, a desk agent.
     pub(super) human: Option<Human>,
     pub(super) enqueuing: Option<Enqueuing>,
+    /// The caller's language, once identified or chosen.
+    pub(super) language: Option<Lang>,
 }
 
 pub(super) fn ms(d: Duration) -> u64 {
@@ -359,6 +371,7 @@ impl CallCore {
             keys_deadline: None,
             human: None,
             enqueuing: None,
+            language: None,
         };
         c.emit(Effect::Ask(Ask::Greeting));
         Ok(c)
@@ -445,7 +458,19 @@ impl CallCore {
                 turn,
                 reply,
                 expect,
-            } => self.on_answer(turn, reply, expect),
+                language,
+            } => {
+                // The dialogue moved the call to another language (the
+                // caller's record, the greeting's menu): no need to find it.
+                // Its own language is only a default and settles nothing.
+                let main = self.cfg.languages.first().copied();
+                if let Some(l) =
+                    language.filter(|l| self.cfg.languages.len() > 1 && Some(*l) != main)
+                {
+                    self.set_language(l);
+                }
+                self.on_answer(turn, reply, expect)
+            }
             Input::Desk(d) => self.on_desk(d),
         }
     }
@@ -639,9 +664,11 @@ impl CallCore {
         ));
         let job = self.next_job(turn, AsrKind::Final);
         let purpose = self.purpose();
+        let spoken = self.spoken();
         self.emit(Effect::Transcribe {
             job,
             purpose,
+            spoken,
             priority: Priority::Final,
             audio,
         });
@@ -673,11 +700,16 @@ impl CallCore {
                 s.to_string()
             }
         };
+        if let (None, Some(l)) = (self.language, tr.language) {
+            tracing::info!(call = %self.meta.call_id, language = l.code(), "caller's language identified");
+            self.set_language(l);
+        }
         let input = TurnInput {
             transcript: Some(tr.text.clone()),
             dtmf: None,
             speech_ms: (t.last_voice - t.onset) / 16,
             index: turn,
+            language: self.language.map(|l| l.code().to_string()),
         };
         let record = TurnRecord {
             index: turn,
@@ -712,6 +744,31 @@ impl CallCore {
             },
         );
         self.emit(Effect::Ask(Ask::Turn(input)));
+    }
+
+    /// The call goes on in `l`: its turns are decoded and its replies
+    /// spoken in it.
+    pub(super) fn set_language(&mut self, l: Lang) {
+        self.language = Some(l);
+        self.record.language = Some(l.code().to_string());
+    }
+
+    /// The language the caller's next words are decoded in.
+    pub(super) fn spoken(&self) -> Spoken {
+        let main = self.cfg.languages.first().copied().unwrap_or_default();
+        match self.language {
+            _ if self.cfg.languages.len() < 2 => Spoken::Main,
+            None => Spoken::Identify(self.cfg.languages.clone()),
+            Some(l) if l == main => Spoken::Main,
+            Some(l) => Spoken::In(l),
+        }
+    }
+
+    /// The language replies are spoken in.
+    pub(super) fn voice_language(&self) -> Lang {
+        self.language
+            .or(self.cfg.languages.first().copied())
+            .unwrap_or_default()
     }
 
     fn on_answer(&mut self, turn: Option<u32>, reply: Reply, expect: Expect) {
@@ -799,6 +856,7 @@ impl CallCore {
             dtmf: Some(keys),
             speech_ms: 0,
             index,
+            language: self.language.map(|l| l.code().to_string()),
         };
         let record = TurnRecord {
             index,

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::core::{AsrKind, CallCore, Effect, PendingTurn, Spec, MAX_TURN, TAIL_SAMPLES};
 use super::CallOutput;
-use crate::asr::{Priority, Purpose};
+use crate::asr::{Priority, Purpose, Spoken};
 use crate::dialogue::Expect;
 use crate::pipeline::endpoint;
 use crate::pipeline::metrics::metrics;
@@ -85,6 +85,11 @@ impl CallCore {
         if every == 0 || self.partial_inflight || pos - self.last_partial_pos.max(onset) < every {
             return;
         }
+        // Partials come from the main lane only; a call in another language
+        // does without them rather than load the multilingual one.
+        if matches!(self.spoken(), Spoken::In(_)) {
+            return;
+        }
         let Some(turn) = self.turn.as_ref().map(|t| t.index) else {
             return;
         };
@@ -97,6 +102,7 @@ impl CallCore {
         self.emit(Effect::Transcribe {
             job,
             purpose: Purpose::General,
+            spoken: Spoken::Main,
             priority: Priority::Partial,
             audio,
         });
@@ -161,6 +167,7 @@ impl CallCore {
                     last_voice + TAIL_SAMPLES,
                 ));
                 let purpose = self.purpose();
+                let spoken = self.spoken();
                 let job = self.next_job(index, AsrKind::Speculative { last_voice });
                 let spec = Spec {
                     last_voice,
@@ -174,6 +181,7 @@ impl CallCore {
                 self.emit(Effect::Transcribe {
                     job,
                     purpose,
+                    spoken,
                     priority: Priority::Final,
                     audio: audio.clone(),
                 });

@@ -25,8 +25,10 @@ use self::core::{Ask, CallCore, CoreConfig, DeskInput, DeskOp, Effect, Input, Vo
 use super::engines::Engines;
 use super::metrics::metrics;
 use super::record::CallStore;
+use crate::asr::{AsrError, Priority, Purpose, Spoken, Transcript};
 use crate::desk::{AgentLeg, ToCall};
 use crate::dialogue::{CallMeta, Dialogue};
+use crate::nlu::lang::Lang;
 use crate::turn::vad::{SileroVad, VadState};
 
 #[derive(Debug)]
@@ -148,13 +150,18 @@ struct Driver {
     /// queue here could block the forwarders of the call's own work.
     results: mpsc::UnboundedSender<Input>,
     store: Arc<CallStore>,
-    /// Cancel flags of recognitions and speech in flight.
-    asr_jobs: HashMap<u64, Arc<AtomicBool>>,
+    /// Cancel flags of recognitions (one or two jobs each) and speech in
+    /// flight.
+    asr_jobs: HashMap<u64, Vec<Arc<AtomicBool>>>,
     speech: HashMap<u32, Arc<AtomicBool>>,
     /// The desk's line to this call while it is there, and the agent's leg.
     desk_rx: Option<mpsc::Receiver<ToCall>>,
     leg: Option<AgentLeg>,
 }
+
+/// A recognition's result, as it will come.
+type ResultFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Transcript, AsrError>> + Send>>;
 
 enum Woke {
     Desk(ToCall),
@@ -190,6 +197,23 @@ async fn run(
     out: mpsc::Sender<CallOutput>,
 ) {
     let m = metrics();
+    let factory = meta
+        .params
+        .get("agent")
+        .and_then(|a| e.agents.get(a))
+        .unwrap_or(&e.dialogue);
+    // Identification needs the multilingual lane; without it the call
+    // stays in the main language.
+    let languages: Vec<Lang> = if e.asr.multilingual() {
+        factory
+            .languages()
+            .iter()
+            .filter_map(|l| Lang::parse(l))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let dialogue = factory.new_dialogue();
     let cfg = CoreConfig {
         turn: e.cfg.turn.clone(),
         partial_interval_ms: e.cfg.asr.partial_interval_ms,
@@ -200,6 +224,7 @@ async fn run(
             .as_ref()
             .map(|d| d.config().clone())
             .filter(|d| d.enabled),
+        languages,
     };
     let voice = Box::new(Silero {
         e: e.clone(),
@@ -216,12 +241,7 @@ async fn run(
     m.calls_active.inc();
     let (results, mut irx) = mpsc::unbounded_channel();
     let mut d = Driver {
-        dialogue: meta
-            .params
-            .get("agent")
-            .and_then(|a| e.agents.get(a))
-            .unwrap_or(&e.dialogue)
-            .new_dialogue(),
+        dialogue,
         e,
         meta,
         out,
@@ -280,7 +300,7 @@ async fn run(
     }
     core.finish(Instant::now());
     d.apply(&mut core).await;
-    for cancel in d.asr_jobs.values().chain(d.speech.values()) {
+    for cancel in d.asr_jobs.values().flatten().chain(d.speech.values()) {
         cancel.store(true, Ordering::Relaxed);
     }
     if let Some(desk) = &d.e.desk {
@@ -323,15 +343,15 @@ impl Driver {
                 Effect::Transcribe {
                     job,
                     purpose,
+                    spoken,
                     priority,
                     audio,
-                } => match self.e.asr.submit_for(purpose, audio, priority) {
-                    Ok(p) => {
-                        self.asr_jobs.insert(job.id, p.cancel);
+                } => match self.transcribe(core, purpose, spoken, audio, priority) {
+                    Ok((cancels, result)) => {
+                        self.asr_jobs.insert(job.id, cancels);
                         let tx = self.results.clone();
                         tokio::spawn(async move {
-                            let result =
-                                p.result.await.unwrap_or(Err(crate::asr::AsrError::Closed));
+                            let result = result.await;
                             let _ = tx.send(Input::Transcript { job, result });
                         });
                     }
@@ -349,7 +369,7 @@ impl Driver {
                     }
                 },
                 Effect::CancelTranscribe(id) => {
-                    if let Some(c) = self.asr_jobs.remove(&id) {
+                    for c in self.asr_jobs.remove(&id).unwrap_or_default() {
                         c.store(true, Ordering::Relaxed);
                     }
                 }
@@ -367,9 +387,9 @@ impl Driver {
                         let _ = tx.send(Input::SmartTurn { turn, pause, prob });
                     });
                 }
-                Effect::Speak { reply, text } => {
+                Effect::Speak { reply, text, lang } => {
                     let cancel = Arc::new(AtomicBool::new(false));
-                    let input = match self.e.tts.speak(&text, cancel.clone()) {
+                    let input = match self.e.voice(lang).speak(&text, cancel.clone()) {
                         Ok((mut rx, sentences)) => {
                             self.speech.insert(reply, cancel);
                             let tx = self.results.clone();
@@ -416,6 +436,63 @@ impl Driver {
         }
     }
 
+    /// Queues a recognition: on the main lane, on the multilingual lane in
+    /// the caller's language, or — language not known yet — on both, the
+    /// multilingual lane identifying it. Its cancel flags, and the result.
+    fn transcribe(
+        &self,
+        core: &CallCore,
+        purpose: Purpose,
+        spoken: Spoken,
+        audio: Arc<Vec<f32>>,
+        priority: Priority,
+    ) -> Result<(Vec<Arc<AtomicBool>>, ResultFuture), AsrError> {
+        let asr = &self.e.asr;
+        let wait =
+            |p: crate::asr::Pending| async move { p.result.await.unwrap_or(Err(AsrError::Closed)) };
+        match spoken {
+            Spoken::Main => {
+                let p = asr.submit_for(purpose, audio, priority)?;
+                Ok((vec![p.cancel.clone()], Box::pin(wait(p))))
+            }
+            Spoken::In(_) => {
+                let p = asr.submit_spoken(spoken, audio, priority)?;
+                Ok((vec![p.cancel.clone()], Box::pin(wait(p))))
+            }
+            Spoken::Identify(among) => {
+                let main_lang = among.first().copied().unwrap_or_default();
+                let main = asr.submit_for(purpose, audio.clone(), priority)?;
+                // A busy multilingual lane: this turn is taken as the main
+                // language's, and the next one identified.
+                let id = match asr.submit_spoken(Spoken::Identify(among), audio, priority) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        tracing::warn!(call = %core.record().call_id, error = %e, "language identification skipped");
+                        None
+                    }
+                };
+                let mut cancels = vec![main.cancel.clone()];
+                cancels.extend(id.as_ref().map(|p| p.cancel.clone()));
+                Ok((
+                    cancels,
+                    Box::pin(async move {
+                        let main = wait(main).await;
+                        let Some(id) = id else { return main };
+                        match wait(id).await {
+                            Ok(t) if t.language.is_some_and(|l| l != main_lang) => Ok(t),
+                            Ok(t) => main.map(|m| Transcript {
+                                language: t.language,
+                                decode_ms: m.decode_ms.max(t.decode_ms),
+                                ..m
+                            }),
+                            Err(_) => main,
+                        }
+                    }),
+                ))
+            }
+        }
+    }
+
     fn ask(&mut self, core: &mut CallCore, ask: Ask) {
         let (dialogue, meta) = (&mut self.dialogue, &self.meta);
         let (turn, reply) = match ask {
@@ -429,12 +506,14 @@ impl Driver {
             Ask::Human(outcome) => return dialogue.on_human(&outcome),
         };
         let expect = dialogue.expecting();
+        let language = dialogue.language().and_then(|l| Lang::parse(&l));
         core.handle(
             Instant::now(),
             Input::Answer {
                 turn,
                 reply,
                 expect,
+                language,
             },
         );
     }

@@ -54,9 +54,11 @@ impl CallCore {
             turn_slot: slot,
         });
         self.reply_started_at.insert(id, (self.now, turn));
+        let lang = self.voice_language();
         self.emit(Effect::Speak {
             reply: id,
             text: reply.say,
+            lang,
         });
     }
 

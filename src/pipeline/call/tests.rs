@@ -60,6 +60,7 @@ fn transcript(text: &str) -> Transcript {
         queue_ms: 0,
         decode_ms: 40,
         engine: "test",
+        language: None,
     }
 }
 
@@ -107,6 +108,7 @@ impl Sim {
             turn: None,
             reply,
             expect: Expect::Open,
+            language: None,
         });
         s.synthesise(1, text);
         s
@@ -228,7 +230,7 @@ impl Sim {
         self.log
             .iter()
             .filter_map(|(_, e)| match e {
-                Effect::Speak { reply, text } => Some((*reply, text.clone())),
+                Effect::Speak { reply, text, .. } => Some((*reply, text.clone())),
                 _ => None,
             })
             .collect()
@@ -337,6 +339,7 @@ fn a_turn_is_heard_understood_and_answered_with_its_latency() {
         turn: Some(1),
         reply: say("We are open nine to five."),
         expect: Expect::Open,
+        language: None,
     });
     assert_eq!(s.speaks().last().unwrap().0, 2);
     s.advance(60);
@@ -462,6 +465,7 @@ fn without_smart_turn_the_silence_fallback_ends_the_turn() {
         turn: Some(1),
         reply: say("Go on."),
         expect: Expect::Open,
+        language: None,
     });
     assert_eq!(s.core.record().turns[0].timings.end_reason, "silence");
 }
@@ -512,6 +516,7 @@ fn keypad_answers_gather_until_the_gap_and_keep_no_digits() {
         turn: Some(1),
         reply: say("Please key in your PIN."),
         expect: Expect::Digits { min: 4, max: 4 },
+        language: None,
     });
     s.synthesise(2, "Please key in your PIN.");
     s.play_marks();
@@ -529,6 +534,7 @@ fn keypad_answers_gather_until_the_gap_and_keep_no_digits() {
         turn: Some(2),
         reply: say("Thanks."),
         expect: Expect::Digits { min: 4, max: 4 },
+        language: None,
     });
     assert_eq!(s.core.record().turns[1].dtmf.as_deref(), Some("**"));
     // Four keys are the whole answer at once.
@@ -562,6 +568,7 @@ fn slow_replies_wait_their_delay_on_the_clock() {
         turn: Some(1),
         reply: say("One moment."),
         expect: Expect::Open,
+        language: None,
     });
     assert_eq!(s.speaks().len(), 1);
     s.advance(499);
@@ -767,4 +774,110 @@ fn the_agent_returns_the_caller_to_the_bot() {
     // The bot listens again.
     s.audio(true, 500);
     assert!(s.first_out(|o| matches!(o, CallOutput::Pause)).is_some());
+}
+
+/// The spoken-language field of every transcription asked for so far.
+fn spoken_of(s: &Sim) -> Vec<crate::asr::Spoken> {
+    s.log
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Effect::Transcribe { spoken, job, .. } if job.kind != AsrKind::Partial => {
+                Some(spoken.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_first_turn_is_identified_and_the_call_goes_on_in_that_language() {
+    use crate::asr::Spoken;
+    use crate::nlu::lang::Lang;
+    let cfg = CoreConfig {
+        languages: vec![Lang::En, Lang::Es],
+        ..Default::default()
+    };
+    let mut s = Sim::greeted(cfg, "Hello.", Vec::new());
+    s.play_marks();
+    s.audio(false, 200);
+    s.audio(true, 800);
+    s.audio(false, 300);
+    let spec = *s.jobs().last().expect("a speculative transcript");
+    assert_eq!(
+        spoken_of(&s),
+        vec![Spoken::Identify(vec![Lang::En, Lang::Es])],
+        "the first turn's language is found"
+    );
+    s.input(Input::SmartTurn {
+        turn: 1,
+        pause: match spec.kind {
+            AsrKind::Speculative { last_voice } => last_voice,
+            _ => unreachable!(),
+        },
+        prob: 0.9,
+    });
+    s.input(Input::Transcript {
+        job: spec,
+        result: Ok(Transcript {
+            language: Some(Lang::Es),
+            ..transcript("Quiero saber mi saldo.")
+        }),
+    });
+    let asked = s.asked_turns();
+    assert_eq!(asked[0].language.as_deref(), Some("es"));
+    assert_eq!(s.core.record().language.as_deref(), Some("es"));
+    s.input(Input::Answer {
+        turn: Some(1),
+        reply: say("Claro."),
+        expect: Expect::Open,
+        language: Some(Lang::Es),
+    });
+    assert!(
+        s.has(|e| matches!(e, Effect::Speak { lang: Lang::Es, .. })),
+        "the reply is spoken in Spanish"
+    );
+    s.synthesise(2, "Claro.");
+    s.play_marks();
+    let before = s.jobs().len();
+    s.audio(false, 200);
+    s.audio(true, 800);
+    s.audio(false, 300);
+    let later: Vec<Job> = s.jobs()[before..].to_vec();
+    assert!(
+        later.iter().all(|j| j.kind != AsrKind::Partial),
+        "no partials from the main lane in another language: {later:?}"
+    );
+    assert_eq!(spoken_of(&s).last(), Some(&Spoken::In(Lang::Es)));
+}
+
+#[test]
+fn a_language_chosen_in_the_dialogue_needs_no_identification() {
+    use crate::asr::Spoken;
+    use crate::nlu::lang::Lang;
+    let cfg = CoreConfig {
+        languages: vec![Lang::En, Lang::Es],
+        ..Default::default()
+    };
+    let mut s = Sim::new(cfg);
+    // A known caller greeted in Spanish: the greeting's answer says so.
+    s.input(Input::Answer {
+        turn: None,
+        reply: say("Hola Ana."),
+        expect: Expect::Open,
+        language: Some(Lang::Es),
+    });
+    assert!(s.has(|e| matches!(e, Effect::Speak { lang: Lang::Es, .. })));
+    s.synthesise(1, "Hola Ana.");
+    s.play_marks();
+    s.audio(false, 200);
+    s.audio(true, 800);
+    s.audio(false, 300);
+    assert_eq!(spoken_of(&s), vec![Spoken::In(Lang::Es)]);
+    // One language only: never identified.
+    let mut one = Sim::greeted(CoreConfig::default(), "Hello.", Vec::new());
+    one.play_marks();
+    one.audio(false, 200);
+    one.audio(true, 800);
+    one.audio(false, 300);
+    assert_eq!(spoken_of(&one), vec![Spoken::Main]);
 }
