@@ -317,22 +317,9 @@ fn money(spec: &SlotSpec, toks: &[Tok]) -> Extracted {
 }
 
 fn month(w: &str) -> Option<u32> {
-    const M: [&str; 12] = [
-        "january",
-        "february",
-        "march",
-        "april",
-        "may",
-        "june",
-        "july",
-        "august",
-        "september",
-        "october",
-        "november",
-        "december",
-    ];
     // Full names, or the usual three-letter abbreviations ("sept" too).
-    M.iter()
+    super::lang::EN_MONTHS
+        .iter()
         .position(|m| {
             *m == w || (w.len() == 3 && m.starts_with(w)) || (w == "sept" && *m == "september")
         })

@@ -202,7 +202,8 @@ const ES_MONTHS: [&str; 12] = [
     "noviembre",
     "diciembre",
 ];
-const EN_MONTHS: [&str; 12] = [
+/// Month names as the slot extractors read them.
+pub const EN_MONTHS: [&str; 12] = [
     "january",
     "february",
     "march",
