@@ -313,7 +313,13 @@ fn a_spanish_caller_is_identified_understood_answered_and_handed_over_in_spanish
         first.bot_text
     );
     // What the caller heard, transcribed back in Spanish.
-    let reply = &report.replies[1];
+    // The first reply to the caller (a loaded machine may deliver the
+    // greeting in more than one stretch of audio).
+    let reply = report
+        .replies
+        .iter()
+        .find(|r| r.voice_to_voice_ms.is_some())
+        .expect("a reply to the caller");
     let pcm: Vec<i16> = reply.audio.iter().map(|&b| mulaw::decode(b)).collect();
     let heard = spanish_transcript(&pcm);
     let found = words_found(&first.bot_text, &heard);
