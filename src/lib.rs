@@ -11,6 +11,7 @@ pub mod agent;
 pub mod asr;
 pub mod client;
 pub mod config;
+pub mod derived;
 pub mod desk;
 pub mod dialogue;
 pub mod eval;

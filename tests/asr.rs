@@ -12,6 +12,13 @@ use attendant::media::{mulaw, resample::resample};
 use attendant::nlu::numbers::spoken_digits;
 use common::*;
 
+/// Calls whose timing is checked do not share the two cores with another
+/// test's Whisper base decoding (CI runs two tests at once).
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn phone_path(pcm8k: &[f32]) -> Vec<f32> {
     let mut mu = Vec::new();
     mulaw::encode_from_f32(pcm8k, &mut mu);
@@ -97,6 +104,7 @@ fn the_digits_lane_reads_account_digits_better_than_moonshine() {
 
 #[test]
 fn an_account_digits_answer_goes_to_the_digits_lane_and_ends_on_its_words() {
+    let _alone = alone();
     let addr = server();
     let balance = audio::read_wav_8k(&fixture("balance.wav")).unwrap();
     let digits = read_out_digits("george", "4561", 5);
@@ -192,6 +200,7 @@ fn espeak_phone_at(voice: &str, wpm: u32, text: &str) -> Vec<f32> {
 /// English ones check that a synthetic voice alone does not decide it).
 #[test]
 fn whisper_base_tells_a_callers_english_from_spanish() {
+    let _alone = alone();
     use attendant::asr::langid::LanguageId;
     let model = repo().join("models/ggml-base.bin");
     let mut lid = LanguageId::load(&model, 2, std::time::Duration::from_secs(5))
@@ -262,6 +271,7 @@ fn spanish_transcript(pcm8k: &[i16]) -> String {
 /// the Spanish queue with the language in the packet.
 #[test]
 fn a_spanish_caller_is_identified_understood_answered_and_handed_over_in_spanish() {
+    let _alone = alone();
     let addr = server();
     let to8k = |pcm: Vec<f32>| resample(&pcm, 16000, 8000).unwrap();
     // A calm pace: Whisper base hears espeak-ng's Spanish poorly at speed.

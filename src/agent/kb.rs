@@ -221,13 +221,19 @@ impl KnowledgeBase {
         let mut parser = QueryParser::for_index(&index, vec![title, questions, answer]);
         parser.set_field_boost(title, 2.0);
         parser.set_field_boost(questions, 1.5);
-        let mut vectors = Vec::new();
-        for a in &articles {
-            let texts: Vec<String> = std::iter::once(a.title.to_lowercase())
-                .chain(a.questions.iter().map(|q| q.to_lowercase()))
-                .collect();
-            vectors.push(embedder.embed_many(&texts)?);
-        }
+        // Every article's title and questions in one set, split after.
+        let texts: Vec<String> = articles
+            .iter()
+            .flat_map(|a| {
+                std::iter::once(a.title.to_lowercase())
+                    .chain(a.questions.iter().map(|q| q.to_lowercase()))
+            })
+            .collect();
+        let mut all = embedder.embed_fixed(&texts)?.into_iter();
+        let vectors: Vec<Vec<Vec<f32>>> = articles
+            .iter()
+            .map(|a| all.by_ref().take(1 + a.questions.len()).collect())
+            .collect();
         Ok(Self {
             articles,
             vectors,

@@ -420,6 +420,11 @@ home = ["casa"]
         assert_eq!(es.file.slot["kind"].said_as["home"], "casa");
         // The agent's own language is untouched.
         assert_eq!(a.file.agent.greeting, "Hello {first_name}.");
+        // Spanish decoding expects the Spanish examples' words; a limit
+        // leaves out whole sentences only.
+        let hint = es.speech_hint(300);
+        assert!(hint.contains("adiós."), "{hint}");
+        assert!(es.speech_hint(3).is_empty());
     }
 
     #[test]

@@ -366,6 +366,33 @@ pub struct Agent {
     pub menu: Option<locale::LanguageMenu>,
 }
 
+impl Agent {
+    /// A few of the agent's own sentences (one example per intent, in
+    /// order, up to `max_chars`), for a recogniser to expect its words:
+    /// Whisper reads it as the text said before, which favours "saldo"
+    /// over "salvo" in a Spanish call.
+    pub fn speech_hint(&self, max_chars: usize) -> String {
+        let mut hint = String::new();
+        let said = self
+            .intents
+            .iter()
+            .filter(|i| i.name != "out_of_scope")
+            .filter_map(|i| i.examples.first());
+        for e in said {
+            let e = e.trim().trim_end_matches(['.', '?', '!']);
+            if e.is_empty() || hint.len() + e.len() + 2 > max_chars {
+                continue;
+            }
+            if !hint.is_empty() {
+                hint.push(' ');
+            }
+            hint.push_str(e);
+            hint.push('.');
+        }
+        hint
+    }
+}
+
 pub(crate) fn read(path: &Path) -> Result<String, AgentError> {
     std::fs::read_to_string(path).map_err(|e| AgentError::File {
         file: path.to_path_buf(),

@@ -2,6 +2,7 @@
 //! always go before partial hypotheses; partials are dropped rather than
 //! queued when the pool is busy, so they never delay an answer.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -201,7 +202,14 @@ impl AsrPool {
 
     /// Starts the multilingual lane, for an agent answering in more
     /// languages than the main one.
-    pub fn add_languages(&mut self, models_dir: &Path, cfg: &AsrConfig) -> Result<(), AsrError> {
+    /// `hints`: per language, text the callers' words are expected to be
+    /// like (Whisper's initial prompt).
+    pub fn add_languages(
+        &mut self,
+        models_dir: &Path,
+        cfg: &AsrConfig,
+        hints: HashMap<Lang, String>,
+    ) -> Result<(), AsrError> {
         let mut mcfg = cfg.clone();
         mcfg.model = cfg.multilingual_model.clone();
         mcfg.initial_prompt = String::new();
@@ -214,7 +222,11 @@ impl AsrPool {
             AsrEngine::Whisper,
             cfg.multilingual_workers,
             cfg.queue,
-            Arc::new(move || model.multilingual(threads, main).map(|r| Box::new(r) as _)),
+            Arc::new(move || {
+                model
+                    .multilingual(threads, main, hints.clone())
+                    .map(|r| Box::new(r) as _)
+            }),
         )?);
         Ok(())
     }

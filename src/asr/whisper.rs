@@ -52,7 +52,12 @@ impl WhisperModel {
 
     /// A decoder that also identifies languages (a multilingual model):
     /// `main` is the language the main lane decodes.
-    pub fn multilingual(&self, threads: usize, main: Lang) -> Result<MultiRecognizer, AsrError> {
+    pub fn multilingual(
+        &self,
+        threads: usize,
+        main: Lang,
+        hints: std::collections::HashMap<Lang, String>,
+    ) -> Result<MultiRecognizer, AsrError> {
         let lid = LanguageId::with_context(
             &self.ctx,
             &self.path,
@@ -64,6 +69,7 @@ impl WhisperModel {
             lid,
             main,
             switch_at: self.cfg.langid_switch_probability,
+            hints,
         })
     }
 }
@@ -77,6 +83,8 @@ pub struct MultiRecognizer {
     /// Least probability (among the agent's languages) that moves a call
     /// away from the main language.
     switch_at: f32,
+    /// Per language, the agent's words to expect (the initial prompt).
+    hints: std::collections::HashMap<Lang, String>,
 }
 
 impl Recognizer for MultiRecognizer {
@@ -114,6 +122,7 @@ impl Recognizer for MultiRecognizer {
             }
         };
         self.rec.cfg.language = lang.code().to_string();
+        self.rec.cfg.initial_prompt = self.hints.get(&lang).cloned().unwrap_or_default();
         let text = self.rec.decode(audio)?;
         Ok(Heard {
             text,

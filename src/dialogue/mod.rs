@@ -161,4 +161,9 @@ pub trait DialogueFactory: Send + Sync {
     fn localised_prompts(&self) -> Vec<(String, Vec<String>)> {
         Vec::new()
     }
+    /// Each further language's words to expect (see
+    /// `Agent::speech_hint`), for the recogniser of that language.
+    fn speech_hints(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }

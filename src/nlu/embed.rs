@@ -10,6 +10,7 @@ use candle_transformers::models::bert::{BertModel, Config};
 use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
 
 use super::NluError;
+use crate::derived::{self, DiskCache};
 
 /// Where `models/fetch.py` puts the model.
 pub const DEFAULT_DIR: &str = "models/nlu/all-MiniLM-L6-v2";
@@ -30,7 +31,14 @@ pub struct Embedder {
     model: BertModel,
     tokenizer: Tokenizer,
     device: Device,
+    /// The weights (base and tuned) the vectors depend on.
+    identity: Vec<u8>,
+    /// Embeddings of fixed texts, kept beside the model.
+    fixed: DiskCache,
 }
+
+/// Files of embedded example sets kept (one per agent version and language).
+const FIXED_SETS_KEPT: usize = 256;
 
 impl Embedder {
     pub fn load(dir: &Path) -> Result<Self, NluError> {
@@ -66,6 +74,20 @@ impl Embedder {
         let files: Vec<PathBuf> = std::iter::once(weights)
             .chain(tuned.map(Path::to_path_buf))
             .collect();
+        let mut identity = format!("mean-l2-{MAX_TOKENS}-v1").into_bytes();
+        for f in &files {
+            identity.extend(derived::model_identity(f));
+            identity.extend(
+                f.file_name()
+                    .map(|n| n.as_encoded_bytes().to_vec())
+                    .unwrap_or_default(),
+            );
+        }
+        let fixed = DiskCache::new(
+            dir.parent().unwrap_or(dir).join("cache"),
+            "emb",
+            FIXED_SETS_KEPT,
+        );
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &device) }
             .map_err(|e| NluError::Model(e.to_string()))?;
         let model = BertModel::load(vb, &config).map_err(|e| NluError::Model(e.to_string()))?;
@@ -83,6 +105,8 @@ impl Embedder {
             model,
             tokenizer,
             device,
+            identity,
+            fixed,
         })
     }
 
@@ -140,6 +164,23 @@ impl Embedder {
         Ok(out)
     }
 
+    /// Embeds an agent's fixed texts (its examples, its articles'
+    /// questions) as `embed_many` does, reading them back from beside the
+    /// model when this model embedded exactly these texts before: a restart
+    /// or another node with the same agent then skips the work. Never for
+    /// what callers said.
+    pub fn embed_fixed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, NluError> {
+        let key = derived::key(
+            std::iter::once(self.identity.as_slice()).chain(texts.iter().map(|t| t.as_bytes())),
+        );
+        if let Some(v) = self.fixed.get(&key).and_then(|b| unpack(&b, texts.len())) {
+            return Ok(v);
+        }
+        let v = self.embed_many(texts)?;
+        self.fixed.put(&key, &pack(&v));
+        Ok(v)
+    }
+
     fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, NluError> {
         if texts.is_empty() {
             return Ok(Vec::new());
@@ -184,7 +225,57 @@ impl Embedder {
     }
 }
 
+/// Vectors as bytes: their count and size, then the values (little-endian).
+fn pack(v: &[Vec<f32>]) -> Vec<u8> {
+    let dims = v.first().map_or(0, Vec::len);
+    let mut out = Vec::with_capacity(8 + v.len() * dims * 4);
+    out.extend((v.len() as u32).to_le_bytes());
+    out.extend((dims as u32).to_le_bytes());
+    for x in v.iter().flatten() {
+        out.extend(x.to_le_bytes());
+    }
+    out
+}
+
+/// `pack`'s bytes back, if they hold `n` vectors of one size.
+fn unpack(b: &[u8], n: usize) -> Option<Vec<Vec<f32>>> {
+    let word = |i: usize| -> Option<usize> {
+        Some(u32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?) as usize)
+    };
+    let (count, dims) = (word(0)?, word(4)?);
+    let body = b.get(8..)?;
+    if count != n || body.len() != count.checked_mul(dims)?.checked_mul(4)? {
+        return None;
+    }
+    let values: Vec<f32> = body
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Some(
+        values
+            .chunks(dims.max(1))
+            .take(n)
+            .map(<[f32]>::to_vec)
+            .collect(),
+    )
+}
+
 /// Cosine similarity of two unit vectors.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_vectors_come_back_only_whole() {
+        let v = vec![vec![0.5f32, -1.0], vec![2.0, 3.25]];
+        let b = pack(&v);
+        assert_eq!(unpack(&b, 2), Some(v));
+        assert_eq!(unpack(&b, 3), None, "another count");
+        assert_eq!(unpack(&b[..b.len() - 1], 2), None, "cut short");
+        assert_eq!(unpack(&[], 0), None);
+    }
 }

@@ -70,7 +70,7 @@ impl IntentModel {
     ) -> Result<Self, NluError> {
         let t0 = Instant::now();
         let texts: Vec<String> = examples.iter().map(|(t, _)| prepare(t)).collect();
-        let feats = embedder.embed_many(&texts)?;
+        let feats = embedder.embed_fixed(&texts)?;
         let mut m = Self::train_embedded_with(embedder, &feats, examples, scope)?;
         m.train_ms = t0.elapsed().as_millis() as u64;
         Ok(m)

@@ -74,7 +74,7 @@ impl SentimentModel {
                 labels.push(i);
             }
         }
-        let feats = embedder.embed_many(&texts)?;
+        let feats = embedder.embed_fixed(&texts)?;
         let clf = Classifier::train(
             &feats,
             &labels,

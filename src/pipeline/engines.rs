@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::asr::{AsrError, AsrPool};
 use crate::config::Config;
 use crate::dialogue::faq::{FaqError, FaqFactory, FaqFile};
-use crate::dialogue::manager::{AgentFactory, AgentRuntime};
+use crate::dialogue::manager::{AgentFactory, AgentRuntime, AgentSlot};
 use crate::dialogue::DialogueFactory;
 use crate::nlu::lang::Lang;
 use crate::speech::{TtsError, TtsPool};
@@ -31,6 +31,15 @@ pub enum EngineError {
     Agent(#[from] crate::agent::AgentError),
 }
 
+/// The main dialogue, its agent and slot when it is one, and the extra
+/// agents by folder.
+type LoadedDialogue = (
+    Box<dyn DialogueFactory>,
+    Option<Arc<AgentRuntime>>,
+    Option<AgentSlot>,
+    std::collections::HashMap<String, Box<dyn DialogueFactory>>,
+);
+
 pub struct Engines {
     pub cfg: Config,
     pub vad: SileroVad,
@@ -44,7 +53,7 @@ pub struct Engines {
     /// The agent behind `dialogue`, when one is configured.
     pub agent: Option<Arc<AgentRuntime>>,
     /// Where a promoted version of that agent goes for new calls.
-    pub agent_slot: Option<crate::dialogue::manager::AgentSlot>,
+    pub agent_slot: Option<AgentSlot>,
     /// Further agents by folder (`dialogue.extra_agents`), picked per call
     /// with the call's `agent` parameter (e.g. a SIP dialled-number route).
     pub agents: std::collections::HashMap<String, Box<dyn DialogueFactory>>,
@@ -82,37 +91,28 @@ impl Engines {
             need(&p)?;
         }
         onnx::init(&ort_lib)?;
-        let vad = SileroVad::load(&dir.join("silero_vad.onnx"))?;
-        let smart_turn = SmartTurn::load(&dir.join("smart-turn-v3.2-cpu.onnx"))?;
-        let mut asr = AsrPool::start(&dir, &cfg.asr)?;
-        let tts = TtsPool::start(&dir, &cfg.tts)?;
-        let faq_path =
-            (!cfg.dialogue.faq.is_empty()).then(|| Path::new(&cfg.dialogue.faq).to_path_buf());
-        let mut agent = None;
-        let mut agent_slot = None;
-        let dialogue: Box<dyn DialogueFactory> = if cfg.dialogue.agent.is_empty() {
-            Box::new(FaqFactory::new(FaqFile::load(faq_path.as_deref())?))
-        } else {
-            let rt = AgentRuntime::load(Path::new(&cfg.dialogue.agent), &dir)?;
-            tracing::info!(agent = %rt.agent.file.agent.name, ms = rt.load_ms, "agent loaded");
-            agent = Some(rt.clone());
-            let f = AgentFactory::new(rt, services.clone());
-            agent_slot = Some(f.slot());
-            Box::new(f)
-        };
-        let mut agents: std::collections::HashMap<String, Box<dyn DialogueFactory>> =
-            std::collections::HashMap::new();
-        for folder in &cfg.dialogue.extra_agents {
-            if folder == &cfg.dialogue.agent || agents.contains_key(folder) {
-                continue;
-            }
-            let rt = AgentRuntime::load(Path::new(folder), &dir)?;
-            tracing::info!(agent = %rt.agent.file.agent.name, ms = rt.load_ms, "extra agent loaded");
-            agents.insert(
-                folder.clone(),
-                Box::new(AgentFactory::new(rt, services.clone())),
-            );
-        }
+        // The speech models load beside the agent (whose examples are
+        // embedded meanwhile): start-up is about the longer of the two.
+        type Speech = (SileroVad, SmartTurn, AsrPool, TtsPool);
+        let (speech, dialogue) = std::thread::scope(|s| {
+            let speech = s.spawn(|| -> Result<Speech, EngineError> {
+                Ok((
+                    SileroVad::load(&dir.join("silero_vad.onnx"))?,
+                    SmartTurn::load(&dir.join("smart-turn-v3.2-cpu.onnx"))?,
+                    AsrPool::start(&dir, &cfg.asr)?,
+                    TtsPool::start(&dir, &cfg.tts)?,
+                ))
+            });
+            let dialogue = Self::load_dialogue(&cfg, &dir, services);
+            let speech = speech.join().unwrap_or_else(|_| {
+                Err(EngineError::Missing(
+                    "speech models (loading panicked)".into(),
+                ))
+            });
+            (speech, dialogue)
+        });
+        let (vad, smart_turn, mut asr, tts) = speech?;
+        let (dialogue, agent, agent_slot, agents) = dialogue?;
         // Agents answering in several languages: the multilingual lane
         // (identification, and decoding the other languages) and a voice
         // per language.
@@ -127,7 +127,15 @@ impl Engines {
         let mut voices = std::collections::HashMap::new();
         if !languages.is_empty() {
             need(&dir.join(&cfg.asr.multilingual_model))?;
-            asr.add_languages(&dir, &cfg.asr)?;
+            let mut hints = std::collections::HashMap::new();
+            for f in std::iter::once(&dialogue).chain(agents.values()) {
+                for (code, hint) in f.speech_hints() {
+                    if let Some(l) = Lang::parse(&code) {
+                        hints.entry(l).or_insert(hint);
+                    }
+                }
+            }
+            asr.add_languages(&dir, &cfg.asr, hints)?;
             for code in &languages {
                 let lang = Lang::parse(code)
                     .ok_or_else(|| EngineError::Missing(format!("language `{code}`")))?;
@@ -165,6 +173,43 @@ impl Engines {
             agents,
             desk,
         }))
+    }
+
+    /// The dialogue that answers calls (an agent, or the FAQ bot), and the
+    /// extra agents dialled numbers pick.
+    fn load_dialogue(
+        cfg: &Config,
+        dir: &Path,
+        services: Option<Arc<crate::dialogue::Services>>,
+    ) -> Result<LoadedDialogue, EngineError> {
+        let faq_path =
+            (!cfg.dialogue.faq.is_empty()).then(|| Path::new(&cfg.dialogue.faq).to_path_buf());
+        let mut agent = None;
+        let mut agent_slot = None;
+        let dialogue: Box<dyn DialogueFactory> = if cfg.dialogue.agent.is_empty() {
+            Box::new(FaqFactory::new(FaqFile::load(faq_path.as_deref())?))
+        } else {
+            let rt = AgentRuntime::load(Path::new(&cfg.dialogue.agent), dir)?;
+            tracing::info!(agent = %rt.agent.file.agent.name, ms = rt.load_ms, "agent loaded");
+            agent = Some(rt.clone());
+            let f = AgentFactory::new(rt, services.clone());
+            agent_slot = Some(f.slot());
+            Box::new(f)
+        };
+        let mut agents: std::collections::HashMap<String, Box<dyn DialogueFactory>> =
+            std::collections::HashMap::new();
+        for folder in &cfg.dialogue.extra_agents {
+            if folder == &cfg.dialogue.agent || agents.contains_key(folder) {
+                continue;
+            }
+            let rt = AgentRuntime::load(Path::new(folder), dir)?;
+            tracing::info!(agent = %rt.agent.file.agent.name, ms = rt.load_ms, "extra agent loaded");
+            agents.insert(
+                folder.clone(),
+                Box::new(AgentFactory::new(rt, services.clone())),
+            );
+        }
+        Ok((dialogue, agent, agent_slot, agents))
     }
 
     /// The voice replies in `lang` are spoken with.

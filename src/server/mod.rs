@@ -595,8 +595,10 @@ pub async fn serve_until(
                     }
                     Err(err) => tracing::error!(error = %err, "follow-up rules not loaded"),
                 }
-                let _ = loader.engines.set(e.clone());
+                // Ready only once the fixed prompts are synthesised: the
+                // first callers' greetings then play without a gap.
                 e.prewarm();
+                let _ = loader.engines.set(e.clone());
             }
             Err(err) => {
                 tracing::error!(error = %err, "cannot load models; the server stays unhealthy");

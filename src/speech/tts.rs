@@ -20,6 +20,7 @@ use sherpa_onnx::{
 use tokio::sync::mpsc;
 
 use super::sentences;
+use crate::derived::{self, DiskCache};
 use crate::media::{mulaw, resample, PHONE_RATE};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,6 +39,9 @@ pub struct TtsConfig {
     pub speed: f32,
     /// Sentences kept in the μ-law cache.
     pub cache_sentences: usize,
+    /// Where the agent's fixed prompts are kept once synthesised, relative
+    /// to the models dir, so a restart is ready at once ("" keeps none).
+    pub prompt_cache: String,
     pub queue: usize,
 }
 
@@ -53,6 +57,7 @@ impl Default for TtsConfig {
             threads: 2,
             speed: 1.0,
             cache_sentences: 512,
+            prompt_cache: "cache/tts".into(),
             queue: 64,
         }
     }
@@ -111,6 +116,8 @@ pub struct TtsPool {
     engine: Arc<Mutex<Option<Arc<Engine>>>>,
     /// Workers still running (one whose engine cannot be reloaded stops).
     alive: Arc<AtomicUsize>,
+    /// Fixed prompts' audio on disk, and what identifies this voice.
+    prompts_on_disk: Option<(DiskCache, Vec<u8>)>,
 }
 
 /// What a worker synthesises with (the Piper engine; a fake in tests).
@@ -144,6 +151,19 @@ impl Synth for Engine {
             Self::Espeak(e) => e.speak(text, cancel),
         }
     }
+}
+
+/// What a sentence's audio depends on besides its text: the voice (its
+/// model file's identity for Piper), the pace, and how it is made phone
+/// audio.
+fn voice_identity(models: &Path, cfg: &TtsConfig) -> Vec<u8> {
+    let mut id = format!("ulaw8k-v1|{}|{}", cfg.voice, cfg.speed).into_bytes();
+    if !cfg.voice.starts_with(ESPEAK) {
+        let voice = models.join(&cfg.voice);
+        id.extend(derived::model_identity(&voice.join("model.onnx")));
+        id.extend(derived::model_identity(&voice.join("tokens.txt")));
+    }
+    id
 }
 
 /// `voice` prefix of an espeak-ng voice.
@@ -335,12 +355,23 @@ impl TtsPool {
                 })
                 .map_err(|e| TtsError::Load(e.to_string()))?;
         }
+        let prompts_on_disk = (!cfg.prompt_cache.is_empty()).then(|| {
+            (
+                DiskCache::new(
+                    models.join(&cfg.prompt_cache),
+                    "ulaw",
+                    cfg.cache_sentences.saturating_mul(4),
+                ),
+                voice_identity(models, cfg),
+            )
+        });
         Ok(Self {
             jobs,
             cache,
             cap: cfg.cache_sentences,
             engine,
             alive,
+            prompts_on_disk,
         })
     }
 
@@ -412,7 +443,21 @@ impl TtsPool {
                 if self.cache.lock().map.contains_key(&s) {
                     continue;
                 }
-                if let Ok(Some(u)) = engine.speak(&s, &never) {
+                let key = self
+                    .prompts_on_disk
+                    .as_ref()
+                    .map(|(_, voice)| derived::key([voice.as_slice(), s.as_bytes()]));
+                let stored = self
+                    .prompts_on_disk
+                    .as_ref()
+                    .zip(key.as_deref())
+                    .and_then(|((disk, _), k)| disk.get(k));
+                if let Some(u) = stored {
+                    insert(&self.cache, self.cap, s, Arc::new(u));
+                } else if let Ok(Some(u)) = engine.speak(&s, &never) {
+                    if let (Some((disk, _)), Some(k)) = (&self.prompts_on_disk, &key) {
+                        disk.put(k, &u);
+                    }
                     insert(&self.cache, self.cap, s, Arc::new(u));
                 }
             }

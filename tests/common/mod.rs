@@ -87,16 +87,21 @@ pub fn start_server(cfg: Config) -> SocketAddr {
             .expect("runtime");
         rt.block_on(async move {
             let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
-            attendant::server::serve(cfg, listen, move |a| {
-                let _ = tx.send(a);
+            let bound = tx.clone();
+            // A server that cannot start says why, to the waiting test.
+            if let Err(e) = attendant::server::serve(cfg, listen, move |a| {
+                let _ = bound.send(Ok(a));
             })
             .await
-            .expect("server");
+            {
+                let _ = tx.send(Err(format!("{e:#}")));
+            }
         });
     });
     let addr = rx
         .recv_timeout(Duration::from_secs(30))
-        .expect("server bound");
+        .expect("server bound")
+        .unwrap_or_else(|e| panic!("server did not start: {e}"));
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Ok(r) = ureq::get(&format!("http://{addr}/healthz")).call() {

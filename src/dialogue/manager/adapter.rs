@@ -114,7 +114,15 @@ impl DialogueFactory for AgentFactory {
     }
 
     fn prompts(&self) -> Vec<String> {
-        fixed_prompts(&self.slot.get().agent)
+        let rt = self.slot.get();
+        let mut p = fixed_prompts(&rt.agent);
+        // The greeting's language menu is said by the main voice.
+        p.extend(
+            rt.locales
+                .values()
+                .filter_map(|l| l.agent.menu.as_ref().map(|m| m.offer.clone())),
+        );
+        p
     }
 
     fn languages(&self) -> Vec<String> {
@@ -127,6 +135,15 @@ impl DialogueFactory for AgentFactory {
             .collect()
     }
 
+    fn speech_hints(&self) -> Vec<(String, String)> {
+        self.slot
+            .get()
+            .locales
+            .iter()
+            .map(|(l, r)| (l.clone(), r.agent.speech_hint(SPEECH_HINT_CHARS)))
+            .collect()
+    }
+
     fn localised_prompts(&self) -> Vec<(String, Vec<String>)> {
         let rt = self.slot.get();
         rt.locales
@@ -135,6 +152,9 @@ impl DialogueFactory for AgentFactory {
             .collect()
     }
 }
+
+/// Whisper's prompt takes at most 224 tokens; a few sentences do.
+const SPEECH_HINT_CHARS: usize = 300;
 
 /// An agent's texts that are said as they are written.
 fn fixed_prompts(a: &Agent) -> Vec<String> {
