@@ -2,6 +2,8 @@
 # Generates the caller-side audio fixtures the tests use. Spoken lines come
 # from our own Piper voice (`attendant say`, 8 kHz like a phone line); the
 # short "hm" comes from espeak-ng + sox (Debian packages espeak-ng, sox).
+# Spanish callers (loadtest/bank_es.yaml) come from espeak-ng's Spanish
+# voice at a calm pace: no Spanish neural voice is packaged here.
 # Idempotent: existing files are kept. Run from anywhere:
 #   audio-fixtures/make.sh [path/to/attendant]
 set -euo pipefail
@@ -31,3 +33,18 @@ say order_bye "Okay, thanks. Bye."
 say balance "What is the balance of my account?"
 say csat_four "Four."
 say order_annoyed "This is the second time I'm calling. My headphones still haven't arrived, and I'm really fed up."
+# Spanish callers for loadtest/bank_es.yaml (espeak-ng `es`, 140 words a
+# minute, taken to 8 kHz like a phone line).
+say_es() { # name text
+  local out="audio-fixtures/$1.wav"
+  [[ -s "$out" ]] && return
+  local tmp
+  tmp="$(mktemp --suffix=.wav)"
+  espeak-ng -v es -s 140 -w "$tmp" -- "$2"
+  sox "$tmp" -r 8000 -c 1 -b 16 "$out"
+  rm -f "$tmp"
+}
+say_es es_saldo "Quiero saber mi saldo, por favor."
+say_es es_horario "Hola, buenas tardes. ¿A qué hora abren la oficina los sábados?"
+say_es es_agente "Quiero hablar con un agente, por favor."
+say_es es_adios "Nada más, gracias. Adiós."

@@ -413,7 +413,7 @@ async fn loadtest_cmd(a: LoadtestArgs) -> anyhow::Result<()> {
         // After the calls: the checker's ASR never competes with them.
         eprintln!("transcribing the bot's replies to check them…");
         let cfg = Config::load(a.config.as_deref(), std::env::vars())?;
-        let asr = attendant::asr::AsrPool::start(&cfg.server.models_dir, &cfg.asr)?;
+        let asr = loadtest::checker(&cfg.server.models_dir, &cfg.asr, &scenario)?;
         // The ASR pool's calls block; keep them off the async workers.
         tokio::task::block_in_place(|| {
             runs.iter_mut()

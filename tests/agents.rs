@@ -120,35 +120,31 @@ fn a_broken_agent_is_rejected_with_file_and_line() {
 const IN_SCOPE_FLOOR: f64 = 0.82;
 const RECALL_FLOOR: f64 = 0.43;
 
-/// Banking77 (PolyAI, real customer queries): train.csv as examples, test.csv
-/// scored. Floors sit just under what we measured (89.9 % full, 84.9 %
-/// 10-shot) so a regression fails; nothing was tuned on test.csv.
+/// Banking77 (PolyAI, real customer queries), 10 examples per intent from
+/// train.csv (the first in file order), test.csv scored. The floor sits just
+/// under what we measured (84.9 %) so a regression fails; nothing was tuned
+/// on test.csv. The full training set (89.9 %, 10,003 examples to embed) is
+/// a figure for `attendant eval nlu`, too heavy for every test run.
 #[test]
-fn banking77_accuracy_full_and_ten_shot() {
+fn banking77_accuracy_ten_shot_and_out_of_scope() {
     let dir = Path::new("../shared/data/intents/banking77/banking_data");
     let train = eval::read_csv(&dir.join("train.csv")).unwrap();
     let test = eval::read_csv(&dir.join("test.csv")).unwrap();
     let emb = embedder();
-    let train_x = emb
-        .embed_many(
-            &train
-                .iter()
-                .map(|d| IntentModel::prepare(&d.text))
-                .collect::<Vec<_>>(),
-        )
-        .unwrap();
-    let test_x = emb
-        .embed_many(
-            &test
-                .iter()
-                .map(|d| IntentModel::prepare(&d.text))
-                .collect::<Vec<_>>(),
-        )
-        .unwrap();
-    let examples: Vec<(String, String)> = train
+    // 10-shot: the first 10 examples of each intent in file order.
+    let mut seen = std::collections::BTreeMap::new();
+    let fe: Vec<(String, String)> = train
         .iter()
+        .filter(|d| {
+            let c = seen.entry(d.category.clone()).or_insert(0);
+            *c += 1;
+            *c <= 10
+        })
         .map(|d| (d.text.clone(), d.category.clone()))
         .collect();
+    let embed = |texts: Vec<String>| emb.embed_many(&texts).unwrap();
+    let fx = embed(fe.iter().map(|e| IntentModel::prepare(&e.0)).collect());
+    let test_x = embed(test.iter().map(|d| IntentModel::prepare(&d.text)).collect());
     let acc = |model: &IntentModel| {
         let ok = test
             .iter()
@@ -159,27 +155,9 @@ fn banking77_accuracy_full_and_ten_shot() {
             .count();
         ok as f64 / test.len() as f64
     };
-    let full = IntentModel::train_embedded(emb.clone(), &train_x, &examples, 0.0).unwrap();
-    let full_acc = acc(&full);
-    // 10-shot: the first 10 examples of each intent in file order.
-    let mut seen = std::collections::BTreeMap::new();
-    let (mut fx, mut fe) = (Vec::new(), Vec::new());
-    for (x, e) in train_x.iter().zip(&examples) {
-        let c = seen.entry(e.1.clone()).or_insert(0);
-        *c += 1;
-        if *c <= 10 {
-            fx.push(x.clone());
-            fe.push(e.clone());
-        }
-    }
     let few = IntentModel::train_embedded(emb, &fx, &fe, 0.0).unwrap();
     let few_acc = acc(&few);
-    eprintln!(
-        "banking77 accuracy: full {:.2} %, 10-shot {:.2} %",
-        full_acc * 100.0,
-        few_acc * 100.0
-    );
-    assert!(full_acc >= 0.88, "full {full_acc}");
+    eprintln!("banking77 accuracy: 10-shot {:.2} %", few_acc * 100.0);
     assert!(few_acc >= 0.82, "10-shot {few_acc}");
 
     // Out of scope, the standard way for a dataset without an out-of-scope

@@ -371,6 +371,20 @@ pub enum CheckError {
     Resample(String),
 }
 
+/// The recognisers that check `scenario`'s replies: the configured ones,
+/// plus the multilingual lane when the scenario is in another language.
+pub fn checker(
+    models_dir: &std::path::Path,
+    cfg: &crate::asr::AsrConfig,
+    scenario: &Scenario,
+) -> Result<crate::asr::AsrPool, crate::asr::AsrError> {
+    let mut asr = crate::asr::AsrPool::start(models_dir, cfg)?;
+    if Some(scenario.language) != crate::nlu::lang::Lang::parse(&cfg.language) {
+        asr.add_languages(models_dir, cfg, Default::default())?;
+    }
+    Ok(asr)
+}
+
 /// Transcribes the greeting and every reply and applies the scenario's
 /// checks. Run after the calls, so the ASR never slows a live call.
 pub fn check_replies(
@@ -389,8 +403,19 @@ pub fn check_replies(
         let x16 = crate::media::resample::resample(&pcm, 8000, 16000)
             .map_err(|e| CheckError::Resample(e.to_string()))?;
         // Whisper's window is 30 s; a reply's first 28 s is plenty to check.
-        Ok(asr
-            .transcribe_blocking(x16[..x16.len().min(16000 * 28)].to_vec())?
+        let x16 = x16[..x16.len().min(16000 * 28)].to_vec();
+        if !asr.multilingual() {
+            return Ok(asr.transcribe_blocking(x16)?.text);
+        }
+        // Another language: its greeting and replies are heard in it.
+        let p = asr.submit_spoken(
+            crate::asr::Spoken::In(scenario.language),
+            std::sync::Arc::new(x16),
+            crate::asr::Priority::Final,
+        )?;
+        Ok(p.result
+            .blocking_recv()
+            .map_err(|_| crate::asr::AsrError::Closed)??
             .text)
     };
     for c in &mut result.calls {

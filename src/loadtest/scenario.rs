@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::client::{audio, Step};
+use crate::nlu::lang::Lang;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -99,6 +100,10 @@ pub struct ScenarioSpec {
     pub name: String,
     #[serde(default)]
     pub description: String,
+    /// The language the bot answers these callers in ("en" when not
+    /// given): their replies are transcribed in it for the checks.
+    #[serde(default)]
+    pub language: Option<String>,
     pub callers: Vec<CallerSpec>,
 }
 
@@ -117,6 +122,8 @@ pub struct Caller {
 #[derive(Debug, Clone)]
 pub struct Scenario {
     pub name: String,
+    /// What the bot's replies are checked in.
+    pub language: Lang,
     pub callers: Vec<Caller>,
 }
 
@@ -141,6 +148,13 @@ impl Scenario {
         if spec.callers.is_empty() {
             return Err(invalid("no callers".into()));
         }
+        let language = match spec.language.as_deref() {
+            None => Lang::En,
+            Some(code) => Lang::parse(code).ok_or_else(|| {
+                let known: Vec<&str> = Lang::ALL.iter().map(|l| l.code()).collect();
+                invalid(format!("language {code:?} is not one of {known:?}"))
+            })?,
+        };
         let mut callers = Vec::new();
         for c in spec.callers {
             if c.steps.is_empty() {
@@ -185,6 +199,7 @@ impl Scenario {
         }
         Ok(Scenario {
             name: spec.name,
+            language,
             callers,
         })
     }

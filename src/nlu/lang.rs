@@ -49,6 +49,14 @@ pub enum Phrase {
     Sorry,
     /// A lookup failed and its step says nothing of its own; `{reason}`.
     LookupFailed,
+    /// A transfer could not be made; the bot keeps the caller.
+    TransferFailed,
+    /// A desk agent handed the caller back to the bot.
+    BackWithBot,
+    /// On hold, first in the queue.
+    NextInLine,
+    /// On hold; `{n}`: the caller's place in the queue.
+    PlaceInQueue,
 }
 
 impl Lang {
@@ -117,6 +125,36 @@ impl Lang {
             (Self::Es, Sorry) => "Perdone.",
             (Self::En, LookupFailed) => "Sorry, {reason}.",
             (Self::Es, LookupFailed) => "Lo siento, {reason}.",
+            (Self::En, TransferFailed) => {
+                "I'm sorry, I couldn't reach an agent just now. I'm still here with you. \
+                 What else can I help you with?"
+            }
+            (Self::Es, TransferFailed) => {
+                "Lo siento, ahora mismo no he podido pasarle con un agente. Sigo aquí con \
+                 usted. ¿En qué más puedo ayudarle?"
+            }
+            (Self::En, BackWithBot) => {
+                "Thanks for your patience. You're back with the virtual assistant. \
+                 What else can I help you with?"
+            }
+            (Self::Es, BackWithBot) => {
+                "Gracias por su paciencia. Vuelve a estar con el asistente virtual. \
+                 ¿En qué más puedo ayudarle?"
+            }
+            (Self::En, NextInLine) => {
+                "Thanks for holding. You're next in line, and an agent will be with you shortly."
+            }
+            (Self::Es, NextInLine) => {
+                "Gracias por esperar. Es usted el siguiente, y un agente le atenderá enseguida."
+            }
+            (Self::En, PlaceInQueue) => {
+                "Thanks for holding. You are number {n} in the queue. An agent will be with \
+                 you as soon as possible."
+            }
+            (Self::Es, PlaceInQueue) => {
+                "Gracias por esperar. Es usted el número {n} de la cola. Un agente le \
+                 atenderá lo antes posible."
+            }
         }
     }
 

@@ -21,7 +21,7 @@ use crate::asr::{AsrError, Priority, Purpose, Spoken, Transcript};
 use crate::desk::{DeskConfig, WaitingInfo};
 use crate::dialogue::{Action, CallMeta, Expect, HumanOutcome, Interruption, Reply, TurnInput};
 use crate::media::{mulaw, resample::StreamResampler, MODEL_RATE, PHONE_FRAME, PHONE_RATE};
-use crate::nlu::lang::Lang;
+use crate::nlu::lang::{Lang, Phrase};
 use crate::nlu::numbers::mask_digits;
 use crate::pipeline::endpoint::{self, Verdict};
 use crate::pipeline::metrics::metrics;
@@ -878,9 +878,7 @@ impl CallCore {
         metrics().transfers_failed_total.inc();
         self.emit(Effect::Ask(Ask::TransferFailed(status)));
         let reply = Reply {
-            say: "I'm sorry, I couldn't reach an agent just now. I'm still here with you. \
-                  What else can I help you with?"
-                .into(),
+            say: self.voice_language().phrase(Phrase::TransferFailed).into(),
             actions: Vec::new(),
             source: "transfer_failed".into(),
         };

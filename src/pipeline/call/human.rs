@@ -12,6 +12,7 @@ use super::core::{ms, Ask, CallCore, DeskInput, DeskOp, Effect};
 use super::CallOutput;
 use crate::desk::WaitingInfo;
 use crate::dialogue::{HumanOutcome, Reply};
+use crate::nlu::lang::Phrase;
 use crate::pipeline::metrics::metrics;
 use crate::pipeline::record::HumanRecord;
 
@@ -223,9 +224,7 @@ impl CallCore {
                 tracing::info!(call = %self.meta.call_id, "the agent returned the caller to the bot");
                 self.human_over(true, "returned");
                 let reply = Reply {
-                    say: "Thanks for your patience. You're back with the virtual assistant. \
-                          What else can I help you with?"
-                        .into(),
+                    say: self.voice_language().phrase(Phrase::BackWithBot).into(),
                     actions: Vec::new(),
                     source: "desk_returned".into(),
                 };
@@ -340,14 +339,12 @@ impl CallCore {
         if !holding || self.playing.is_some() {
             return;
         }
+        let lang = self.voice_language();
         let say = match place {
-            Some(1) | None => "Thanks for holding. You're next in line, and an agent will be \
-                               with you shortly."
-                .to_string(),
-            Some(n) => format!(
-                "Thanks for holding. You are number {n} in the queue. An agent will be with \
-                 you as soon as possible."
-            ),
+            Some(1) | None => lang.phrase(Phrase::NextInLine).to_string(),
+            Some(n) => lang
+                .phrase(Phrase::PlaceInQueue)
+                .replace("{n}", &n.to_string()),
         };
         let reply = Reply {
             say,

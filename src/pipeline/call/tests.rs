@@ -873,6 +873,12 @@ fn a_language_chosen_in_the_dialogue_needs_no_identification() {
     s.audio(true, 800);
     s.audio(false, 300);
     assert_eq!(spoken_of(&s), vec![Spoken::In(Lang::Es)]);
+    // What the call says of its own is said in the caller's language too.
+    s.caller(CallInput::TransferFailed { status: 503 });
+    assert!(
+        s.has(|e| matches!(e, Effect::Speak { lang: Lang::Es, text, .. }
+        if text.starts_with("Lo siento, ahora mismo no he podido pasarle")))
+    );
     // One language only: never identified.
     let mut one = Sim::greeted(CoreConfig::default(), "Hello.", Vec::new());
     one.play_marks();
