@@ -262,6 +262,7 @@ mod tests {
     fn callers_are_picked_by_weight() {
         let s = Scenario {
             name: "x".into(),
+            language: Lang::En,
             callers: ["a", "b"]
                 .iter()
                 .zip([1, 3])
