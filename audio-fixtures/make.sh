@@ -26,7 +26,7 @@ if [[ ! -s audio-fixtures/short_hm.wav ]]; then
   sox "$tmp" -r 8000 -c 1 -b 16 audio-fixtures/short_hm.wav trim 0 0.18 gain -n -3
   rm -f "$tmp"
 fi
-# The late-order scenario (tests/scenarios.rs): a first call about the order,
+# The late-order scenario (tests/e2e/scenarios.rs): a first call about the order,
 # then an annoyed second call.
 say order_where "Hi, I'm calling to check where my order is."
 say order_bye "Okay, thanks. Bye."

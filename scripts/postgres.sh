@@ -2,7 +2,7 @@
 # Installs (Debian's postgresql), starts a local PostgreSQL and makes a role
 # that may create databases, then prints its URL. The test suite runs the
 # store, agent and scenario tests against it a second time. Idempotent.
-#   DATABASE_URL=$(scripts/postgres.sh) cargo test --test scenarios
+#   DATABASE_URL=$(scripts/postgres.sh) cargo test --test e2e scenarios::
 set -euo pipefail
 log() { printf '[postgres] %s\n' "$*" >&2; }
 # Only the URL goes to stdout: callers capture it, and pg_ctlcluster and

@@ -6,7 +6,11 @@ cd "$(dirname "$0")/.."
 # --with-base: the multilingual Whisper that identifies a caller's language.
 scripts/setup.sh --with-base
 cargo fmt --all -- --check
-cargo build --release --locked
+# One build of everything the tests use, the server binary included. Built by
+# `cargo test`, the binary has the dependency features the test build unifies
+# (dev-dependencies turn some on); a separate `cargo build` has others, so the
+# next step would compile ~30 crates and the server a second time.
+cargo test --release --locked --no-run
 audio-fixtures/make.sh target/release/attendant
 cargo clippy --release --locked --all-targets -- -D warnings
 # A local PostgreSQL: the cluster test's nodes share a database on it, and
@@ -22,5 +26,5 @@ CLUSTER_DATABASE_URL="$pg_url" cargo test --release --locked -- --test-threads 2
 DATABASE_URL="$pg_url"
 export DATABASE_URL
 cargo test --release --locked --lib store::
-cargo test --release --locked --test agents every_demo_agent
-cargo test --release --locked --test scenarios -- --test-threads 2
+cargo test --release --locked --test e2e agents::every_demo_agent
+cargo test --release --locked --test e2e scenarios:: -- --test-threads 2

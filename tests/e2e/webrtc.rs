@@ -3,7 +3,7 @@
 //! models, speaks, presses a key, and hears the bot; headless Chromium does
 //! the same through the caller page.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! End-to-end calls against a real server with real models: Twilio's side is
 //! played by `attendant::client`, the bot's audio is transcribed back.
 
-mod common;
+use crate::common;
 
 use attendant::asr::AsrPool;
 use attendant::client::{self, audio, CallOptions, Script};

@@ -9,7 +9,7 @@
 //! - the defective return and the happy fix: business events and message
 //!   replies, with SMS going out through a stand-in for Twilio's REST API.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};

@@ -9,7 +9,7 @@
 //! `FUZZ_CASES` sets the cases per target (default 1,500, a few seconds);
 //! `scripts/fuzz.sh` runs long campaigns and prints executions per target.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;

@@ -1,7 +1,7 @@
 //! The Twilio edge against a real server: documented messages, malformed
 //! input (close codes, never a panic) and X-Twilio-Signature.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

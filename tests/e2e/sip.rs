@@ -4,7 +4,7 @@
 //! goes to a socket this test owns (the SDP points there), so every reply is
 //! captured, checked packet by packet and transcribed.
 
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};

@@ -6,7 +6,7 @@
 //! call goes through the same pipeline) and a sipp SIP caller with a
 //! headless-Chromium agent in the browser test.
 
-mod common;
+use crate::common;
 
 use std::io::BufRead;
 use std::net::SocketAddr;

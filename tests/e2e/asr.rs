@@ -3,7 +3,7 @@
 //! the ~9 s where sherpa-onnx 1.13.8 alone returns nothing), the Whisper
 //! digits lane for account digits, and turns that end on their words.
 
-mod common;
+use crate::common;
 
 use attendant::asr::{AsrEngine, AsrPool, Purpose};
 use attendant::client::{self, audio, CallOptions, Script};

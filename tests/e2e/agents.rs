@@ -1,7 +1,7 @@
 //! The demo agents' conversation tests (every `agents/*/tests/*.toml`), the
 //! NLU on real Banking77 queries, and agent-file validation.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

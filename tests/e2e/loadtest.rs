@@ -1,7 +1,7 @@
 //! `attendant loadtest` against real servers: sane, non-empty measurements,
 //! reply checks, and a deliberately slowed server showing up as slower.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

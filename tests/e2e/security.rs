@@ -3,7 +3,7 @@
 //! integrations, sign-in, and the Twilio edge's limits (message size, media
 //! rate, start deadline, stream tokens, call caps).
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
