@@ -202,6 +202,10 @@ impl KnowledgeBase {
             if let Some(stop) = StopWordFilter::new(language) {
                 b = b.filter_dynamic(stop);
             }
+            // Greetings ("buenas tardes") would match articles by stem alone.
+            b = b.filter_dynamic(StopWordFilter::remove(
+                lang.greeting_words().iter().map(|w| w.to_string()),
+            ));
             index
                 .tokenizers()
                 .register(name, b.filter_dynamic(Stemmer::new(language)).build());

@@ -655,6 +655,18 @@ impl Conversation {
             return;
         }
 
+        // A greeting alone ("Hi, good afternoon.") is no request and no
+        // miss: greet back, or ask an open question again without counting
+        // a try. Callers often greet first and ask after.
+        if dtmf.is_none() && self.rt.lang.greeting_only(text) {
+            match self.waiting_prompt() {
+                Some(p) => out.push(p),
+                None => out.push(self.rt.lang.phrase(Phrase::GreetBack).to_string()),
+            }
+            out.action = "greet".into();
+            return;
+        }
+
         // 1. The question the flow is waiting on.
         if let Some(step) = self.current_step().cloned() {
             if let Some(slot) = &step.collect {

@@ -57,6 +57,9 @@ pub enum Phrase {
     NextInLine,
     /// On hold; `{n}`: the caller's place in the queue.
     PlaceInQueue,
+    /// The caller only greeted ("Hi, good afternoon."): greet back and
+    /// invite the request.
+    GreetBack,
 }
 
 impl Lang {
@@ -155,7 +158,63 @@ impl Lang {
                 "Gracias por esperar. Es usted el número {n} de la cola. Un agente le \
                  atenderá lo antes posible."
             }
+            (Self::En, GreetBack) => "Hello! How can I help you today?",
+            (Self::Es, GreetBack) => "¡Hola! ¿En qué puedo ayudarle?",
         }
+    }
+
+    /// Greeting words that say nothing about what the caller wants
+    /// ("hola", "buenas", "tardes"). Left out when articles are matched by
+    /// their words, so "buenas tardes" does not find "cuánto tarda".
+    pub fn greeting_words(self) -> &'static [&'static str] {
+        match self {
+            Self::En => &[
+                "hi",
+                "hello",
+                "hey",
+                "hiya",
+                "howdy",
+                "morning",
+                "afternoon",
+                "evening",
+            ],
+            Self::Es => &["hola", "buenas", "buenos", "tardes", "noches", "oiga"],
+        }
+    }
+
+    /// Whether `text` is only a greeting ("Hello?", "Hola, buenas tardes."):
+    /// every word a courtesy word and one of them a greeting proper.
+    pub fn greeting_only(self, text: &str) -> bool {
+        // Words that may go with a greeting without making it a request.
+        let with: &[&str] = match self {
+            Self::En => &["good", "day", "there", "um", "uh", "oh", "er"],
+            Self::Es => &[
+                "buen",
+                "día",
+                "días",
+                "dia",
+                "dias",
+                "qué",
+                "que",
+                "tal",
+                "señor",
+                "señora",
+                "señorita",
+                "eh",
+                "em",
+            ],
+        };
+        let greeting = self.greeting_words();
+        let words: Vec<String> = text
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect();
+        !words.is_empty()
+            && words
+                .iter()
+                .all(|w| greeting.contains(&w.as_str()) || with.contains(&w.as_str()))
+            && words.iter().any(|w| greeting.contains(&w.as_str()))
     }
 
     /// `amount` as a person reads it: "2450 dollars and 75 cents",
@@ -470,6 +529,21 @@ mod tests {
         assert_eq!(h("con un agente"), "con un agente");
         assert_eq!(h("un millón de dólares"), "one million dollars");
         assert_eq!(Lang::En.heard("Yes, please."), "Yes, please.");
+    }
+
+    #[test]
+    fn a_greeting_alone_is_told_from_a_request() {
+        assert!(Lang::En.greeting_only("Hi, good afternoon."));
+        assert!(Lang::En.greeting_only("Hello?"));
+        assert!(Lang::En.greeting_only("um, hello there"));
+        assert!(!Lang::En.greeting_only("Hi, what's my balance?"));
+        assert!(!Lang::En.greeting_only("good"));
+        assert!(!Lang::En.greeting_only(""));
+        assert!(Lang::Es.greeting_only("Hola, buenas tardes."));
+        assert!(Lang::Es.greeting_only("¿Buenos días?"));
+        assert!(Lang::Es.greeting_only("Oiga, ¿qué tal?"));
+        assert!(!Lang::Es.greeting_only("Hola, quiero saber mi saldo."));
+        assert!(!Lang::Es.greeting_only("Hi, good afternoon."));
     }
 
     #[test]
