@@ -187,6 +187,7 @@ pub enum AsrError {
 /// ggml's OpenMP pool spin-waits by default, which starves the other calls'
 /// work on a small machine; make it sleep unless the operator chose otherwise.
 /// Call before any thread is started.
+#[allow(unsafe_code)]
 pub fn configure_threads() {
     if std::env::var_os("OMP_WAIT_POLICY").is_none() {
         // SAFETY: called at start-up, before other threads exist.

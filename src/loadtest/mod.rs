@@ -145,6 +145,7 @@ pub struct RunResult {
     pub generator_cpu_percent: f64,
 }
 
+#[allow(unsafe_code)]
 fn cpu_seconds() -> f64 {
     // SAFETY: getrusage writes into the struct we pass and nothing else.
     unsafe {

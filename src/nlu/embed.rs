@@ -88,6 +88,10 @@ impl Embedder {
             "emb",
             FIXED_SETS_KEPT,
         );
+        // SAFETY: mapped read-only; nothing of ours writes these files in
+        // place (fetch and nlu::tune write aside and rename, prunes delete),
+        // so a mapping keeps its pages.
+        #[allow(unsafe_code)]
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &device) }
             .map_err(|e| NluError::Model(e.to_string()))?;
         let model = BertModel::load(vb, &config).map_err(|e| NluError::Model(e.to_string()))?;

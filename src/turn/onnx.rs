@@ -50,6 +50,7 @@ impl Drop for InferenceGuard {
     }
 }
 
+#[allow(unsafe_code)]
 fn register_exit_hook() {
     // SAFETY: registers a plain extern "C" fn with no captured state; the
     // handler is idempotent, so registering it several times is harmless.
