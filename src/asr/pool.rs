@@ -71,6 +71,10 @@ struct Lane {
     workers: usize,
     /// Workers still running (one whose recognizer cannot be rebuilt stops).
     alive: Arc<AtomicUsize>,
+    /// Set by the last worker to stop, which then answers what is queued.
+    /// Jobs are queued under it, so none can slip in after that and wait
+    /// for ever on a lane nobody serves.
+    dead: Arc<parking_lot::Mutex<bool>>,
     engine: AsrEngine,
 }
 
@@ -86,6 +90,7 @@ impl Lane {
         let (partials, partial_rx) = bounded::<Job>(workers);
         let load = Arc::new(AtomicUsize::new(0));
         let alive = Arc::new(AtomicUsize::new(0));
+        let dead = Arc::new(parking_lot::Mutex::new(false));
         for i in 0..workers {
             let w = Worker {
                 rec: make()?,
@@ -95,6 +100,7 @@ impl Lane {
                 partials: partial_rx.clone(),
                 load: load.clone(),
                 alive: alive.clone(),
+                dead: dead.clone(),
             };
             alive.fetch_add(1, Ordering::SeqCst);
             std::thread::Builder::new()
@@ -111,6 +117,7 @@ impl Lane {
             load,
             workers,
             alive,
+            dead,
             engine,
         })
     }
@@ -145,6 +152,10 @@ impl Lane {
                 &self.partials
             }
         };
+        let dead = self.dead.lock();
+        if *dead {
+            return Err(AsrError::Closed);
+        }
         self.load.fetch_add(1, Ordering::SeqCst);
         q.try_send(job).map_err(|e| {
             self.load.fetch_sub(1, Ordering::SeqCst);
@@ -343,12 +354,21 @@ struct Worker {
     partials: Receiver<Job>,
     load: Arc<AtomicUsize>,
     alive: Arc<AtomicUsize>,
+    dead: Arc<parking_lot::Mutex<bool>>,
 }
 
 impl Worker {
     fn run(mut self) {
         self.serve();
-        self.alive.fetch_sub(1, Ordering::SeqCst);
+        let mut dead = self.dead.lock();
+        if self.alive.fetch_sub(1, Ordering::SeqCst) == 1 {
+            // The last one: nobody will serve what is queued, so answer it.
+            *dead = true;
+            for job in self.finals.try_iter().chain(self.partials.try_iter()) {
+                self.load.fetch_sub(1, Ordering::SeqCst);
+                let _ = job.reply.send(Err(AsrError::Closed));
+            }
+        }
     }
 
     /// Serves jobs until the pool closes, or until a recognizer that
