@@ -250,6 +250,22 @@ fn record(http: SocketAddr, id: &str) -> Option<CallRecord> {
 }
 
 /// The record of scenario `name`'s call, once the call has ended.
+/// Plays scenario `name` (`body`) from 127.0.0.1 to `to` over `transport`
+/// while `cap` records the bot's RTP; once sipp reports success, what was
+/// captured and the call's stored record.
+fn trunk_call(
+    cap: Capture,
+    name: &str,
+    body: &str,
+    to: SocketAddr,
+    transport: &str,
+) -> (Vec<(Instant, Vec<u8>)>, CallRecord) {
+    let (ok, log) = sipp(&scenario(name, body), to, transport, "127.0.0.1", &[]);
+    let packets = cap.finish();
+    assert!(ok, "sipp call {name} failed:\n{log}");
+    (packets, record_of(sip_server().http, name))
+}
+
 fn record_of(http: SocketAddr, name: &str) -> CallRecord {
     let id = call_id_of(name);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -292,16 +308,7 @@ fn pcmu_call_over_udp_real_speech_is_transcribed_and_replies_flow_back_as_rtp() 
         caller_bye(2),
     ]
     .concat();
-    let (ok, log) = sipp(
-        &scenario("pcmu_speech", &body),
-        s.udp,
-        "u1",
-        "127.0.0.1",
-        &[],
-    );
-    let packets = cap.finish();
-    assert!(ok, "sipp call failed:\n{log}");
-    let rec = record_of(s.http, "pcmu_speech");
+    let (packets, rec) = trunk_call(cap, "pcmu_speech", &body, s.udp, "u1");
     assert_eq!(rec.outcome, "caller_hung_up");
     // RTCP receiver statistics of the caller's stream (a recorded pcap on
     // loopback: nothing lost, little jitter).
@@ -357,10 +364,7 @@ fn pcma_call_over_tcp_answers_a_question_takes_digits_once_and_the_bot_hangs_up(
         bot_bye(),
     ]
     .concat();
-    let (ok, log) = sipp(&scenario("pcma_tcp", &body), s.tcp, "t1", "127.0.0.1", &[]);
-    let packets = cap.finish();
-    assert!(ok, "sipp call failed:\n{log}");
-    let rec = record_of(s.http, "pcma_tcp");
+    let (packets, rec) = trunk_call(cap, "pcma_tcp", &body, s.tcp, "t1");
     assert_eq!(rec.outcome, "bot_hung_up", "{rec:?}");
     let hours = rec
         .turns
@@ -392,10 +396,7 @@ fn refer_transfer_carries_the_context_and_a_failed_one_returns_to_the_bot() {
         bot_bye(),
     ]
     .concat();
-    let (ok, log) = sipp(&scenario("refer_ok", &body), s.udp, "u1", "127.0.0.1", &[]);
-    cap.finish();
-    assert!(ok, "sipp REFER call failed:\n{log}");
-    let rec = record_of(s.http, "refer_ok");
+    let (_, rec) = trunk_call(cap, "refer_ok", &body, s.udp, "u1");
     assert!(
         rec.outcome.starts_with("transferred:queue:general"),
         "{}",
@@ -417,16 +418,7 @@ fn refer_transfer_carries_the_context_and_a_failed_one_returns_to_the_bot() {
         caller_bye(3),
     ]
     .concat();
-    let (ok, log) = sipp(
-        &scenario("refer_busy", &body),
-        s.udp,
-        "u1",
-        "127.0.0.1",
-        &[],
-    );
-    let packets = cap.finish();
-    assert!(ok, "sipp failed-REFER call failed:\n{log}");
-    let rec = record_of(s.http, "refer_busy");
+    let (packets, rec) = trunk_call(cap, "refer_busy", &body, s.udp, "u1");
     assert_eq!(rec.transfer_failures, 1);
     assert_eq!(
         rec.outcome, "caller_hung_up",
