@@ -115,7 +115,7 @@ impl DialogueFactory for AgentFactory {
 
     fn prompts(&self) -> Vec<String> {
         let rt = self.slot.get();
-        let mut p = fixed_prompts(&rt.agent);
+        let mut p = fixed_prompts(&rt.agent, rt.lang);
         // The greeting's language menu is said by the main voice.
         p.extend(
             rt.locales
@@ -148,7 +148,7 @@ impl DialogueFactory for AgentFactory {
         let rt = self.slot.get();
         rt.locales
             .iter()
-            .map(|(l, r)| (l.clone(), fixed_prompts(&r.agent)))
+            .map(|(l, r)| (l.clone(), fixed_prompts(&r.agent, r.lang)))
             .collect()
     }
 }
@@ -157,10 +157,14 @@ impl DialogueFactory for AgentFactory {
 const SPEECH_HINT_CHARS: usize = 300;
 
 /// An agent's texts that are said as they are written.
-fn fixed_prompts(a: &Agent) -> Vec<String> {
+/// What an agent says in `lang` with nothing filled in, for the prompt
+/// cache: its own sentences and the greeting back to a caller who only
+/// greeted (often the first reply of a call).
+fn fixed_prompts(a: &Agent, lang: Lang) -> Vec<String> {
     let p = &a.file.prompts;
     let mut v = vec![
         a.file.agent.greeting.clone(),
+        lang.phrase(Phrase::GreetBack).to_string(),
         p.fallback.clone(),
         p.goodbye.clone(),
         p.transfer.clone(),
