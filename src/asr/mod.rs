@@ -55,8 +55,8 @@ pub enum Spoken {
     Main,
     /// A language the multilingual lane decodes.
     In(Lang),
-    /// Not known yet: identify it among these, then decode in it — unless
-    /// it is the main lane's, whose transcript is used instead.
+    /// Not known yet: find which of these it is (the multilingual lane),
+    /// without decoding; the [`Heard`] carries only the language.
     Identify(Vec<Lang>),
 }
 

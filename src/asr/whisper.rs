@@ -111,14 +111,10 @@ impl Recognizer for MultiRecognizer {
                     ms = found.elapsed.as_millis() as u64,
                     "language identified"
                 );
-                if lang == self.main {
-                    // The main lane's transcript of this turn is used.
-                    return Ok(Heard {
-                        text: String::new(),
-                        language: Some(lang),
-                    });
-                }
-                lang
+                return Ok(Heard {
+                    text: String::new(),
+                    language: Some(lang),
+                });
             }
         };
         self.rec.cfg.language = lang.code().to_string();

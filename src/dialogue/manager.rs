@@ -38,6 +38,10 @@ mod report;
 
 pub use adapter::{AgentDialogue, AgentFactory};
 
+/// Least intent confidence at which a first turn counts as plainly in the
+/// agent's main language (see [`Conversation::understands`]).
+pub const UNDERSTOOD: f32 = 0.7;
+
 /// Everything loaded once per agent and shared by its calls.
 pub struct AgentRuntime {
     pub agent: Agent,
@@ -239,6 +243,10 @@ pub struct Conversation {
     call: CallMeta,
     started_ms: i64,
     progress: Arc<Progress>,
+    /// The main language's last embedding (lower-cased text, vector): the
+    /// words `understands` was asked about are not embedded again when
+    /// the turn is answered.
+    last_embedding: parking_lot::Mutex<Option<(String, Vec<f32>)>>,
 }
 
 /// The interaction row as the call goes: the newest version waits here and
@@ -287,7 +295,24 @@ impl Conversation {
             call: CallMeta::default(),
             started_ms: now_ms(),
             progress: Arc::default(),
+            last_embedding: parking_lot::Mutex::new(None),
         }
+    }
+
+    /// `text` embedded by the main language's encoder, the last one kept.
+    fn embed_home(&self, text: &str) -> Result<Vec<f32>, crate::nlu::NluError> {
+        let key = text.to_lowercase();
+        if let Some((_, v)) = self
+            .last_embedding
+            .lock()
+            .as_ref()
+            .filter(|(t, _)| *t == key)
+        {
+            return Ok(v.clone());
+        }
+        let v = self.home.intents.embedder().embed(&key)?;
+        *self.last_embedding.lock() = Some((key, v.clone()));
+        Ok(v)
     }
 
     /// A conversation backed by the customer store.
@@ -366,6 +391,29 @@ impl Conversation {
         self.rt = rt;
         self.state.language = code.to_string();
         true
+    }
+
+    /// Whether `text` is plainly the agent's main language: a greeting in
+    /// it, or a request one of its intents (articles included) takes with
+    /// confidence at or above [`UNDERSTOOD`]. Measured on the bank agent:
+    /// Moonshine's English renderings of 15 synthesised Spanish requests
+    /// scored at most 0.57; the English fixtures' requests 0.81–0.98.
+    pub fn understands(&self, text: &str) -> bool {
+        let home = &self.home;
+        let text = text.trim();
+        if text.is_empty() {
+            return false;
+        }
+        if home.lang.greeting_only(text) {
+            return true;
+        }
+        match self.embed_home(text) {
+            Ok(v) => {
+                let g = home.intents.classify_embedding(&v);
+                g.intent.is_some() && g.confidence >= UNDERSTOOD
+            }
+            Err(_) => false,
+        }
     }
 
     /// The language a first-turn menu answer picks: its key on the keypad
@@ -468,7 +516,12 @@ impl Conversation {
         let emb = if text.is_empty() || chosen.is_some() {
             None
         } else {
-            match self.rt.intents.embedder().embed(&text.to_lowercase()) {
+            let v = if Arc::ptr_eq(&self.rt, &self.home) {
+                self.embed_home(&text)
+            } else {
+                self.rt.intents.embedder().embed(&text.to_lowercase())
+            };
+            match v {
                 Ok(v) => Some(v),
                 Err(e) => {
                     // Without an embedding the turn is handled as not understood.

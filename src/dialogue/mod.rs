@@ -129,6 +129,13 @@ pub trait Dialogue: Send + Sync {
     fn language(&self) -> Option<String> {
         None
     }
+    /// Whether `text` (the main language's recogniser on the caller's
+    /// first words) is plainly that language: understood with confidence
+    /// without any state changing. Such a turn need not wait for the
+    /// caller's language to be identified.
+    fn understands(&self, _text: &str) -> bool {
+        false
+    }
 }
 
 /// Business events waiting for the follow-up rules.

@@ -547,3 +547,50 @@ fn labelled_turns_retrain_the_agent_behind_the_gate_and_the_server_follows() {
     wait_for(0);
     eprintln!("rollback served after {:?}", t.elapsed());
 }
+
+/// A first turn is answered before its language is identified only when
+/// the agent plainly understands it in English: Moonshine's transcripts of
+/// the English fixtures pass, its English renderings of synthesised
+/// Spanish requests (espeak-ng `es`, measured) and Spanish itself do not.
+#[test]
+fn only_plain_english_skips_waiting_for_the_callers_language() {
+    use attendant::dialogue::manager::Conversation;
+    let rt = AgentRuntime::load_with(Path::new("agents/bank"), embedder()).unwrap();
+    let conv = Conversation::new(rt);
+    let english = [
+        "What is the balance of my account?",
+        "Where's your office located?",
+        "What are your opening hours on Saturday?",
+        "I lost my credit card.",
+        "Hello.",
+        "Good afternoon.",
+        "Thank you. goodbye.",
+    ];
+    for t in english {
+        assert!(conv.understands(t), "{t:?} is plain English");
+    }
+    let spanish = [
+        // Moonshine on "Quiero saber mi saldo, por favor.", "He perdido mi
+        // tarjeta de crédito.", "Quiero hablar con un agente.", "¿Cuánto
+        // tarda una transferencia internacional?", "Me han cobrado dos veces
+        // la misma compra.", "No reconozco un cargo en mi cuenta.", "Mi
+        // tarjeta no funciona en el cajero.", "¿Dónde está la sucursal más
+        // cercana?", "Hola, buenas tardes.", "Sí, gracias, eso es todo."
+        "He asked me to be a little bit more popular.",
+        "I have a lot of money to make money.",
+        "We have a lot of things.",
+        "When the power of the person in the field of your world.",
+        "I'm not going to put myself in a piece of a piece of my compass.",
+        "Not a constant economic winter.",
+        "And the first thing is not to be a cashier.",
+        "Don't be a star, that's all you can want to tell me. My spare kind of thing.",
+        "Oh, that way in a start of this.",
+        "The first one is the first one.",
+        "Quiero saber mi saldo, por favor.",
+        "Hola, buenas tardes.",
+        "",
+    ];
+    for t in spanish {
+        assert!(!conv.understands(t), "{t:?} is not plainly English");
+    }
+}

@@ -82,6 +82,10 @@ impl Dialogue for AgentDialogue {
     fn language(&self) -> Option<String> {
         Some(self.conv.state.language.clone())
     }
+
+    fn understands(&self, text: &str) -> bool {
+        self.conv.understands(text)
+    }
 }
 
 pub struct AgentFactory {

@@ -56,8 +56,11 @@ pub struct CoreConfig {
     /// The agent desk, when it takes `desk:QUEUE` transfers.
     pub desk: Option<DeskConfig>,
     /// The languages the call's agent answers in, the main lane's first;
-    /// with more than one, the first turn's language is identified.
+    /// with more than one, the caller's is found (`identify.rs`).
     pub languages: Vec<Lang>,
+    /// A turn this long is identified while the caller still speaks
+    /// (shorter ones only when the dialogue does not understand them).
+    pub identify_ms: u64,
 }
 
 /// One recognition the core asked for.
@@ -76,6 +79,8 @@ pub enum AsrKind {
         last_voice: u64,
     },
     Final,
+    /// Which of the agent's languages the turn is in (no transcript).
+    Identify,
 }
 
 /// What happened, as the driver tells the core.
@@ -124,6 +129,11 @@ pub enum Input {
         language: Option<Lang>,
     },
     Desk(DeskInput),
+    /// The dialogue's answer to [`Ask::Understands`].
+    Understood {
+        turn: u32,
+        yes: bool,
+    },
 }
 
 /// What the agent desk says to a call it holds.
@@ -194,6 +204,12 @@ pub enum Ask {
     Interrupted(Interruption),
     TransferFailed(u16),
     Human(HumanOutcome),
+    /// Does the dialogue plainly understand these words in its main
+    /// language? Answer with [`Input::Understood`]; nothing changes.
+    Understands {
+        turn: u32,
+        text: String,
+    },
 }
 
 #[derive(Debug)]
@@ -243,6 +259,14 @@ pub(super) struct PendingTurn {
     pub(super) end_reason: &'static str,
     /// The speculative transcript started at this turn's latest pause.
     pub(super) spec: Option<Spec>,
+    /// Identification was asked for this turn's audio.
+    pub(super) ident_asked: bool,
+    /// The main lane's transcript (and whether it was the speculative
+    /// one), held while the call's language is being found.
+    pub(super) held: Option<(Transcript, bool)>,
+    /// Let through without its language: understood in the main one, or
+    /// identification failed.
+    pub(super) released: bool,
 }
 
 /// A turn handed to the dialogue, waiting for its answer.
@@ -308,6 +332,8 @@ pub struct CallCore {
     pub(super) enqueuing: Option<Enqueuing>,
     /// The caller's language, once identified or chosen.
     pub(super) language: Option<Lang>,
+    /// The identification in flight, at most one per call.
+    pub(super) identifying: Option<super::identify::Identifying>,
 }
 
 pub(super) fn ms(d: Duration) -> u64 {
@@ -372,6 +398,7 @@ impl CallCore {
             human: None,
             enqueuing: None,
             language: None,
+            identifying: None,
         };
         c.emit(Effect::Ask(Ask::Greeting));
         Ok(c)
@@ -426,11 +453,12 @@ impl CallCore {
             Input::Closing if !self.closing => self.on_closing(),
             Input::Closing => {}
             // What the caller said is no longer answered.
-            Input::Transcript { job, .. } if self.closing => {
-                if job.kind == AsrKind::Partial {
-                    self.partial_inflight = false;
-                }
-            }
+            Input::Transcript { job, .. } if self.closing => match job.kind {
+                AsrKind::Partial => self.partial_inflight = false,
+                AsrKind::Identify => self.identifying = None,
+                _ => {}
+            },
+            Input::Understood { .. } if self.closing => {}
             Input::SmartTurn { .. } if self.closing => {}
             Input::Transcript { job, result } => self.on_transcript(job, result),
             Input::SmartTurn { turn, pause, prob } => self.on_smart_turn(turn, pause, prob),
@@ -472,6 +500,7 @@ impl CallCore {
                 self.on_answer(turn, reply, expect)
             }
             Input::Desk(d) => self.on_desk(d),
+            Input::Understood { turn, yes } => self.on_understood(turn, yes),
         }
     }
 
@@ -488,7 +517,8 @@ impl CallCore {
             .chain(self.ended.iter_mut())
             .filter_map(|t| t.spec.take().map(|s| s.job))
             .collect();
-        for job in specs {
+        let ident = self.identifying.take().map(|i| i.job);
+        for job in specs.into_iter().chain(ident) {
             self.emit(Effect::CancelTranscribe(job));
         }
         self.human_on_hangup();
@@ -613,14 +643,19 @@ impl CallCore {
                 if let Some(t) = self.turn.as_mut().filter(|t| matches(t)) {
                     // The caller is still in the turn: keep it for the end,
                     // and let its words help decide when that is.
+                    let mut text = None;
                     match result {
                         Ok(tr) => {
                             if let Some(s) = t.spec.as_mut() {
                                 s.verdict = Some(endpoint::verdict(&tr.text, expect));
+                                text = Some(tr.text.clone());
                                 s.result = Some(tr);
                             }
                         }
                         Err(_) => t.spec = None,
+                    }
+                    if let Some(text) = text {
+                        self.ask_understood(turn, &text);
                     }
                     self.check_endpoint();
                 } else if let Some(t) = self.ended.iter_mut().find(|t| matches(t)) {
@@ -631,6 +666,7 @@ impl CallCore {
                     }
                 }
             }
+            AsrKind::Identify => self.on_identified(job, result),
             AsrKind::Final => match result {
                 Ok(tr) => self.on_final(turn, tr, false),
                 Err(err) => {
@@ -675,6 +711,9 @@ impl CallCore {
     }
 
     pub(super) fn on_final(&mut self, turn: u32, tr: Transcript, speculative: bool) {
+        if self.hold_for_language(turn, &tr, speculative) {
+            return;
+        }
         let Some(pos) = self.ended.iter().position(|t| t.index == turn) else {
             return;
         };
@@ -700,10 +739,6 @@ impl CallCore {
                 s.to_string()
             }
         };
-        if let (None, Some(l)) = (self.language, tr.language) {
-            tracing::info!(call = %self.meta.call_id, language = l.code(), "caller's language identified");
-            self.set_language(l);
-        }
         let input = TurnInput {
             transcript: Some(tr.text.clone()),
             dtmf: None,
@@ -758,7 +793,8 @@ impl CallCore {
         let main = self.cfg.languages.first().copied().unwrap_or_default();
         match self.language {
             _ if self.cfg.languages.len() < 2 => Spoken::Main,
-            None => Spoken::Identify(self.cfg.languages.clone()),
+            // Not known yet: the main lane hears it while it is found.
+            None => Spoken::Main,
             Some(l) if l == main => Spoken::Main,
             Some(l) => Spoken::In(l),
         }

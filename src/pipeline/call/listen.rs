@@ -76,6 +76,7 @@ impl CallCore {
                 }
             } else {
                 self.maybe_partial(onset, pos);
+                self.identify_when_long(onset, pos);
             }
         }
     }
@@ -129,6 +130,9 @@ impl CallCore {
                     smart_turn_yes: None,
                     end_reason: "",
                     spec: None,
+                    ident_asked: false,
+                    held: None,
+                    released: false,
                 });
                 self.last_partial_pos = onset;
                 if let Some(p) = self.playing.as_mut() {
@@ -153,6 +157,9 @@ impl CallCore {
             TurnEvent::Resumed => {
                 if let Some(s) = self.turn.as_mut().and_then(|t| t.spec.take()) {
                     self.emit(Effect::CancelTranscribe(s.job));
+                }
+                if let Some(index) = self.turn.as_ref().map(|t| t.index) {
+                    self.identification_resumed(index);
                 }
             }
             TurnEvent::Paused { last_voice } => {

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 mod core;
 mod human;
+mod identify;
 mod listen;
 mod reply;
 #[cfg(test)]
@@ -150,9 +151,8 @@ struct Driver {
     /// queue here could block the forwarders of the call's own work.
     results: mpsc::UnboundedSender<Input>,
     store: Arc<CallStore>,
-    /// Cancel flags of recognitions (one or two jobs each) and speech in
-    /// flight.
-    asr_jobs: HashMap<u64, Vec<Arc<AtomicBool>>>,
+    /// Cancel flags of recognitions and speech in flight.
+    asr_jobs: HashMap<u64, Arc<AtomicBool>>,
     speech: HashMap<u32, Arc<AtomicBool>>,
     /// The desk's line to this call while it is there, and the agent's leg.
     desk_rx: Option<mpsc::Receiver<ToCall>>,
@@ -225,6 +225,7 @@ async fn run(
             .map(|d| d.config().clone())
             .filter(|d| d.enabled),
         languages,
+        identify_ms: e.cfg.asr.langid_window_ms,
     };
     let voice = Box::new(Silero {
         e: e.clone(),
@@ -300,7 +301,7 @@ async fn run(
     }
     core.finish(Instant::now());
     d.apply(&mut core).await;
-    for cancel in d.asr_jobs.values().flatten().chain(d.speech.values()) {
+    for cancel in d.asr_jobs.values().chain(d.speech.values()) {
         cancel.store(true, Ordering::Relaxed);
     }
     if let Some(desk) = &d.e.desk {
@@ -346,9 +347,9 @@ impl Driver {
                     spoken,
                     priority,
                     audio,
-                } => match self.transcribe(core, purpose, spoken, audio, priority) {
-                    Ok((cancels, result)) => {
-                        self.asr_jobs.insert(job.id, cancels);
+                } => match self.transcribe(purpose, spoken, audio, priority) {
+                    Ok((cancel, result)) => {
+                        self.asr_jobs.insert(job.id, cancel);
                         let tx = self.results.clone();
                         tokio::spawn(async move {
                             let result = result.await;
@@ -369,7 +370,7 @@ impl Driver {
                     }
                 },
                 Effect::CancelTranscribe(id) => {
-                    for c in self.asr_jobs.remove(&id).unwrap_or_default() {
+                    if let Some(c) = self.asr_jobs.remove(&id) {
                         c.store(true, Ordering::Relaxed);
                     }
                 }
@@ -436,61 +437,26 @@ impl Driver {
         }
     }
 
-    /// Queues a recognition: on the main lane, on the multilingual lane in
-    /// the caller's language, or — language not known yet — on both, the
-    /// multilingual lane identifying it. Its cancel flags, and the result.
+    /// Queues a recognition: on the main lane, or on the multilingual lane
+    /// (a turn in another language, or which language it is). Its cancel
+    /// flag, and the result.
     fn transcribe(
         &self,
-        core: &CallCore,
         purpose: Purpose,
         spoken: Spoken,
         audio: Arc<Vec<f32>>,
         priority: Priority,
-    ) -> Result<(Vec<Arc<AtomicBool>>, ResultFuture), AsrError> {
+    ) -> Result<(Arc<AtomicBool>, ResultFuture), AsrError> {
         let asr = &self.e.asr;
-        let wait =
-            |p: crate::asr::Pending| async move { p.result.await.unwrap_or(Err(AsrError::Closed)) };
-        match spoken {
-            Spoken::Main => {
-                let p = asr.submit_for(purpose, audio, priority)?;
-                Ok((vec![p.cancel.clone()], Box::pin(wait(p))))
-            }
-            Spoken::In(_) => {
-                let p = asr.submit_spoken(spoken, audio, priority)?;
-                Ok((vec![p.cancel.clone()], Box::pin(wait(p))))
-            }
-            Spoken::Identify(among) => {
-                let main_lang = among.first().copied().unwrap_or_default();
-                let main = asr.submit_for(purpose, audio.clone(), priority)?;
-                // A busy multilingual lane: this turn is taken as the main
-                // language's, and the next one identified.
-                let id = match asr.submit_spoken(Spoken::Identify(among), audio, priority) {
-                    Ok(p) => Some(p),
-                    Err(e) => {
-                        tracing::warn!(call = %core.record().call_id, error = %e, "language identification skipped");
-                        None
-                    }
-                };
-                let mut cancels = vec![main.cancel.clone()];
-                cancels.extend(id.as_ref().map(|p| p.cancel.clone()));
-                Ok((
-                    cancels,
-                    Box::pin(async move {
-                        let main = wait(main).await;
-                        let Some(id) = id else { return main };
-                        match wait(id).await {
-                            Ok(t) if t.language.is_some_and(|l| l != main_lang) => Ok(t),
-                            Ok(t) => main.map(|m| Transcript {
-                                language: t.language,
-                                decode_ms: m.decode_ms.max(t.decode_ms),
-                                ..m
-                            }),
-                            Err(_) => main,
-                        }
-                    }),
-                ))
-            }
-        }
+        let p = match spoken {
+            Spoken::Main => asr.submit_for(purpose, audio, priority)?,
+            Spoken::In(_) | Spoken::Identify(_) => asr.submit_spoken(spoken, audio, priority)?,
+        };
+        let cancel = p.cancel.clone();
+        Ok((
+            cancel,
+            Box::pin(async move { p.result.await.unwrap_or(Err(AsrError::Closed)) }),
+        ))
     }
 
     fn ask(&mut self, core: &mut CallCore, ask: Ask) {
@@ -504,6 +470,10 @@ impl Driver {
             Ask::Interrupted(i) => return dialogue.on_interrupted(&i),
             Ask::TransferFailed(status) => return dialogue.on_transfer_failed(status),
             Ask::Human(outcome) => return dialogue.on_human(&outcome),
+            Ask::Understands { turn, text } => {
+                let yes = blocking(|| dialogue.understands(&text));
+                return core.handle(Instant::now(), Input::Understood { turn, yes });
+            }
         };
         let expect = dialogue.expecting();
         let language = dialogue.language().and_then(|l| Lang::parse(&l));
