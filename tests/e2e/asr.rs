@@ -304,11 +304,12 @@ fn a_spanish_caller_is_identified_understood_answered_and_handed_over_in_spanish
     let rec = report.record.clone().expect("call record");
     for t in &rec.turns {
         eprintln!(
-            "turn {}: {:?} [{} {} ms] -> {:?}",
+            "turn {}: {:?} [{} {} ms, voice to voice {:?} ms] -> {:?}",
             t.index,
             t.caller_text,
             t.timings.asr_engine,
             t.timings.asr_decode_ms.unwrap_or(0),
+            t.timings.voice_to_voice_ms,
             t.bot_text
         );
     }
