@@ -165,6 +165,11 @@ pub trait DialogueFactory: Send + Sync {
         Vec::new()
     }
     /// Fixed texts of each further language, for that language's voice.
+    /// Sentences of the main language's prompts that are in another
+    /// language (code, text), to be said in that language's voice.
+    fn foreign_prompts(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
     fn localised_prompts(&self) -> Vec<(String, Vec<String>)> {
         Vec::new()
     }

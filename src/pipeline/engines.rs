@@ -231,6 +231,13 @@ impl Engines {
                     pool.prewarm(&texts);
                 }
             }
+            for (code, text) in f.foreign_prompts() {
+                match Lang::parse(&code).and_then(|l| self.voices.get(&l)) {
+                    Some(pool) => self.tts.say_as(pool, &[text]),
+                    // No voice of its own: the main voice says it.
+                    None => self.tts.prewarm(&[text]),
+                }
+            }
         }
         tracing::info!(
             prompts = prompts.len(),

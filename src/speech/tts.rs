@@ -103,6 +103,15 @@ struct Job {
 struct Cache {
     map: HashMap<String, Arc<Vec<u8>>>,
     order: VecDeque<String>,
+    /// Sentences another voice says for this one (a language menu inside
+    /// the greeting), never evicted.
+    pinned: HashMap<String, Arc<Vec<u8>>>,
+}
+
+impl Cache {
+    fn get(&self, s: &str) -> Option<&Arc<Vec<u8>>> {
+        self.pinned.get(s).or_else(|| self.map.get(s))
+    }
 }
 
 /// Replies whose first audio is still to come go to `firsts`; a worker
@@ -390,7 +399,7 @@ impl TtsPool {
         let mut parts = sentences::split(text);
         // An uncached first sentence starts with its first clause.
         if let Some(first) = parts.first() {
-            if !self.cache.lock().map.contains_key(first) {
+            if self.cache.lock().get(first).is_none() {
                 if let Some((head, tail)) = sentences::first_clause(first) {
                     parts.splice(0..1, [head, tail]);
                 }
@@ -403,7 +412,7 @@ impl TtsPool {
         {
             let cache = self.cache.lock();
             for (i, s) in parts.iter().enumerate() {
-                let Some(u) = cache.map.get(s) else { break };
+                let Some(u) = cache.get(s) else { break };
                 let _ = tx.try_send(TtsChunk {
                     index: i,
                     text: s.clone(),
@@ -432,6 +441,21 @@ impl TtsPool {
         Ok((rx, parts))
     }
 
+    /// `texts` are said in `other`'s voice wherever this voice's replies
+    /// hold them: another language's words inside this one's prompt (the
+    /// greeting's "Para español, oprima nueve."), which this voice would
+    /// mispronounce. `other` synthesises (or already cached) them.
+    pub fn say_as(&self, other: &TtsPool, texts: &[String]) {
+        other.prewarm(texts);
+        let theirs = other.cache.lock();
+        let mut mine = self.cache.lock();
+        for s in texts.iter().flat_map(|t| sentences::split(t)) {
+            if let Some(u) = theirs.get(&s) {
+                mine.pinned.insert(s, u.clone());
+            }
+        }
+    }
+
     /// Synthesises and caches prompts ahead of time (greeting, FAQ answers).
     pub fn prewarm(&self, texts: &[String]) {
         let Some(engine) = self.engine.lock().clone() else {
@@ -440,7 +464,7 @@ impl TtsPool {
         let never = Arc::new(AtomicBool::new(false));
         for t in texts {
             for s in sentences::split(t) {
-                if self.cache.lock().map.contains_key(&s) {
+                if self.cache.lock().get(&s).is_some() {
                     continue;
                 }
                 let key = self
@@ -556,7 +580,7 @@ fn synth_next<E: Synth>(engine: &E, job: &mut Job, cache: &Mutex<Cache>, cap: us
         return Next::Done;
     }
     let s = &job.sentences[i];
-    let cached = cache.lock().map.get(s).cloned();
+    let cached = cache.lock().get(s).cloned();
     let t = Instant::now();
     let (ulaw, was_cached) = match cached {
         Some(u) => (u, true),
@@ -662,5 +686,51 @@ mod tests {
         assert!(crate::faults::count(crate::faults::Part::TtsWorker) > faults);
         drop(jobs);
         w.join().unwrap();
+    }
+
+    /// The greeting's "Para español, oprima nueve." is said by the Spanish
+    /// voice inside the English one's greeting, and stays so however many
+    /// other sentences pass through the cache.
+    #[test]
+    fn another_languages_sentence_is_said_in_its_own_voice() {
+        let pool = |voice: &str| {
+            let cfg = TtsConfig {
+                voice: format!("{ESPEAK}{voice}"),
+                workers: 1,
+                cache_sentences: 2,
+                prompt_cache: String::new(),
+                ..TtsConfig::default()
+            };
+            TtsPool::start(Path::new("models"), &cfg).expect("espeak-ng")
+        };
+        let (en, es) = (pool("en-us"), pool("es-419"));
+        let offer = "Para español, oprima nueve.".to_string();
+        en.say_as(&es, std::slice::from_ref(&offer));
+        let spanish = es.cache.lock().get(&offer).cloned().expect("synthesised");
+        // Fill the English cache past its size.
+        en.prewarm(&["One. Two. Three.".to_string()]);
+        let (rx, parts) = en
+            .speak(
+                "How can I help? Para español, oprima nueve.",
+                Arc::default(),
+            )
+            .unwrap();
+        assert_eq!(parts[parts.len() - 1], offer);
+        let mut rx = rx;
+        let mut got = None;
+        while let Some(c) = rx.blocking_recv() {
+            if c.text == offer {
+                got = Some(c);
+            }
+        }
+        let got = got.expect("the offer is said");
+        assert!(got.cached);
+        assert_eq!(got.ulaw, spanish, "in the Spanish voice");
+        let english = Espeak::new("en-us", 1.0)
+            .unwrap()
+            .speak(&offer, &Arc::default())
+            .unwrap()
+            .unwrap();
+        assert_ne!(*got.ulaw, english);
     }
 }

@@ -119,14 +119,17 @@ impl DialogueFactory for AgentFactory {
 
     fn prompts(&self) -> Vec<String> {
         let rt = self.slot.get();
-        let mut p = fixed_prompts(&rt.agent, rt.lang);
-        // The greeting's language menu is said by the main voice.
-        p.extend(
-            rt.locales
-                .values()
-                .filter_map(|l| l.agent.menu.as_ref().map(|m| m.offer.clone())),
-        );
-        p
+        fixed_prompts(&rt.agent, rt.lang)
+    }
+
+    /// The greeting's language menu: each offer in its own language.
+    fn foreign_prompts(&self) -> Vec<(String, String)> {
+        self.slot
+            .get()
+            .locales
+            .iter()
+            .filter_map(|(l, r)| r.agent.menu.as_ref().map(|m| (l.clone(), m.offer.clone())))
+            .collect()
     }
 
     fn languages(&self) -> Vec<String> {
