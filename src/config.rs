@@ -82,9 +82,9 @@ impl Default for ServerConfig {
             max_calls: 32,
             max_calls_per_number: 4,
             drain_timeout_ms: 30_000,
-            closing_prompt:
-                "I'm sorry, this line has to close now. Please call us back in a minute. Goodbye."
-                    .into(),
+            closing_prompt: crate::nlu::lang::Lang::En
+                .phrase(crate::nlu::lang::Phrase::Closing)
+                .into(),
         }
     }
 }

@@ -60,6 +60,9 @@ pub enum Phrase {
     /// The caller only greeted ("Hi, good afternoon."): greet back and
     /// invite the request.
     GreetBack,
+    /// The node is closing and ends the call (the main language's is
+    /// `server.closing_prompt`).
+    Closing,
 }
 
 impl Lang {
@@ -160,6 +163,13 @@ impl Lang {
             }
             (Self::En, GreetBack) => "Hello! How can I help you today?",
             (Self::Es, GreetBack) => "¡Hola! ¿En qué puedo ayudarle?",
+            (Self::En, Closing) => {
+                "I'm sorry, this line has to close now. Please call us back in a minute. Goodbye."
+            }
+            (Self::Es, Closing) => {
+                "Lo siento, esta línea tiene que cerrarse ahora. Vuelva a llamarnos dentro de \
+                 un minuto, por favor. Adiós."
+            }
         }
     }
 

@@ -613,8 +613,15 @@ impl CallCore {
     fn on_closing(&mut self) {
         self.closing = true;
         tracing::info!(call = %self.meta.call_id, "node closing: ending the call");
+        // The configured prompt is the main language's; a caller in
+        // another hears that language's.
+        let lang = self.voice_language();
+        let say = match self.cfg.languages.first() {
+            Some(main) if *main != lang => lang.phrase(Phrase::Closing).to_string(),
+            _ => self.cfg.closing_prompt.clone(),
+        };
         let reply = Reply {
-            say: self.cfg.closing_prompt.clone(),
+            say,
             actions: vec![Action::Hangup],
             source: "closing".into(),
         };

@@ -593,6 +593,29 @@ fn closing_says_goodbye_ignores_the_caller_and_hangs_up() {
 }
 
 #[test]
+fn a_caller_in_another_language_is_told_the_line_closes_in_it() {
+    use crate::nlu::lang::Lang;
+    let cfg = CoreConfig {
+        languages: vec![Lang::En, Lang::Es],
+        ..desk_cfg()
+    };
+    let mut s = Sim::new(cfg);
+    s.input(Input::Answer {
+        turn: None,
+        reply: say("Hola."),
+        expect: Expect::Open,
+        language: Some(Lang::Es),
+    });
+    s.synthesise(1, "Hola.");
+    s.play_marks();
+    s.input(Input::Closing);
+    assert!(
+        s.has(|e| matches!(e, Effect::Speak { lang: Lang::Es, text, .. }
+        if text.starts_with("Lo siento, esta línea tiene que cerrarse")))
+    );
+}
+
+#[test]
 fn a_failed_transfer_keeps_the_caller_with_the_bot() {
     let mut s = Sim::greeted(CoreConfig::default(), "Hello.", Vec::new());
     s.play_marks();
