@@ -87,7 +87,7 @@ impl CallCore {
             return;
         }
         let (onset, last_voice) = (t.onset, t.last_voice);
-        let full = (last_voice - onset) / 16 >= self.cfg.identify_ms;
+        let full = last_voice.saturating_sub(onset) / 16 >= self.cfg.identify_ms;
         let audio = Arc::new(self.slice(
             onset.saturating_sub(self.preroll()),
             last_voice + TAIL_SAMPLES,
@@ -267,19 +267,15 @@ impl CallCore {
             .map(|t| t.index)
             .collect();
         for turn in held {
+            if self.language.is_none() && !failed {
+                // Not settled: asked again from the whole turn (if nothing
+                // else is being identified).
+                self.identify_ended(turn);
+                continue;
+            }
             let Some(t) = self.ended.iter_mut().find(|t| t.index == turn) else {
                 continue;
             };
-            if self.language.is_none() && !failed {
-                if !t.ident_asked {
-                    let (from, to) = (t.onset, t.last_voice);
-                    let audio = Arc::new(
-                        self.slice(from.saturating_sub(self.preroll()), to + TAIL_SAMPLES),
-                    );
-                    self.identify(turn, audio, true);
-                }
-                continue;
-            }
             t.released = true;
             if let Some((tr, spec)) = t.held.take() {
                 self.on_final(turn, tr, spec);
