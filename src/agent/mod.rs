@@ -673,7 +673,9 @@ impl Agent {
     /// The encoder this agent's turns are embedded with: `base`, or `base`
     /// fine-tuned on the agent's examples when `nlu.fine_tune` is set.
     pub fn encoder(&self, base: Arc<Embedder>) -> Result<Arc<Embedder>, AgentError> {
-        if !self.file.nlu.fine_tune {
+        // Tuning is written for MiniLM's layers; the multilingual encoder
+        // serves as it is.
+        if !self.file.nlu.fine_tune || base.is_multilingual() {
             return Ok(base);
         }
         let params = crate::nlu::tune::TuneParams {

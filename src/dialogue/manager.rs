@@ -74,7 +74,9 @@ impl AgentRuntime {
             locales.insert(lang, Self::from_agent(a, embedder.clone())?);
         }
         // Intents, articles and sentiment read one embedding per turn, so
-        // all three are built on the encoder the agent asks for.
+        // all three are built on the encoder the agent asks for, in its
+        // language.
+        let embedder = embedder.for_language(&agent.file.agent.language);
         let embedder = agent.encoder(embedder)?;
         let intents = agent.build_intent_model(embedder.clone())?;
         let lang = Lang::parse(&agent.file.agent.language).unwrap_or_default();

@@ -3,17 +3,63 @@
 //! sentence-transformers' pooling config for this model says.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
-use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
+use candle_transformers::models::bert::{BertEncoder, Config};
+use tokenizers::{Tokenizer, TruncationParams};
+
+use super::unigram::Unigram;
 
 use super::NluError;
 use crate::derived::{self, DiskCache};
 
 /// Where `models/fetch.py` puts the model.
 pub const DEFAULT_DIR: &str = "models/nlu/all-MiniLM-L6-v2";
+/// The encoder for languages other than English, beside the default one
+/// (`models/fetch.py --with-base`): multilingual-e5-small.
+pub const MULTILINGUAL: &str = "multilingual-e5-small";
+
+/// Sentences of every kind, in the languages the multilingual encoder
+/// serves, whose mean is taken out of its vectors. e5 puts any two
+/// sentences at a cosine of 0.75 or more (one direction is common to all);
+/// without it, the similarities MiniLM's thresholds were set on (articles
+/// at 0.62, "understood" at 0.7) would pass nearly anything.
+const CENTRE_ON: &[&str] = &[
+    "what's the weather like tomorrow",
+    "i would like to book a table for two",
+    "can you help me with my account",
+    "the train leaves at seven in the morning",
+    "my daughter plays the piano",
+    "how do i reset my password",
+    "thank you very much goodbye",
+    "where is the nearest pharmacy",
+    "i lost my keys yesterday",
+    "please send me the invoice",
+    "who won the football match",
+    "yes",
+    "no thanks",
+    "hello",
+    "i want to talk to someone",
+    "the package never arrived",
+    "qué tiempo hará mañana",
+    "quisiera reservar una mesa para dos",
+    "me puede ayudar con mi cuenta",
+    "el tren sale a las siete de la mañana",
+    "mi hija toca el piano",
+    "cómo cambio mi contraseña",
+    "muchas gracias adiós",
+    "dónde está la farmacia más cercana",
+    "ayer perdí las llaves",
+    "por favor envíeme la factura",
+    "quién ganó el partido de fútbol",
+    "sí",
+    "no gracias",
+    "hola",
+    "quiero hablar con alguien",
+    "el paquete nunca llegó",
+];
 /// The model's output size.
 pub const DIM: usize = 384;
 /// Caller turns are short; longer text is truncated (the model was trained on
@@ -28,13 +74,73 @@ type Embedded = Vec<(usize, Vec<f32>)>;
 pub struct Embedder {
     /// Where the base model lives (fine-tuning starts from it).
     dir: PathBuf,
-    model: BertModel,
-    tokenizer: Tokenizer,
+    model: Model,
+    tokenizer: Tokens,
     device: Device,
     /// The weights (base and tuned) the vectors depend on.
     identity: Vec<u8>,
     /// Embeddings of fixed texts, kept beside the model.
     fixed: DiskCache,
+    /// What the model was trained to see before every sentence (e5's
+    /// "query: "), from sentence-transformers' `default_prompt_name`.
+    prefix: String,
+    /// Taken out of every vector before it is normalised (see `CENTRE_ON`).
+    centre: Option<Vec<f32>>,
+    /// The encoder for other languages, loaded when an agent first needs it.
+    multilingual: std::sync::OnceLock<Option<Arc<Embedder>>>,
+}
+
+/// The prompt a sentence-transformers folder asks every sentence to start
+/// with (`config_sentence_transformers.json`), or none.
+fn default_prompt(dir: &Path) -> Result<String, NluError> {
+    let path = dir.join("config_sentence_transformers.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(String::new());
+    };
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| NluError::Model(format!("{}: {e}", path.display())))?;
+    Ok(v.get("default_prompt_name")
+        .and_then(|n| v.get("prompts")?.get(n.as_str()?)?.as_str())
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// How sentences become token ids.
+enum Tokens {
+    /// WordPiece and the like, through `tokenizers` (truncating).
+    Crate(Box<Tokenizer>),
+    /// SentencePiece unigram, ours (see `unigram`).
+    Unigram(Unigram),
+}
+
+impl Tokens {
+    fn load(path: &Path) -> Result<Self, NluError> {
+        if let Some(u) = Unigram::from_file(path)? {
+            return Ok(Self::Unigram(u));
+        }
+        let mut t = Tokenizer::from_file(path)
+            .map_err(|e| NluError::Model(format!("{}: {e}", path.display())))?;
+        t.with_truncation(Some(TruncationParams {
+            max_length: MAX_TOKENS,
+            ..Default::default()
+        }))
+        .map_err(|e| NluError::Model(e.to_string()))?;
+        t.with_padding(None);
+        Ok(Self::Crate(Box::new(t)))
+    }
+
+    /// Each text's ids, special tokens included, at most MAX_TOKENS.
+    fn encode(&self, texts: Vec<String>) -> Result<Vec<Vec<u32>>, NluError> {
+        match self {
+            Self::Crate(t) => Ok(t
+                .encode_batch(texts, true)
+                .map_err(|e| NluError::Model(e.to_string()))?
+                .iter()
+                .map(|e| e.get_ids().to_vec())
+                .collect()),
+            Self::Unigram(u) => Ok(texts.iter().map(|t| u.encode(t, MAX_TOKENS)).collect()),
+        }
+    }
 }
 
 /// Files of embedded example sets kept (one per agent version and language).
@@ -74,7 +180,8 @@ impl Embedder {
         let files: Vec<PathBuf> = std::iter::once(weights)
             .chain(tuned.map(Path::to_path_buf))
             .collect();
-        let mut identity = format!("mean-l2-{MAX_TOKENS}-v1").into_bytes();
+        let prefix = default_prompt(dir)?;
+        let mut identity = format!("mean-l2-{MAX_TOKENS}-v1{prefix}").into_bytes();
         for f in &files {
             identity.extend(derived::model_identity(f));
             identity.extend(
@@ -94,16 +201,9 @@ impl Embedder {
         #[allow(unsafe_code)]
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &device) }
             .map_err(|e| NluError::Model(e.to_string()))?;
-        let model = BertModel::load(vb, &config).map_err(|e| NluError::Model(e.to_string()))?;
-        let mut tokenizer = Tokenizer::from_file(&tok_path)
-            .map_err(|e| NluError::Model(format!("{}: {e}", tok_path.display())))?;
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: MAX_TOKENS,
-                ..Default::default()
-            }))
+        let model = Model::load(&files[0], vb, &config, &device)
             .map_err(|e| NluError::Model(e.to_string()))?;
-        tokenizer.with_padding(Some(PaddingParams::default()));
+        let tokenizer = Tokens::load(&tok_path)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             model,
@@ -111,7 +211,58 @@ impl Embedder {
             device,
             identity,
             fixed,
+            prefix,
+            centre: None,
+            multilingual: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The multilingual encoder in `dir`, centred on `CENTRE_ON`.
+    pub fn load_multilingual(dir: &Path) -> Result<Self, NluError> {
+        let mut e = Self::load(dir)?;
+        let v = e.embed_fixed(&CENTRE_ON.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+        let mut centre = vec![0f32; v.first().map_or(0, Vec::len)];
+        for x in &v {
+            for (c, y) in centre.iter_mut().zip(x) {
+                *c += y / v.len() as f32;
+            }
+        }
+        e.identity.extend(b"-centred");
+        e.centre = Some(centre);
+        Ok(e)
+    }
+
+    /// The encoder that understands `language` (ISO 639-1): this one for
+    /// English, else the multilingual one beside it when it is installed
+    /// (else this one, which then reads the language's words as best it can).
+    pub fn for_language(self: &Arc<Self>, language: &str) -> Arc<Self> {
+        if language == "en" || self.centre.is_some() {
+            return self.clone();
+        }
+        let other = self.multilingual.get_or_init(|| {
+            let dir = self.dir.parent()?.join(MULTILINGUAL);
+            if !dir.join("model.safetensors").exists() {
+                tracing::warn!(
+                    language,
+                    "no multilingual encoder installed (scripts/setup.sh --with-base); \
+                     this language is understood with the English one"
+                );
+                return None;
+            }
+            match Self::load_multilingual(&dir) {
+                Ok(e) => Some(Arc::new(e)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "multilingual encoder failed to load");
+                    None
+                }
+            }
+        });
+        other.clone().unwrap_or_else(|| self.clone())
+    }
+
+    /// Whether this is the multilingual encoder (which is not fine-tuned).
+    pub fn is_multilingual(&self) -> bool {
+        self.centre.is_some()
     }
 
     /// The base model's directory.
@@ -190,22 +341,25 @@ impl Embedder {
             return Ok(Vec::new());
         }
         let err = |e: candle_core::Error| NluError::Model(e.to_string());
-        let enc = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| NluError::Model(e.to_string()))?;
-        let len = enc.iter().map(|e| e.get_ids().len()).max().unwrap_or(0);
-        let n = texts.len();
+        let texts: Vec<String> = texts
+            .iter()
+            .map(|t| format!("{}{t}", self.prefix))
+            .collect();
+        let enc = self.tokenizer.encode(texts)?;
+        let len = enc.iter().map(Vec::len).max().unwrap_or(0);
+        let n = enc.len();
+        // Padded to the longest; the mask keeps padding out of attention
+        // and out of the mean.
         let mut ids = Vec::with_capacity(n * len);
         let mut mask = Vec::with_capacity(n * len);
         for e in &enc {
-            ids.extend(e.get_ids().iter().map(|&x| x as i64));
-            mask.extend(e.get_attention_mask().iter().map(|&x| x as i64));
+            ids.extend(e.iter().map(|&x| i64::from(x)));
+            ids.resize(ids.len() + len - e.len(), 0);
+            mask.extend((0..len).map(|i| i64::from(i < e.len())));
         }
         let ids = Tensor::from_vec(ids, (n, len), &self.device).map_err(err)?;
         let mask = Tensor::from_vec(mask, (n, len), &self.device).map_err(err)?;
-        let types = ids.zeros_like().map_err(err)?;
-        let hidden = self.model.forward(&ids, &types, Some(&mask)).map_err(err)?;
+        let hidden = self.model.forward(&ids, &mask).map_err(err)?;
         // Mean over real tokens only.
         let m = mask
             .to_dtype(DType::F32)
@@ -225,7 +379,77 @@ impl Embedder {
         let unit = mean
             .broadcast_div(&norm.clamp(1e-12, f32::MAX).map_err(err)?)
             .map_err(err)?;
-        unit.to_vec2::<f32>().map_err(err)
+        let mut out = unit.to_vec2::<f32>().map_err(err)?;
+        if let Some(c) = &self.centre {
+            for v in &mut out {
+                for (x, m) in v.iter_mut().zip(c) {
+                    *x -= m;
+                }
+                let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                v.iter_mut().for_each(|x| *x /= n);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// BERT as candle-transformers runs it, but with the word table kept in
+/// the type its file stores it in: multilingual-e5's 250,037 × 384 table
+/// is 192 MB as f16 and would be 384 MB as f32, for the few rows a
+/// sentence reads.
+struct Model {
+    words: Tensor,
+    positions: Tensor,
+    /// Token type 0's row (sentences are single segments).
+    segment: Tensor,
+    norm: candle_nn::LayerNorm,
+    encoder: BertEncoder,
+}
+
+impl Model {
+    fn load(
+        base: &Path,
+        vb: VarBuilder,
+        config: &Config,
+        device: &Device,
+    ) -> candle_core::Result<Self> {
+        // SAFETY: as for the VarBuilder above (read-only, replaced by rename).
+        #[allow(unsafe_code)]
+        let words = unsafe { candle_core::safetensors::MmapedSafetensors::new(base)? }
+            .load("embeddings.word_embeddings.weight", device)?;
+        let h = config.hidden_size;
+        let e = vb.pp("embeddings");
+        Ok(Self {
+            words,
+            positions: e.get(
+                (config.max_position_embeddings, h),
+                "position_embeddings.weight",
+            )?,
+            segment: e
+                .get((config.type_vocab_size, h), "token_type_embeddings.weight")?
+                .get(0)?,
+            norm: candle_nn::layer_norm(h, config.layer_norm_eps, e.pp("LayerNorm"))?,
+            encoder: BertEncoder::load(vb.pp("encoder"), config)?,
+        })
+    }
+
+    /// Hidden states of `ids` (n × len, u32) where `mask` (n × len, 1 for
+    /// real tokens) allows.
+    fn forward(&self, ids: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+        use candle_core::Module;
+        let (n, len) = ids.dims2()?;
+        let x = self
+            .words
+            .index_select(&ids.flatten_all()?, 0)?
+            .to_dtype(DType::F32)?
+            .reshape((n, len, ()))?
+            .broadcast_add(&self.positions.narrow(0, 0, len)?)?
+            .broadcast_add(&self.segment)?;
+        let x = self.norm.forward(&x)?;
+        // Padding gets the most negative score before the softmax.
+        let bias =
+            ((mask.to_dtype(DType::F32)? - 1.0)? * f64::from(f32::MAX))?.reshape((n, 1, 1, len))?;
+        self.encoder.forward(&x, &bias)
     }
 }
 

@@ -12,6 +12,7 @@ pub mod numbers;
 pub mod scope;
 pub mod sentiment;
 pub mod tune;
+mod unigram;
 
 use thiserror::Error;
 

@@ -40,6 +40,10 @@ pub struct TuneParams {
     pub layers: usize,
     /// Cosine-softmax temperature: logits are `scale × cos`.
     pub scale: f64,
+    /// Additive cosine margin (CosFace): the true intent's cosine counts
+    /// `margin` less in training, so examples must sit that much closer to
+    /// their own intent than to any other before the loss lets go.
+    pub margin: f64,
     /// Word pieces kept per example (caller turns are short).
     pub max_tokens: usize,
     /// Dropout in the trained layers (attention and outputs), as BERT was
@@ -57,6 +61,7 @@ impl Default for TuneParams {
             batch: 32,
             layers: 4,
             scale: 20.0,
+            margin: 0.0,
             max_tokens: 48,
             dropout: 0.1,
             seed: 7,
@@ -539,7 +544,14 @@ pub fn fine_tune(
                 let x = enc.frozen(&b.ids, &b.bias)?;
                 let emb = enc.trained(&x, &b.bias, &b.mask, p.dropout)?;
                 let w = unit_rows(head.as_tensor())?;
-                let logits = (emb.matmul(&w.t()?)? * p.scale)?;
+                let cos = emb.matmul(&w.t()?)?;
+                let cos = if p.margin > 0.0 {
+                    let hot = candle_nn::encoding::one_hot(b.labels.clone(), classes, 1f32, 0f32)?;
+                    (cos - (hot * p.margin)?)?
+                } else {
+                    cos
+                };
+                let logits = (cos * p.scale)?;
                 let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
                 let picked = logp.gather(&b.labels.unsqueeze(1)?, 1)?;
                 picked.mean_all()?.neg()

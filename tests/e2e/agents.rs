@@ -594,3 +594,40 @@ fn only_plain_english_skips_waiting_for_the_callers_language() {
         assert!(!conv.understands(t), "{t:?} is not plainly English");
     }
 }
+
+/// A Spanish caller's requests are read by multilingual-e5 (installed by
+/// `scripts/setup.sh --with-base`), not by the English MiniLM, and it
+/// understands them far better: on `agents/bank/eval/intents_es.csv`
+/// (written for this, never trained on) measured 95.7 % of known requests
+/// on the right intent before rejection and 85.3 % of all items right with
+/// the agent's rule, against 78.3 % and 62.7 % for MiniLM.
+#[test]
+fn spanish_requests_are_understood_by_the_multilingual_encoder() {
+    let rt = AgentRuntime::load_with(Path::new("agents/bank"), embedder()).unwrap();
+    let es = &rt.locales["es"];
+    assert!(
+        es.intents.embedder().is_multilingual(),
+        "the Spanish agent must use models/nlu/multilingual-e5-small"
+    );
+    assert!(
+        !rt.intents.embedder().is_multilingual(),
+        "English stays on MiniLM"
+    );
+    let test = eval::read_csv(Path::new("agents/bank/eval/intents_es.csv")).unwrap();
+    let served = eval::evaluate(&es.intents, &test).unwrap();
+    let english = es.agent.build_intent_model(embedder()).unwrap();
+    let before = eval::evaluate(&english, &test).unwrap();
+    let top1 = |r: &eval::NluReport| r.trade_off.first().map_or(0.0, |t| t.in_scope_accuracy);
+    eprintln!(
+        "Spanish intents: multilingual-e5 {:.1} % right ({:.1} % top-1), MiniLM {:.1} % ({:.1} %), p50 {:.1} ms",
+        100.0 * served.accuracy,
+        100.0 * top1(&served),
+        100.0 * before.accuracy,
+        100.0 * top1(&before),
+        served.latency_ms_p50
+    );
+    assert!(top1(&served) >= 0.9, "{served:?}");
+    assert!(served.accuracy >= 0.8, "{served:?}");
+    assert!(top1(&served) >= top1(&before) + 0.1);
+    assert!(served.accuracy >= before.accuracy + 0.1);
+}
