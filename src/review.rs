@@ -48,6 +48,8 @@ pub struct Item {
     pub why: &'static str,
     pub top_intent: Option<String>,
     pub at_ms: i64,
+    /// The call's language: turns group with their own language only.
+    pub language: String,
 }
 
 /// The turns of `calls` that need a look, oldest call first.
@@ -63,6 +65,7 @@ pub fn queue(calls: &[Interaction]) -> Vec<Item> {
                     why: reason(t)?,
                     top_intent: t.intents.first().map(|(n, _)| n.clone()),
                     at_ms: i.started_ms,
+                    language: i.language.clone(),
                 })
             })
         })
@@ -73,6 +76,8 @@ pub fn queue(calls: &[Interaction]) -> Vec<Item> {
 #[derive(Debug, Clone, Serialize)]
 pub struct Group {
     pub size: usize,
+    /// The language its turns were said in.
+    pub language: String,
     /// A few of the texts, the first one the group's seed.
     pub examples: Vec<String>,
     /// Why its turns were queued, with counts.
@@ -94,17 +99,17 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
     ab / (aa.sqrt() * bb.sqrt()).max(1e-12)
 }
 
-/// Groups `items` (with `emb[i]` the embedding of `items[i].text`): each
-/// joins the first group whose seed is at least `min_similarity` alike,
-/// else starts one. Biggest groups first.
+/// Groups `items` (with `emb[i]` the embedding of `items[i].text`, by the
+/// encoder of its language): each joins the first group of its language
+/// whose seed is at least `min_similarity` alike, else starts one. Biggest
+/// groups first.
 pub fn group(items: &[Item], emb: &[Vec<f32>], min_similarity: f32) -> Vec<Group> {
     let mut seeds: Vec<usize> = Vec::new();
     let mut members: Vec<Vec<usize>> = Vec::new();
     for (i, e) in emb.iter().enumerate().take(items.len()) {
-        match seeds
-            .iter()
-            .position(|&s| cosine(&emb[s], e) >= min_similarity)
-        {
+        match seeds.iter().position(|&s| {
+            items[s].language == items[i].language && cosine(&emb[s], e) >= min_similarity
+        }) {
             Some(g) => members[g].push(i),
             None => {
                 seeds.push(i);
@@ -133,6 +138,7 @@ pub fn group(items: &[Item], emb: &[Vec<f32>], min_similarity: f32) -> Vec<Group
             }
             Group {
                 size: m.len(),
+                language: items[m[0]].language.clone(),
                 examples,
                 why,
                 leaned_to,
@@ -171,9 +177,10 @@ pub fn render(calls: usize, turns: usize, groups: &[Group], similarity: f32, top
         };
         let _ = writeln!(
             out,
-            "\n#{:<3} {} turns  ({})  model leaned to: {leaned}",
+            "\n#{:<3} {} turns [{}]  ({})  model leaned to: {leaned}",
             n + 1,
             g.size,
+            g.language,
             why.join(", ")
         );
         for e in &g.examples {
@@ -242,5 +249,23 @@ mod tests {
         assert_eq!(g[0].why["not understood"], 2);
         assert_eq!(g[0].leaned_to, [("hours".to_string(), 2)]);
         assert_eq!(g[1].examples, ["mortgage"]);
+
+        // A Spanish call's turn never joins an English group, however
+        // alike the numbers (each language has its own encoder).
+        let es = Interaction {
+            id: "c2".into(),
+            language: "es".into(),
+            turns: vec![turn("criptomonedas", "fallback", "fell_back", 0.2)],
+            ..Default::default()
+        };
+        let mut q2 = q.clone();
+        q2.extend(queue(&[es]));
+        let mut emb2 = emb.clone();
+        emb2.push(vec![1.0, 0.1]);
+        let g = group(&q2, &emb2, 0.8);
+        assert_eq!(g.len(), 3);
+        assert_eq!(g[0].size, 2);
+        let es = g.iter().find(|g| g.language == "es").unwrap();
+        assert_eq!(es.examples, ["criptomonedas"]);
     }
 }

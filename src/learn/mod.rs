@@ -47,20 +47,31 @@ pub struct Split {
     pub to_write: BTreeMap<String, usize>,
 }
 
-pub fn split(agent: &Agent, labels: &[Label]) -> Split {
+/// `languages`: the language of each labelled call (by interaction id);
+/// a turn said in one of the agent's further languages is learned by that
+/// language's agent, not as an example of the agent's own.
+pub fn split(agent: &Agent, labels: &[Label], languages: &HashMap<String, String>) -> Split {
     let mut s = Split::default();
     for l in labels {
         match l.kind {
             LabelKind::Intent => {
-                let known = agent.intent(&l.value).is_some()
+                let lang = languages
+                    .get(&l.interaction_id)
+                    .filter(|lang| agent.locales.contains_key(lang.as_str()));
+                let a = lang.map_or(agent, |lang| &agent.locales[lang]);
+                let known = a.intent(&l.value).is_some()
                     || l.value
                         .strip_prefix("kb:")
-                        .is_some_and(|id| agent.kb.iter().any(|a| a.id == id));
+                        .is_some_and(|id| a.kb.iter().any(|x| x.id == id));
                 if !known {
                     s.unknown_intent += 1;
                     continue;
                 }
-                let pair = (l.text.clone(), l.value.clone());
+                let value = match lang {
+                    Some(lang) => format!("{lang}/{}", l.value),
+                    None => l.value.clone(),
+                };
+                let pair = (l.text.clone(), value);
                 if held_out(l) {
                     s.held_out.push(pair);
                 } else {
@@ -78,10 +89,17 @@ pub fn split(agent: &Agent, labels: &[Label]) -> Split {
 }
 
 /// `agent` with `examples` ((text, intent or kb:ARTICLE)) added to its own.
+/// Examples for a further language (`LANG/NAME`) join that language's agent.
 pub fn with_examples(agent: &Agent, examples: &[(String, String)]) -> Agent {
     let mut a = agent.clone();
+    let mut further: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     for (text, name) in examples {
-        if let Some(id) = name.strip_prefix("kb:") {
+        if let (Some(lang), rest) = in_language(agent, name) {
+            further
+                .entry(lang.to_string())
+                .or_default()
+                .push((text.clone(), rest.to_string()));
+        } else if let Some(id) = name.strip_prefix("kb:") {
             if let Some(art) = a.kb.iter_mut().find(|x| x.id == id) {
                 if !art.questions.contains(text) {
                     art.questions.push(text.clone());
@@ -91,6 +109,12 @@ pub fn with_examples(agent: &Agent, examples: &[(String, String)]) -> Agent {
             if !i.examples.contains(text) {
                 i.examples.push(text.clone());
             }
+        }
+    }
+    for (lang, ex) in further {
+        if let Some(loc) = a.locales.get(&lang) {
+            let learned = with_examples(loc, &ex);
+            a.locales.insert(lang, learned);
         }
     }
     a
@@ -151,13 +175,47 @@ pub async fn queue(
         .into_iter()
         .filter(|i| !labelled.contains(&(i.interaction.clone(), i.turn)))
         .collect();
-    let texts: Vec<String> = items.iter().map(|i| i.text.to_lowercase()).collect();
-    let emb = tokio::task::spawn_blocking(move || embedder.embed_many(&texts)).await??;
+    let texts: Vec<(String, String)> = items
+        .iter()
+        .map(|i| (i.language.clone(), i.text.to_lowercase()))
+        .collect();
+    let emb = tokio::task::spawn_blocking(move || embed_in_language(&embedder, &texts)).await??;
     Ok(Queue {
         calls: calls.len(),
         turns: items.len(),
         groups: review::group(&items, &emb, similarity),
     })
+}
+
+/// Each (language, text) embedded by its language's encoder
+/// ([`Embedder::for_language`]), in order.
+fn embed_in_language(
+    embedder: &Arc<Embedder>,
+    texts: &[(String, String)],
+) -> Result<Vec<Vec<f32>>, crate::nlu::NluError> {
+    let mut out = vec![Vec::new(); texts.len()];
+    let mut langs: Vec<&str> = texts.iter().map(|(l, _)| l.as_str()).collect();
+    langs.sort_unstable();
+    langs.dedup();
+    for lang in langs {
+        let idx: Vec<usize> = (0..texts.len()).filter(|&i| texts[i].0 == lang).collect();
+        let these: Vec<&str> = idx.iter().map(|&i| texts[i].1.as_str()).collect();
+        let v = embedder.for_language(lang).embed_many(&these)?;
+        for (i, e) in idx.into_iter().zip(v) {
+            out[i] = e;
+        }
+    }
+    Ok(out)
+}
+
+/// A learned example's target in a further language of the agent is
+/// written `LANG/NAME` (`es/check_balance`, `es/kb:fees`); in the agent's
+/// own language, `NAME`.
+fn in_language<'a>(agent: &Agent, name: &'a str) -> (Option<&'a str>, &'a str) {
+    match name.split_once('/') {
+        Some((lang, rest)) if agent.locales.contains_key(lang) => (Some(lang), rest),
+        _ => (None, name),
+    }
 }
 
 /// A turn as people name it: `CALL#TURN`.
@@ -288,8 +346,12 @@ pub fn measure(
         ..Default::default()
     };
     for (text, want) in held_out {
+        let (rt, want) = match want.split_once('/') {
+            Some((lang, rest)) if rt.locales.contains_key(lang) => (&rt.locales[lang], rest),
+            _ => (rt, want.as_str()),
+        };
         let g = rt.intents.classify(text)?;
-        if g.intent.as_deref() == Some(want.as_str()) {
+        if g.intent.as_deref() == Some(want) {
             f.held_out_right += 1;
         }
     }
@@ -343,7 +405,15 @@ pub async fn retrain(
     let current = store.agent_version(&name).await?;
     let old = examples_of(store, &name, current).await?;
     let labels = store.labels().await?;
-    let sp = split(&agent, &labels);
+    let mut languages = HashMap::new();
+    for l in &labels {
+        if !languages.contains_key(&l.interaction_id) {
+            if let Some(call) = store.interaction(&l.interaction_id).await? {
+                languages.insert(l.interaction_id.clone(), call.language);
+            }
+        }
+    }
+    let sp = split(&agent, &labels, &languages);
     let new = merge(&old, &sp.train);
     let learned = new.len() != old.len() || new.iter().any(|p| !old.contains(p));
     let version = store
@@ -595,8 +665,8 @@ mod tests {
             "mortgage rate",
         ));
         labels.push(label("x", 5, LabelKind::Noise, "", "uh"));
-        let s = split(&agent, &labels);
-        let again = split(&agent, &labels);
+        let s = split(&agent, &labels, &HashMap::new());
+        let again = split(&agent, &labels, &HashMap::new());
         assert_eq!(s.train, again.train);
         assert_eq!(s.train.len() + s.held_out.len(), 101);
         assert!(
@@ -631,6 +701,53 @@ mod tests {
         );
         assert_eq!(relabelled.len(), 2);
         assert!(relabelled.contains(&("what do you charge".into(), "check_balance".into())));
+    }
+
+    /// A turn labelled in a Spanish call teaches the Spanish agent, and its
+    /// name is checked against that agent; the English one is untouched.
+    #[test]
+    fn a_label_from_a_spanish_call_teaches_the_spanish_agent() {
+        let agent = Agent::load(Path::new("agents/bank")).unwrap();
+        let labels = vec![
+            label(
+                "es1",
+                1,
+                LabelKind::Intent,
+                "lost_card",
+                "se me cayó la tarjeta en el metro",
+            ),
+            label(
+                "es1",
+                2,
+                LabelKind::Intent,
+                "kb:fees",
+                "cuánto cobran de comisión",
+            ),
+            label(
+                "en1",
+                1,
+                LabelKind::Intent,
+                "lost_card",
+                "my card fell out of my pocket",
+            ),
+        ];
+        let languages = HashMap::from([("es1".to_string(), "es".to_string())]);
+        let s = split(&agent, &labels, &languages);
+        let all: Vec<(String, String)> = s.train.iter().chain(&s.held_out).cloned().collect();
+        assert!(all.contains(&(
+            "se me cayó la tarjeta en el metro".into(),
+            "es/lost_card".into()
+        )));
+        assert!(all.contains(&("cuánto cobran de comisión".into(), "es/kb:fees".into())));
+        assert!(all.contains(&("my card fell out of my pocket".into(), "lost_card".into())));
+        let a = with_examples(&agent, &all);
+        let es = &a.locales["es"];
+        let said = |a: &Agent, t: &str| a.training_examples().iter().any(|(x, _)| x == t);
+        assert!(said(es, "se me cayó la tarjeta en el metro"));
+        assert!(said(es, "cuánto cobran de comisión"));
+        assert!(!said(&a, "se me cayó la tarjeta en el metro"));
+        assert!(said(&a, "my card fell out of my pocket"));
+        assert!(!said(es, "my card fell out of my pocket"));
     }
 
     /// The gate: more test failures or fewer held-out turns right is worse;
