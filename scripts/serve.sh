@@ -4,8 +4,8 @@
 # `attendant serve`, e.g. scripts/serve.sh --listen 0.0.0.0:8080
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# --with-base: the multilingual Whisper the bank agent identifies and hears
-# Spanish with.
+# --with-base: the multilingual models the bank agent identifies, hears and
+# understands Spanish with (Whisper base, multilingual-e5-small).
 scripts/setup.sh --with-base
 cargo build --release --locked
 exec target/release/attendant serve "$@"

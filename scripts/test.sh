@@ -3,7 +3,8 @@
 # against a real server with real models. Reads ../shared/data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# --with-base: the multilingual Whisper that identifies a caller's language.
+# --with-base: the multilingual models (Whisper base identifies a caller's
+# language; multilingual-e5-small understands Spanish).
 scripts/setup.sh --with-base
 cargo fmt --all -- --check
 # One build of everything the tests use, the server binary included. Built by
