@@ -43,11 +43,11 @@ pub enum EvalCmd {
         json: Option<PathBuf>,
         #[arg(long, default_value = "models")]
         models_dir: PathBuf,
-        /// The sentence encoder: a folder under `<models-dir>/nlu/` (with
-        /// --agent, a language other than English is read by the
-        /// multilingual one when it is installed, as when served).
-        #[arg(long, default_value = "all-MiniLM-L6-v2")]
-        encoder: String,
+        /// The sentence encoder, a folder under `<models-dir>/nlu/`.
+        /// Without it, as served: MiniLM for English, multilingual-e5 for
+        /// an agent's other languages (see Embedder::for_language).
+        #[arg(long)]
+        encoder: Option<String>,
         /// With --agent: evaluate the agent in this further language (its
         /// `lang/<code>.toml` examples).
         #[arg(long, requires = "agent")]
@@ -276,7 +276,7 @@ struct NluEval {
     seed: u64,
     /// Fine-tune the encoder first, caching under the path.
     tune: Option<(attendant::nlu::tune::TuneParams, PathBuf)>,
-    encoder: String,
+    encoder: Option<String>,
     language: Option<String>,
 }
 
@@ -290,8 +290,9 @@ fn eval_nlu(
 ) -> anyhow::Result<()> {
     use attendant::nlu::{embed::Embedder, eval, intent::IntentModel};
     use std::sync::Arc;
-    let enc_dir = models_dir.join("nlu").join(&how.encoder);
-    let embedder = Arc::new(if how.encoder == attendant::nlu::embed::MULTILINGUAL {
+    let name = how.encoder.as_deref().unwrap_or("all-MiniLM-L6-v2");
+    let enc_dir = models_dir.join("nlu").join(name);
+    let embedder = Arc::new(if name == attendant::nlu::embed::MULTILINGUAL {
         Embedder::load_multilingual(&enc_dir)?
     } else {
         Embedder::load(&enc_dir)?
@@ -306,8 +307,11 @@ fn eval_nlu(
                 };
                 agent = a;
             }
-            // As served: the language's own encoder (see Embedder::for_language).
-            let encoder = agent.encoder(embedder.for_language(&agent.file.agent.language))?;
+            let base = match how.encoder {
+                Some(_) => embedder,
+                None => embedder.for_language(&agent.file.agent.language),
+            };
+            let encoder = agent.encoder(base)?;
             agent.build_intent_model(encoder)?
         }
         (None, Some(csv)) => {
