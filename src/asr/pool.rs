@@ -1,6 +1,7 @@
 //! Worker pool over any [`Recognizer`]. Final transcripts (end of turn)
-//! always go before partial hypotheses; partials are dropped rather than
-//! queued when the pool is busy, so they never delay an answer.
+//! always go before partial hypotheses; partials and speculative finals
+//! are refused rather than queued when every worker is busy, so they never
+//! delay an answer.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,6 +19,12 @@ use crate::nlu::lang::Lang;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Priority {
     Final,
+    /// A turn's final transcript guessed at a pause, before the turn is
+    /// known to be over: decoded with a final's priority when a worker is
+    /// free, refused when none is (the turn's real final follows anyway,
+    /// and a guess queued behind others only adds to everyone's wait; a
+    /// decode cannot be stopped once it runs).
+    Speculative,
     Partial,
 }
 
@@ -141,16 +148,14 @@ impl Lane {
             enqueued: Instant::now(),
             reply: tx,
         };
+        // Partials and guesses only use idle capacity: on a busy pool they
+        // would delay someone's answer.
+        let idle = || self.load.load(Ordering::SeqCst) < self.workers;
         let q = match prio {
             Priority::Final => &self.finals,
-            Priority::Partial => {
-                // Partials only use idle capacity: on a busy pool a running
-                // partial would delay someone's answer.
-                if self.load.load(Ordering::SeqCst) >= self.workers {
-                    return Err(AsrError::Busy);
-                }
-                &self.partials
-            }
+            Priority::Speculative if idle() => &self.finals,
+            Priority::Partial if idle() => &self.partials,
+            Priority::Speculative | Priority::Partial => return Err(AsrError::Busy),
         };
         let dead = self.dead.lock();
         if *dead {
@@ -499,5 +504,41 @@ mod tests {
         assert!(!lane.healthy());
         // Nothing waits for a worker that is gone.
         assert!(matches!(decode(&lane, 5), Err(AsrError::Closed)));
+    }
+
+    /// Decodes only once the test lets it.
+    struct Gated(crossbeam_channel::Receiver<()>);
+    impl Recognizer for Gated {
+        fn decode(&mut self, audio: &[f32]) -> Result<String, AsrError> {
+            let _ = self.0.recv();
+            Ok(audio.len().to_string())
+        }
+    }
+
+    #[test]
+    fn guesses_and_partials_wait_for_no_one_finals_queue() {
+        let (open, gate) = crossbeam_channel::unbounded();
+        let lane = Lane::start(
+            AsrEngine::Moonshine,
+            1,
+            4,
+            Arc::new(move || Ok(Box::new(Gated(gate.clone())) as _)),
+        )
+        .unwrap();
+        let submit = |n: usize, p| lane.submit(Arc::new(vec![0.0; n]), Spoken::Main, p);
+        // An idle worker takes a guess at once.
+        let guess = submit(3, Priority::Speculative).expect("idle lane");
+        // Busy now: another guess and a partial are refused, a final waits.
+        assert!(matches!(
+            submit(4, Priority::Speculative),
+            Err(AsrError::Busy)
+        ));
+        assert!(matches!(submit(5, Priority::Partial), Err(AsrError::Busy)));
+        let last = submit(6, Priority::Final).expect("finals queue");
+        open.send(()).unwrap();
+        open.send(()).unwrap();
+        let text = |p: Pending| p.result.blocking_recv().unwrap().unwrap().text;
+        assert_eq!(text(guess), "3");
+        assert_eq!(text(last), "6");
     }
 }
