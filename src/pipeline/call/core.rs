@@ -267,6 +267,20 @@ pub(super) struct PendingTurn {
     /// Let through without its language: understood in the main one, or
     /// identification failed.
     pub(super) released: bool,
+    /// The turn ended early (at a pause) that this one goes on from, while
+    /// that one still waits for its transcript.
+    pub(super) continues: Option<u32>,
+    /// What that earlier turn said. This turn's audio starts where that
+    /// one's did, so its own transcript covers those words (decoded with
+    /// the rest, not in halves); these serve when it hears nothing more.
+    pub(super) carried: Option<Carried>,
+}
+
+/// What a turn ended too early said, kept for the turn that goes on from it.
+#[derive(Debug, Clone)]
+pub(super) struct Carried {
+    pub(super) text: String,
+    pub(super) partials: Vec<String>,
 }
 
 /// A turn handed to the dialogue, waiting for its answer.
@@ -725,14 +739,42 @@ impl CallCore {
             return;
         };
         let t = self.ended.remove(pos);
+        // Callers read PINs and card numbers aloud: logs never hold the digits.
+        tracing::info!(call = %self.meta.call_id, turn, text = %mask_digits(&tr.text), queue_ms = tr.queue_ms, decode_ms = tr.decode_ms, speculative, "caller said");
+        self.answer(t, tr, speculative);
+    }
+
+    /// Hands an ended turn's words to the dialogue, with what earlier turns
+    /// cut too early said before them; or, when the caller already went on
+    /// from this one, to the turn in progress instead (one answer for the
+    /// whole utterance, not one for each half).
+    pub(super) fn answer(&mut self, t: PendingTurn, tr: Transcript, speculative: bool) {
+        let turn = t.index;
+        let (text, mut partials) = match &t.carried {
+            Some(c) if tr.text.is_empty() => (c.text.clone(), c.partials.clone()),
+            Some(c) => (tr.text.clone(), c.partials.clone()),
+            None => (tr.text.clone(), Vec::new()),
+        };
+        partials.extend(t.partials.iter().cloned());
+        if let Some(next) = self
+            .turn
+            .iter_mut()
+            .chain(self.ended.iter_mut())
+            .find(|n| n.continues == Some(turn))
+        {
+            if !text.is_empty() {
+                tracing::debug!(call = %self.meta.call_id, turn, next = next.index, "the caller went on: this turn's words open the next one");
+                next.carried = Some(Carried { text, partials });
+                return;
+            }
+        }
         let now = self.now;
         let eot_at = t.eot_at.unwrap_or(now);
-        // Callers read PINs and card numbers aloud: logs never hold the digits.
-        tracing::info!(call = %self.meta.call_id, turn, text = %mask_digits(&tr.text), decode_ms = tr.decode_ms, speculative, "caller said");
-        if tr.text.is_empty() {
+        if text.is_empty() {
             self.resume_if_paused();
             return;
         }
+        let tr = Transcript { text, ..tr };
         metrics()
             .asr_final
             .observe(now.duration_since(eot_at).as_secs_f64());
@@ -749,17 +791,19 @@ impl CallCore {
         let input = TurnInput {
             transcript: Some(tr.text.clone()),
             dtmf: None,
-            speech_ms: (t.last_voice - t.onset) / 16,
+            speech_ms: t.last_voice.saturating_sub(t.onset) / 16,
             index: turn,
             language: self.language.map(|l| l.code().to_string()),
         };
         let record = TurnRecord {
             index: turn,
             caller_text: keep(&tr.text),
-            partials: t.partials.iter().map(|p| keep(p)).collect(),
+            partials: partials.iter().map(|p| keep(p)).collect(),
             dtmf: None,
             speech_ms: input.speech_ms,
             timings: Timings {
+                // Its first part was ended at a pause the caller went on from.
+                cut_early: t.carried.is_some(),
                 end_of_turn_ms: Some(ms(eot_at.duration_since(t.last_voice_at))),
                 asr_final_ms: Some(ms(now.duration_since(eot_at))),
                 asr_decode_ms: Some(tr.decode_ms),

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::core::{AsrKind, CallCore, Effect, PendingTurn, Spec, MAX_TURN, TAIL_SAMPLES};
 use super::CallOutput;
-use crate::asr::{Priority, Purpose, Spoken};
+use crate::asr::{Priority, Purpose, Spoken, Transcript};
 use crate::dialogue::Expect;
 use crate::pipeline::endpoint;
 use crate::pipeline::metrics::metrics;
@@ -57,8 +57,9 @@ impl CallCore {
         }
         self.check_endpoint();
         // Trim the buffer: keep the pre-roll when idle, the whole turn otherwise.
+        // (A turn going on from one ended early starts before the detector's.)
         let live = match self.det.onset() {
-            Some(onset) => onset,
+            Some(onset) => self.turn.as_ref().map_or(onset, |t| t.onset.min(onset)),
             None => pos,
         };
         // Ended turns still waiting for a transcript keep their audio too.
@@ -114,13 +115,19 @@ impl CallCore {
     }
 
     pub(super) fn on_turn_event(&mut self, ev: TurnEvent, now: Instant) {
+        tracing::debug!(call = %self.meta.call_id, event = ?ev, bot_audible = self.bot_audible(), "turn event");
         match ev {
             TurnEvent::SpeechStarted { onset } => {
-                self.note_continuation(onset);
+                // Going on from a turn ended early that is not answered yet:
+                // this turn's audio starts where that one's did.
+                let continues = self
+                    .note_continuation(onset)
+                    .and_then(|i| self.ended.iter().find(|t| t.index == i))
+                    .map(|t| (t.index, t.onset));
                 self.turn_seq += 1;
                 self.turn = Some(PendingTurn {
                     index: self.turn_seq,
-                    onset,
+                    onset: continues.map_or(onset, |(_, o)| o),
                     last_voice: onset,
                     last_voice_at: now,
                     eot_at: None,
@@ -133,6 +140,8 @@ impl CallCore {
                     ident_asked: false,
                     held: None,
                     released: false,
+                    continues: continues.map(|(i, _)| i),
+                    carried: None,
                 });
                 self.last_partial_pos = onset;
                 if let Some(p) = self.playing.as_mut() {
@@ -150,10 +159,11 @@ impl CallCore {
                     self.interrupt();
                 }
             }
-            TurnEvent::Discarded => {
-                self.turn = None;
-                self.resume_if_paused();
-            }
+            TurnEvent::Discarded => match self.turn.take() {
+                // A noise after words carried into it: those still get their answer.
+                Some(t) if t.carried.is_some() => self.answer(t, Self::nothing_heard(), false),
+                _ => self.resume_if_paused(),
+            },
             TurnEvent::Resumed => {
                 if let Some(s) = self.turn.as_mut().and_then(|t| t.spec.take()) {
                     self.emit(Effect::CancelTranscribe(s.job));
@@ -189,7 +199,7 @@ impl CallCore {
                     job,
                     purpose,
                     spoken,
-                    priority: Priority::Final,
+                    priority: Priority::Speculative,
                     audio: audio.clone(),
                 });
                 self.emit(Effect::JudgeTurn {
@@ -251,17 +261,30 @@ impl CallCore {
 
     /// Speech that starts sooner after an early end than the fallback would
     /// have waited means the last turn was cut while the caller paused.
-    pub(super) fn note_continuation(&mut self, onset: u64) {
-        let Some((index, last_voice)) = self.last_early_end.take() else {
-            return;
-        };
+    /// Returns that turn's index.
+    pub(super) fn note_continuation(&mut self, onset: u64) -> Option<u32> {
+        let (index, last_voice) = self.last_early_end.take()?;
         let gap_ms = onset.saturating_sub(last_voice) / 16;
-        if gap_ms < self.det.config().max_silence_ms {
-            metrics().turns_cut_early.inc();
-            if let Some(r) = self.record.turns.iter_mut().find(|r| r.index == index) {
-                r.timings.cut_early = true;
-            }
-            tracing::info!(call = %self.meta.call_id, turn = index, gap_ms, "caller went on after an early end of turn");
+        if gap_ms >= self.det.config().max_silence_ms {
+            return None;
+        }
+        metrics().turns_cut_early.inc();
+        if let Some(r) = self.record.turns.iter_mut().find(|r| r.index == index) {
+            r.timings.cut_early = true;
+        }
+        tracing::info!(call = %self.meta.call_id, turn = index, gap_ms, "caller went on after an early end of turn");
+        Some(index)
+    }
+
+    /// The transcript of a turn with no words of its own.
+    pub(super) fn nothing_heard() -> Transcript {
+        Transcript {
+            text: String::new(),
+            audio_ms: 0,
+            queue_ms: 0,
+            decode_ms: 0,
+            engine: "",
+            language: None,
         }
     }
 
@@ -292,10 +315,15 @@ impl CallCore {
         self.last_early_end = (reason != "silence").then_some((t.index, last_voice));
         // A short "yes"/"mm-hm" over the bot is a backchannel, not a turn.
         if !t.confirmed && self.bot_audible() {
+            tracing::debug!(call = %self.meta.call_id, turn = t.index, "short sound over the bot: not a turn");
             if let Some(s) = t.spec.take() {
                 self.emit(Effect::CancelTranscribe(s.job));
             }
-            self.resume_if_paused();
+            if t.carried.is_some() {
+                self.answer(t, Self::nothing_heard(), false);
+            } else {
+                self.resume_if_paused();
+            }
             return;
         }
         metrics()

@@ -357,7 +357,8 @@ impl Driver {
                         });
                     }
                     Err(result) => {
-                        if job.kind != self::core::AsrKind::Partial {
+                        // A busy pool refuses partials and guesses by design.
+                        if priority == Priority::Final {
                             tracing::warn!(error = %result, "ASR unavailable");
                         }
                         core.handle(

@@ -446,6 +446,112 @@ fn a_backchannel_over_the_bot_is_not_a_turn() {
     assert!(s.has(|e| matches!(e, Effect::CancelTranscribe(id) if *id == spec.id)));
 }
 
+/// A turn Smart Turn ended at a pause, its transcript not back yet when
+/// the caller goes on: `(sim, turn 1's speculative job)`.
+fn ended_at_a_pause_then_went_on(went_on_ms: u64) -> (Sim, Job) {
+    let mut s = Sim::greeted(CoreConfig::default(), "Hello.", Vec::new());
+    s.play_marks();
+    s.audio(false, 200);
+    s.audio(true, 800);
+    s.audio(false, 300);
+    let spec = *s.jobs().last().expect("a speculative transcript");
+    s.input(Input::SmartTurn {
+        turn: 1,
+        pause: match spec.kind {
+            AsrKind::Speculative { last_voice } => last_voice,
+            _ => unreachable!(),
+        },
+        prob: 0.9,
+    });
+    assert!(s.asked_turns().is_empty(), "ended, the transcript not back");
+    s.audio(true, went_on_ms);
+    (s, spec)
+}
+
+#[test]
+fn words_after_an_early_end_are_answered_with_the_turn_they_go_on_from() {
+    let (mut s, spec) = ended_at_a_pause_then_went_on(500);
+    s.input(Input::Transcript {
+        job: spec,
+        result: Ok(transcript("I want to speak to an agent.")),
+    });
+    assert!(
+        s.asked_turns().is_empty(),
+        "not answered alone while the caller goes on"
+    );
+    s.audio(false, 300);
+    let spec2 = *s.jobs().last().unwrap();
+    assert_eq!(spec2.turn, 2);
+    let AsrKind::Speculative { last_voice } = spec2.kind else {
+        panic!("{spec2:?}")
+    };
+    s.input(Input::SmartTurn {
+        turn: 2,
+        pause: last_voice,
+        prob: 0.9,
+    });
+    // Its audio starts where the first part's did: one decode hears it all.
+    let sizes: Vec<usize> = s
+        .log
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Effect::Transcribe { job, audio, .. } if job.id == spec.id || job.id == spec2.id => {
+                Some(audio.len())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sizes.len(), 2);
+    assert!(
+        sizes[1] >= sizes[0] + 700 * 16,
+        "the first part's {} samples, the whole {}",
+        sizes[0],
+        sizes[1]
+    );
+    s.input(Input::Transcript {
+        job: spec2,
+        result: Ok(transcript("I want to speak to an agent please.")),
+    });
+    let asked = s.asked_turns();
+    assert_eq!(asked.len(), 1, "one answer for the whole utterance");
+    assert_eq!(
+        asked[0].transcript.as_deref(),
+        Some("I want to speak to an agent please.")
+    );
+    // From the first word to the last, the pause included.
+    assert!(
+        (1500..=1700).contains(&asked[0].speech_ms),
+        "{}",
+        asked[0].speech_ms
+    );
+    s.input(Input::Answer {
+        turn: Some(2),
+        reply: say("Putting you through."),
+        expect: Expect::Open,
+        language: None,
+    });
+    let rec = &s.core.record().turns;
+    assert_eq!(rec.len(), 1);
+    assert_eq!(rec[0].caller_text, "I want to speak to an agent please.");
+    assert!(rec[0].timings.cut_early);
+}
+
+#[test]
+fn words_carried_into_a_noise_are_still_answered() {
+    // 60 ms of noise after the pause: enough to start a turn, too little
+    // to be one (it is discarded).
+    let (mut s, spec) = ended_at_a_pause_then_went_on(60);
+    s.input(Input::Transcript {
+        job: spec,
+        result: Ok(transcript("Opening hours.")),
+    });
+    assert!(s.asked_turns().is_empty());
+    s.audio(false, 600);
+    let asked = s.asked_turns();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].transcript.as_deref(), Some("Opening hours."));
+}
+
 #[test]
 fn without_smart_turn_the_silence_fallback_ends_the_turn() {
     let mut s = Sim::greeted(CoreConfig::default(), "Hello.", Vec::new());
