@@ -28,8 +28,11 @@ pub struct ConversationTest {
     pub name: String,
     /// Caller ID the call comes from (looked up in the customer store).
     pub from: Option<String>,
-    /// Expected fragment of the greeting.
+    /// Expected fragment of the greeting …
     pub greeting: Option<String>,
+    /// … and fragments it must not contain.
+    #[serde(default)]
+    pub greeting_not: Vec<String>,
     /// The language the caller speaks (one the agent answers in); the
     /// agent's own when not given.
     pub language: Option<String>,
@@ -181,6 +184,14 @@ pub fn run_file(
             if !g.say.to_lowercase().contains(&want.to_lowercase()) {
                 failures.push(format!(
                     "{} / greeting: want \"{want}\", got \"{}\"",
+                    conv.name, g.say
+                ));
+            }
+        }
+        for not in &conv.greeting_not {
+            if g.say.to_lowercase().contains(&not.to_lowercase()) {
+                failures.push(format!(
+                    "{} / greeting: must not say \"{not}\", got \"{}\"",
                     conv.name, g.say
                 ));
             }

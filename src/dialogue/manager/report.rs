@@ -30,11 +30,12 @@ impl Conversation {
         if self.started_ms - last.started_ms > 14 * 86_400_000 {
             return String::new();
         }
+        // Only a topic the agent wrote: an intent's bare name ("human")
+        // is no phrase to greet anyone with, least of all in another language.
         let topic = last
             .intents
             .iter()
             .find_map(|i| self.rt.agent.intent(i).and_then(|d| d.topic.clone()))
-            .or_else(|| last.intents.first().map(|i| i.replace('_', " ")))
             .unwrap_or_default();
         if topic.is_empty() {
             return String::new();
