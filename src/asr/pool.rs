@@ -517,7 +517,7 @@ mod tests {
 
     #[test]
     fn guesses_and_partials_wait_for_no_one_finals_queue() {
-        let (open, gate) = crossbeam_channel::unbounded();
+        let (open, gate) = crossbeam_channel::bounded(2);
         let lane = Lane::start(
             AsrEngine::Moonshine,
             1,

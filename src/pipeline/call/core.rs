@@ -744,10 +744,11 @@ impl CallCore {
         self.answer(t, tr, speculative);
     }
 
-    /// Hands an ended turn's words to the dialogue, with what earlier turns
-    /// cut too early said before them; or, when the caller already went on
-    /// from this one, to the turn in progress instead (one answer for the
-    /// whole utterance, not one for each half).
+    /// Hands an ended turn's words to the dialogue (a turn that went on
+    /// from one cut too early heard the whole utterance; the earlier words
+    /// serve only if it heard nothing); or, when the caller already went on
+    /// from this one, keeps them with the turn in progress instead (one
+    /// answer for the whole utterance, not one for each half).
     pub(super) fn answer(&mut self, t: PendingTurn, tr: Transcript, speculative: bool) {
         let turn = t.index;
         let (text, mut partials) = match &t.carried {

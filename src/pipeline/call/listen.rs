@@ -71,7 +71,10 @@ impl CallCore {
             self.buf_start += n as u64;
         }
         if let Some(onset) = self.det.onset() {
-            if pos - onset > MAX_TURN.as_millis() as u64 * 16 {
+            // The whole utterance, a part cut early included, is held to
+            // the limit (Whisper sees at most 30 s).
+            let start = self.turn.as_ref().map_or(onset, |t| t.onset.min(onset));
+            if pos - start > MAX_TURN.as_millis() as u64 * 16 {
                 if let Some(ev) = self.det.force_end() {
                     self.on_turn_event(ev, now);
                 }
