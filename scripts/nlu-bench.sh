@@ -5,7 +5,7 @@
 # intents held out as unknown (seeds 1-3), each with the frozen encoder and
 # with the encoder fine-tuned on the training examples.
 #   scripts/nlu-bench.sh [--quick]     # --quick: frozen encoder only
-# Last, the bank agent's Spanish on its own test set, as served
+# Last, the bank's and the shop's Spanish on their own test sets, as served
 # (multilingual-e5) and with the English MiniLM.
 # Fine-tuning all 10,003 examples takes ~11 min on 2 cores; the tuned layers
 # are cached in $CACHE (data/nlu-cache), so a second run only evaluates.
@@ -46,3 +46,5 @@ done
 es=(--agent agents/bank --language es --test agents/bank/eval/intents_es.csv)
 row "bank agent, Spanish" e5 "${es[@]}"
 row "bank agent, Spanish" minilm "${es[@]}" --encoder all-MiniLM-L6-v2
+row "shop agent, Spanish" e5 --agent agents/retailer --language es \
+  --test agents/retailer/eval/intents_es.csv

@@ -171,12 +171,19 @@ impl Agent {
             used.insert(s.clone());
             *s = t.clone();
         }
-        if let Some(first) = missing.first() {
+        if !missing.is_empty() {
+            // All of them, so a translator fixes the file in one pass.
+            let list: Vec<String> = missing
+                .iter()
+                .take(40)
+                .map(|m| format!("\n  {m:?}"))
+                .collect();
             return Err(AgentError::File {
                 file: path.clone(),
                 msg: format!(
-                    "{} text(s) the agent says have no `{lang}` translation under [say], the first: {first:?}",
-                    missing.len()
+                    "{} text(s) the agent says have no `{lang}` translation under [say]:{}",
+                    missing.len(),
+                    list.concat()
                 ),
             });
         }

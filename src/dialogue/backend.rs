@@ -73,14 +73,11 @@ impl Backend<'_> {
             .store
             .wait(self.store.order(id))
             .map_err(|e| self.unavailable(e))?
-            .ok_or_else(|| format!("I can't find an order with the number {}", spell(id)))?;
+            .ok_or_else(|| self.say(Phrase::NoOrder).replace("{id}", &spell(id)))?;
         // A recognised caller only hears about their own orders.
         if let Some(c) = self.caller {
             if o.customer_id != c.id {
-                return Err(format!(
-                    "I can't find an order with the number {} on your account",
-                    spell(id)
-                ));
+                return Err(self.say(Phrase::NotYourOrder).replace("{id}", &spell(id)));
             }
         }
         Ok(o)
@@ -239,13 +236,11 @@ impl Backend<'_> {
             "start_return" => {
                 let o = self.order(slots)?;
                 if o.status != "delivered" {
-                    return Err(
-                        "that order hasn't been delivered yet, so it can't be returned".into(),
-                    );
+                    return Err(self.say(Phrase::NotDelivered));
                 }
                 let delivered = day(&o.delivered).unwrap_or(self.today);
                 if (self.today - delivered).num_days() > 30 {
-                    return Err("that order was delivered more than thirty days ago".into());
+                    return Err(self.say(Phrase::ReturnTooLate));
                 }
                 v.insert("item".into(), o.item.clone());
                 v.insert("refund".into(), self.lang.say_money(o.total, &o.currency));
@@ -253,9 +248,7 @@ impl Backend<'_> {
             "change_address" => {
                 let o = self.order(slots)?;
                 if matches!(o.status.as_str(), "shipped" | "delivered" | "in_transit") {
-                    return Err(
-                        "that order has already shipped, so the address can't be changed".into(),
-                    );
+                    return Err(self.say(Phrase::AlreadyShipped));
                 }
                 v.insert("item".into(), o.item.clone());
             }

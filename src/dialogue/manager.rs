@@ -264,6 +264,10 @@ pub const IN_PROGRESS: &str = "in_progress";
 /// What one turn produces while it is being built.
 #[derive(Default)]
 struct Out {
+    /// The caller's own words, before [`crate::nlu::lang::Lang::heard`]
+    /// rewrote them for the extractors: a free-text slot (a street) keeps
+    /// "calle mayor doce", not "calle mayor twelve".
+    said: String,
     say: Vec<String>,
     actions: Vec<Action>,
     action: String,
@@ -485,6 +489,7 @@ impl Conversation {
             out.action = format!("language:{code}");
         } else {
             let heard = self.rt.lang.heard(&text);
+            out.said = text.to_string();
             self.decide(
                 &heard,
                 dtmf.as_deref(),
@@ -644,6 +649,9 @@ impl Conversation {
                     let source = match dtmf {
                         Some(d) if def.dtmf => Some(d.trim_end_matches('#').to_string()),
                         Some(_) => None,
+                        None if def.spec.kind == Some(crate::nlu::entities::SlotKind::Text) => {
+                            Some(out.said.clone())
+                        }
                         None => Some(text.to_string()),
                     };
                     // A global intent said clearly wins over a free-text slot.

@@ -27,6 +27,16 @@ pub enum Phrase {
     NoLoanProduct,
     NoLoan,
     NoTransactions,
+    /// `{id}`: the order number asked for.
+    NoOrder,
+    /// `{id}`: an order of another customer than the recognised caller.
+    NotYourOrder,
+    /// A return asked for an order still on its way.
+    NotDelivered,
+    /// A return asked for past the 30-day window.
+    ReturnTooLate,
+    /// An address change asked for an order already shipped.
+    AlreadyShipped,
     /// `{amount}`, `{who}`, `{when}`.
     Paid,
     Received,
@@ -101,6 +111,26 @@ impl Lang {
             (Self::Es, NoLoan) => "no encuentro ninguna solicitud de préstamo a su nombre",
             (Self::En, NoTransactions) => "no recent transactions",
             (Self::Es, NoTransactions) => "ningún movimiento reciente",
+            (Self::En, NoOrder) => "I can't find an order with the number {id}",
+            (Self::Es, NoOrder) => "no encuentro ningún pedido con el número {id}",
+            (Self::En, NotYourOrder) => {
+                "I can't find an order with the number {id} on your account"
+            }
+            (Self::Es, NotYourOrder) => "no encuentro ningún pedido con el número {id} a su nombre",
+            (Self::En, NotDelivered) => {
+                "that order hasn't been delivered yet, so it can't be returned"
+            }
+            (Self::Es, NotDelivered) => {
+                "ese pedido todavía no se ha entregado, así que no se puede devolver"
+            }
+            (Self::En, ReturnTooLate) => "that order was delivered more than thirty days ago",
+            (Self::Es, ReturnTooLate) => "ese pedido se entregó hace más de treinta días",
+            (Self::En, AlreadyShipped) => {
+                "that order has already shipped, so the address can't be changed"
+            }
+            (Self::Es, AlreadyShipped) => {
+                "ese pedido ya ha salido, así que no se puede cambiar la dirección"
+            }
             (Self::En, Paid) => "{amount} to {who} on {when}",
             (Self::Es, Paid) => "{amount} a {who} el {when}",
             (Self::En, Received) => "{amount} from {who} on {when}",
