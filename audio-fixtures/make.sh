@@ -48,3 +48,6 @@ say_es es_saldo "Quiero saber mi saldo, por favor."
 say_es es_horario "Hola, buenas tardes. ¿A qué hora abren la oficina los sábados?"
 say_es es_agente "Quiero hablar con un agente, por favor."
 say_es es_adios "Nada más, gracias. Adiós."
+# …and for loadtest/retailer_es.yaml.
+say_es es_pedido "Hola. ¿Dónde está mi pedido?"
+say_es es_devolver "Quiero devolver unas zapatillas."

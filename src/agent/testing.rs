@@ -58,6 +58,22 @@ pub struct TurnTest {
     pub sentiment: Option<String>,
     /// Expected call action: `hangup` or `transfer:QUEUE`.
     pub call: Option<String>,
+    /// What the call then waits for, as the phone gathers it: `open`,
+    /// `yes_no`, `value`, or `digits:N` / `digits:MIN-MAX` (keys gathered
+    /// until `#` or that many).
+    pub expects: Option<String>,
+}
+
+/// `Expect` as conversation tests write it.
+pub fn expect_name(e: &crate::dialogue::Expect) -> String {
+    use crate::dialogue::Expect;
+    match e {
+        Expect::Open => "open".into(),
+        Expect::YesNo => "yes_no".into(),
+        Expect::Value => "value".into(),
+        Expect::Digits { min, max } if min == max => format!("digits:{min}"),
+        Expect::Digits { min, max } => format!("digits:{min}-{max}"),
+    }
 }
 
 /// One turn's result: what happened and what did not match.
@@ -207,7 +223,13 @@ pub fn run_file(
             };
             let (reply, trace) = c.turn(&input);
             let acts = call_action_names(&reply.actions);
-            let fails = check_turn(t, &trace, &acts);
+            let mut fails = check_turn(t, &trace, &acts);
+            if let Some(want) = &t.expects {
+                let got = expect_name(&c.expecting());
+                if &got != want {
+                    fails.push(format!("expects: want {want}, got {got}"));
+                }
+            }
             let res = TurnResult {
                 trace,
                 call_actions: acts,

@@ -26,6 +26,16 @@ pub struct Detected {
     pub elapsed: Duration,
 }
 
+impl Detected {
+    /// The language, if it is at least `at` likely and one of ours; `None`
+    /// settles nothing. The main language gets no benefit of the doubt: a
+    /// lone Spanish "Hola." is English at p 0.66, and a call settled on
+    /// English then never hears the caller in Spanish.
+    pub fn sure(&self, at: f32) -> Option<crate::nlu::lang::Lang> {
+        crate::nlu::lang::Lang::parse(&self.language).filter(|_| self.probability >= at)
+    }
+}
+
 /// A multilingual Whisper model with one state for detecting languages.
 pub struct LanguageId {
     state: whisper_rs::WhisperState,
@@ -148,5 +158,23 @@ mod tests {
         assert_eq!(all.ranked.len(), 4);
         let none = rank(&[0.0; 4], &["es".into()], Duration::ZERO);
         assert_eq!((none.language.as_str(), none.probability), ("es", 0.0));
+    }
+
+    /// Whichever language wins, it settles a call only when it is sure.
+    #[test]
+    fn only_a_sure_finding_names_a_language() {
+        use crate::nlu::lang::Lang;
+        let among = ["en".to_string(), "es".to_string()];
+        // Whisper's ids: 0 en, 1 zh, 2 de, 3 es. A lone "Hola.": en 0.66.
+        let hola = rank(&[0.66, 0.0, 0.0, 0.34], &among, Duration::ZERO);
+        assert_eq!(hola.language, "en");
+        assert_eq!(hola.sure(0.7), None);
+        let english = rank(&[0.95, 0.0, 0.0, 0.05], &among, Duration::ZERO);
+        assert_eq!(english.sure(0.7), Some(Lang::En));
+        let spanish = rank(&[0.2, 0.0, 0.0, 0.8], &among, Duration::ZERO);
+        assert_eq!(spanish.sure(0.7), Some(Lang::Es));
+        // German is no language of ours.
+        let german = rank(&[0.0, 0.0, 1.0, 0.0], &[], Duration::ZERO);
+        assert_eq!(german.sure(0.7), None);
     }
 }

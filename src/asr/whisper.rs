@@ -99,21 +99,21 @@ impl Recognizer for MultiRecognizer {
             Spoken::Identify(among) => {
                 let codes: Vec<String> = among.iter().map(|l| l.code().to_string()).collect();
                 let found = self.lid.detect(audio, &codes)?;
-                // Another language only when Whisper is fairly sure: a
-                // caller wrongly switched away from the main language
-                // hears an agent they cannot follow.
-                let lang = Lang::parse(&found.language)
-                    .filter(|l| *l == self.main || found.probability >= self.switch_at)
-                    .unwrap_or(self.main);
+                // A language only when Whisper is fairly sure: a caller
+                // wrongly switched away from the main language hears an
+                // agent they cannot follow, and one wrongly kept in it
+                // never leaves it. `None` settles nothing.
+                let lang = found.sure(self.switch_at);
                 tracing::debug!(
-                    language = lang.code(),
+                    language = %found.language,
                     p = found.probability,
+                    sure = lang.is_some(),
                     ms = found.elapsed.as_millis() as u64,
                     "language identified"
                 );
                 return Ok(Heard {
                     text: String::new(),
-                    language: Some(lang),
+                    language: lang,
                 });
             }
         };

@@ -268,6 +268,9 @@ struct Out {
     /// rewrote them for the extractors: a free-text slot (a street) keeps
     /// "calle mayor doce", not "calle mayor twelve".
     said: String,
+    /// The call's language is neither known nor chosen: a fallback also
+    /// says how to pick another (a Spanish caller heard as English).
+    language_open: bool,
     say: Vec<String>,
     actions: Vec<Action>,
     action: String,
@@ -490,6 +493,7 @@ impl Conversation {
         } else {
             let heard = self.rt.lang.heard(&text);
             out.said = text.to_string();
+            out.language_open = input.language.is_none() && Arc::ptr_eq(&self.rt, &self.home);
             self.decide(
                 &heard,
                 dtmf.as_deref(),
@@ -889,6 +893,13 @@ impl Conversation {
             self.state.pending = Some(Pending::OfferHuman);
         } else {
             out.push(prompts.fallback.clone());
+            if out.language_open {
+                for rt in self.home.locales.values() {
+                    if let Some(m) = &rt.agent.menu {
+                        out.push(m.offer.clone());
+                    }
+                }
+            }
             out.action = "fallback".into();
         }
     }

@@ -51,6 +51,35 @@ pub struct SlotSpec {
     pub min_words: Option<usize>,
 }
 
+impl SlotSpec {
+    /// The fewest and most digits of a value made of digits only: a digits
+    /// slot, or an identifier whose pattern is `[0-9]{n}`, `[0-9]{a,b}` or
+    /// `\d{n}` (an order number). `None` for anything else.
+    pub fn digit_string(&self) -> Option<(usize, usize)> {
+        match self.kind {
+            Some(SlotKind::Digits) => Some((
+                self.length.or(self.min_length).unwrap_or(1),
+                self.length.or(self.max_length).unwrap_or(usize::MAX),
+            )),
+            Some(SlotKind::Identifier) => {
+                let p = self.pattern.as_deref()?;
+                let p = p.strip_prefix('^').unwrap_or(p);
+                let p = p.strip_suffix('$').unwrap_or(p);
+                let count = p
+                    .strip_prefix("[0-9]")
+                    .or_else(|| p.strip_prefix("\\d"))?
+                    .strip_prefix('{')?
+                    .strip_suffix('}')?;
+                let (a, b) = count.split_once(',').unwrap_or((count, count));
+                let min: usize = a.trim().parse().ok()?;
+                let max: usize = b.trim().parse().ok()?;
+                (min <= max).then_some((min, max))
+            }
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum SlotValue {
@@ -800,6 +829,27 @@ mod tests {
         };
         assert_eq!(val(&s, "it's n w one two three four five"), "NW12345");
         assert_eq!(val(&s, "NW12345"), "NW12345");
+    }
+
+    /// Which slots are asked for as a string of digits (keys gathered until
+    /// `#`, the digits recogniser).
+    #[test]
+    fn digit_strings_are_told_from_other_identifiers() {
+        let id = |p: &str| SlotSpec {
+            pattern: Some(p.into()),
+            ..spec(SlotKind::Identifier)
+        };
+        assert_eq!(id("[0-9]{6}").digit_string(), Some((6, 6)));
+        assert_eq!(id("^\\d{8,10}$").digit_string(), Some((8, 10)));
+        assert_eq!(id("NW[0-9]{5}").digit_string(), None);
+        assert_eq!(id("[0-9]{6}[A-Z]").digit_string(), None);
+        assert_eq!(id("[0-9]{9,3}").digit_string(), None);
+        let four = SlotSpec {
+            length: Some(4),
+            ..spec(SlotKind::Digits)
+        };
+        assert_eq!(four.digit_string(), Some((4, 4)));
+        assert_eq!(spec(SlotKind::Number).digit_string(), None);
     }
 
     #[test]

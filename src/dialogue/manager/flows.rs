@@ -113,12 +113,12 @@ impl Conversation {
             let Some(d) = self.slot_def(slot) else {
                 return Expect::Open;
             };
+            // An order number keyed in is gathered up to `#` like a PIN,
+            // not taken one key at a time.
+            if let Some((min, max)) = d.spec.digit_string() {
+                return Expect::Digits { min, max };
+            }
             return match d.spec.kind {
-                Some(SlotKind::Digits) => {
-                    let min = d.spec.length.or(d.spec.min_length).unwrap_or(1);
-                    let max = d.spec.length.or(d.spec.max_length).unwrap_or(usize::MAX);
-                    Expect::Digits { min, max }
-                }
                 Some(SlotKind::YesNo) => Expect::YesNo,
                 Some(SlotKind::Text) | None => Expect::Open,
                 Some(_) => Expect::Value,

@@ -68,15 +68,15 @@ impl Conversation {
         }
     }
 
-    /// The language a first-turn menu answer picks: its key on the keypad
-    /// or its name said on its own ("español").
+    /// The language a menu answer picks (to the greeting, or to a fallback
+    /// that offered the menu again): its key on the keypad or its name said
+    /// on its own ("español").
     pub(super) fn menu_choice(&self, text: &str, dtmf: Option<&str>) -> Option<String> {
-        if !self.state.turns.is_empty()
-            || self.state.flow.is_some()
-            || !Arc::ptr_eq(&self.rt, &self.home)
-        {
+        if self.state.flow.is_some() || !Arc::ptr_eq(&self.rt, &self.home) {
             return None;
         }
+        // The menu answers the greeting, or a fallback that offered it again.
+        let first = self.state.turns.is_empty();
         let said: String = text
             .to_lowercase()
             .chars()
@@ -86,6 +86,9 @@ impl Conversation {
         let key = dtmf.map(|d| d.trim_end_matches('#'));
         self.home.locales.iter().find_map(|(code, rt)| {
             let m = rt.agent.menu.as_ref()?;
+            if !first && !self.state.last_reply.contains(&m.offer) {
+                return None;
+            }
             let picked = (key.is_some() && key == m.key.as_deref())
                 || (!said.is_empty() && m.names.iter().any(|n| n == said));
             picked.then(|| code.clone())

@@ -348,6 +348,8 @@ pub struct CallCore {
     pub(super) language: Option<Lang>,
     /// The identification in flight, at most one per call.
     pub(super) identifying: Option<super::identify::Identifying>,
+    /// Identifications that found no language sure enough.
+    pub(super) unsure: u8,
 }
 
 pub(super) fn ms(d: Duration) -> u64 {
@@ -413,6 +415,7 @@ impl CallCore {
             enqueuing: None,
             language: None,
             identifying: None,
+            unsure: 0,
         };
         c.emit(Effect::Ask(Ask::Greeting));
         Ok(c)
@@ -918,7 +921,8 @@ impl CallCore {
     fn flush_keys(&mut self, hash: bool) {
         self.keys_deadline = None;
         let mut keys = std::mem::take(&mut self.keys);
-        if keys.is_empty() && !hash {
+        // Nothing to end: `#` after the keys that filled the answer.
+        if keys.is_empty() {
             return;
         }
         if hash {

@@ -17,12 +17,20 @@
 //! wrong lane heard) is decoded again in it. A finding of the main
 //! language from audio cut at a pause the caller went on from settles
 //! nothing: a Spanish caller's "Hola," would otherwise keep them in English.
+//! Nor does a finding no language is sure of (Whisper hears a lone "Hola."
+//! as English at p 0.66): that turn is answered with the main lane's words
+//! and the next one not understood is identified again, up to
+//! [`MAX_UNSURE`] times before the main language is kept.
 
 use std::sync::Arc;
 
 use super::core::{Ask, AsrKind, CallCore, Effect, TAIL_SAMPLES};
 use crate::asr::{AsrError, Priority, Purpose, Spoken, Transcript};
 use crate::nlu::lang::Lang;
+
+/// Identifications that settle nothing before the call stays in the main
+/// language: each holds a turn not understood for a moment.
+pub(super) const MAX_UNSURE: u8 = 3;
 
 /// The identification in flight.
 #[derive(Debug)]
@@ -233,8 +241,29 @@ impl CallCore {
             return;
         };
         let main = self.main_language();
+        // Which turn to ask about again, with more of it, before its words
+        // are taken as the main language's.
+        let mut again = false;
         let found = match result {
-            Ok(tr) => tr.language.map(|l| (l, tr.decode_ms)),
+            Ok(Transcript {
+                language: Some(l),
+                decode_ms,
+                ..
+            }) => Some((l, decode_ms)),
+            // Unsure from the audio up to a pause: the rest may tell.
+            Ok(_) if !id.full => {
+                again = true;
+                None
+            }
+            Ok(_) => {
+                self.unsure += 1;
+                let settle = self.unsure >= MAX_UNSURE;
+                tracing::info!(call = %self.meta.call_id, turn = id.turn, unsure = self.unsure, settle, "no language sure enough: the turn is taken as the main language's");
+                if settle && self.needs_language() {
+                    self.set_language(main);
+                }
+                None
+            }
             Err(err) => {
                 tracing::warn!(call = %self.meta.call_id, error = %err, "language identification failed: the turn is taken as the main language's");
                 None
@@ -244,17 +273,21 @@ impl CallCore {
             if l != main || !id.stale {
                 tracing::info!(call = %self.meta.call_id, turn = id.turn, language = l.code(), ms, "caller's language identified");
                 self.set_language(l);
-            } else if let Some(t) = self
+            } else {
+                again = true;
+            }
+        }
+        if again {
+            if let Some(t) = self
                 .turn
                 .iter_mut()
                 .chain(self.ended.iter_mut())
                 .find(|t| t.index == id.turn)
             {
-                // Asked again with more of the turn.
                 t.ident_asked = false;
             }
         }
-        self.release_held(found.is_none());
+        self.release_held(found.is_none() && !again);
     }
 
     /// Held turns go on once the language is known (or cannot be found);

@@ -650,6 +650,9 @@ fn keypad_answers_gather_until_the_gap_and_keep_no_digits() {
         s.caller(CallInput::Dtmf(k));
     }
     assert_eq!(s.asked_turns()[2].dtmf.as_deref(), Some("4321"));
+    // A `#` after them ends nothing: no empty turn of its own.
+    s.caller(CallInput::Dtmf('#'));
+    assert_eq!(s.asked_turns().len(), 3);
 }
 
 #[test]

@@ -366,3 +366,130 @@ fn a_caller_in_another_language_is_told_the_line_closes_in_it() {
         if text.starts_with("Lo siento, esta línea tiene que cerrarse")))
     );
 }
+
+/// A first turn identified with no language sure enough (a lone "Hola."),
+/// then the caller's request.
+#[test]
+fn an_unsure_identification_settles_nothing_until_a_sure_one_or_the_limit() {
+    use crate::nlu::lang::Lang;
+    let unsure = || {
+        Ok(Transcript {
+            language: None,
+            ..transcript("")
+        })
+    };
+    let mut s = Sim::greeted(two_languages(3000), "Hello.", Vec::new());
+    let spec = first_turn(&mut s);
+    // Moonshine's English for "Hola.".
+    s.input(Input::Transcript {
+        job: spec,
+        result: Ok(transcript("If you don't know how to do it.")),
+    });
+    s.input(Input::Understood {
+        turn: 1,
+        yes: false,
+    });
+    let ident = jobs_of(&s, |k| *k == AsrKind::Identify);
+    s.input(Input::Transcript {
+        job: ident[0],
+        result: unsure(),
+    });
+    assert_eq!(
+        s.asked_turns().len(),
+        1,
+        "answered with the main lane's words"
+    );
+    assert_eq!(s.core.record().language, None, "nothing settled");
+    s.input(Input::Answer {
+        turn: Some(1),
+        reply: say("Sorry, I didn't get that."),
+        expect: Expect::Open,
+        language: None,
+    });
+    s.synthesise(2, "Sorry, I didn't get that.");
+    // The request: identified again, and sure this time.
+    let spec = first_turn(&mut s);
+    s.input(Input::Transcript {
+        job: spec,
+        result: Ok(transcript("Don't they start me peeling?")),
+    });
+    s.input(Input::Understood {
+        turn: 2,
+        yes: false,
+    });
+    let ident = jobs_of(&s, |k| *k == AsrKind::Identify);
+    assert_eq!(ident.len(), 2, "identified again");
+    s.input(Input::Transcript {
+        job: ident[1],
+        result: identified(Lang::Es),
+    });
+    assert_eq!(s.core.record().language.as_deref(), Some("es"));
+
+    // Never sure: the main language is kept after MAX_UNSURE tries.
+    let mut s = Sim::greeted(two_languages(3000), "Hello.", Vec::new());
+    for n in 1..=super::super::identify::MAX_UNSURE as u32 {
+        let spec = first_turn(&mut s);
+        s.input(Input::Transcript {
+            job: spec,
+            result: Ok(transcript("Mm.")),
+        });
+        s.input(Input::Understood {
+            turn: n,
+            yes: false,
+        });
+        let ident = jobs_of(&s, |k| *k == AsrKind::Identify);
+        assert_eq!(ident.len(), n as usize);
+        s.input(Input::Transcript {
+            job: ident[n as usize - 1],
+            result: unsure(),
+        });
+        s.input(Input::Answer {
+            turn: Some(n),
+            reply: say("Sorry?"),
+            expect: Expect::Open,
+            language: None,
+        });
+        s.synthesise(n + 1, "Sorry?");
+    }
+    assert_eq!(s.core.record().language.as_deref(), Some("en"));
+    let before = s.jobs().len();
+    first_turn(&mut s);
+    assert!(
+        s.jobs()[before..]
+            .iter()
+            .all(|j| j.kind != AsrKind::Identify),
+        "settled: not identified again"
+    );
+}
+
+#[test]
+fn an_unsure_finding_at_a_pause_is_asked_again_with_more_of_the_turn() {
+    use crate::nlu::lang::Lang;
+    let mut s = Sim::greeted(two_languages(3000), "Hello.", Vec::new());
+    s.play_marks();
+    s.audio(false, 200);
+    // "Hola." … a pause … "¿Dónde está mi pedido?"
+    s.audio(true, 400);
+    s.audio(false, 300);
+    pause_words(&mut s, "If you don't know.");
+    let ident = jobs_of(&s, |k| *k == AsrKind::Identify);
+    assert_eq!(ident.len(), 1);
+    s.input(Input::Transcript {
+        job: ident[0],
+        result: Ok(Transcript {
+            language: None,
+            ..transcript("")
+        }),
+    });
+    assert_eq!(s.core.record().language, None);
+    s.audio(true, 900);
+    s.audio(false, 300);
+    pause_words(&mut s, "If you don't know how to do it.");
+    let ident = jobs_of(&s, |k| *k == AsrKind::Identify);
+    assert_eq!(ident.len(), 2, "asked again with more of the turn");
+    s.input(Input::Transcript {
+        job: ident[1],
+        result: identified(Lang::Es),
+    });
+    assert_eq!(s.core.record().language.as_deref(), Some("es"));
+}
