@@ -65,7 +65,7 @@ pub struct TurnTest {
 }
 
 /// `Expect` as conversation tests write it.
-pub fn expect_name(e: &crate::dialogue::Expect) -> String {
+fn expect_name(e: &crate::dialogue::Expect) -> String {
     use crate::dialogue::Expect;
     match e {
         Expect::Open => "open".into(),

@@ -31,7 +31,7 @@ impl Detected {
     /// settles nothing. The main language gets no benefit of the doubt: a
     /// lone Spanish "Hola." is English at p 0.66, and a call settled on
     /// English then never hears the caller in Spanish.
-    pub fn sure(&self, at: f32) -> Option<crate::nlu::lang::Lang> {
+    pub(crate) fn sure(&self, at: f32) -> Option<crate::nlu::lang::Lang> {
         crate::nlu::lang::Lang::parse(&self.language).filter(|_| self.probability >= at)
     }
 }

@@ -404,10 +404,8 @@ impl Conversation {
         let mut g = g;
         // Callers in the agent's own language hear how to pick another.
         if Arc::ptr_eq(&self.rt, &self.home) {
-            for rt in self.home.locales.values() {
-                if let Some(m) = &rt.agent.menu {
-                    g = format!("{g} {}", m.offer);
-                }
+            for offer in self.menu_offers() {
+                g = format!("{g} {offer}");
             }
         }
         self.state.greeting = g.clone();
@@ -894,10 +892,8 @@ impl Conversation {
         } else {
             out.push(prompts.fallback.clone());
             if out.language_open {
-                for rt in self.home.locales.values() {
-                    if let Some(m) = &rt.agent.menu {
-                        out.push(m.offer.clone());
-                    }
+                for offer in self.menu_offers() {
+                    out.push(offer);
                 }
             }
             out.action = "fallback".into();

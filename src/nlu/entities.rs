@@ -53,16 +53,17 @@ pub struct SlotSpec {
 
 impl SlotSpec {
     /// The fewest and most digits of a value made of digits only: a digits
-    /// slot, or an identifier whose pattern is `[0-9]{n}`, `[0-9]{a,b}` or
-    /// `\d{n}` (an order number). `None` for anything else.
-    pub fn digit_string(&self) -> Option<(usize, usize)> {
-        match self.kind {
-            Some(SlotKind::Digits) => Some((
+    /// slot, an identifier without a pattern, or one whose pattern is
+    /// `[0-9]{n}`, `[0-9]{a,b}` or `\d{n}` (an order number). `None` for
+    /// anything else.
+    pub(crate) fn digit_string(&self) -> Option<(usize, usize)> {
+        match (self.kind, self.pattern.as_deref()) {
+            // An identifier without a pattern is read as digits.
+            (Some(SlotKind::Digits), _) | (Some(SlotKind::Identifier), None) => Some((
                 self.length.or(self.min_length).unwrap_or(1),
                 self.length.or(self.max_length).unwrap_or(usize::MAX),
             )),
-            Some(SlotKind::Identifier) => {
-                let p = self.pattern.as_deref()?;
+            (Some(SlotKind::Identifier), Some(p)) => {
                 let p = p.strip_prefix('^').unwrap_or(p);
                 let p = p.strip_suffix('$').unwrap_or(p);
                 let count = p
@@ -225,13 +226,7 @@ fn digit_runs(toks: &[Tok]) -> Vec<String> {
 
 fn digits(spec: &SlotSpec, toks: &[Tok]) -> Extracted {
     let runs = digit_runs(toks);
-    let (lo, hi) = match spec.length {
-        Some(n) => (n, n),
-        None => (
-            spec.min_length.unwrap_or(1),
-            spec.max_length.unwrap_or(usize::MAX),
-        ),
-    };
+    let (lo, hi) = spec.digit_string().unwrap_or((1, usize::MAX));
     if let Some(r) = runs.iter().find(|r| (lo..=hi).contains(&r.len())) {
         return Extracted::Value(SlotValue::Text(r.clone()));
     }
@@ -849,6 +844,11 @@ mod tests {
             ..spec(SlotKind::Digits)
         };
         assert_eq!(four.digit_string(), Some((4, 4)));
+        let bare = SlotSpec {
+            min_length: Some(8),
+            ..spec(SlotKind::Identifier)
+        };
+        assert_eq!(bare.digit_string(), Some((8, usize::MAX)));
         assert_eq!(spec(SlotKind::Number).digit_string(), None);
     }
 

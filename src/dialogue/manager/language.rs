@@ -68,6 +68,15 @@ impl Conversation {
         }
     }
 
+    /// Each further language's menu offer ("Para español, oprima nueve.").
+    pub(super) fn menu_offers(&self) -> Vec<String> {
+        self.home
+            .locales
+            .values()
+            .filter_map(|rt| rt.agent.menu.as_ref().map(|m| m.offer.clone()))
+            .collect()
+    }
+
     /// The language a menu answer picks (to the greeting, or to a fallback
     /// that offered the menu again): its key on the keypad or its name said
     /// on its own ("español").
