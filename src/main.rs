@@ -161,8 +161,13 @@ enum Cmd {
     Loadtest(LoadtestArgs),
     /// Install prerequisites and prepare models (runs scripts/setup.sh).
     Models {
+        /// Also the multilingual models (Whisper base, multilingual-e5-small).
         #[arg(long)]
         with_base: bool,
+        /// Also all-mpnet-base-v2, the larger English sentence encoder
+        /// (`nlu.encoder`).
+        #[arg(long)]
+        with_mpnet: bool,
     },
     /// Speak TEXT with the configured Piper voice into an 8 kHz WAV.
     Say {
@@ -544,10 +549,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Loadtest(a) => loadtest_cmd(a).await,
-        Cmd::Models { with_base } => {
+        Cmd::Models {
+            with_base,
+            with_mpnet,
+        } => {
             let mut c = std::process::Command::new("scripts/setup.sh");
             if with_base {
                 c.arg("--with-base");
+            }
+            if with_mpnet {
+                c.arg("--with-mpnet");
             }
             let st = c
                 .status()

@@ -127,6 +127,10 @@ pub struct NluSettings {
     pub fine_tune: bool,
     /// Passes over the examples when fine-tuning.
     pub fine_tune_epochs: usize,
+    /// The sentence encoder for the agent's own language, a folder under
+    /// `models/nlu/` (default: the server's, all-MiniLM-L6-v2). Other
+    /// languages keep the multilingual one.
+    pub encoder: Option<String>,
 }
 
 /// `nlu.out_of_scope`.
@@ -150,6 +154,7 @@ impl Default for NluSettings {
             kb_clarify: 0.45,
             fine_tune: false,
             fine_tune_epochs: crate::nlu::tune::TuneParams::default().epochs,
+            encoder: None,
         }
     }
 }
@@ -670,12 +675,19 @@ impl Agent {
         ex
     }
 
-    /// The encoder this agent's turns are embedded with: `base`, or `base`
-    /// fine-tuned on the agent's examples when `nlu.fine_tune` is set.
+    /// The encoder this agent's turns are embedded with: `base` (or the
+    /// one `nlu.encoder` names beside it), fine-tuned on the agent's
+    /// examples when `nlu.fine_tune` is set.
     pub fn encoder(&self, base: Arc<Embedder>) -> Result<Arc<Embedder>, AgentError> {
-        // Tuning is written for MiniLM's layers; the multilingual encoder
-        // serves as it is.
-        if !self.file.nlu.fine_tune || base.is_multilingual() {
+        // The multilingual encoder serves other languages as it is.
+        if base.is_multilingual() {
+            return Ok(base);
+        }
+        let base = match &self.file.nlu.encoder {
+            Some(name) => base.named(name)?,
+            None => base,
+        };
+        if !self.file.nlu.fine_tune {
             return Ok(base);
         }
         let params = crate::nlu::tune::TuneParams {

@@ -10,6 +10,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertEncoder, Config};
 use tokenizers::{Tokenizer, TruncationParams};
 
+use super::mpnet::{self, Arch};
 use super::unigram::Unigram;
 
 use super::NluError;
@@ -88,6 +89,9 @@ pub struct Embedder {
     centre: Option<Vec<f32>>,
     /// The encoder for other languages, loaded when an agent first needs it.
     multilingual: std::sync::OnceLock<Option<Arc<Embedder>>>,
+    /// Other encoders beside this one that agents asked for by name
+    /// (`nlu.encoder`), loaded once however many agents and versions use them.
+    named: parking_lot::Mutex<std::collections::HashMap<String, Arc<Embedder>>>,
 }
 
 /// The prompt a sentence-transformers folder asks every sentence to start
@@ -171,8 +175,11 @@ impl Embedder {
         }
         let cfg_text =
             std::fs::read_to_string(&cfg_path).map_err(|e| NluError::Model(e.to_string()))?;
-        let config: Config = serde_json::from_str(&cfg_text)
-            .map_err(|e| NluError::Model(format!("{}: {e}", cfg_path.display())))?;
+        let bad = |e: serde_json::Error| NluError::Model(format!("{}: {e}", cfg_path.display()));
+        let raw: serde_json::Value = serde_json::from_str(&cfg_text).map_err(bad)?;
+        let arch = Arch::of(&raw);
+        let first_position = arch.first_position(&raw);
+        let config: Config = serde_json::from_value(arch.bert_config(raw)?).map_err(bad)?;
         let device = Device::Cpu;
         // SAFETY: the weights file is not modified while mapped; fetch.py
         // replaces files by rename, so a running server keeps its old mapping.
@@ -200,8 +207,9 @@ impl Embedder {
         // so a mapping keeps its pages.
         #[allow(unsafe_code)]
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &device) }
-            .map_err(|e| NluError::Model(e.to_string()))?;
-        let model = Model::load(&files[0], vb, &config, &device)
+            .map_err(|e| NluError::Model(e.to_string()))?
+            .rename_f(move |name| arch.stored(name));
+        let model = Model::load(&files[0], vb, &config, arch, first_position, &device)
             .map_err(|e| NluError::Model(e.to_string()))?;
         let tokenizer = Tokens::load(&tok_path)?;
         Ok(Self {
@@ -214,6 +222,7 @@ impl Embedder {
             prefix,
             centre: None,
             multilingual: std::sync::OnceLock::new(),
+            named: Default::default(),
         })
     }
 
@@ -258,6 +267,33 @@ impl Embedder {
             }
         });
         other.clone().unwrap_or_else(|| self.clone())
+    }
+
+    /// The encoder in the folder `name` beside this one (this one when it
+    /// is that folder), loaded on first use and shared after.
+    pub fn named(self: &Arc<Self>, name: &str) -> Result<Arc<Self>, NluError> {
+        // A folder name from an agent's file: nothing that leaves models/nlu/.
+        let plain = !name.is_empty()
+            && !name.starts_with('.')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !plain {
+            return Err(NluError::Model(format!(
+                "encoder {name:?} is not a folder name under models/nlu/"
+            )));
+        }
+        if self.dir.file_name().is_some_and(|n| n == name) {
+            return Ok(self.clone());
+        }
+        let mut named = self.named.lock();
+        if let Some(e) = named.get(name) {
+            return Ok(e.clone());
+        }
+        let dir = self.dir.parent().unwrap_or(&self.dir).join(name);
+        let e = Arc::new(Self::load(&dir)?);
+        named.insert(name.to_string(), e.clone());
+        Ok(e)
     }
 
     /// Whether this is the multilingual encoder (which is not fine-tuned).
@@ -400,8 +436,10 @@ impl Embedder {
 struct Model {
     words: Tensor,
     positions: Tensor,
-    /// Token type 0's row (sentences are single segments).
-    segment: Tensor,
+    /// Token type 0's row (sentences are single segments); MPNet has none.
+    segment: Option<Tensor>,
+    /// MPNet's relative-position table (see `mpnet`).
+    relative: Option<Tensor>,
     norm: candle_nn::LayerNorm,
     encoder: BertEncoder,
 }
@@ -411,6 +449,8 @@ impl Model {
         base: &Path,
         vb: VarBuilder,
         config: &Config,
+        arch: Arch,
+        first_position: usize,
         device: &Device,
     ) -> candle_core::Result<Self> {
         // SAFETY: as for the VarBuilder above (read-only, replaced by rename).
@@ -419,15 +459,33 @@ impl Model {
             .load("embeddings.word_embeddings.weight", device)?;
         let h = config.hidden_size;
         let e = vb.pp("embeddings");
+        let rows = config.max_position_embeddings + first_position;
+        let (segment, relative) = match arch {
+            Arch::Bert => (
+                Some(
+                    e.get((config.type_vocab_size, h), "token_type_embeddings.weight")?
+                        .get(0)?,
+                ),
+                None,
+            ),
+            Arch::Mpnet => {
+                let heads = config.num_attention_heads;
+                let table = vb.get_unchecked(mpnet::RELATIVE_TABLE)?;
+                if table.dim(1)? != heads {
+                    candle_core::bail!("the relative-position table has no column per head");
+                }
+                (None, Some(table))
+            }
+        };
         Ok(Self {
             words,
-            positions: e.get(
-                (config.max_position_embeddings, h),
-                "position_embeddings.weight",
+            positions: e.get((rows, h), "position_embeddings.weight")?.narrow(
+                0,
+                first_position,
+                config.max_position_embeddings,
             )?,
-            segment: e
-                .get((config.type_vocab_size, h), "token_type_embeddings.weight")?
-                .get(0)?,
+            segment,
+            relative,
             norm: candle_nn::layer_norm(h, config.layer_norm_eps, e.pp("LayerNorm"))?,
             encoder: BertEncoder::load(vb.pp("encoder"), config)?,
         })
@@ -443,12 +501,19 @@ impl Model {
             .index_select(&ids.flatten_all()?, 0)?
             .to_dtype(DType::F32)?
             .reshape((n, len, ()))?
-            .broadcast_add(&self.positions.narrow(0, 0, len)?)?
-            .broadcast_add(&self.segment)?;
+            .broadcast_add(&self.positions.narrow(0, 0, len)?)?;
+        let x = match &self.segment {
+            Some(s) => x.broadcast_add(s)?,
+            None => x,
+        };
         let x = self.norm.forward(&x)?;
         // Padding gets the most negative score before the softmax.
         let bias =
             ((mask.to_dtype(DType::F32)? - 1.0)? * f64::from(f32::MAX))?.reshape((n, 1, 1, len))?;
+        let bias = match &self.relative {
+            Some(t) => bias.broadcast_add(&mpnet::relative_bias(t, len)?)?,
+            None => bias,
+        };
         self.encoder.forward(&x, &bias)
     }
 }
@@ -496,6 +561,21 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An agent's `nlu.encoder` names a folder beside the served encoder,
+    /// nothing else; naming the served one gives it back, not a copy.
+    #[test]
+    fn a_named_encoder_stays_under_models_nlu() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_DIR);
+        let base = Arc::new(Embedder::load(&dir).expect("scripts/setup.sh fetches the model"));
+        for bad in ["", "../nlu", ".hidden", "a/b", "/etc", "x y"] {
+            assert!(base.named(bad).is_err(), "{bad:?} accepted");
+        }
+        let same = base.named("all-MiniLM-L6-v2").unwrap();
+        assert!(Arc::ptr_eq(&same, &base));
+        let err = base.named("no-such-encoder").err().expect("missing folder");
+        assert!(err.to_string().contains("missing"), "{err}");
+    }
 
     #[test]
     fn packed_vectors_come_back_only_whole() {

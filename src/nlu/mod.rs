@@ -8,6 +8,7 @@ pub mod entities;
 pub mod eval;
 pub mod intent;
 pub mod lang;
+mod mpnet;
 pub mod numbers;
 pub mod scope;
 pub mod sentiment;

@@ -256,6 +256,39 @@ fn an_agent_can_fine_tune_its_encoder_and_a_restart_reuses_it() {
     assert!(second < first, "{second:?} vs {first:?}");
 }
 
+/// An agent that names the larger encoder (`nlu.encoder`) is built on it
+/// whatever encoder the server loaded, keeps the multilingual one for its
+/// Spanish, and passes the bank's conversation tests on it unchanged.
+#[test]
+fn an_agent_can_pick_the_larger_encoder() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("bank");
+    common::copy_dir(Path::new("agents/bank"), &copy);
+    let toml = std::fs::read_to_string(copy.join("agent.toml")).unwrap();
+    let toml = toml.replace("[nlu]\n", "[nlu]\nencoder = \"all-mpnet-base-v2\"\n");
+    std::fs::write(copy.join("agent.toml"), toml).unwrap();
+    let t0 = std::time::Instant::now();
+    let rt = AgentRuntime::load_with(&copy, embedder())
+        .expect("scripts/setup.sh --with-mpnet prepares all-mpnet-base-v2");
+    let built = t0.elapsed();
+    let enc = rt.intents.embedder();
+    assert!(enc.dir().ends_with("all-mpnet-base-v2"), "{:?}", enc.dir());
+    assert_eq!(enc.embed("i lost my card").unwrap().len(), 768);
+    assert!(rt.locales["es"].intents.embedder().is_multilingual());
+    let demo = testing::DemoStore::open().unwrap();
+    let mut failures = Vec::new();
+    let mut turns = 0;
+    for f in ["flows.toml", "spanish.toml"] {
+        let (n, bad) =
+            testing::run_file(&rt, &demo.services, &copy.join("tests").join(f), |_, _| {}).unwrap();
+        turns += n;
+        failures.extend(bad);
+    }
+    eprintln!("bank agent on all-mpnet-base-v2: built in {built:?}, {turns} turns");
+    assert!(turns > 100, "{turns} turns");
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
 /// `attendant review` on a store holding calls whose turns went wrong: the
 /// turns are grouped by what was said (the real sentence embeddings), the
 /// biggest group first, the turns that went well left out.
