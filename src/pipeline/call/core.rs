@@ -349,7 +349,7 @@ pub struct CallCore {
     /// The identification in flight, at most one per call.
     pub(super) identifying: Option<super::identify::Identifying>,
     /// Identifications that found no language sure enough.
-    pub(super) unsure: u8,
+    pub(super) unsure: super::identify::Unsure,
 }
 
 pub(super) fn ms(d: Duration) -> u64 {
@@ -415,7 +415,7 @@ impl CallCore {
             enqueuing: None,
             language: None,
             identifying: None,
-            unsure: 0,
+            unsure: Default::default(),
         };
         c.emit(Effect::Ask(Ask::Greeting));
         Ok(c)

@@ -39,8 +39,19 @@ pub(super) struct Identifying {
     turn: u32,
     /// It reads `identify_ms` of audio (or the whole turn).
     full: bool,
+    /// Cut at a pause: the turn's last voiced sample then.
+    pause: Option<u64>,
     /// The caller went on after the pause it was cut at.
     stale: bool,
+}
+
+/// Findings no language was sure of.
+#[derive(Debug, Default)]
+pub(super) struct Unsure {
+    count: u8,
+    /// The turn and pause of the latest one cut at a pause: a turn that
+    /// ends there is the same audio, and would be found unsure again.
+    at_pause: Option<(u32, u64)>,
 }
 
 impl CallCore {
@@ -101,20 +112,44 @@ impl CallCore {
             last_voice + TAIL_SAMPLES,
         ));
         self.identify(turn, audio, full);
+        if let Some(i) = self.identifying.as_mut().filter(|i| i.turn == turn) {
+            i.pause = Some(last_voice);
+        }
     }
 
-    /// Identifies an ended turn from all of its audio.
-    fn identify_ended(&mut self, turn: u32) {
+    /// Identifies an ended turn from all of its audio. False when that
+    /// audio was already found unsure at a pause the turn ended at: that
+    /// counts as an unsure whole turn, and nothing is asked again.
+    fn identify_ended(&mut self, turn: u32) -> bool {
         let Some(t) = self
             .ended
             .iter()
             .find(|t| t.index == turn && !t.ident_asked)
         else {
-            return;
+            return true;
         };
         let (from, to) = (t.onset, t.last_voice);
+        if self.unsure.at_pause == Some((turn, to)) {
+            self.unsure.at_pause = None;
+            tracing::debug!(call = %self.meta.call_id, turn, "the turn ended at the pause found unsure: not identified again");
+            self.unsure_whole_turn(turn);
+            return false;
+        }
         let audio = Arc::new(self.slice(from.saturating_sub(self.preroll()), to + TAIL_SAMPLES));
         self.identify(turn, audio, true);
+        true
+    }
+
+    /// A whole turn no language is sure of is taken as the main
+    /// language's; after [`MAX_UNSURE`] of them the call stays in it.
+    fn unsure_whole_turn(&mut self, turn: u32) {
+        self.unsure.count += 1;
+        let settle = self.unsure.count >= MAX_UNSURE;
+        tracing::info!(call = %self.meta.call_id, turn, unsure = self.unsure.count, settle, "no language sure enough: the turn is taken as the main language's");
+        if settle && self.needs_language() {
+            let main = self.main_language();
+            self.set_language(main);
+        }
     }
 
     /// The caller went on after a pause: an identification cut there says
@@ -140,6 +175,7 @@ impl CallCore {
             job: job.id,
             turn,
             full,
+            pause: None,
             stale: false,
         });
         if let Some(t) = self
@@ -217,7 +253,8 @@ impl CallCore {
             if self.identifying.is_some() {
                 return;
             }
-            // Nothing can find it: the main language's words serve.
+            // Nothing can find it (or it was found unsure already): the
+            // main language's words serve.
         } else if self.identifying.is_none() {
             tracing::info!(call = %self.meta.call_id, turn, "understood in the main language: the call goes on in it, unidentified");
             let main = self.main_language();
@@ -253,15 +290,11 @@ impl CallCore {
             // Unsure from the audio up to a pause: the rest may tell.
             Ok(_) if !id.full => {
                 again = true;
+                self.unsure.at_pause = id.pause.map(|p| (id.turn, p));
                 None
             }
             Ok(_) => {
-                self.unsure += 1;
-                let settle = self.unsure >= MAX_UNSURE;
-                tracing::info!(call = %self.meta.call_id, turn = id.turn, unsure = self.unsure, settle, "no language sure enough: the turn is taken as the main language's");
-                if settle && self.needs_language() {
-                    self.set_language(main);
-                }
+                self.unsure_whole_turn(id.turn);
                 None
             }
             Err(err) => {
@@ -300,10 +333,10 @@ impl CallCore {
             .map(|t| t.index)
             .collect();
         for turn in held {
-            if self.language.is_none() && !failed {
-                // Not settled: asked again from the whole turn (if nothing
-                // else is being identified).
-                self.identify_ended(turn);
+            // Not settled: asked again from the whole turn (if nothing
+            // else is being identified), unless that audio was found
+            // unsure already.
+            if self.language.is_none() && !failed && self.identify_ended(turn) {
                 continue;
             }
             let Some(t) = self.ended.iter_mut().find(|t| t.index == turn) else {

@@ -493,3 +493,53 @@ fn an_unsure_finding_at_a_pause_is_asked_again_with_more_of_the_turn() {
     });
     assert_eq!(s.core.record().language.as_deref(), Some("es"));
 }
+
+/// A turn that ends at the pause it was found unsure at is the same
+/// audio: it is not identified again (about 120 ms of Whisper for the same
+/// answer) but counted as unsure and answered with the main lane's words.
+#[test]
+fn a_turn_ending_at_its_unsure_pause_is_not_identified_twice() {
+    let mut s = Sim::greeted(two_languages(3000), "Hello.", Vec::new());
+    s.play_marks();
+    s.audio(false, 200);
+    s.audio(true, 800);
+    s.audio(false, 300);
+    pause_words(&mut s, "If you don't know.");
+    let ident = jobs_of(&s, |k| *k == AsrKind::Identify);
+    assert_eq!(ident.len(), 1);
+    s.input(Input::Transcript {
+        job: ident[0],
+        result: Ok(Transcript {
+            language: None,
+            ..transcript("")
+        }),
+    });
+    let spec = *jobs_of(&s, |k| matches!(k, AsrKind::Speculative { .. }))
+        .last()
+        .unwrap();
+    let AsrKind::Speculative { last_voice } = spec.kind else {
+        unreachable!()
+    };
+    s.input(Input::SmartTurn {
+        turn: spec.turn,
+        pause: last_voice,
+        prob: 0.9,
+    });
+    s.input(Input::Understood {
+        turn: spec.turn,
+        yes: false,
+    });
+    assert_eq!(
+        jobs_of(&s, |k| *k == AsrKind::Identify).len(),
+        1,
+        "the same audio is not identified again"
+    );
+    let asked = s.asked_turns();
+    assert_eq!(asked.len(), 1, "answered with the main lane's words");
+    assert_eq!(asked[0].transcript.as_deref(), Some("If you don't know."));
+    assert_eq!(
+        s.core.record().language,
+        None,
+        "one unsure finding settles nothing"
+    );
+}
