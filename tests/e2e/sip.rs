@@ -379,7 +379,17 @@ fn pcma_call_over_tcp_answers_a_question_takes_digits_once_and_the_bot_hangs_up(
         .iter()
         .map(|s| transcribe(s).to_lowercase())
         .collect();
-    assert!(heard.iter().any(|h| h.contains("saturday")), "{heard:?}");
+    // The answer went out as PCMA: most of its words come back through
+    // Whisper tiny (which once heard "Saturday" as "insider day").
+    let best = heard
+        .iter()
+        .map(|h| words_found(&hours.bot_text, h))
+        .fold(0.0, f64::max);
+    assert!(
+        best >= 0.6,
+        "{best:.2}: said {:?}, heard {heard:?}",
+        hours.bot_text
+    );
 }
 
 #[test]

@@ -462,14 +462,13 @@ fn an_unsure_identification_settles_nothing_until_a_sure_one_or_the_limit() {
     );
 }
 
-#[test]
-fn an_unsure_finding_at_a_pause_is_asked_again_with_more_of_the_turn() {
-    use crate::nlu::lang::Lang;
+/// A first turn of `voiced_ms` up to a pause, whose words there are not
+/// understood and whose language, identified from there, is unsure.
+fn unsure_at_a_pause(voiced_ms: u64) -> Sim {
     let mut s = Sim::greeted(two_languages(3000), "Hello.", Vec::new());
     s.play_marks();
     s.audio(false, 200);
-    // "Hola." … a pause … "¿Dónde está mi pedido?"
-    s.audio(true, 400);
+    s.audio(true, voiced_ms);
     s.audio(false, 300);
     pause_words(&mut s, "If you don't know.");
     let ident = jobs_of(&s, |k| *k == AsrKind::Identify);
@@ -482,6 +481,14 @@ fn an_unsure_finding_at_a_pause_is_asked_again_with_more_of_the_turn() {
         }),
     });
     assert_eq!(s.core.record().language, None);
+    s
+}
+
+#[test]
+fn an_unsure_finding_at_a_pause_is_asked_again_with_more_of_the_turn() {
+    use crate::nlu::lang::Lang;
+    // "Hola." … a pause … "¿Dónde está mi pedido?"
+    let mut s = unsure_at_a_pause(400);
     s.audio(true, 900);
     s.audio(false, 300);
     pause_words(&mut s, "If you don't know how to do it.");
@@ -499,21 +506,7 @@ fn an_unsure_finding_at_a_pause_is_asked_again_with_more_of_the_turn() {
 /// answer) but counted as unsure and answered with the main lane's words.
 #[test]
 fn a_turn_ending_at_its_unsure_pause_is_not_identified_twice() {
-    let mut s = Sim::greeted(two_languages(3000), "Hello.", Vec::new());
-    s.play_marks();
-    s.audio(false, 200);
-    s.audio(true, 800);
-    s.audio(false, 300);
-    pause_words(&mut s, "If you don't know.");
-    let ident = jobs_of(&s, |k| *k == AsrKind::Identify);
-    assert_eq!(ident.len(), 1);
-    s.input(Input::Transcript {
-        job: ident[0],
-        result: Ok(Transcript {
-            language: None,
-            ..transcript("")
-        }),
-    });
+    let mut s = unsure_at_a_pause(800);
     let spec = *jobs_of(&s, |k| matches!(k, AsrKind::Speculative { .. }))
         .last()
         .unwrap();
