@@ -44,6 +44,11 @@ fn first_turn(s: &mut Sim) -> Job {
     s.audio(false, 200);
     s.audio(true, 800);
     s.audio(false, 300);
+    end_at_pause(s)
+}
+
+/// Smart Turn ends the turn at its latest pause; its speculative job.
+fn end_at_pause(s: &mut Sim) -> Job {
     let spec = *jobs_of(s, |k| matches!(k, AsrKind::Speculative { .. }))
         .last()
         .expect("a speculative transcript");
@@ -507,17 +512,7 @@ fn an_unsure_finding_at_a_pause_is_asked_again_with_more_of_the_turn() {
 #[test]
 fn a_turn_ending_at_its_unsure_pause_is_not_identified_twice() {
     let mut s = unsure_at_a_pause(800);
-    let spec = *jobs_of(&s, |k| matches!(k, AsrKind::Speculative { .. }))
-        .last()
-        .unwrap();
-    let AsrKind::Speculative { last_voice } = spec.kind else {
-        unreachable!()
-    };
-    s.input(Input::SmartTurn {
-        turn: spec.turn,
-        pause: last_voice,
-        prob: 0.9,
-    });
+    let spec = end_at_pause(&mut s);
     s.input(Input::Understood {
         turn: spec.turn,
         yes: false,
