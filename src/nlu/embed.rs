@@ -61,8 +61,6 @@ const CENTRE_ON: &[&str] = &[
     "quiero hablar con alguien",
     "el paquete nunca llegó",
 ];
-/// The model's output size.
-pub const DIM: usize = 384;
 /// Caller turns are short; longer text is truncated (the model was trained on
 /// up to 128 word pieces anyway).
 const MAX_TOKENS: usize = 128;

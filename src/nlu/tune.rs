@@ -321,13 +321,17 @@ impl Encoder {
         let ln = lin("embeddings.LayerNorm", false)?;
         let word = take("embeddings.word_embeddings.weight".into(), false)?;
         let pos = take("embeddings.position_embeddings.weight".into(), false)?;
-        let pos = pos
-            .narrow(
-                0,
-                first_position,
-                pos.dim(0).map_err(terr)? - first_position,
-            )
-            .map_err(terr)?;
+        // A config whose position offset passes the table is refused, not
+        // wrapped around.
+        let rows = pos
+            .dim(0)
+            .map_err(terr)?
+            .checked_sub(first_position)
+            .filter(|&r| r > 0)
+            .ok_or_else(|| {
+                NluError::Model("the position table is shorter than its offset".into())
+            })?;
+        let pos = pos.narrow(0, first_position, rows).map_err(terr)?;
         let (kind, relative) = match arch {
             Arch::Bert => (
                 Some(

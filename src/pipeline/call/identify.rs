@@ -143,7 +143,7 @@ impl CallCore {
     /// A whole turn no language is sure of is taken as the main
     /// language's; after [`MAX_UNSURE`] of them the call stays in it.
     fn unsure_whole_turn(&mut self, turn: u32) {
-        self.unsure.count += 1;
+        self.unsure.count = self.unsure.count.saturating_add(1);
         let settle = self.unsure.count >= MAX_UNSURE;
         tracing::info!(call = %self.meta.call_id, turn, unsure = self.unsure.count, settle, "no language sure enough: the turn is taken as the main language's");
         if settle && self.needs_language() {
