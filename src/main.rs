@@ -13,6 +13,7 @@ use attendant::learn::cli::open_configured_store;
 use attendant::loadtest;
 
 mod eval_cmd;
+mod eval_voice;
 use eval_cmd::EvalCmd;
 
 #[derive(Parser)]
@@ -174,6 +175,9 @@ enum Cmd {
         text: String,
         #[arg(long)]
         out: PathBuf,
+        /// Speak with this language's voice (`tts.voices`), e.g. es.
+        #[arg(long)]
+        language: Option<String>,
         #[arg(long, env = "ATTENDANT_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -568,9 +572,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Say { text, out, config } => {
+        Cmd::Say {
+            text,
+            out,
+            language,
+            config,
+        } => {
             let cfg = Config::load(config.as_deref(), std::env::vars())?;
-            let tts = attendant::speech::TtsPool::start(&cfg.server.models_dir, &cfg.tts)?;
+            let mut tcfg = cfg.tts.clone();
+            if let Some(l) = language {
+                tcfg.voice = cfg
+                    .tts
+                    .voices
+                    .get(&l)
+                    .with_context(|| format!("no voice for `{l}` in tts.voices"))?
+                    .clone();
+            }
+            let tts = attendant::speech::TtsPool::start(&cfg.server.models_dir, &tcfg)?;
             let ulaw = tts.synthesize_blocking(&text)?;
             let pcm: Vec<i16> = ulaw
                 .iter()

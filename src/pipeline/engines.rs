@@ -10,6 +10,7 @@ use crate::dialogue::faq::{FaqError, FaqFactory, FaqFile};
 use crate::dialogue::manager::{AgentFactory, AgentRuntime, AgentSlot};
 use crate::dialogue::DialogueFactory;
 use crate::nlu::lang::Lang;
+use crate::speech::tts::voice_model;
 use crate::speech::{TtsError, TtsPool};
 use crate::turn::onnx::{self, OnnxError};
 use crate::turn::smart_turn::SmartTurn;
@@ -17,7 +18,7 @@ use crate::turn::vad::SileroVad;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("{0} is missing; run `python3 models/fetch.py` (or scripts/serve.sh) first")]
+    #[error("{0} is missing; run `attendant models --with-base` (or scripts/serve.sh) first")]
     Missing(String),
     #[error(transparent)]
     Onnx(#[from] OnnxError),
@@ -82,8 +83,8 @@ impl Engines {
             ort_lib.clone(),
             dir.join("silero_vad.onnx"),
             dir.join("smart-turn-v3.2-cpu.onnx"),
-            dir.join(&cfg.tts.voice).join("model.onnx"),
         ];
+        files.extend(voice_model(&cfg.tts.voice).map(|f| dir.join(f)));
         for engine in std::iter::once(cfg.asr.engine).chain(cfg.asr.separate_digits_engine()) {
             files.extend(cfg.asr.files(engine).into_iter().map(|f| dir.join(f)));
         }
@@ -142,8 +143,8 @@ impl Engines {
                 let voice = cfg.tts.voices.get(code).ok_or_else(|| {
                     EngineError::Missing(format!("a voice for `{code}` (tts.voices.{code})"))
                 })?;
-                if !voice.starts_with(crate::speech::tts::ESPEAK) {
-                    need(&dir.join(voice).join("model.onnx"))?;
+                if let Some(f) = voice_model(voice) {
+                    need(&dir.join(f))?;
                 }
                 let tcfg = crate::speech::TtsConfig {
                     voice: voice.clone(),

@@ -19,6 +19,7 @@ use sherpa_onnx::{
 };
 use tokio::sync::mpsc;
 
+use super::kokoro::{self, Kokoro, VoiceName, KOKORO};
 use super::sentences;
 use crate::derived::{self, DiskCache};
 use crate::media::{mulaw, resample, PHONE_RATE};
@@ -27,7 +28,9 @@ use crate::media::{mulaw, resample, PHONE_RATE};
 #[serde(default)]
 pub struct TtsConfig {
     /// Voice directory (model.onnx + tokens.txt) relative to the models
-    /// dir, or `espeak-ng:VOICE` for espeak-ng's formant voice.
+    /// dir, `kokoro:LANGUAGE:SPEAKER` for Kokoro-82M speaking espeak-ng's
+    /// phonemes of LANGUAGE, or `espeak-ng:VOICE` for espeak-ng's formant
+    /// voice.
     pub voice: String,
     /// The voice for each further language an agent answers in (same
     /// forms as `voice`); the rest of these settings are shared.
@@ -49,8 +52,10 @@ impl Default for TtsConfig {
     fn default() -> Self {
         Self {
             voice: "tts/joe".into(),
-            // No Spanish neural voice ships in a package we can fetch;
-            // espeak-ng's Latin American voice is the floor.
+            // No Spanish Piper voice ships in a package we can fetch.
+            // espeak-ng answers at once; Kokoro (`kokoro:es-419:jm_kumo`)
+            // is understood far better but is slow on few cores
+            // (docs/languages.md).
             voices: [("es".to_string(), "espeak-ng:es-419".to_string())].into(),
             espeak_data: "tts/espeak-ng-data".into(),
             workers: 1,
@@ -141,15 +146,25 @@ type Loader<E> = Arc<dyn Fn() -> Result<E, TtsError> + Send + Sync>;
 /// The engine behind one voice.
 enum Engine {
     Piper(Piper),
+    Kokoro(Kokoro),
     Espeak(Espeak),
 }
 
 impl Engine {
     fn load(models: &Path, cfg: &TtsConfig) -> Result<Self, TtsError> {
-        match cfg.voice.strip_prefix(ESPEAK) {
-            Some(voice) => Ok(Self::Espeak(Espeak::new(voice, cfg.speed)?)),
-            None => Ok(Self::Piper(Piper::load(models, cfg)?)),
+        if let Some(voice) = cfg.voice.strip_prefix(ESPEAK) {
+            return Ok(Self::Espeak(Espeak::new(voice, cfg.speed)?));
         }
+        if let Some(voice) = cfg.voice.strip_prefix(KOKORO) {
+            crate::turn::onnx::install_exit_guard();
+            return Ok(Self::Kokoro(Kokoro::load(
+                models,
+                voice,
+                cfg.threads,
+                cfg.speed,
+            )?));
+        }
+        Ok(Self::Piper(Piper::load(models, cfg)?))
     }
 }
 
@@ -157,6 +172,7 @@ impl Synth for Engine {
     fn speak(&self, text: &str, cancel: &Arc<AtomicBool>) -> Result<Option<Vec<u8>>, TtsError> {
         match self {
             Self::Piper(p) => p.speak(text, cancel),
+            Self::Kokoro(k) => k.speak(text, cancel),
             Self::Espeak(e) => e.speak(text, cancel),
         }
     }
@@ -167,12 +183,31 @@ impl Synth for Engine {
 /// audio.
 fn voice_identity(models: &Path, cfg: &TtsConfig) -> Vec<u8> {
     let mut id = format!("ulaw8k-v1|{}|{}", cfg.voice, cfg.speed).into_bytes();
-    if !cfg.voice.starts_with(ESPEAK) {
+    if let Some(name) = cfg.voice.strip_prefix(KOKORO).and_then(VoiceName::parse) {
+        let dir = models.join(kokoro::DIR);
+        id.extend(derived::model_identity(&dir.join("model.onnx")));
+        id.extend(derived::model_identity(&dir.join("vocab.json")));
+        id.extend(derived::model_identity(
+            &dir.join("voices").join(format!("{}.bin", name.speaker)),
+        ));
+    } else if !cfg.voice.starts_with(ESPEAK) {
         let voice = models.join(&cfg.voice);
         id.extend(derived::model_identity(&voice.join("model.onnx")));
         id.extend(derived::model_identity(&voice.join("tokens.txt")));
     }
     id
+}
+
+/// The model file a voice needs, relative to the models directory (none
+/// for espeak-ng, which is a Debian package).
+pub fn voice_model(voice: &str) -> Option<std::path::PathBuf> {
+    if voice.starts_with(ESPEAK) {
+        None
+    } else if voice.starts_with(KOKORO) {
+        Some(Path::new(kokoro::DIR).join("model.onnx"))
+    } else {
+        Some(Path::new(voice).join("model.onnx"))
+    }
 }
 
 /// `voice` prefix of an espeak-ng voice.
@@ -250,7 +285,7 @@ impl Espeak {
 }
 
 /// Synthesised samples at `rate` to 8 kHz μ-law, leading silence trimmed.
-fn to_phone(pcm: &[f32], rate: u32) -> Result<Vec<u8>, TtsError> {
+pub(super) fn to_phone(pcm: &[f32], rate: u32) -> Result<Vec<u8>, TtsError> {
     let pcm = resample::resample(pcm, rate, PHONE_RATE)?;
     let pcm = trim_leading_silence(&pcm);
     let mut out = Vec::with_capacity(pcm.len());

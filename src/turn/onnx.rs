@@ -102,6 +102,12 @@ pub fn init(lib: &Path) -> Result<(), OnnxError> {
 /// Opens a model for single-threaded inference: these models are small and
 /// many calls run them at once, so parallelism comes from calls, not ops.
 pub fn session(path: &Path) -> Result<ort::session::Session, OnnxError> {
+    session_threads(path, 1)
+}
+
+/// Opens a model whose one run is long enough to be worth `threads` cores
+/// (a neural voice's sentence).
+pub fn session_threads(path: &Path, threads: usize) -> Result<ort::session::Session, OnnxError> {
     let err = |e: String| OnnxError::Model {
         path: path.display().to_string(),
         reason: e,
@@ -112,7 +118,7 @@ pub fn session(path: &Path) -> Result<ort::session::Session, OnnxError> {
     };
     ort::session::Session::builder(env)
         .map_err(|e| err(e.to_string()))?
-        .with_intra_threads(1)
+        .with_intra_threads(threads.max(1))
         .map_err(|e| err(e.to_string()))?
         .with_inter_threads(1)
         .map_err(|e| err(e.to_string()))?

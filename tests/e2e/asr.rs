@@ -263,6 +263,50 @@ fn spanish_transcript(pcm8k: &[i16]) -> String {
         .unwrap()
 }
 
+/// The neural Spanish voice (Kokoro-82M on espeak-ng's phonemes) through
+/// the phone path is heard back by Whisper base nearly word for word,
+/// numbers and questions included; espeak-ng's formant voice, on the same
+/// replies, is printed beside it.
+#[test]
+fn the_kokoro_voice_is_heard_back_in_spanish() {
+    let _alone = alone();
+    let replies = [
+        "Le paso ahora con uno de mis compañeros. No cuelgue, por favor.",
+        "Hecho. Su tarjeta de débito terminada en 4821 está bloqueada, y recibirá una nueva en 5 días hábiles.",
+        "Lo siento, no he podido verificar su identidad, así que no puedo darle datos de la cuenta. ¿Quiere hablar con alguien de nuestro equipo?",
+    ];
+    let heard_with = |voice: &str| -> Vec<(f64, String)> {
+        let cfg = attendant::speech::TtsConfig {
+            voice: voice.into(),
+            prompt_cache: String::new(),
+            ..Default::default()
+        };
+        let tts = attendant::speech::TtsPool::start(&repo().join("models"), &cfg)
+            .expect("the voice (scripts/setup.sh --with-base)");
+        replies
+            .iter()
+            .map(|r| {
+                let ulaw = tts.synthesize_blocking(r).unwrap();
+                let pcm: Vec<i16> = ulaw.iter().map(|&b| mulaw::decode(b)).collect();
+                let heard = spanish_transcript(&pcm);
+                (words_found(r, &heard), heard)
+            })
+            .collect()
+    };
+    let kokoro = heard_with("kokoro:es-419:jm_kumo");
+    let espeak = heard_with("espeak-ng:es-419");
+    for ((k, kh), (e, eh)) in kokoro.iter().zip(&espeak) {
+        eprintln!(
+            "kokoro {:.0} % {kh:?} | espeak-ng {:.0} % {eh:?}",
+            k * 100.0,
+            e * 100.0
+        );
+    }
+    for (r, (found, heard)) in replies.iter().zip(&kokoro) {
+        assert!(*found >= 0.85, "{heard:?} for {r:?}");
+    }
+}
+
 /// A caller who speaks Spanish over the Twilio path: the bank agent finds
 /// the language on the first turn (Whisper base, beside Moonshine),
 /// understands the request with its Spanish intents (a balance), answers

@@ -1,0 +1,185 @@
+//! `attendant eval voice`: a voice as callers meet it. Each line of a text
+//! file is spoken as an uncached reply through the TTS pool (first audio:
+//! what a caller waits; the real-time factor: what it costs), then its
+//! phone audio (8 kHz μ-law) is transcribed back with Whisper in that
+//! language and scored (word error rate): how well it is understood.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+
+use attendant::asr::whisper::WhisperModel;
+use attendant::asr::{AsrConfig, Recognizer};
+use attendant::config::Config;
+use attendant::eval::{edit_distance, normalize};
+use attendant::media::{mulaw, resample};
+use attendant::nlu::lang::Lang;
+use attendant::speech::TtsPool;
+
+#[derive(clap::Args)]
+pub struct VoiceArgs {
+    /// One reply per line (`#` starts a comment).
+    #[arg(long)]
+    pub text: PathBuf,
+    /// The language's voice (`tts.voices`) and Whisper's language; without
+    /// it, the main voice in English.
+    #[arg(long)]
+    pub language: Option<String>,
+    /// A `tts.voices`-style voice to use instead of the configured one,
+    /// e.g. `espeak-ng:es-419` or `kokoro:es-419:jf_alpha`.
+    #[arg(long)]
+    pub voice: Option<String>,
+    /// The Whisper model that listens, under the models directory (a
+    /// multilingual one for other languages).
+    #[arg(long, default_value = "ggml-base-q8_0.bin")]
+    pub asr_model: String,
+    #[arg(long, env = "ATTENDANT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Write the report as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(serde::Serialize)]
+struct Row {
+    text: String,
+    heard: String,
+    /// Reply submitted → its first chunk ready.
+    first_audio_ms: u64,
+    /// Reply submitted → its last chunk ready.
+    synth_ms: u64,
+    audio_ms: u64,
+    words: usize,
+    errors: usize,
+}
+
+pub async fn run(a: VoiceArgs) -> anyhow::Result<()> {
+    let cfg = Config::load(a.config.as_deref(), std::env::vars())?;
+    let code = a.language.clone().unwrap_or_else(|| "en".into());
+    let lang = Lang::parse(&code).with_context(|| format!("unknown language `{code}`"))?;
+    let mut tcfg = cfg.tts.clone();
+    tcfg.voice = match (&a.voice, &a.language) {
+        (Some(v), _) => v.clone(),
+        (None, Some(l)) => cfg
+            .tts
+            .voices
+            .get(l)
+            .with_context(|| format!("no voice for `{l}` in tts.voices"))?
+            .clone(),
+        (None, None) => cfg.tts.voice.clone(),
+    };
+    // Every reply is synthesised, none read from a cache.
+    tcfg.prompt_cache = String::new();
+    let lines: Vec<String> = std::fs::read_to_string(&a.text)
+        .with_context(|| format!("reading {}", a.text.display()))?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect();
+    if lines.is_empty() {
+        bail!("{} has no lines", a.text.display());
+    }
+    let models = cfg.server.models_dir.clone();
+    let t0 = Instant::now();
+    let pool = TtsPool::start(&models, &tcfg)?;
+    eprintln!(
+        "voice {} loaded in {} ms",
+        tcfg.voice,
+        t0.elapsed().as_millis()
+    );
+    // One reply first, so the measured ones do not pay for warm-up.
+    let _ = speak(&pool, "Hola.").await?;
+    let mut spoken = Vec::new();
+    for line in &lines {
+        spoken.push(speak(&pool, line).await?);
+    }
+    drop(pool);
+    let asr = AsrConfig {
+        model: a.asr_model.clone(),
+        language: code.clone(),
+        ..Default::default()
+    };
+    let whisper = WhisperModel::load(&models, &asr)?;
+    let mut rec = whisper.recognizer(2)?;
+    let mut rows = Vec::new();
+    for (line, (first, total, ulaw)) in lines.iter().zip(spoken) {
+        let x: Vec<f32> = ulaw
+            .iter()
+            .map(|&b| mulaw::decode(b) as f32 / 32768.0)
+            .collect();
+        let x16 = resample::resample(&x, 8000, 16000)?;
+        let heard = rec.decode(&x16[..x16.len().min(16000 * 28)])?;
+        // Number words and digits compare alike in every language.
+        let r = normalize(&lang.heard(line));
+        let h = normalize(&lang.heard(&heard));
+        rows.push(Row {
+            text: line.clone(),
+            heard,
+            first_audio_ms: first,
+            synth_ms: total,
+            audio_ms: ulaw.len() as u64 / 8,
+            words: r.len(),
+            errors: edit_distance(&r, &h),
+        });
+    }
+    for r in &rows {
+        println!(
+            "{:>5} ms first, {:>5} ms for {:>5} ms, {}/{} wrong: {}  <- {}",
+            r.first_audio_ms, r.synth_ms, r.audio_ms, r.errors, r.words, r.heard, r.text
+        );
+    }
+    let mut firsts: Vec<u64> = rows.iter().map(|r| r.first_audio_ms).collect();
+    firsts.sort_unstable();
+    let pct = |q: f64| firsts[((firsts.len() - 1) as f64 * q).round() as usize];
+    let synth: u64 = rows.iter().map(|r| r.synth_ms).sum();
+    let audio: u64 = rows.iter().map(|r| r.audio_ms).sum();
+    let (errors, words) = rows
+        .iter()
+        .fold((0, 0), |(e, w), r| (e + r.errors, w + r.words));
+    println!(
+        "voice             {} ({} threads)",
+        tcfg.voice, tcfg.threads
+    );
+    println!("replies           {}", rows.len());
+    println!(
+        "first audio       p50 {} ms, p95 {} ms",
+        pct(0.5),
+        pct(0.95)
+    );
+    println!(
+        "real-time factor  {:.2} ({} ms of synthesis for {} ms of audio)",
+        synth as f64 / audio.max(1) as f64,
+        synth,
+        audio
+    );
+    println!(
+        "heard back        WER {:.1} % ({errors}/{words} words, {} in {code})",
+        100.0 * errors as f64 / words.max(1) as f64,
+        a.asr_model
+    );
+    if let Some(p) = a.json {
+        std::fs::write(&p, serde_json::to_vec_pretty(&rows)?)?;
+    }
+    Ok(())
+}
+
+/// Speaks one reply; (first chunk ms, last chunk ms, μ-law audio).
+async fn speak(pool: &TtsPool, text: &str) -> anyhow::Result<(u64, u64, Vec<u8>)> {
+    let (mut rx, _) = pool.speak(text, Arc::new(AtomicBool::new(false)))?;
+    let mut first = None;
+    let mut last = 0;
+    let mut audio = Vec::new();
+    while let Some(c) = rx.recv().await {
+        first.get_or_insert(c.ready_ms);
+        last = c.ready_ms;
+        audio.extend_from_slice(&c.ulaw);
+        if c.last {
+            break;
+        }
+    }
+    Ok((first.unwrap_or(0), last, audio))
+}
