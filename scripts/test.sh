@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # --with-base: the multilingual models (Whisper base identifies a caller's
-# language; multilingual-e5-small understands Spanish). --with-mpnet: the
-# larger English encoder an agent can pick (`nlu.encoder`).
+# language; multilingual-e5-small understands Spanish; Kokoro-82M can speak
+# it). --with-mpnet: the larger English encoder an agent can pick
+# (`nlu.encoder`).
 scripts/setup.sh --with-base --with-mpnet
 cargo fmt --all -- --check
 # One build of everything the tests use, the server binary included. Built by

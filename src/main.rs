@@ -162,7 +162,8 @@ enum Cmd {
     Loadtest(LoadtestArgs),
     /// Install prerequisites and prepare models (runs scripts/setup.sh).
     Models {
-        /// Also the multilingual models (Whisper base, multilingual-e5-small).
+        /// Also the multilingual models (Whisper base, multilingual-e5-small,
+        /// the Kokoro-82M voice).
         #[arg(long)]
         with_base: bool,
         /// Also all-mpnet-base-v2, the larger English sentence encoder
