@@ -16,7 +16,7 @@ use std::sync::Arc;
 use ort::value::Tensor;
 use parking_lot::Mutex;
 
-use super::tts::{to_phone, TtsError};
+use super::tts::{espeak, to_phone, TtsError};
 use crate::turn::onnx;
 
 /// `voice` prefix of a Kokoro voice: `kokoro:<espeak-ng language>:<speaker>`,
@@ -221,19 +221,8 @@ fn clauses(text: &str) -> Vec<Piece> {
 /// espeak-ng's IPA for some words, with its multi-letter phonemes tied and
 /// then written as the single symbols Kokoro was trained on.
 fn espeak_ipa(language: &str, words: &str) -> Result<String, TtsError> {
-    let out = std::process::Command::new("espeak-ng")
-        .args(["-q", "--ipa", "--tie=^", "-v", language, "--", words])
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .map_err(|e| TtsError::Synth(format!("espeak-ng: {e}")))?;
-    if !out.status.success() {
-        return Err(TtsError::Synth(format!(
-            "espeak-ng exited with {}",
-            out.status
-        )));
-    }
-    Ok(to_kokoro(&String::from_utf8_lossy(&out.stdout)))
+    let out = espeak(&["-q", "--ipa", "--tie=^", "-v", language, "--", words])?;
+    Ok(to_kokoro(&String::from_utf8_lossy(&out)))
 }
 
 /// espeak-ng's tied phonemes → Kokoro's symbols (its training used the same

@@ -244,27 +244,9 @@ impl Espeak {
 
     /// The sentence as 22.05 kHz samples.
     fn pcm(&self, text: &str) -> Result<(Vec<f32>, u32), TtsError> {
-        let out = std::process::Command::new("espeak-ng")
-            .args([
-                "-v",
-                &self.voice,
-                "-s",
-                &self.wpm.to_string(),
-                "--stdout",
-                "--",
-            ])
-            .arg(text)
-            .stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .output()
-            .map_err(|e| TtsError::Synth(format!("espeak-ng: {e}")))?;
-        if !out.status.success() {
-            return Err(TtsError::Synth(format!(
-                "espeak-ng exited with {}",
-                out.status
-            )));
-        }
-        let wav = hound::WavReader::new(std::io::Cursor::new(out.stdout))
+        let wpm = self.wpm.to_string();
+        let out = espeak(&["-v", &self.voice, "-s", &wpm, "--stdout", "--", text])?;
+        let wav = hound::WavReader::new(std::io::Cursor::new(out))
             .map_err(|e| TtsError::Synth(format!("espeak-ng output: {e}")))?;
         let rate = wav.spec().sample_rate;
         let pcm = wav
@@ -282,6 +264,23 @@ impl Espeak {
         }
         to_phone(&pcm, rate).map(Some)
     }
+}
+
+/// Runs espeak-ng with `args` (text after a `--`), its standard output.
+pub(super) fn espeak(args: &[&str]) -> Result<Vec<u8>, TtsError> {
+    let out = std::process::Command::new("espeak-ng")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .map_err(|e| TtsError::Synth(format!("espeak-ng: {e}")))?;
+    if !out.status.success() {
+        return Err(TtsError::Synth(format!(
+            "espeak-ng exited with {}",
+            out.status
+        )));
+    }
+    Ok(out.stdout)
 }
 
 /// Synthesised samples at `rate` to 8 kHz μ-law, leading silence trimmed.
