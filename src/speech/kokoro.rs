@@ -95,6 +95,12 @@ impl Kokoro {
         onnx::init(&models.join("lib/libonnxruntime.so")).map_err(|e| fail(e.to_string()))?;
         let session = onnx::session_threads(&dir.join("model.onnx"), threads.max(1))
             .map_err(|e| fail(e.to_string()))?;
+        // Another network in model.onnx fails here, not on the first reply.
+        for want in ["tokens", "style", "speed"] {
+            if !session.inputs().iter().any(|i| i.name() == want) {
+                return Err(fail(format!("model.onnx has no input `{want}`")));
+            }
+        }
         let k = Self {
             session: Mutex::new(session),
             vocab,
@@ -163,7 +169,11 @@ impl Kokoro {
         let out = session
             .run(ort::inputs!["tokens" => tokens, "style" => style, "speed" => speed])
             .map_err(err)?;
-        let (_, audio) = out[0].try_extract_tensor::<f32>().map_err(err)?;
+        let audio = out
+            .values()
+            .next()
+            .ok_or_else(|| TtsError::Synth("kokoro: the model gave no output".into()))?;
+        let (_, audio) = audio.try_extract_tensor::<f32>().map_err(err)?;
         Ok(audio.to_vec())
     }
 }

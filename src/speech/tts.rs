@@ -156,7 +156,6 @@ impl Engine {
             return Ok(Self::Espeak(Espeak::new(voice, cfg.speed)?));
         }
         if let Some(voice) = cfg.voice.strip_prefix(KOKORO) {
-            crate::turn::onnx::install_exit_guard();
             return Ok(Self::Kokoro(Kokoro::load(
                 models,
                 voice,
