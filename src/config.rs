@@ -1,5 +1,5 @@
 //! Configuration: the embedded `config/attendant.toml`, an optional file,
-//! then `ATTENDANT__SECTION__KEY` environment overrides.
+//! then `ATTENDANT__SECTION__KEY` (or `…__TABLE__KEY`) environment overrides.
 
 use std::path::{Path, PathBuf};
 
@@ -253,27 +253,39 @@ impl Config {
             } else {
                 continue;
             };
-            if path.len() != 2 {
+            // SECTION__KEY, or SECTION__MAP__ENTRY for a key that is a
+            // table of names (`ATTENDANT__TTS__VOICES__ES`).
+            let into_map = path.len() == 3
+                && value
+                    .get(&path[0])
+                    .and_then(|t| t.get(&path[1]))
+                    .is_some_and(|d| d.is_table());
+            if path.len() != 2 && !into_map {
                 return Err(ConfigError::Invalid {
                     origin: format!("environment variable {k}"),
-                    message: "expected ATTENDANT__SECTION__KEY".into(),
+                    message: "expected ATTENDANT__SECTION__KEY (or ATTENDANT__SECTION__TABLE__KEY)"
+                        .into(),
                 });
             }
             // A key whose default is text stays text, so a numeric-looking
             // token or password (`12345`) is not turned into a number.
-            let is_text = value
-                .get(&path[0])
-                .and_then(|t| t.get(&path[1]))
-                .is_some_and(|d| d.is_str());
+            let is_text = into_map
+                || value
+                    .get(&path[0])
+                    .and_then(|t| t.get(&path[1]))
+                    .is_some_and(|d| d.is_str());
             let parsed = match env_value(&v) {
                 toml::Value::String(s) => toml::Value::String(s),
                 _ if is_text => toml::Value::String(v.clone()),
                 other => other,
             };
+            let leaf = path.iter().skip(1).rev().fold(parsed, |inner, key| {
+                let mut t = toml::Table::new();
+                t.insert(key.clone(), inner);
+                toml::Value::Table(t)
+            });
             let mut t = toml::Table::new();
-            let mut inner = toml::Table::new();
-            inner.insert(path[1].clone(), parsed);
-            t.insert(path[0].clone(), toml::Value::Table(inner));
+            t.insert(path[0].clone(), leaf);
             merge(&mut value, toml::Value::Table(t));
         }
         let origin = file
@@ -377,6 +389,30 @@ mod tests {
         assert_eq!(c.asr.engine, crate::asr::AsrEngine::Whisper);
         assert_eq!(c.server.public_url, "https://x.example");
         assert_eq!(c.twilio.auth_token, "secret");
+    }
+
+    #[test]
+    fn env_sets_one_entry_of_a_table_of_names() {
+        let env = vec![
+            (
+                "ATTENDANT__TTS__VOICES__ES".to_string(),
+                "espeak-ng:es".to_string(),
+            ),
+            (
+                "ATTENDANT__TTS__VOICES__FR".to_string(),
+                "espeak-ng:fr".to_string(),
+            ),
+        ];
+        let c = Config::load(None, env).unwrap();
+        assert_eq!(c.tts.voices["es"], "espeak-ng:es");
+        assert_eq!(c.tts.voices["fr"], "espeak-ng:fr");
+        // Three parts only under a table; a plain key is not one.
+        let e = Config::load(
+            None,
+            vec![("ATTENDANT__ASR__WORKERS__X".into(), "1".into())],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("ATTENDANT__SECTION__KEY"), "{e}");
     }
 
     #[test]
