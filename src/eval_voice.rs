@@ -52,6 +52,9 @@ struct Row {
     /// Reply submitted → its last chunk ready.
     synth_ms: u64,
     audio_ms: u64,
+    /// Longest silence added between the reply's pieces when each plays
+    /// as soon as it is ready and the one before it has played.
+    pause_ms: u64,
     words: usize,
     errors: usize,
 }
@@ -106,7 +109,16 @@ pub async fn run(a: VoiceArgs) -> anyhow::Result<()> {
     let whisper = WhisperModel::load(&models, &asr)?;
     let mut rec = whisper.recognizer(2)?;
     let mut rows = Vec::new();
-    for (line, (first, total, ulaw)) in lines.iter().zip(spoken) {
+    for (
+        line,
+        Spoken {
+            first,
+            last: total,
+            pause,
+            ulaw,
+        },
+    ) in lines.iter().zip(spoken)
+    {
         let x: Vec<f32> = ulaw
             .iter()
             .map(|&b| mulaw::decode(b) as f32 / 32768.0)
@@ -122,14 +134,22 @@ pub async fn run(a: VoiceArgs) -> anyhow::Result<()> {
             first_audio_ms: first,
             synth_ms: total,
             audio_ms: ulaw.len() as u64 / 8,
+            pause_ms: pause,
             words: r.len(),
             errors: edit_distance(&r, &h),
         });
     }
     for r in &rows {
         println!(
-            "{:>5} ms first, {:>5} ms for {:>5} ms, {}/{} wrong: {}  <- {}",
-            r.first_audio_ms, r.synth_ms, r.audio_ms, r.errors, r.words, r.heard, r.text
+            "{:>5} ms first, {:>5} ms for {:>5} ms, pause {:>4} ms, {}/{} wrong: {}  <- {}",
+            r.first_audio_ms,
+            r.synth_ms,
+            r.audio_ms,
+            r.pause_ms,
+            r.errors,
+            r.words,
+            r.heard,
+            r.text
         );
     }
     let mut firsts: Vec<u64> = rows.iter().map(|r| r.first_audio_ms).collect();
@@ -150,6 +170,12 @@ pub async fn run(a: VoiceArgs) -> anyhow::Result<()> {
         pct(0.5),
         pct(0.95)
     );
+    let paused = rows.iter().filter(|r| r.pause_ms > 250).count();
+    let longest = rows.iter().map(|r| r.pause_ms).max().unwrap_or(0);
+    println!(
+        "pauses            {paused} of {} replies pause > 250 ms between pieces; longest {longest} ms",
+        rows.len()
+    );
     println!(
         "real-time factor  {:.2} ({} ms of synthesis for {} ms of audio)",
         synth as f64 / audio.max(1) as f64,
@@ -167,19 +193,44 @@ pub async fn run(a: VoiceArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Speaks one reply; (first chunk ms, last chunk ms, μ-law audio).
-async fn speak(pool: &TtsPool, text: &str) -> anyhow::Result<(u64, u64, Vec<u8>)> {
+/// One reply as the pool gave it.
+struct Spoken {
+    /// Submitted → first and last chunk ready.
+    first: u64,
+    last: u64,
+    /// Longest silence added between chunks played back to back.
+    pause: u64,
+    ulaw: Vec<u8>,
+}
+
+/// Speaks one reply, timing its chunks as a line would play them.
+async fn speak(pool: &TtsPool, text: &str) -> anyhow::Result<Spoken> {
     let (mut rx, _) = pool.speak(text, Arc::new(AtomicBool::new(false)))?;
-    let mut first = None;
-    let mut last = 0;
-    let mut audio = Vec::new();
+    let mut out = Spoken {
+        first: 0,
+        last: 0,
+        pause: 0,
+        ulaw: Vec::new(),
+    };
+    let mut played: Option<u64> = None;
     while let Some(c) = rx.recv().await {
-        first.get_or_insert(c.ready_ms);
-        last = c.ready_ms;
-        audio.extend_from_slice(&c.ulaw);
+        let start = match played {
+            None => {
+                out.first = c.ready_ms;
+                c.ready_ms
+            }
+            Some(end) => {
+                out.pause = out.pause.max(c.ready_ms.saturating_sub(end));
+                end.max(c.ready_ms)
+            }
+        };
+        // 8 kHz μ-law: 8 bytes a millisecond.
+        played = Some(start + c.ulaw.len() as u64 / 8);
+        out.last = c.ready_ms;
+        out.ulaw.extend_from_slice(&c.ulaw);
         if c.last {
             break;
         }
     }
-    Ok((first.unwrap_or(0), last, audio))
+    Ok(out)
 }

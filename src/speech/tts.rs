@@ -20,7 +20,7 @@ use sherpa_onnx::{
 use tokio::sync::mpsc;
 
 use super::kokoro::{self, Kokoro, VoiceName, KOKORO};
-use super::sentences;
+use super::sentences::{self, Pace};
 use crate::derived::{self, DiskCache};
 use crate::media::{mulaw, resample, PHONE_RATE};
 
@@ -52,11 +52,10 @@ impl Default for TtsConfig {
     fn default() -> Self {
         Self {
             voice: "tts/joe".into(),
-            // No Spanish Piper voice ships in a package we can fetch.
-            // espeak-ng answers at once; Kokoro (`kokoro:es-419:jm_kumo`)
-            // is understood far better but is slow on few cores
-            // (docs/languages.md).
-            voices: [("es".to_string(), "espeak-ng:es-419".to_string())].into(),
+            // No Spanish Piper voice ships in a package we can fetch:
+            // Kokoro-82M reads espeak-ng's Spanish phonemes, understood far
+            // better than espeak-ng's own voice (docs/languages.md).
+            voices: [("es".to_string(), "kokoro:es-419:jm_kumo".to_string())].into(),
             espeak_data: "tts/espeak-ng-data".into(),
             workers: 1,
             threads: 2,
@@ -111,6 +110,9 @@ struct Cache {
     /// Sentences another voice says for this one (a language menu inside
     /// the greeting), never evicted.
     pinned: HashMap<String, Arc<Vec<u8>>>,
+    /// How fast this voice speaks and synthesises, as measured: how a
+    /// reply's opening is cut ([`sentences::opening`]).
+    pace: Pace,
 }
 
 impl Cache {
@@ -151,6 +153,20 @@ enum Engine {
 }
 
 impl Engine {
+    /// The pace to plan with before any synthesis is measured (2-core
+    /// figures; the pool then follows what it measures).
+    fn pace(&self) -> Pace {
+        let rtf = match self {
+            Self::Piper(_) => 0.08,
+            Self::Kokoro(_) => 0.55,
+            Self::Espeak(_) => 0.01,
+        };
+        Pace {
+            rtf,
+            ms_per_char: 70.0,
+        }
+    }
+
     fn load(models: &Path, cfg: &TtsConfig) -> Result<Self, TtsError> {
         if let Some(voice) = cfg.voice.strip_prefix(ESPEAK) {
             return Ok(Self::Espeak(Espeak::new(voice, cfg.speed)?));
@@ -369,8 +385,11 @@ impl TtsPool {
     pub fn start(models: &Path, cfg: &TtsConfig) -> Result<Self, TtsError> {
         let (jobs, rx) = bounded::<Job>(cfg.queue.max(1));
         let (rest_tx, rest_rx) = bounded::<Job>(cfg.queue.max(1));
-        let cache = Arc::new(Mutex::new(Cache::default()));
         let first = Arc::new(Engine::load(models, cfg)?);
+        let cache = Arc::new(Mutex::new(Cache {
+            pace: first.pace(),
+            ..Cache::default()
+        }));
         let engine = Arc::new(Mutex::new(Some(first.clone())));
         let alive = Arc::new(AtomicUsize::new(0));
         let (m, c) = (models.to_path_buf(), cfg.clone());
@@ -429,15 +448,13 @@ impl TtsPool {
         text: &str,
         cancel: Arc<AtomicBool>,
     ) -> Result<(mpsc::Receiver<TtsChunk>, Vec<String>), TtsError> {
-        let mut parts = sentences::split(text);
-        // An uncached first sentence starts with its first clause.
-        if let Some(first) = parts.first() {
-            if self.cache.lock().get(first).is_none() {
-                if let Some((head, tail)) = sentences::first_clause(first) {
-                    parts.splice(0..1, [head, tail]);
-                }
-            }
-        }
+        // Cut where the voice keeps up: an uncached first sentence opens
+        // with a short opener or clause, a later one that would leave a
+        // pause is cut at a clause.
+        let parts = {
+            let c = self.cache.lock();
+            sentences::plan(sentences::split(text), c.pace, |s| c.get(s).is_some())
+        };
         let (tx, rx) = mpsc::channel(parts.len().max(1) + 1);
         let submitted = Instant::now();
         // Serve a cached prefix at once, without waiting for a worker.
@@ -511,7 +528,7 @@ impl TtsPool {
                     .and_then(|((disk, _), k)| disk.get(k));
                 if let Some(u) = stored {
                     insert(&self.cache, self.cap, s, Arc::new(u));
-                } else if let Ok(Some(u)) = engine.speak(&s, &never) {
+                } else if let Ok(Some(u)) = timed(&self.cache, &s, || engine.speak(&s, &never)) {
                     if let (Some((disk, _)), Some(k)) = (&self.prompts_on_disk, &key) {
                         disk.put(k, &u);
                     }
@@ -531,6 +548,25 @@ impl TtsPool {
         }
         Ok(out)
     }
+}
+
+/// Runs one synthesis of `text`, folding its speed into the voice's pace.
+fn timed(
+    cache: &Mutex<Cache>,
+    text: &str,
+    speak: impl FnOnce() -> Result<Option<Vec<u8>>, TtsError>,
+) -> Result<Option<Vec<u8>>, TtsError> {
+    let t = Instant::now();
+    let out = speak();
+    if let Ok(Some(u)) = &out {
+        let synth_ms = t.elapsed().as_secs_f32() * 1000.0;
+        // 8 kHz μ-law: 8 bytes a millisecond.
+        cache
+            .lock()
+            .pace
+            .observe(text, synth_ms, u.len() as f32 / 8.0);
+    }
+    out
 }
 
 fn insert(cache: &Mutex<Cache>, cap: usize, key: String, val: Arc<Vec<u8>>) {
@@ -619,7 +655,7 @@ fn synth_next<E: Synth>(engine: &E, job: &mut Job, cache: &Mutex<Cache>, cap: us
         Some(u) => (u, true),
         None => {
             let spoken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                engine.speak(s, &job.cancel)
+                timed(cache, s, || engine.speak(s, &job.cancel))
             }));
             match spoken {
                 Ok(Ok(Some(u))) => {
