@@ -334,8 +334,20 @@ fn measure(
     let mut missing = Vec::new();
     for (i, kind) in caller.steps.iter().map(|s| s.kind()).enumerate() {
         let ended = rep.step_ends.get(i).copied();
-        let reply = ended.and_then(|end| rep.replies.iter().skip(1).find(|r| r.at_ms > end));
-        match (ended, reply) {
+        // The answer to this step: every stretch of bot audio from its end
+        // to the next step's (a slow voice may pause between the pieces of
+        // one reply longer than the client's reply gap).
+        let next = rep.step_ends.get(i + 1).copied().unwrap_or(u64::MAX);
+        let answer: Vec<_> = ended
+            .map(|end| {
+                rep.replies
+                    .iter()
+                    .skip(1)
+                    .filter(|r| r.at_ms > end && r.at_ms < next)
+                    .collect()
+            })
+            .unwrap_or_default();
+        match (ended, answer.first()) {
             (Some(_), Some(r)) => {
                 res.turns.push(TurnResult {
                     step: i,
@@ -345,7 +357,12 @@ fn measure(
                     expect: caller.expects[i].clone(),
                     ..Default::default()
                 });
-                res.reply_audio.push(r.audio.clone());
+                res.reply_audio.push(
+                    answer
+                        .iter()
+                        .flat_map(|r| r.audio.iter().copied())
+                        .collect(),
+                );
             }
             _ => missing.push(i + 1),
         }
