@@ -227,11 +227,6 @@ impl Engines {
         }
         self.tts.prewarm(&prompts);
         for f in std::iter::once(&self.dialogue).chain(self.agents.values()) {
-            for (code, texts) in f.localised_prompts() {
-                if let Some(pool) = Lang::parse(&code).and_then(|l| self.voices.get(&l)) {
-                    pool.prewarm(&texts);
-                }
-            }
             for (code, text) in f.foreign_prompts() {
                 match Lang::parse(&code).and_then(|l| self.voices.get(&l)) {
                     Some(pool) => self.tts.say_as(pool, &[text]),
@@ -245,5 +240,31 @@ impl Engines {
             ms = t.elapsed().as_millis() as u64,
             "prompt cache warm"
         );
+    }
+
+    /// Synthesises the further languages' fixed prompts, a sentence at a
+    /// time as `when()` allows (no call is up). The server calls this once it
+    /// is ready: a neural voice can take a minute over them on a first
+    /// start with an empty disk cache, and calls must not share the cores
+    /// with it; until then a caller in that language hears them
+    /// synthesised as any other reply.
+    pub fn prewarm_languages(&self, when: &dyn Fn() -> crate::speech::Warm) {
+        let t = Instant::now();
+        let mut n = 0;
+        for f in std::iter::once(&self.dialogue).chain(self.agents.values()) {
+            for (code, texts) in f.localised_prompts() {
+                if let Some(pool) = Lang::parse(&code).and_then(|l| self.voices.get(&l)) {
+                    n += texts.len();
+                    pool.prewarm_when(&texts, when);
+                }
+            }
+        }
+        if n > 0 {
+            tracing::info!(
+                prompts = n,
+                ms = t.elapsed().as_millis() as u64,
+                "further languages' prompt caches warm"
+            );
+        }
     }
 }

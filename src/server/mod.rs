@@ -599,6 +599,17 @@ pub async fn serve_until(
                 // first callers' greetings then play without a gap.
                 e.prewarm();
                 let _ = loader.engines.set(e.clone());
+                let admission = loader.admission.clone();
+                e.prewarm_languages(&|| {
+                    use crate::speech::Warm;
+                    if admission.draining() {
+                        Warm::Stop
+                    } else if admission.active() > 0 {
+                        Warm::Wait
+                    } else {
+                        Warm::Go
+                    }
+                });
             }
             Err(err) => {
                 tracing::error!(error = %err, "cannot load models; the server stays unhealthy");

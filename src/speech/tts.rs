@@ -121,6 +121,16 @@ impl Cache {
     }
 }
 
+/// Whether background prompt synthesis may take the cores now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Warm {
+    Go,
+    /// Something more urgent is running (a call).
+    Wait,
+    /// The process is leaving.
+    Stop,
+}
+
 /// Replies whose first audio is still to come go to `firsts`; a worker
 /// synthesises one sentence of a job, then puts it on `rests`. Workers take
 /// firsts before rests, so a new reply's first sentence never waits behind
@@ -508,6 +518,13 @@ impl TtsPool {
 
     /// Synthesises and caches prompts ahead of time (greeting, FAQ answers).
     pub fn prewarm(&self, texts: &[String]) {
+        self.prewarm_when(texts, &|| Warm::Go);
+    }
+
+    /// As [`Self::prewarm`], each sentence only once `when()` says nothing
+    /// more urgent wants the cores (asked every 100 ms meanwhile), and none
+    /// once it says stop.
+    pub fn prewarm_when(&self, texts: &[String], when: &dyn Fn() -> Warm) {
         let Some(engine) = self.engine.lock().clone() else {
             return;
         };
@@ -516,6 +533,13 @@ impl TtsPool {
             for s in sentences::split(t) {
                 if self.cache.lock().get(&s).is_some() {
                     continue;
+                }
+                loop {
+                    match when() {
+                        Warm::Go => break,
+                        Warm::Wait => std::thread::sleep(std::time::Duration::from_millis(100)),
+                        Warm::Stop => return,
+                    }
                 }
                 let key = self
                     .prompts_on_disk

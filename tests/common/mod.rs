@@ -63,8 +63,36 @@ pub fn config(env: &[(&str, &str)]) -> Config {
     }
     // Test callers share caller IDs; the per-number cap has its own test.
     vars.push(("ATTENDANT__SERVER__MAX_CALLS_PER_NUMBER".into(), "0".into()));
+    if let Some(v) = light_spanish_voice(env) {
+        vars.push(v);
+    }
     vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Config::load(None, vars).expect("test configuration")
+}
+
+/// espeak-ng's Spanish voice for a test server that does not choose one.
+/// Servers testing something else then start without loading Kokoro or
+/// synthesising its prompts beside other tests on a fresh machine; the
+/// shared [`server()`] and the Spanish tests run the shipped voice.
+fn light_spanish_voice(env: &[(&str, &str)]) -> Option<(String, String)> {
+    (!env
+        .iter()
+        .any(|(k, _)| k.starts_with("ATTENDANT__TTS__VOICES__")))
+    .then(|| {
+        (
+            "ATTENDANT__TTS__VOICES__ES".into(),
+            "espeak-ng:es-419".into(),
+        )
+    })
+}
+
+/// The Spanish voice the embedded configuration ships.
+pub fn shipped_spanish_voice() -> String {
+    Config::load(None, Vec::new())
+        .expect("embedded configuration")
+        .tts
+        .voices["es"]
+        .clone()
 }
 
 /// A fresh scratch database URL (SQLite in a temporary folder kept for the
@@ -133,7 +161,8 @@ pub fn server() -> SocketAddr {
     static S: OnceLock<SocketAddr> = OnceLock::new();
     *S.get_or_init(|| {
         init_logs();
-        start_server(config(&[]))
+        let voice = shipped_spanish_voice();
+        start_server(config(&[("ATTENDANT__TTS__VOICES__ES", &voice)]))
     })
 }
 
@@ -278,6 +307,9 @@ impl ServerProcess {
             .stdout(std::process::Stdio::piped());
         if !env.iter().any(|(k, _)| k.starts_with("ATTENDANT__SIP__")) {
             cmd.env("ATTENDANT__SIP__ENABLED", "false");
+        }
+        if let Some((k, v)) = light_spanish_voice(env) {
+            cmd.env(k, v);
         }
         for (k, v) in env {
             cmd.env(k, v);

@@ -239,10 +239,11 @@ fn spanish_callers_load_test_with_replies_checked_in_spanish() {
     }
     let s = &rep.summary;
     assert_eq!(s.failed, 0, "{}", outline(&rep.runs[0].calls));
-    // espeak-ng's Spanish comes back from Whisper with about 40 % of its
-    // words, so a check passes on any one of a few expected words.
+    // The shipped Spanish voice (Kokoro) comes back from Whisper nearly
+    // word for word (7 of 7 replies here; espeak-ng's passed 3 in 4, on any
+    // one of a few expected words).
     assert!(
-        s.checked >= 3 && s.correct * 4 >= s.checked * 3,
+        s.checked >= 3 && s.correct * 100 >= s.checked * 85,
         "replies heard in Spanish: {} of {}",
         s.correct,
         s.checked
