@@ -72,8 +72,9 @@ pub fn config(env: &[(&str, &str)]) -> Config {
 
 /// espeak-ng's Spanish voice for a test server that does not choose one.
 /// Servers testing something else then start without loading Kokoro or
-/// synthesising its prompts beside other tests on a fresh machine; the
-/// shared [`server()`] and the Spanish tests run the shipped voice.
+/// synthesising its prompts beside other tests on a fresh machine (two
+/// cores shared by every test). The shipped voice is tested on its own
+/// (tests/e2e/asr.rs).
 fn light_spanish_voice(env: &[(&str, &str)]) -> Option<(String, String)> {
     (!env
         .iter()
@@ -84,15 +85,6 @@ fn light_spanish_voice(env: &[(&str, &str)]) -> Option<(String, String)> {
             "espeak-ng:es-419".into(),
         )
     })
-}
-
-/// The Spanish voice the embedded configuration ships.
-pub fn shipped_spanish_voice() -> String {
-    Config::load(None, Vec::new())
-        .expect("embedded configuration")
-        .tts
-        .voices["es"]
-        .clone()
 }
 
 /// A fresh scratch database URL (SQLite in a temporary folder kept for the
@@ -161,8 +153,7 @@ pub fn server() -> SocketAddr {
     static S: OnceLock<SocketAddr> = OnceLock::new();
     *S.get_or_init(|| {
         init_logs();
-        let voice = shipped_spanish_voice();
-        start_server(config(&[("ATTENDANT__TTS__VOICES__ES", &voice)]))
+        start_server(config(&[]))
     })
 }
 

@@ -239,11 +239,14 @@ fn spanish_callers_load_test_with_replies_checked_in_spanish() {
     }
     let s = &rep.summary;
     assert_eq!(s.failed, 0, "{}", outline(&rep.runs[0].calls));
-    // The shipped Spanish voice (Kokoro) comes back from Whisper nearly
-    // word for word (7 of 7 replies here; espeak-ng's passed 3 in 4, on any
-    // one of a few expected words).
+    // Test servers speak Spanish with espeak-ng (tests/common), which
+    // comes back from Whisper with about 40 % of its words, so a check
+    // passes on any one of a few expected words. (With the shipped Kokoro
+    // voice 7 of 7 came back right when run alone; beside the rest of the
+    // suite on 2 cores its one worker fell 15 s behind. The Spanish
+    // caller's test in asr.rs runs it.)
     assert!(
-        s.checked >= 3 && s.correct * 100 >= s.checked * 85,
+        s.checked >= 3 && s.correct * 4 >= s.checked * 3,
         "replies heard in Spanish: {} of {}",
         s.correct,
         s.checked
