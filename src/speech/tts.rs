@@ -111,7 +111,7 @@ struct Cache {
     /// the greeting), never evicted.
     pinned: HashMap<String, Arc<Vec<u8>>>,
     /// How fast this voice speaks and synthesises, as measured: how a
-    /// reply's opening is cut ([`sentences::opening`]).
+    /// reply is cut into pieces ([`sentences::plan`]).
     pace: Pace,
 }
 
@@ -521,9 +521,9 @@ impl TtsPool {
         self.prewarm_when(texts, &|| Warm::Go);
     }
 
-    /// As [`Self::prewarm`], each sentence only once `when()` says nothing
-    /// more urgent wants the cores (asked every 100 ms meanwhile), and none
-    /// once it says stop.
+    /// As [`Self::prewarm`], each sentence not on disk synthesised only
+    /// once `when()` says nothing more urgent wants the cores (asked every
+    /// 100 ms meanwhile), and none once it says stop.
     pub fn prewarm_when(&self, texts: &[String], when: &dyn Fn() -> Warm) {
         let Some(engine) = self.engine.lock().clone() else {
             return;
@@ -533,13 +533,6 @@ impl TtsPool {
             for s in sentences::split(t) {
                 if self.cache.lock().get(&s).is_some() {
                     continue;
-                }
-                loop {
-                    match when() {
-                        Warm::Go => break,
-                        Warm::Wait => std::thread::sleep(std::time::Duration::from_millis(100)),
-                        Warm::Stop => return,
-                    }
                 }
                 let key = self
                     .prompts_on_disk
@@ -551,8 +544,18 @@ impl TtsPool {
                     .zip(key.as_deref())
                     .and_then(|((disk, _), k)| disk.get(k));
                 if let Some(u) = stored {
+                    // Read from disk: cheap, so never held back.
                     insert(&self.cache, self.cap, s, Arc::new(u));
-                } else if let Ok(Some(u)) = timed(&self.cache, &s, || engine.speak(&s, &never)) {
+                    continue;
+                }
+                loop {
+                    match when() {
+                        Warm::Go => break,
+                        Warm::Wait => std::thread::sleep(std::time::Duration::from_millis(100)),
+                        Warm::Stop => return,
+                    }
+                }
+                if let Ok(Some(u)) = timed(&self.cache, &s, || engine.speak(&s, &never)) {
                     if let (Some((disk, _)), Some(k)) = (&self.prompts_on_disk, &key) {
                         disk.put(k, &u);
                     }
