@@ -74,6 +74,12 @@ pub struct Embedder {
     /// Where the base model lives (fine-tuning starts from it).
     dir: PathBuf,
     model: Model,
+    /// A tuned encoder's untouched base network. Its vector is kept beside
+    /// the tuned one (each half unit length, the whole scaled back to unit
+    /// length): tuning pulls a new request towards the intent it resembles
+    /// most, the base network still tells it apart, so together they catch
+    /// more out-of-scope requests than either (docs/agents.md).
+    base: Option<Model>,
     tokenizer: Tokens,
     device: Device,
     /// The weights (base and tuned) the vectors depend on.
@@ -209,10 +215,28 @@ impl Embedder {
             .rename_f(move |name| arch.stored(name));
         let model = Model::load(&files[0], vb, &config, arch, first_position, &device)
             .map_err(|e| NluError::Model(e.to_string()))?;
+        let base = match tuned {
+            None => None,
+            Some(_) => {
+                identity.extend(b"+base");
+                // SAFETY: as above.
+                #[allow(unsafe_code)]
+                let vb = unsafe {
+                    VarBuilder::from_mmaped_safetensors(&files[..1], DType::F32, &device)
+                }
+                .map_err(|e| NluError::Model(e.to_string()))?
+                .rename_f(move |name| arch.stored(name));
+                Some(
+                    Model::load(&files[0], vb, &config, arch, first_position, &device)
+                        .map_err(|e| NluError::Model(e.to_string()))?,
+                )
+            }
+        };
         let tokenizer = Tokens::load(&tok_path)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             model,
+            base,
             tokenizer,
             device,
             identity,
@@ -393,26 +417,29 @@ impl Embedder {
         }
         let ids = Tensor::from_vec(ids, (n, len), &self.device).map_err(err)?;
         let mask = Tensor::from_vec(mask, (n, len), &self.device).map_err(err)?;
-        let hidden = self.model.forward(&ids, &mask).map_err(err)?;
-        // Mean over real tokens only.
-        let m = mask
-            .to_dtype(DType::F32)
-            .map_err(err)?
-            .unsqueeze(2)
-            .map_err(err)?;
-        let summed = hidden.broadcast_mul(&m).map_err(err)?.sum(1).map_err(err)?;
-        let counts = m.sum(1).map_err(err)?.clamp(1e-9, f32::MAX).map_err(err)?;
-        let mean = summed.broadcast_div(&counts).map_err(err)?;
-        let norm = mean
-            .sqr()
-            .map_err(err)?
-            .sum_keepdim(1)
-            .map_err(err)?
-            .sqrt()
-            .map_err(err)?;
-        let unit = mean
-            .broadcast_div(&norm.clamp(1e-12, f32::MAX).map_err(err)?)
-            .map_err(err)?;
+        let unit = match &self.base {
+            None => pooled(&self.model, &ids, &mask).map_err(err)?,
+            Some(base) => {
+                // A caller's turn waits for both networks: run the base one
+                // on a second core. Batches are already spread over the
+                // cores by `embed_many`.
+                let (own, plain) = if n == 1 {
+                    std::thread::scope(|s| {
+                        let plain = s.spawn(|| pooled(base, &ids, &mask));
+                        let own = pooled(&self.model, &ids, &mask);
+                        let plain = plain.join().unwrap_or_else(|_| {
+                            Err(candle_core::Error::Msg("embedding thread panicked".into()))
+                        });
+                        (own, plain)
+                    })
+                } else {
+                    (pooled(&self.model, &ids, &mask), pooled(base, &ids, &mask))
+                };
+                let (own, plain) = (own.map_err(err)?, plain.map_err(err)?);
+                (Tensor::cat(&[&own, &plain], 1).map_err(err)? * std::f64::consts::FRAC_1_SQRT_2)
+                    .map_err(err)?
+            }
+        };
         let mut out = unit.to_vec2::<f32>().map_err(err)?;
         if let Some(c) = &self.centre {
             for v in &mut out {
@@ -514,6 +541,18 @@ impl Model {
         };
         self.encoder.forward(&x, &bias)
     }
+}
+
+/// `model`'s sentence vectors (n × hidden), unit length: the mean of its
+/// hidden states over real tokens only.
+fn pooled(model: &Model, ids: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+    let hidden = model.forward(ids, mask)?;
+    let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+    let summed = hidden.broadcast_mul(&m)?.sum(1)?;
+    let counts = m.sum(1)?.clamp(1e-9, f32::MAX)?;
+    let mean = summed.broadcast_div(&counts)?;
+    let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?;
+    mean.broadcast_div(&norm.clamp(1e-12, f32::MAX)?)
 }
 
 /// Vectors as bytes: their count and size, then the values (little-endian).

@@ -718,6 +718,18 @@ mod tests {
             gap(&tuned),
             gap(&base)
         );
+        // The tuned vector keeps the base network's beside its own, each
+        // half unit length, the whole unit length.
+        let v = tuned.embed("my card is gone").unwrap();
+        let plain = base.embed("my card is gone").unwrap();
+        assert_eq!(v.len(), 2 * plain.len());
+        let (own, kept) = v.split_at(plain.len());
+        let half = std::f32::consts::FRAC_1_SQRT_2;
+        assert!((super::super::embed::dot(&v, &v) - 1.0).abs() < 1e-4);
+        let cos_kept = super::super::embed::dot(kept, &plain) / half;
+        assert!(cos_kept > 0.9999, "base half: cosine {cos_kept}");
+        let cos_own = super::super::embed::dot(own, &plain) / half;
+        assert!(cos_own < 0.9999, "tuned half: cosine {cos_own}");
         // Same examples again: read from the cache, not tuned.
         let (again, report) = tuned_embedder(&dir, cache.path(), &ex, &p).unwrap();
         assert!(report.is_none());

@@ -242,8 +242,15 @@ fn an_agent_can_fine_tune_its_encoder_and_a_restart_reuses_it() {
     let probe = "somebody has taken my bank card";
     let tuned = rt.intents.embedder().embed(probe).unwrap();
     let plain = base.embed(probe).unwrap();
-    let same = attendant::nlu::embed::dot(&tuned, &plain);
+    // The tuned network's half of the vector, beside the base network's.
+    let (own, kept) = tuned.split_at(plain.len());
+    let same = attendant::nlu::embed::dot(own, &plain) * std::f32::consts::SQRT_2;
     assert!(same < 0.999, "the encoder was not tuned (cosine {same})");
+    let base_half = attendant::nlu::embed::dot(kept, &plain) * std::f32::consts::SQRT_2;
+    assert!(
+        base_half > 0.9999,
+        "the base half is the base vector ({base_half})"
+    );
     let g = rt.intents.classify(probe).unwrap();
     assert_eq!(g.intent.as_deref(), Some("lost_card"), "{g:?}");
     let t1 = std::time::Instant::now();
