@@ -73,13 +73,14 @@ type Embedded = Vec<(usize, Vec<f32>)>;
 pub struct Embedder {
     /// Where the base model lives (fine-tuning starts from it).
     dir: PathBuf,
-    model: Model,
-    /// A tuned encoder's untouched base network. Its vector is kept beside
+    model: Arc<Model>,
+    /// A tuned encoder's untouched base network (the one the server already
+    /// holds for this folder, when it does). Its vector is kept beside
     /// the tuned one (each half unit length, the whole scaled back to unit
     /// length): tuning pulls a new request towards the intent it resembles
     /// most, the base network still tells it apart, so together they catch
     /// more out-of-scope requests than either (docs/agents.md).
-    base: Option<Model>,
+    base: Option<Arc<Model>>,
     tokenizer: Tokens,
     device: Device,
     /// The weights (base and tuned) the vectors depend on.
@@ -213,23 +214,35 @@ impl Embedder {
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &device) }
             .map_err(|e| NluError::Model(e.to_string()))?
             .rename_f(move |name| arch.stored(name));
-        let model = Model::load(&files[0], vb, &config, arch, first_position, &device)
-            .map_err(|e| NluError::Model(e.to_string()))?;
+        let model = Arc::new(
+            Model::load(&files[0], vb, &config, arch, first_position, &device)
+                .map_err(|e| NluError::Model(e.to_string()))?,
+        );
         let base = match tuned {
-            None => None,
+            None => {
+                remember(&files[0], &model);
+                None
+            }
             Some(_) => {
                 identity.extend(b"+base");
-                // SAFETY: as above.
-                #[allow(unsafe_code)]
-                let vb = unsafe {
-                    VarBuilder::from_mmaped_safetensors(&files[..1], DType::F32, &device)
+                match loaded(&files[0]) {
+                    Some(m) => Some(m),
+                    None => {
+                        // SAFETY: as above.
+                        #[allow(unsafe_code)]
+                        let vb = unsafe {
+                            VarBuilder::from_mmaped_safetensors(&files[..1], DType::F32, &device)
+                        }
+                        .map_err(|e| NluError::Model(e.to_string()))?
+                        .rename_f(move |name| arch.stored(name));
+                        let m = Arc::new(
+                            Model::load(&files[0], vb, &config, arch, first_position, &device)
+                                .map_err(|e| NluError::Model(e.to_string()))?,
+                        );
+                        remember(&files[0], &m);
+                        Some(m)
+                    }
                 }
-                .map_err(|e| NluError::Model(e.to_string()))?
-                .rename_f(move |name| arch.stored(name));
-                Some(
-                    Model::load(&files[0], vb, &config, arch, first_position, &device)
-                        .map_err(|e| NluError::Model(e.to_string()))?,
-                )
             }
         };
         let tokenizer = Tokens::load(&tok_path)?;
@@ -316,6 +329,14 @@ impl Embedder {
         let e = Arc::new(Self::load(&dir)?);
         named.insert(name.to_string(), e.clone());
         Ok(e)
+    }
+
+    /// Whether this tuned encoder runs `other`'s network as its base half.
+    #[cfg(test)]
+    pub(crate) fn shares_base_with(&self, other: &Embedder) -> bool {
+        self.base
+            .as_ref()
+            .is_some_and(|b| Arc::ptr_eq(b, &other.model))
     }
 
     /// Whether this is the multilingual encoder (which is not fine-tuned).
@@ -541,6 +562,26 @@ impl Model {
         };
         self.encoder.forward(&x, &bias)
     }
+}
+
+/// Base networks loaded in this process, by weights file: a tuned encoder
+/// runs the one the server already holds rather than a second copy of its
+/// weights (MiniLM ≈ 90 MB, MPNet ≈ 440 MB).
+static LOADED: std::sync::LazyLock<
+    parking_lot::Mutex<std::collections::HashMap<PathBuf, std::sync::Weak<Model>>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// Keeps the first live network per file: a short-lived load (tuning's
+/// own) does not push out the one a server holds.
+fn remember(weights: &Path, model: &Arc<Model>) {
+    let mut map = LOADED.lock();
+    map.retain(|_, m| m.strong_count() > 0);
+    map.entry(weights.to_path_buf())
+        .or_insert_with(|| Arc::downgrade(model));
+}
+
+fn loaded(weights: &Path) -> Option<Arc<Model>> {
+    LOADED.lock().get(weights)?.upgrade()
 }
 
 /// `model`'s sentence vectors (n × hidden), unit length: the mean of its

@@ -701,11 +701,15 @@ mod tests {
             ..Default::default()
         };
         let cache = tempfile::tempdir().unwrap();
+        // Loaded first, as a server holds it before its agents are built.
+        let base = Embedder::load(&dir).unwrap();
         let (tuned, report) = tuned_embedder(&dir, cache.path(), &ex, &p).unwrap();
         let report = report.expect("tuned now");
         assert_eq!(report.steps, 6);
         assert!(report.last_loss < report.first_loss, "{report:?}");
-        let base = Embedder::load(&dir).unwrap();
+        // The base half is computed by the network already loaded, not a
+        // second copy of its weights.
+        assert!(tuned.shares_base_with(&base));
         let gap = |e: &Embedder| {
             let v = e
                 .embed_many(&["my card is gone", "my card is late"])
