@@ -115,10 +115,13 @@ fn a_broken_agent_is_rejected_with_file_and_line() {
 }
 
 /// Out-of-scope floors for the 10-shot, quarter-held-out check below: just
-/// under what was measured (84.0 % in-scope, 47.6 % recall), so a
-/// regression fails.
-const IN_SCOPE_FLOOR: f64 = 0.82;
-const RECALL_FLOOR: f64 = 0.43;
+/// under what was measured (84.5 % in-scope, 41.7 % recall), so a
+/// regression fails. Calibrating on 8 folds instead of 4 moved the point
+/// along the same curve (from 84.0 % / 47.6 %): each fold's classifier
+/// now knows more of the intents, as the served one knows them all, so
+/// the accuracy it gives up is nearer what `max_drop` allows.
+const IN_SCOPE_FLOOR: f64 = 0.83;
+const RECALL_FLOOR: f64 = 0.38;
 
 /// Banking77 (PolyAI, real customer queries), 10 examples per intent from
 /// train.csv (the first in file order), test.csv scored. The floor sits just
@@ -180,7 +183,7 @@ fn banking77_accuracy_ten_shot_and_out_of_scope() {
     let emb2 = embedder();
     let m = IntentModel::train_embedded_with(emb2, &kx, &ke, scope).unwrap();
     let cal = m.calibration.clone().expect("58 intents calibrate");
-    let (mut known, mut right, mut unknown, mut caught) = (0, 0, 0, 0);
+    let (mut known, mut right, mut top1, mut unknown, mut caught) = (0, 0, 0, 0, 0);
     for (d, x) in test.iter().zip(&test_x) {
         let g = m.classify_embedding(x);
         if held.contains(&d.category) {
@@ -189,18 +192,21 @@ fn banking77_accuracy_ten_shot_and_out_of_scope() {
         } else {
             known += 1;
             right += usize::from(g.intent.as_deref() == Some(d.category.as_str()));
+            top1 += usize::from(g.ranking.first().map(|r| r.0.as_str()) == Some(&d.category));
         }
     }
     let (in_acc, recall) = (right as f64 / known as f64, caught as f64 / unknown as f64);
     eprintln!(
         "banking77 out of scope, 25 % of intents held out, 10-shot: rule {:?} < {:.3} \
-         (calibration: {:.1} % recall at {:.1} % in-scope); test: in-scope accuracy {:.1} %, \
-         out-of-scope recall {:.1} %",
+         (calibration, {} folds: {:.1} % recall at {:.1} % in-scope); test: in-scope accuracy \
+         {:.1} % ({:.1} % with nothing rejected), out-of-scope recall {:.1} %",
         m.rule.score,
         m.rule.threshold,
+        cal.folds,
         cal.oos_recall * 100.0,
         cal.in_scope_accuracy * 100.0,
         in_acc * 100.0,
+        top1 as f64 / known as f64 * 100.0,
         recall * 100.0
     );
     assert!(in_acc >= IN_SCOPE_FLOOR, "in-scope {in_acc}");
