@@ -523,15 +523,20 @@ mod tests {
         (feats, labels)
     }
 
+    /// Calibration on `n` such clusters, none skipped.
+    fn calibrated(n: usize) -> Calibration {
+        let (feats, labels) = axes(n);
+        calibrate(&feats, &labels, n, None, 0.05, 7)
+            .unwrap()
+            .expect("enough intents")
+    }
+
     /// Clusters on the axes: left-out clusters sit on their own axes, far
     /// from every training example, so calibration finds a rule that
     /// rejects them and keeps the known ones.
     #[test]
     fn calibration_on_separable_intents_rejects_the_left_out_ones() {
-        let (feats, labels) = axes(10);
-        let cal = calibrate(&feats, &labels, 10, None, 0.05, 7)
-            .unwrap()
-            .expect("ten intents are enough");
+        let cal = calibrated(10);
         assert_eq!(cal.folds, 8, "at most eight folds");
         assert_eq!(cal.unknown, 100, "each intent left out once");
         // Two held-out examples an intent, scored by the 7 of 8 fold
@@ -546,10 +551,7 @@ mod tests {
     /// is left to learn from once a fold is left out.
     #[test]
     fn few_intents_make_one_fold_each_and_three_are_too_few() {
-        let (feats, labels) = axes(5);
-        let cal = calibrate(&feats, &labels, 5, None, 0.05, 7)
-            .unwrap()
-            .expect("five intents are enough");
+        let cal = calibrated(5);
         assert_eq!(cal.folds, 5);
         assert_eq!(cal.unknown, 50);
         assert_eq!(cal.in_scope, 5 * 2 * 4);
