@@ -1,7 +1,8 @@
 //! Who may use which route: one axum layer in front of every handler.
 //!
-//! - Telephony signalling (`/twilio/*`) carries Twilio's own signature,
-//!   checked by those handlers; `/healthz` and sign-in are open.
+//! - Twilio's webhooks and stream upgrade (`/twilio/*`) carry Twilio's own
+//!   signature, checked here for all of them (`twilio::signed`); the
+//!   browser's phone line, `/healthz` and sign-in are open.
 //! - Everything else needs a principal: an API token (`Authorization:
 //!   Bearer …`, for machines) or a sign-in session cookie (for people), with a
 //!   role the route allows. No credentials → 401, wrong role → 403, and in
@@ -130,8 +131,11 @@ pub struct Principal {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
     Open,
-    /// Twilio's signature, checked by the handler.
+    /// A phone line (the browser's): open like a phone number, capped by
+    /// admission like any call.
     Telephony,
+    /// Twilio's `X-Twilio-Signature` over the URL and form fields.
+    Twilio,
     /// A principal with one of these roles (admin always passes).
     Roles(&'static [Role]),
     /// An integration token or a valid `X-Attendant-Signature`.
@@ -158,7 +162,7 @@ pub fn need(method: &Method, path: &str) -> Need {
         // What the bot missed, and teaching it: supervisors.
         (_, ["desk", "review", ..]) => Need::Roles(&[Supervisor]),
         (_, ["desk", ..]) => Need::Roles(&[Supervisor, Agent]),
-        (_, ["twilio", ..]) => Need::Telephony,
+        (_, ["twilio", ..]) => Need::Twilio,
         (_, ["metrics"]) | (_, ["sip"]) => Need::Roles(&[Ops]),
         (_, ["kpis"]) => Need::Roles(&[Ops, Supervisor]),
         (&Method::GET, ["calls"]) | (&Method::GET, ["calls", _]) => {
@@ -395,6 +399,10 @@ pub async fn layer(State(s): State<Shared>, req: Request, next: Next) -> Respons
     let need = need(req.method(), req.uri().path());
     let mut resp = match need {
         Need::Open | Need::Telephony => next.run(req).await,
+        Need::Twilio => match super::twilio::signed(&s, req).await {
+            Ok(req) => next.run(req).await,
+            Err(refused) => return refused,
+        },
         Need::Roles(roles) => {
             let p = match principal(&s, req.headers()).await {
                 Ok(Some(p)) => p,
@@ -582,7 +590,7 @@ mod tests {
         assert_eq!(need(&g, "/healthz"), Need::Open);
         assert_eq!(need(&g, "/livez"), Need::Open);
         assert_eq!(need(&g, "/readyz"), Need::Open);
-        assert_eq!(need(&Method::POST, "/twilio/voice"), Need::Telephony);
+        assert_eq!(need(&Method::POST, "/twilio/voice"), Need::Twilio);
         for p in [
             "/calls",
             "/calls/CA1",

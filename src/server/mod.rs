@@ -336,7 +336,7 @@ fn sms() -> String {
     "sms".into()
 }
 
-pub(crate) async fn take_reply(
+async fn take_reply(
     s: &Shared,
     from: &str,
     body: &str,

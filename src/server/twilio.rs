@@ -4,15 +4,17 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use axum::body::{to_bytes, Body};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 
 use super::admission::Ticket;
 use super::Shared;
 use crate::dialogue::CallMeta;
+use crate::followup::FollowupError;
 use crate::pipeline::{metrics::metrics, spawn_call, CallInput, CallOutput};
 use crate::transport::budget::{Admit, MediaBudget};
 use crate::transport::playout::{self, Control, Uplink};
@@ -47,41 +49,62 @@ fn public_url(s: &Shared, headers: &HeaderMap, uri: &axum::http::Uri, ws: bool) 
     format!("{base}{path}")
 }
 
-fn signature_ok(s: &Shared, headers: &HeaderMap, url: &str, params: &[(String, String)]) -> bool {
+/// Checks Twilio's signature on a `/twilio/*` request, for every webhook
+/// and the stream upgrade in one place (the auth layer calls it): over the
+/// URL as Twilio requested it (`wss://` for the upgrade) and a POST's form
+/// fields. Without `twilio.auth_token` (a development set-up) every
+/// request passes. A bad or missing signature gets 403 before any handler
+/// reads the request.
+pub(super) async fn signed(s: &Shared, req: Request) -> Result<Request, Response> {
     let token = &s.cfg.twilio.auth_token;
     if token.is_empty() {
-        return true;
+        return Ok(req);
     }
-    let Some(sig) = headers
-        .get("x-twilio-signature")
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
+    let upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let url = public_url(s, req.headers(), req.uri(), upgrade);
+    let (parts, body) = req.into_parts();
+    let bytes = if parts.method == Method::POST {
+        to_bytes(body, super::BODY_LIMIT)
+            .await
+            .map_err(|_| (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n").into_response())?
+    } else {
+        Default::default()
     };
-    signature::validate(token, url, params, sig)
+    let fields = Form::parse(&bytes);
+    let sig = parts
+        .headers
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok());
+    if !sig.is_some_and(|sig| signature::validate(token, &url, &fields.0, sig)) {
+        tracing::warn!(path = %parts.uri.path(), "rejected Twilio request: bad or missing X-Twilio-Signature");
+        return Err((StatusCode::FORBIDDEN, "invalid signature\n").into_response());
+    }
+    Ok(Request::from_parts(parts, Body::from(bytes)))
 }
 
-pub async fn voice_webhook(
-    State(s): State<Shared>,
-    headers: HeaderMap,
-    OriginalUri(uri): OriginalUri,
-    body: String,
-) -> Response {
-    let params: Vec<(String, String)> = url::form_urlencoded::parse(body.as_bytes())
-        .into_owned()
-        .collect();
-    let url = public_url(&s, &headers, &uri, false);
-    if !signature_ok(&s, &headers, &url, &params) {
-        tracing::warn!("rejected /twilio/voice: bad or missing X-Twilio-Signature");
-        return (StatusCode::FORBIDDEN, "invalid signature\n").into_response();
+/// A webhook's form fields.
+struct Form(Vec<(String, String)>);
+
+impl Form {
+    fn parse(body: &[u8]) -> Self {
+        Self(url::form_urlencoded::parse(body).into_owned().collect())
     }
-    let get = |k: &str| {
-        params
+
+    /// The first value of `key`, or "".
+    fn get(&self, key: &str) -> &str {
+        self.0
             .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("")
-    };
+            .find(|(k, _)| k == key)
+            .map_or("", |(_, v)| v.as_str())
+    }
+}
+
+pub async fn voice_webhook(State(s): State<Shared>, headers: HeaderMap, body: String) -> Response {
+    let form = Form::parse(body.as_bytes());
+    let get = |k: &str| form.get(k);
     // A full node (or one draining) says so itself instead of letting the
     // caller hear silence; Twilio then hangs up.
     if let Err(why) = s.admission.check(get("From")) {
@@ -119,17 +142,7 @@ pub async fn voice_webhook(
     ([("content-type", "text/xml")], xml).into_response()
 }
 
-pub async fn stream_upgrade(
-    State(s): State<Shared>,
-    headers: HeaderMap,
-    OriginalUri(uri): OriginalUri,
-    ws: WebSocketUpgrade,
-) -> Response {
-    let url = public_url(&s, &headers, &uri, true);
-    if !signature_ok(&s, &headers, &url, &[]) {
-        tracing::warn!("rejected /twilio/stream upgrade: bad or missing X-Twilio-Signature");
-        return (StatusCode::FORBIDDEN, "invalid signature\n").into_response();
-    }
+pub async fn stream_upgrade(State(s): State<Shared>, ws: WebSocketUpgrade) -> Response {
     if s.engines.get().is_none() {
         return (StatusCode::SERVICE_UNAVAILABLE, "models are loading\n").into_response();
     }
@@ -459,39 +472,25 @@ pub fn transfer(
 }
 
 /// Twilio's inbound-SMS webhook: a customer's reply to a follow-up.
-pub async fn sms_webhook(
-    State(s): State<Shared>,
-    headers: HeaderMap,
-    OriginalUri(uri): OriginalUri,
-    body: String,
-) -> Response {
-    let params: Vec<(String, String)> = url::form_urlencoded::parse(body.as_bytes())
-        .into_owned()
-        .collect();
-    let url = public_url(&s, &headers, &uri, false);
-    if !signature_ok(&s, &headers, &url, &params) {
-        tracing::warn!("rejected /twilio/sms: bad or missing X-Twilio-Signature");
-        return (StatusCode::FORBIDDEN, "invalid signature\n").into_response();
-    }
-    let get = |k: &str| {
-        params
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
-    let (from, text) = (get("From"), get("Body"));
+pub async fn sms_webhook(State(s): State<Shared>, body: String) -> Response {
+    let form = Form::parse(body.as_bytes());
+    let (from, text) = (form.get("From"), form.get("Body"));
     if from.is_empty() {
         return (StatusCode::BAD_REQUEST, "From is required\n").into_response();
     }
-    match super::take_reply(&s, &from, &text, "sms").await {
-        // Any answer goes out through the outbox, not in this response.
-        Ok(_) => (
+    let Some(f) = super::followups(&s) else {
+        return super::followups_loading();
+    };
+    match f.handle_reply(from, text, "sms").await {
+        // Any answer goes out through the outbox, not in this response. A
+        // text from a number no customer has is not Twilio's error: an
+        // error status would only fill its console with failed webhooks.
+        Ok(_) | Err(FollowupError::UnknownCustomer) => (
             [("content-type", "text/xml")],
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response/>\n",
         )
             .into_response(),
-        Err(r) => r,
+        Err(e) => super::followup_error(e),
     }
 }
 

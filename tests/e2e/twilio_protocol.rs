@@ -191,6 +191,28 @@ fn twilio_signatures_are_enforced_when_a_token_is_set() {
         xml.contains("<Parameter name=\"From\" value=\"+15551234567\"/>"),
         "{xml}"
     );
+    // The SMS webhook is checked the same way, over its own URL and fields.
+    let sms = format!("http://{addr}/twilio/sms");
+    let sms_form = [("From", "+15551234567"), ("Body", "yes please")];
+    let r = ureq::post(&sms).send_form(&sms_form);
+    assert!(matches!(r, Err(ureq::Error::Status(403, _))), "{r:?}");
+    let fields: Vec<(String, String)> = sms_form
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let on_voice_url = signature::compute(token, "https://bot.example.com/twilio/voice", &fields);
+    let r = ureq::post(&sms)
+        .set("X-Twilio-Signature", &on_voice_url)
+        .send_form(&sms_form);
+    assert!(matches!(r, Err(ureq::Error::Status(403, _))), "{r:?}");
+    // Signed: accepted, and answered with empty TwiML even from a number
+    // no customer has (an error would only be a failed webhook at Twilio).
+    let good = signature::compute(token, "https://bot.example.com/twilio/sms", &fields);
+    let r = ureq::post(&sms)
+        .set("X-Twilio-Signature", &good)
+        .send_form(&sms_form)
+        .expect("signed SMS accepted");
+    assert!(r.into_string().unwrap().contains("<Response/>"));
     // The stream upgrade needs its own signature over the wss URL.
     let ws = format!("ws://{addr}/twilio/stream");
     rt().block_on(async {
