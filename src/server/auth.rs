@@ -18,9 +18,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::str::FromStr;
+use std::time::Instant;
 
 use axum::body::{to_bytes, Body};
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::signin::Refused;
 use super::Shared;
 
 /// The session cookie's name.
@@ -479,7 +481,36 @@ pub struct Login {
 
 /// `POST /auth/login {"user", "password"}` → a session cookie (HttpOnly,
 /// SameSite=Strict; Secure when the public URL is HTTPS).
-pub async fn login(State(s): State<Shared>, Json(l): Json<Login>) -> Response {
+///
+/// Guessing is slowed per name and per address, and only a few Argon2
+/// checks run at once (`signin`): 429 with `Retry-After` while a name or
+/// address must wait, 503 while every check is taken.
+pub async fn login(
+    State(s): State<Shared>,
+    peer: Option<axum::Extension<ConnectInfo<std::net::SocketAddr>>>,
+    Json(l): Json<Login>,
+) -> Response {
+    let from = peer.map(|axum::Extension(ConnectInfo(a))| a.ip());
+    let _check = match s.sign_in.admit(&l.user, from, Instant::now()).await {
+        Ok(permit) => permit,
+        Err(Refused::Wait(w)) => {
+            tracing::warn!("sign-in refused: too many recent failures");
+            let secs = w.as_secs() + 1;
+            let mut r = deny(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed sign-ins; try again later",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            return r;
+        }
+        Err(Refused::Busy) => {
+            let mut r = deny(StatusCode::SERVICE_UNAVAILABLE, "busy; try again");
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
+        }
+    };
     let st = &s.services.store;
     let found = match st.user(&l.user).await {
         Ok(u) => u,
@@ -498,6 +529,7 @@ pub async fn login(State(s): State<Shared>, Json(l): Json<Login>) -> Response {
     })
     .await
     .unwrap_or(false);
+    s.sign_in.outcome(&l.user, from, ok, Instant::now());
     let Some((role, _)) = found.filter(|_| ok) else {
         tracing::warn!("sign-in refused");
         return deny(StatusCode::UNAUTHORIZED, "wrong user or password");

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cluster;
 pub mod desk;
 mod review;
+mod signin;
 pub mod sip;
 pub mod twilio;
 pub mod webrtc;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub sip: Arc<parking_lot::Mutex<sip::SipStatus>>,
     /// Signed requests already taken (see `auth`).
     pub replay: auth::ReplayGuard,
+    /// Failed sign-ins and the Argon2 checks running (see `signin`).
+    pub sign_in: signin::Throttle,
     /// Places for calls on this node (caps, draining).
     pub admission: Arc<admission::Admission>,
     /// Live WebRTC calls by id: how `DELETE /webrtc/calls/{id}` hangs up.
@@ -558,6 +561,7 @@ pub async fn serve_until(
         followups: OnceLock::new(),
         sip: Arc::default(),
         replay: auth::ReplayGuard::default(),
+        sign_in: signin::Throttle::default(),
         admission: admission::Admission::new(cfg.server.max_calls, cfg.server.max_calls_per_number),
         webrtc: Default::default(),
     });

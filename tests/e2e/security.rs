@@ -189,6 +189,39 @@ fn events_and_inbound_messages_need_a_fresh_signature_or_an_integration_token() 
     assert_eq!(with(&desk), 403);
 }
 
+/// Password guessing slows down: a name's first failures are free, then
+/// each try must wait (429 with Retry-After), the right password included;
+/// other names are not slowed, and once the wait is over the owner signs in.
+#[test]
+fn guessing_a_password_is_slowed_down() {
+    let s = locked();
+    let base = format!("http://{}", s.addr);
+    let st = store(&s.store_url);
+    let hash = auth::hash_password("dee's own password").unwrap();
+    rt().block_on(st.put_user("dee", "agent", &hash)).unwrap();
+    // The status, and Retry-After's seconds when there is one.
+    let try_as = |user: &str, password: &str| -> (u16, Option<u64>) {
+        let r = match ureq::post(&format!("{base}/auth/login"))
+            .send_json(serde_json::json!({"user": user, "password": password}))
+        {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{e}"),
+        };
+        let wait = r.header("retry-after").and_then(|v| v.parse().ok());
+        (r.status(), wait)
+    };
+    for i in 0..5 {
+        assert_eq!(try_as("dee", &format!("guess {i}")).0, 401);
+    }
+    let (code, wait) = try_as("dee", "dee's own password");
+    assert_eq!(code, 429);
+    let wait = wait.expect("Retry-After seconds");
+    assert!((1..=2).contains(&wait), "{wait}");
+    assert_eq!(try_as("nobody", "guess").0, 401, "other names");
+    std::thread::sleep(std::time::Duration::from_secs(wait));
+    assert_eq!(try_as("dee", "dee's own password").0, 200);
+}
+
 #[test]
 fn people_sign_in_with_a_cookie_that_other_sites_cannot_use() {
     let s = locked();
