@@ -421,15 +421,17 @@ fn a_spanish_caller_is_identified_understood_answered_and_handed_over_in_spanish
 #[test]
 fn the_shipped_kokoro_voice_answers_a_whole_spanish_call() {
     let _alone = alone();
-    init_logs();
     let prompts = tempfile::tempdir().unwrap();
-    let addr = start_server(config(&[
+    // A process of its own, gone with the test: the server's Kokoro keeps
+    // synthesising the Spanish prompts in the background, which must not
+    // take the cores from the tests after this one.
+    let server = ServerProcess::start(&[
         ("ATTENDANT__TTS__VOICES__ES", "kokoro:es-419:jm_kumo"),
         (
             "ATTENDANT__TTS__PROMPT_CACHE",
             &format!("\"{}\"", prompts.path().display()),
         ),
-    ]));
+    ]);
     // The caller speaks with another Kokoro speaker: Whisper base mishears
     // espeak-ng's "saldo" ("mis almo") in some runs, depending on where
     // the turn's audio starts, which a slower server moves.
@@ -445,5 +447,5 @@ fn the_shipped_kokoro_voice_answers_a_whole_spanish_call() {
             .map(|&b| mulaw::decode(b) as f32 / 32768.0)
             .collect()
     };
-    spanish_call(addr, caller, 0.8);
+    spanish_call(server.addr, caller, 0.8);
 }
