@@ -135,15 +135,24 @@ impl Throttle {
         from: Option<IpAddr>,
         now: Instant,
     ) -> Result<SemaphorePermit<'_>, Refused> {
+        self.must_wait(user, from, now)?;
+        let permit = match tokio::time::timeout(QUEUE_WAIT, self.checks.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            _ => return Err(Refused::Busy),
+        };
+        // Again once a check is free: guesses sent all at once pass the
+        // first look together, and the failures of those checked before
+        // them must still count.
+        self.must_wait(user, from, now)?;
+        Ok(permit)
+    }
+
+    fn must_wait(&self, user: &str, from: Option<IpAddr>, now: Instant) -> Result<(), Refused> {
         let by_user = self.users.lock().wait(&user_key(user), now);
         let by_address = from.and_then(|a| self.addresses.lock().wait(&a.to_string(), now));
-        if let Some(w) = by_user.max(by_address) {
-            return Err(Refused::Wait(w));
-        }
-        match tokio::time::timeout(QUEUE_WAIT, self.checks.acquire()).await {
-            Ok(Ok(permit)) => Ok(permit),
-            _ => Err(Refused::Busy),
-        }
+        by_user
+            .max(by_address)
+            .map_or(Ok(()), |w| Err(Refused::Wait(w)))
     }
 
     /// Records the outcome of a check: a failure counts against the name
@@ -239,6 +248,26 @@ mod tests {
             Err(Refused::Wait(_))
         ));
         assert!(th.admit("ben", None, t0).await.is_ok());
+        // A guess that was let in while the checks were taken is looked
+        // at again when one frees: the guesses checked meanwhile count.
+        let first = th.admit("dee", None, t0).await.unwrap();
+        let second = th.admit("dee", None, t0).await.unwrap();
+        for _ in 0..FREE_PER_USER - 1 {
+            th.outcome("dee", None, false, t0);
+        }
+        let queued = th.admit("dee", None, t0);
+        tokio::pin!(queued);
+        assert!(
+            futures_util::poll!(&mut queued).is_pending(),
+            "waits for a check"
+        );
+        th.outcome("dee", None, false, t0);
+        drop(first);
+        assert_eq!(
+            queued.await.unwrap_err(),
+            Refused::Wait(Duration::from_secs(1))
+        );
+        drop(second);
         // With every check taken, the next is told to come back (after
         // waiting its 2 s for one).
         let held: Vec<_> =
