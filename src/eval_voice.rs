@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
+use attendant::agent::Agent;
 use attendant::asr::whisper::WhisperModel;
 use attendant::asr::{AsrConfig, Recognizer};
 use attendant::config::Config;
@@ -41,6 +42,11 @@ pub struct VoiceArgs {
     /// Write the report as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// An agent folder whose reply templates (in `--language`) are cached
+    /// first, as a server caches them: a filled reply then starts with
+    /// its template's written words while the rest is synthesised.
+    #[arg(long)]
+    pub agent: Option<PathBuf>,
 }
 
 #[derive(serde::Serialize)]
@@ -96,6 +102,26 @@ pub async fn run(a: VoiceArgs) -> anyhow::Result<()> {
     );
     // One reply first, so the measured ones do not pay for warm-up.
     let _ = speak(&pool, "Hola.").await?;
+    if let Some(dir) = &a.agent {
+        let agent = Agent::load(dir)?;
+        let agent = match agent.locales.get(&code) {
+            Some(l) => l.clone(),
+            None if agent.file.agent.language == code => agent,
+            None => bail!("{} does not answer in `{code}`", dir.display()),
+        };
+        let templates: Vec<String> = agent
+            .spoken()
+            .into_iter()
+            .filter(|t| t.contains('{'))
+            .collect();
+        let t = Instant::now();
+        pool.prewarm(&templates);
+        eprintln!(
+            "{} templates' written words cached in {} ms",
+            templates.len(),
+            t.elapsed().as_millis()
+        );
+    }
     let mut spoken = Vec::new();
     for line in &lines {
         spoken.push(speak(&pool, line).await?);

@@ -137,6 +137,12 @@ impl Agent {
         out
     }
 
+    /// Everything the agent says, as [`Self::spoken_mut`] lists it.
+    pub fn spoken(&self) -> Vec<String> {
+        let mut copy = self.clone();
+        copy.spoken_mut().into_iter().map(std::mem::take).collect()
+    }
+
     /// This agent in `lang`, from `lang/<lang>.toml` and `lang/<lang>/kb/`
     /// (see the module's notes for what is refused).
     pub fn localised(&self, lang: &str) -> Result<Agent, AgentError> {

@@ -155,7 +155,8 @@ pub struct Services {
 /// Makes one dialogue per call.
 pub trait DialogueFactory: Send + Sync {
     fn new_dialogue(&self) -> Box<dyn Dialogue>;
-    /// Fixed texts worth synthesising ahead of time.
+    /// Fixed texts worth synthesising ahead of time, and reply templates
+    /// (texts with `{blanks}`) whose written words are.
     fn prompts(&self) -> Vec<String> {
         Vec::new()
     }
@@ -164,12 +165,12 @@ pub trait DialogueFactory: Send + Sync {
     fn languages(&self) -> Vec<String> {
         Vec::new()
     }
-    /// Fixed texts of each further language, for that language's voice.
     /// Sentences of the main language's prompts that are in another
     /// language (code, text), to be said in that language's voice.
     fn foreign_prompts(&self) -> Vec<(String, String)> {
         Vec::new()
     }
+    /// As [`Self::prompts`], for each further language's voice.
     fn localised_prompts(&self) -> Vec<(String, Vec<String>)> {
         Vec::new()
     }

@@ -103,17 +103,20 @@ fn weight(text: &str) -> f32 {
 /// one reply (a breath, not a stop: callers take a turn after ~0.5 s).
 const GAP_MS: f32 = 250.0;
 
-/// When the caller hears `pieces`, synthesised one after another and each
-/// played once ready and the one before it has played: the first audio,
-/// and the longest silence added between pieces.
-fn schedule(pieces: &[String], pace: Pace) -> (f32, f32) {
+/// When the caller hears `pieces`, synthesised one after another (a
+/// `cached` one is ready at once) and each played once ready and the one
+/// before it has played: the first audio, and the longest silence added
+/// between pieces.
+fn schedule(pieces: &[String], pace: Pace, cached: &impl Fn(&str) -> bool) -> (f32, f32) {
     let mut ready = 0.0f32;
     let mut played = 0.0f32;
     let mut first = 0.0;
     let mut worst = 0.0f32;
     for (i, p) in pieces.iter().enumerate() {
         let audio = pace.audio_ms(p);
-        ready += pace.rtf * audio;
+        if !cached(p) {
+            ready += pace.rtf * audio;
+        }
         if i == 0 {
             first = ready;
             played = ready;
@@ -129,12 +132,13 @@ fn schedule(pieces: &[String], pace: Pace) -> (f32, f32) {
 /// voice of `pace` speaks without the caller waiting longer than needed:
 /// the uncached first sentence is opened as [`opening`] says; a later one
 /// whose synthesis would not be done before the piece before it has
-/// played (a pause over [`GAP_MS`]) is cut after its first clause, again
-/// while that helps. `cached` pieces are ready at once.
+/// played (a pause over [`GAP_MS`]) is cut after its cached lead
+/// ([`cached_lead`]) or first clause, again while that helps. `cached`
+/// pieces are ready at once.
 pub fn plan(parts: Vec<String>, pace: Pace, cached: impl Fn(&str) -> bool) -> Vec<String> {
     let mut out = match parts.first() {
         Some(first) if !cached(first) => {
-            let mut o = opening(&parts, pace);
+            let mut o = opening(&parts, pace, &cached);
             o.extend(parts.into_iter().skip(1));
             o
         }
@@ -152,7 +156,9 @@ pub fn plan(parts: Vec<String>, pace: Pace, cached: impl Fn(&str) -> bool) -> Ve
     while i < out.len() {
         let s = synth(&out[i]);
         if i > 0 && ready + s - played > GAP_MS {
-            if let Some((head, tail)) = first_clause(&out[i]) {
+            if let Some((head, tail)) =
+                cached_lead(&out[i], &cached).or_else(|| first_clause(&out[i]))
+            {
                 out.splice(i..=i, [head, tail]);
                 continue;
             }
@@ -168,32 +174,32 @@ pub fn plan(parts: Vec<String>, pace: Pace, cached: impl Fn(&str) -> bool) -> Ve
 /// How an uncached first sentence (`parts[0]`, as [`split`] gives them) is
 /// cut so its first audio is ready sooner without a pause in the middle:
 /// a short opener joined to it ("Claro.", "Gracias, Sam.") on its own,
-/// and/or its first clause ([`first_clause`]). Of the cuts whose pieces
-/// are each ready before the one before has played (within [`GAP_MS`], at
-/// the voice's `pace`, the next sentence included), the one heard first
-/// wins; a fast voice takes the finest cut, a slow one a coarser one or
-/// none. Returns the pieces that replace `parts[0]`.
-fn opening(parts: &[String], pace: Pace) -> Vec<String> {
+/// and/or its cached lead ([`cached_lead`]) and/or its first clause
+/// ([`first_clause`]). Of the cuts whose pieces are each ready before the
+/// one before has played (within [`GAP_MS`], at the voice's `pace`, the
+/// next sentence included), the one heard first wins; a fast voice takes
+/// the finest cut, a slow one a coarser one or none. Returns the pieces
+/// that replace `parts[0]`.
+fn opening(parts: &[String], pace: Pace, cached: &impl Fn(&str) -> bool) -> Vec<String> {
     let Some(first) = parts.first() else {
         return Vec::new();
     };
-    let clause = |s: &str| match first_clause(s) {
-        Some((head, tail)) => vec![head, tail],
-        None => vec![s.to_string()],
-    };
     let whole = vec![first.clone()];
-    let mut cuts = vec![clause(first)];
+    let mut cuts = cuts(first, cached);
     let inner = sentences(first);
     if let Some((lead, rest)) = inner.split_first() {
         if !rest.is_empty() && lead.split_whitespace().count() < 3 {
             let tail = first[first.find(lead.as_str()).unwrap_or(0) + lead.len()..].trim();
-            cuts.push([vec![lead.clone()], clause(tail)].concat());
-            cuts.push(vec![lead.clone(), tail.to_string()]);
+            cuts.extend(
+                cuts_of(tail, cached)
+                    .into_iter()
+                    .map(|c| [vec![lead.clone()], c].concat()),
+            );
         }
     }
     let heard = |cut: &Vec<String>| {
         let with_next: Vec<String> = cut.iter().chain(parts.get(1)).cloned().collect();
-        schedule(&with_next, pace)
+        schedule(&with_next, pace, cached)
     };
     let (_, base_gap) = heard(&whole);
     cuts.into_iter()
@@ -202,6 +208,82 @@ fn opening(parts: &[String], pace: Pace) -> Vec<String> {
         .filter(|((_, gap), _)| *gap <= GAP_MS.max(base_gap))
         .min_by(|((a, _), _), ((b, _), _)| a.total_cmp(b))
         .map_or(whole, |(_, c)| c)
+}
+
+/// The ways `s` may be cut, finest first (a tie in first audio goes to
+/// the finer cut, which leaves more room for what follows), `s` whole
+/// last: after its cached lead and first clause, after its cached lead,
+/// after its first clause.
+fn cuts_of(s: &str, cached: &impl Fn(&str) -> bool) -> Vec<Vec<String>> {
+    let clause = |s: &str| match first_clause(s) {
+        Some((head, tail)) => vec![head, tail],
+        None => vec![s.to_string()],
+    };
+    let mut out = Vec::new();
+    if let Some((lead, rest)) = cached_lead(s, cached) {
+        out.push([vec![lead.clone()], clause(&rest)].concat());
+        out.push(vec![lead, rest]);
+    }
+    out.push(clause(s));
+    out.push(vec![s.to_string()]);
+    out
+}
+
+/// [`cuts_of`] without `s` whole.
+fn cuts(s: &str, cached: &impl Fn(&str) -> bool) -> Vec<Vec<String>> {
+    let mut out = cuts_of(s, cached);
+    out.pop();
+    out
+}
+
+/// Fewest words a cached lead has: a shorter one ("Gracias,") gains
+/// little and leaves a seam where a name follows.
+const LEAD_WORDS: usize = 3;
+/// Words looked at for a cached lead (a lead is a template's words before
+/// its first blank, so never long).
+const LEAD_MAX_WORDS: usize = 24;
+
+/// The longest start of `sentence` that is `cached` on its own — the
+/// words of a reply template before its first blank, synthesised ahead
+/// ([`template_pieces`]): "Voy a bloquear ahora mismo la tarjeta terminada
+/// en" before "4821 para que nadie pueda usarla." Ends at a word boundary,
+/// has at least [`LEAD_WORDS`] words and leaves at least one.
+fn cached_lead(sentence: &str, cached: &impl Fn(&str) -> bool) -> Option<(String, String)> {
+    let ends: Vec<usize> = sentence
+        .char_indices()
+        .filter(|(_, c)| c.is_whitespace())
+        .map(|(i, _)| i)
+        .take(LEAD_MAX_WORDS)
+        .collect();
+    ends.iter().rev().find_map(|&i| {
+        let (head, tail) = (sentence[..i].trim_end(), sentence[i..].trim_start());
+        (head.split_whitespace().count() >= LEAD_WORDS && !tail.is_empty() && cached(head))
+            .then(|| (head.to_string(), tail.to_string()))
+    })
+}
+
+/// What of a reply template (a text with `{blanks}`) can be synthesised
+/// before it is filled in: each sentence without a blank, and the words
+/// before a sentence's first blank when there are at least
+/// [`LEAD_WORDS`] of them. A filled reply's sentences then start with a
+/// cached piece ([`cached_lead`]) that plays while the rest is made.
+pub fn template_pieces(template: &str) -> Vec<String> {
+    // Sentences as a reply is cut into them, and each on its own: a short
+    // one ("Hecho.") is joined to the next in a reply, then opens it.
+    let mut out: Vec<String> = Vec::new();
+    for s in split(template).into_iter().chain(sentences(template)) {
+        let piece = match s.find('{') {
+            None => Some(s),
+            Some(i) => {
+                let lead = s[..i].trim_end();
+                (lead.split_whitespace().count() >= LEAD_WORDS).then(|| lead.to_string())
+            }
+        };
+        if let Some(p) = piece.filter(|p| !out.contains(p)) {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// Splits a long sentence after its first clause (a comma after at least
@@ -230,7 +312,9 @@ fn first_clause(sentence: &str) -> Option<(String, String)> {
 
 #[cfg(test)]
 mod tests {
-    use super::{first_clause, opening, plan, schedule, split, Pace, GAP_MS};
+    use super::{
+        cached_lead, first_clause, opening, plan, schedule, split, template_pieces, Pace, GAP_MS,
+    };
 
     /// Piper's pace: synthesis far faster than speech.
     const FAST: Pace = Pace {
@@ -247,13 +331,18 @@ mod tests {
         split(text)
     }
 
+    /// [`opening`] with nothing cached.
+    fn open(parts: &[String], pace: Pace) -> Vec<String> {
+        opening(parts, pace, &|_: &str| false)
+    }
+
     #[test]
     fn a_fast_voice_opens_with_a_short_opener_then_a_clause() {
         let p = parts(
             "Gracias, Sam. Su saldo es de 2450 dólares con 75 centavos, y tiene 2200 dólares disponibles.",
         );
         assert_eq!(
-            opening(&p, FAST),
+            open(&p, FAST),
             vec![
                 "Gracias, Sam.",
                 "Su saldo es de 2450 dólares con 75 centavos,",
@@ -261,17 +350,17 @@ mod tests {
             ]
         );
         assert_eq!(
-            opening(&parts("Sure. Dr. Smith sees patients on Mondays."), FAST),
+            open(&parts("Sure. Dr. Smith sees patients on Mondays."), FAST),
             vec!["Sure.", "Dr. Smith sees patients on Mondays."],
             "a title's dot is not a sentence's end"
         );
         assert_eq!(
-            opening(&parts("Dr. Smith is in."), FAST),
+            open(&parts("Dr. Smith is in."), FAST),
             vec!["Dr. Smith is in."]
         );
-        assert_eq!(opening(&parts("Hello."), FAST), vec!["Hello."]);
+        assert_eq!(open(&parts("Hello."), FAST), vec!["Hello."]);
         assert_eq!(
-            opening(
+            open(
                 &parts("Your balance is twelve dollars, and your last payment was on Monday."),
                 FAST
             ),
@@ -291,7 +380,7 @@ mod tests {
             "Gracias, Sam. Su saldo es de 2450 dólares con 75 centavos, y tiene 2200 dólares disponibles.",
         );
         assert_eq!(
-            opening(&p, SLOW),
+            open(&p, SLOW),
             vec![
                 "Gracias, Sam. Su saldo es de 2450 dólares con 75 centavos,",
                 "y tiene 2200 dólares disponibles."
@@ -300,15 +389,15 @@ mod tests {
         // A short opener before a short sentence keeps up even so; before
         // a longer one it would leave a pause.
         assert_eq!(
-            opening(&parts("Claro. Diga su número."), SLOW),
+            open(&parts("Claro. Diga su número."), SLOW),
             vec!["Claro.", "Diga su número."]
         );
         let longer = parts("Claro. Diga o marque los cuatro últimos dígitos de su cuenta.");
-        assert_eq!(opening(&longer, SLOW), longer);
-        assert_eq!(opening(&longer, FAST).len(), 2);
+        assert_eq!(open(&longer, SLOW), longer);
+        assert_eq!(open(&longer, FAST).len(), 2);
         // Far slower than real time: no cut keeps up, the sentence stays whole.
         let crawl = Pace { rtf: 2.5, ..SLOW };
-        assert_eq!(opening(&p, crawl), vec![p[0].clone()]);
+        assert_eq!(open(&p, crawl), vec![p[0].clone()]);
     }
 
     #[test]
@@ -318,17 +407,93 @@ mod tests {
             y horarios. ¿En qué puedo ayudarle?";
         let parts = split(greeting);
         let never = |_: &str| false;
-        let (_, pause) = schedule(&parts, SLOW);
+        let (_, pause) = schedule(&parts, SLOW, &never);
         assert!(pause > 1000.0, "{pause}");
         let planned = plan(parts.clone(), SLOW, never);
         assert_eq!(planned[0], "Gracias por llamar a Northwind Bank.");
         assert_eq!(planned[1], "Puedo ayudarle con su saldo,");
         assert_eq!(planned.join(" "), parts.join(" "), "nothing lost");
-        let (_, pause) = schedule(&planned, SLOW);
+        let (_, pause) = schedule(&planned, SLOW, &never);
         assert!(pause <= GAP_MS, "{pause} ms in {planned:?}");
         // A fast voice keeps up with whole sentences; cached ones are ready.
         assert_eq!(plan(parts.clone(), FAST, never), parts);
         assert_eq!(plan(parts.clone(), SLOW, |_| true), parts);
+    }
+
+    #[test]
+    fn a_template_is_synthesised_up_to_its_first_blank() {
+        assert_eq!(
+            template_pieces(
+                "Voy a bloquear ahora mismo la tarjeta terminada en {card_last4} para que \
+                 nadie pueda usarla. ¿Sigo adelante?"
+            ),
+            vec![
+                "Voy a bloquear ahora mismo la tarjeta terminada en",
+                "¿Sigo adelante?"
+            ]
+        );
+        assert_eq!(
+            template_pieces(
+                "Gracias, {customer_name}. Su saldo es de {balance}, y tiene {available} disponibles."
+            ),
+            vec!["Su saldo es de"],
+            "a lead of one word is not worth a seam"
+        );
+        assert_eq!(
+            template_pieces(
+                "Hecho. Su tarjeta {card_type} terminada en {card_last4} está bloqueada."
+            ),
+            vec!["Hecho. Su tarjeta", "Hecho."]
+        );
+        assert!(template_pieces("{history}¿En qué puedo ayudarle hoy?").is_empty());
+    }
+
+    #[test]
+    fn a_cached_lead_plays_while_the_rest_is_made() {
+        let lead = "Voy a bloquear ahora mismo la tarjeta terminada en";
+        let cached = |s: &str| s == lead || s == "Su saldo es de";
+        let reply = format!("{lead} 4821 para que nadie pueda usarla. ¿Sigo adelante?");
+        assert_eq!(
+            cached_lead(&split(&reply)[0], &cached),
+            Some((
+                lead.to_string(),
+                "4821 para que nadie pueda usarla.".to_string()
+            ))
+        );
+        assert_eq!(cached_lead("Voy a bloquear ahora", &cached), None);
+        assert_eq!(
+            cached_lead("Su saldo es", &|s: &str| s == "Su saldo"),
+            None,
+            "too short a lead"
+        );
+        let never = |_: &str| false;
+        let planned = plan(split(&reply), SLOW, cached);
+        assert_eq!(planned[0], lead);
+        assert_eq!(planned.join(" "), reply, "nothing lost");
+        let (first, pause) = schedule(&planned, SLOW, &cached);
+        assert_eq!(first, 0.0);
+        assert!(pause <= GAP_MS, "{pause} ms in {planned:?}");
+        let (uncached, _) = schedule(&plan(split(&reply), SLOW, never), SLOW, &never);
+        assert!(uncached > 1500.0, "{uncached}");
+
+        // After a short opener: the opener is made, the cached lead plays
+        // while the amount is, each piece ready before the last has played.
+        let balance = "Gracias, Sam. Su saldo es de 2450 dólares con 75 centavos, y tiene 2200 \
+            dólares disponibles.";
+        let planned = plan(split(balance), SLOW, cached);
+        assert_eq!(
+            planned,
+            vec![
+                "Gracias, Sam.",
+                "Su saldo es de",
+                "2450 dólares con 75 centavos,",
+                "y tiene 2200 dólares disponibles."
+            ]
+        );
+        let (first, pause) = schedule(&planned, SLOW, &cached);
+        let (before, _) = schedule(&plan(split(balance), SLOW, never), SLOW, &never);
+        assert!(first < 800.0 && before > 2000.0, "{first} / {before} ms");
+        assert!(pause <= GAP_MS, "{pause} ms in {planned:?}");
     }
 
     #[test]

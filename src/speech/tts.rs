@@ -391,6 +391,28 @@ fn trim_leading_silence(pcm: &[f32]) -> &[f32] {
     &pcm[first.saturating_sub(KEEP)..]
 }
 
+/// Whether `text` ends where a speaker pauses anyway (a sentence or a
+/// clause); a template's lead ("Su saldo es de") does not, and the rest
+/// of its sentence follows straight on.
+fn ends_a_phrase(text: &str) -> bool {
+    text.trim_end()
+        .ends_with(['.', '!', '?', ';', ':', ',', '…', '"', ')'])
+}
+
+/// A voice ends each text with a fall to silence (~0.1–0.3 s); where the
+/// words go on in the next piece that is a pause mid-sentence. Keep 30 ms
+/// after the last audible sample of phone audio.
+fn trim_trailing_silence(ulaw: &mut Vec<u8>) {
+    const AUDIBLE: i16 = 328; // about -40 dBFS, as `trim_leading_silence`
+    const KEEP: usize = PHONE_RATE as usize * 3 / 100;
+    if let Some(last) = ulaw
+        .iter()
+        .rposition(|&b| mulaw::decode(b).saturating_abs() >= AUDIBLE)
+    {
+        ulaw.truncate((last + 1 + KEEP).min(ulaw.len()));
+    }
+}
+
 impl TtsPool {
     pub fn start(models: &Path, cfg: &TtsConfig) -> Result<Self, TtsError> {
         let (jobs, rx) = bounded::<Job>(cfg.queue.max(1));
@@ -517,6 +539,9 @@ impl TtsPool {
     }
 
     /// Synthesises and caches prompts ahead of time (greeting, FAQ answers).
+    /// A text with `{blanks}` is a reply template: its sentences without a
+    /// blank and the words before a sentence's first blank are cached
+    /// ([`sentences::template_pieces`]), so a filled reply starts with them.
     pub fn prewarm(&self, texts: &[String]) {
         self.prewarm_when(texts, &|| Warm::Go);
     }
@@ -530,7 +555,13 @@ impl TtsPool {
         };
         let never = Arc::new(AtomicBool::new(false));
         for t in texts {
-            for s in sentences::split(t) {
+            let pieces = if t.contains('{') {
+                // A template: what it says before it is filled in.
+                sentences::template_pieces(t)
+            } else {
+                sentences::split(t)
+            };
+            for s in pieces {
                 if self.cache.lock().get(&s).is_some() {
                     continue;
                 }
@@ -555,7 +586,10 @@ impl TtsPool {
                         Warm::Stop => return,
                     }
                 }
-                if let Ok(Some(u)) = timed(&self.cache, &s, || engine.speak(&s, &never)) {
+                if let Ok(Some(mut u)) = timed(&self.cache, &s, || engine.speak(&s, &never)) {
+                    if !ends_a_phrase(&s) {
+                        trim_trailing_silence(&mut u);
+                    }
                     if let (Some((disk, _)), Some(k)) = (&self.prompts_on_disk, &key) {
                         disk.put(k, &u);
                     }
@@ -828,5 +862,64 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_ne!(*got.ulaw, english);
+    }
+
+    /// A reply template's written words are cached ahead; the filled
+    /// reply opens with them (ready at once), trimmed of the voice's
+    /// closing silence so the rest follows on as one sentence.
+    #[test]
+    fn a_filled_reply_opens_with_its_templates_cached_words() {
+        let cfg = TtsConfig {
+            voice: format!("{ESPEAK}es-419"),
+            workers: 1,
+            prompt_cache: String::new(),
+            ..TtsConfig::default()
+        };
+        let pool = TtsPool::start(Path::new("models"), &cfg).expect("espeak-ng");
+        let lead = "Voy a bloquear ahora mismo la tarjeta terminada en";
+        pool.prewarm(&[format!(
+            "{lead} {{card_last4}} para que nadie pueda usarla. ¿Sigo adelante?"
+        )]);
+        let said = pool.cache.lock().get(lead).cloned().expect("lead cached");
+        let whole = Espeak::new("es-419", 1.0)
+            .unwrap()
+            .speak(lead, &Arc::default())
+            .unwrap()
+            .unwrap();
+        assert!(
+            said.len() + 400 < whole.len(),
+            "closing silence trimmed: {} of {} bytes",
+            said.len(),
+            whole.len()
+        );
+        assert!(pool.cache.lock().get("¿Sigo adelante?").is_some());
+        let reply = format!("{lead} 4821 para que nadie pueda usarla. ¿Sigo adelante?");
+        let (mut rx, parts) = pool.speak(&reply, Arc::default()).unwrap();
+        assert_eq!(parts[0], lead);
+        assert_eq!(parts.join(" "), reply);
+        let first = rx.blocking_recv().expect("first piece");
+        assert!(first.cached && first.ready_ms == 0, "{first:?}");
+        let mut n = 1;
+        while let Some(c) = rx.blocking_recv() {
+            n += 1;
+            if c.last {
+                break;
+            }
+        }
+        assert_eq!(n, parts.len());
+    }
+
+    #[test]
+    fn only_closing_silence_is_trimmed() {
+        let loud = mulaw::encode(8000);
+        let quiet = mulaw::encode(0);
+        let mut u = [vec![quiet; 100], vec![loud; 800], vec![quiet; 2000]].concat();
+        trim_trailing_silence(&mut u);
+        assert_eq!(u.len(), 900 + 240);
+        let mut silent = vec![quiet; 50];
+        trim_trailing_silence(&mut silent);
+        assert_eq!(silent.len(), 50, "nothing audible: left as it is");
+        assert!(ends_a_phrase("¿Sigo adelante?") && ends_a_phrase("centavos,"));
+        assert!(!ends_a_phrase("Su saldo es de"));
     }
 }

@@ -163,10 +163,10 @@ impl DialogueFactory for AgentFactory {
 /// Whisper's prompt takes at most 224 tokens; a few sentences do.
 const SPEECH_HINT_CHARS: usize = 300;
 
-/// An agent's texts that are said as they are written.
 /// What an agent says in `lang` with nothing filled in, for the prompt
-/// cache: its own sentences and the greeting back to a caller who only
-/// greeted (often the first reply of a call).
+/// cache: its own sentences, the greeting back to a caller who only
+/// greeted (often the first reply of a call), and its templates (texts
+/// with `{blanks}`, of which the voice caches what is said as written).
 fn fixed_prompts(a: &Agent, lang: Lang) -> Vec<String> {
     let p = &a.file.prompts;
     let mut v = vec![
@@ -186,5 +186,6 @@ fn fixed_prompts(a: &Agent, lang: Lang) -> Vec<String> {
             .map(|s| s.prompt.clone())
             .filter(|s| !s.contains('{')),
     );
+    v.extend(a.spoken().into_iter().filter(|t| t.contains('{')));
     v
 }
