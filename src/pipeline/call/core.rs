@@ -341,6 +341,9 @@ pub struct CallCore {
     /// Keys gathered for a digits question, and when they count as done.
     keys: String,
     keys_deadline: Option<Instant>,
+    /// Until when a `#` ends the keys already taken as a full answer
+    /// ("1234#" for a four-digit PIN): it is not a turn of its own.
+    hash_ends_until: Option<Instant>,
     /// On hold for, or talking to, a desk agent.
     pub(super) human: Option<Human>,
     pub(super) enqueuing: Option<Enqueuing>,
@@ -411,6 +414,7 @@ impl CallCore {
             closing: false,
             keys: String::new(),
             keys_deadline: None,
+            hash_ends_until: None,
             human: None,
             enqueuing: None,
             language: None,
@@ -902,6 +906,13 @@ impl CallCore {
         if self.closing {
             return;
         }
+        // The `#` after keys that filled the answer: by now the answer may
+        // have moved the dialogue on (the flow done, another question),
+        // where a `#` alone would be a turn, and its fallback would cut off
+        // the reply the keys earned.
+        if self.hash_ends_until.take().is_some_and(|t| self.now <= t) && d == '#' {
+            return;
+        }
         let Expect::Digits { max, .. } = self.expect else {
             return self.keypad_turn(d.to_string());
         };
@@ -912,6 +923,9 @@ impl CallCore {
             self.keys.push(d);
         }
         if d == '#' || self.keys.len() >= max.max(1) {
+            if d != '#' {
+                self.hash_ends_until = Some(self.now + KEY_GAP);
+            }
             self.flush_keys(d == '#');
         } else {
             self.keys_deadline = Some(self.now + KEY_GAP);

@@ -650,9 +650,24 @@ fn keypad_answers_gather_until_the_gap_and_keep_no_digits() {
         s.caller(CallInput::Dtmf(k));
     }
     assert_eq!(s.asked_turns()[2].dtmf.as_deref(), Some("4321"));
-    // A `#` after them ends nothing: no empty turn of its own.
+    // A `#` after them ends nothing: no empty turn of its own, also when
+    // the answer has already moved the dialogue past digits (the flow is
+    // done, and a `#` alone would be a turn whose fallback cuts off the
+    // reply the keys earned).
+    s.input(Input::Answer {
+        turn: Some(3),
+        reply: say("Your balance is 20 dollars."),
+        expect: Expect::Open,
+        language: None,
+    });
+    s.advance(150);
     s.caller(CallInput::Dtmf('#'));
     assert_eq!(s.asked_turns().len(), 3);
+    // Later, with nothing gathered, a key is a turn again.
+    s.advance(5000);
+    s.caller(CallInput::Dtmf('#'));
+    assert_eq!(s.asked_turns().len(), 4);
+    assert_eq!(s.asked_turns()[3].dtmf.as_deref(), Some("#"));
 }
 
 #[test]
