@@ -423,6 +423,8 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
     let mut open_barge: Option<usize> = None;
     let mut frame_no = 0u64;
     let mut last_utterance_end: Option<u64> = None;
+    // When the last keys step began: the call's end waits for their answer.
+    let mut last_keys_at: Option<u64> = None;
     let mut starved_ms = 0u64;
     let mut last_frame_rx: Option<Instant> = None;
     let mut jitter = 0f64;
@@ -452,14 +454,15 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
                             }
                             Step::Dtmf(keys) if ready => {
                                 // Keys 150 ms apart, like a person pressing them.
-                                let mut end = now_ms;
                                 for (i, d) in keys.chars().enumerate() {
-                                    end = now_ms + i as u64 * 150;
-                                    dtmf.push((end, d));
+                                    dtmf.push((now_ms + i as u64 * 150, d));
                                 }
                                 dtmf.sort();
-                                last_utterance_end = Some(end);
-                                report.step_ends.push(end);
+                                // Answered by what is said once the first key
+                                // is pressed (see `ScriptedCaller::keys_sent`).
+                                last_utterance_end = Some(now_ms);
+                                last_keys_at = Some(now_ms);
+                                report.step_ends.push(now_ms);
                                 pending_steps.pop_front();
                             }
                             Step::Interrupt { audio, after_ms } => {
@@ -542,8 +545,9 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
                 }
                 let quiet = last_bot_rx.map(|l| now_ms.saturating_sub(l)).unwrap_or(u64::MAX);
                 if let Some(done) = script_done_at {
-                    // Like a caller, wait for the answer to what was said last (up to 15 s).
-                    let answered = match last_voiced_sent {
+                    // Like a caller, wait for the answer to what was said or
+                    // keyed in last (up to 15 s).
+                    let answered = match last_voiced_sent.max(last_keys_at) {
                         Some(lv) => report.replies.last().is_some_and(|r| r.at_ms > lv) || now_ms > lv + 15_000,
                         None => true,
                     };

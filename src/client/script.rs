@@ -151,10 +151,12 @@ impl ScriptedCaller {
         }
     }
 
-    /// The keys of an `Act::Keys` were all sent by `end_ms`.
-    pub fn keys_sent(&mut self, end_ms: u64) {
-        self.last_input_end = Some(end_ms);
-        self.step_ends.push(end_ms);
+    /// The keys of an `Act::Keys` were sent, the first at `start_ms`. What
+    /// the bot says after that answers them: a server takes a full-length
+    /// answer at its last digit, before the closing `#` is pressed.
+    pub fn keys_sent(&mut self, start_ms: u64) {
+        self.last_input_end = Some(start_ms);
+        self.step_ends.push(start_ms);
     }
 
     /// What to do at `now_ms` (the line is up).

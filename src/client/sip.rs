@@ -192,7 +192,7 @@ pub async fn run_call(
                             let _ = media.send_to(&pkt, *to).await;
                         }
                     }
-                    script.keys_sent(t0.elapsed().as_millis() as u64);
+                    script.keys_sent(now_ms);
                 }
                 Some(Act::HangUp) => break,
                 None => {}

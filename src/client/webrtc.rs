@@ -115,13 +115,14 @@ async fn run(
             match script.poll(now_ms) {
                 Some(Act::Say(ulaw)) => sess.send_audio(1, &ulaw),
                 Some(Act::Keys(keys)) => {
+                    let start = t0.elapsed().as_millis() as u64;
                     for (i, k) in keys.chars().enumerate() {
                         if i > 0 {
                             tokio::time::sleep(Duration::from_millis(KEY_GAP_MS)).await;
                         }
                         sess.send_dtmf(k, Instant::now());
                     }
-                    script.keys_sent(t0.elapsed().as_millis() as u64);
+                    script.keys_sent(start);
                 }
                 Some(Act::HangUp) => break,
                 None => {}
