@@ -439,7 +439,7 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
                         // Wait for the bot's answer to what we did last (or give up after 15 s).
                         let answered = match last_utterance_end {
                             None => bot_started_at.is_some(),
-                            Some(end) => report.replies.last().is_some_and(|r| r.at_ms > end) || now_ms > end + 15_000,
+                            Some(end) => report.replies.last().is_some_and(|r| r.at_ms >= end) || now_ms > end + 15_000,
                         };
                         let ready = answered && playout.is_empty() && quiet >= quiet_ms;
                         match step {
@@ -467,7 +467,7 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
                             }
                             Step::Interrupt { audio, after_ms } => {
                                 // The reply to interrupt: the first one after our last input.
-                                let reply = report.replies.iter().find(|r| last_utterance_end.is_none_or(|e| r.at_ms > e));
+                                let reply = report.replies.iter().find(|r| last_utterance_end.is_none_or(|e| r.at_ms >= e));
                                 if reply.is_some_and(|r| now_ms >= r.at_ms + after_ms) {
                                     for f in frames_of(audio) {
                                         source.push_back((enc(&f), voiced(&f)));
@@ -548,7 +548,7 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
                     // Like a caller, wait for the answer to what was said or
                     // keyed in last (up to 15 s).
                     let answered = match last_voiced_sent.max(last_keys_at) {
-                        Some(lv) => report.replies.last().is_some_and(|r| r.at_ms > lv) || now_ms > lv + 15_000,
+                        Some(lv) => report.replies.last().is_some_and(|r| r.at_ms >= lv) || now_ms > lv + 15_000,
                         None => true,
                     };
                     let lingered = now_ms.saturating_sub(done) >= opts.linger_ms;

@@ -180,7 +180,7 @@ impl ScriptedCaller {
         let answered = match self.last_input_end {
             None => self.first_audio_ms.is_some(),
             Some(end) => {
-                self.replies.last().is_some_and(|r| r.at_ms > end)
+                self.replies.last().is_some_and(|r| r.at_ms >= end)
                     || now_ms > end + ANSWER_TIMEOUT_MS
             }
         };
@@ -202,7 +202,7 @@ impl ScriptedCaller {
                 let reply = self
                     .replies
                     .iter()
-                    .find(|r| last_input_end.is_none_or(|e| r.at_ms > e));
+                    .find(|r| last_input_end.is_none_or(|e| r.at_ms >= e));
                 if reply.is_none_or(|r| now_ms < r.at_ms + after_ms) {
                     return None;
                 }

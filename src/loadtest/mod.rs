@@ -97,6 +97,12 @@ pub struct CallResult {
     /// call record), to set beside what the caller measured.
     #[serde(default)]
     pub server: ServerTurns,
+    /// When each stretch of bot audio began and each step ended, in ms
+    /// from the call's start: which reply answered which step.
+    #[serde(default)]
+    pub reply_starts_ms: Vec<u64>,
+    #[serde(default)]
+    pub step_ends_ms: Vec<u64>,
     #[serde(skip)]
     pub greeting_audio: Vec<u8>,
     #[serde(skip)]
@@ -320,6 +326,8 @@ fn measure(
     };
     res.call_sid = rep.call_sid.clone();
     res.time_to_answer_ms = rep.first_audio_ms;
+    res.reply_starts_ms = rep.replies.iter().map(|r| r.at_ms).collect();
+    res.step_ends_ms = rep.step_ends.clone();
     res.pacing = rep.pacing.clone();
     if let Some(rec) = &rep.record {
         res.server = ServerTurns::of(rec);
@@ -336,14 +344,16 @@ fn measure(
         let ended = rep.step_ends.get(i).copied();
         // The answer to this step: every stretch of bot audio from its end
         // to the next step's (a slow voice may pause between the pieces of
-        // one reply longer than the client's reply gap).
+        // one reply longer than the client's reply gap). From, not after:
+        // a cached reply to a key can arrive within the millisecond it was
+        // pressed in.
         let next = rep.step_ends.get(i + 1).copied().unwrap_or(u64::MAX);
         let answer: Vec<_> = ended
             .map(|end| {
                 rep.replies
                     .iter()
                     .skip(1)
-                    .filter(|r| r.at_ms > end && r.at_ms < next)
+                    .filter(|r| r.at_ms >= end && r.at_ms < next)
                     .collect()
             })
             .unwrap_or_default();
@@ -581,6 +591,35 @@ pub async fn find_capacity(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A cached reply to a key can begin within the millisecond the key
+    /// was pressed in: it still answers that step.
+    #[test]
+    fn a_reply_from_the_steps_own_millisecond_answers_it() {
+        let caller = scenario::Caller {
+            name: "menu".into(),
+            weight: 1,
+            from: String::new(),
+            greeting: None,
+            steps: vec![client::Step::Dtmf("9".into())],
+            expects: vec![None],
+        };
+        let mut rep = client::CallReport::new("CA1".into(), "MZ1".into());
+        rep.first_audio_ms = Some(48);
+        for at_ms in [48, 11_221] {
+            rep.replies.push(client::ReplyTiming {
+                at_ms,
+                voice_to_voice_ms: None,
+                first_frame_ms: None,
+                audio: Vec::new(),
+            });
+        }
+        rep.step_ends = vec![11_221];
+        let res = measure(0, &caller, 0, 30_000, Ok(rep));
+        assert_eq!(res.failure, None);
+        assert_eq!(res.turns.len(), 1);
+        assert_eq!(res.reply_starts_ms, vec![48, 11_221]);
+    }
 
     #[test]
     fn the_ladder_ends_at_the_maximum() {

@@ -32,7 +32,7 @@ fn outline(calls: &[loadtest::CallResult]) -> String {
     let mut o = String::new();
     for c in calls {
         o += &format!(
-            "#{} {} [{}] ok={} failure={:?} answered={:?}ms greeting={:?}\n    server: {:?}\n",
+            "#{} {} [{}] ok={} failure={:?} answered={:?}ms greeting={:?}\n    server: {:?}\n    replies began {:?} ms, steps ended {:?} ms\n",
             c.index,
             c.caller,
             c.call_sid,
@@ -40,7 +40,9 @@ fn outline(calls: &[loadtest::CallResult]) -> String {
             c.failure,
             c.time_to_answer_ms,
             c.greeting_heard,
-            c.server
+            c.server,
+            c.reply_starts_ms,
+            c.step_ends_ms
         );
         for t in &c.turns {
             o += &format!(
