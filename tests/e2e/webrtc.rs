@@ -196,8 +196,9 @@ fn bad_offers_get_4xx_and_the_page_is_served_without_a_login() {
 }
 
 /// The caller page in Debian's Chromium (driven by playwright-core from
-/// npm, `web/tests`), its microphone a WAV: 7 s of quiet (the greeting
-/// plays), the question, then quiet.
+/// npm, `web/tests`), its microphone a WAV: 14 s of quiet (the whole
+/// greeting plays, about 11 s with its Spanish menu offer, so the question
+/// does not interrupt it), the question, then quiet.
 #[test]
 fn chromium_calls_from_the_caller_page_and_hears_the_answer() {
     let http = server();
@@ -205,7 +206,7 @@ fn chromium_calls_from_the_caller_page_and_hears_the_answer() {
     std::fs::create_dir_all(&out).unwrap();
     let q8 = audio::read_wav_8k(&fixture("faq_hours.wav")).unwrap();
     let q16 = resample(&q8, 8000, 16000).unwrap();
-    let mut mic = vec![0f32; 16000 * 7];
+    let mut mic = vec![0f32; 16000 * 14];
     mic.extend(&q16);
     mic.extend(vec![0f32; 16000 * 30]);
     let mic_path = out.join("mic.wav");
