@@ -698,3 +698,49 @@ fn the_shop_agent_understands_spanish_requests() {
     assert!(r.accuracy >= 0.85, "{r:?}");
     assert!(top1 >= 0.88, "{r:?}");
 }
+
+/// The prompt cache is filled with what an agent says as written, in each
+/// of its languages: the greeting first (it must be ready before the
+/// server is), every article's answer (a knowledge-base answer was
+/// synthesised per call, 0.6–0.75 s before its first audio), and every
+/// flow message and prompt without a blank.
+#[test]
+fn every_fixed_reply_is_among_the_prompts_the_voice_caches() {
+    use attendant::dialogue::manager::AgentFactory;
+    use attendant::dialogue::DialogueFactory;
+    let rt = AgentRuntime::load_with(Path::new("agents/bank"), embedder()).unwrap();
+    let f = AgentFactory::new(rt.clone(), None);
+    let mut langs = vec![(rt.clone(), f.prompts())];
+    let localised = f.localised_prompts();
+    assert!(!localised.is_empty(), "the bank answers in Spanish too");
+    for (code, prompts) in localised {
+        langs.push((rt.locales[&code].clone(), prompts));
+    }
+    for (rt, prompts) in langs {
+        assert_eq!(prompts[0], rt.agent.file.agent.greeting);
+        let answers: Vec<&str> = rt.kb.articles().iter().map(|a| a.answer.as_str()).collect();
+        assert!(answers.len() >= 5);
+        let p = &rt.agent.file.prompts;
+        let fixed = rt
+            .agent
+            .flows
+            .iter()
+            .flat_map(|f| &f.step)
+            .flat_map(|s| [&s.say, &s.confirm, &s.on_no, &s.on_fail])
+            .flatten()
+            .map(String::as_str)
+            .chain([p.help.as_str(), p.clarify.as_str(), p.verify_failed.as_str()])
+            .filter(|t| !t.contains('{'));
+        for t in answers.into_iter().chain(fixed) {
+            assert!(
+                prompts.iter().any(|x| x == t),
+                "{t:?} is not cached ({})",
+                rt.agent.file.agent.language
+            );
+        }
+        let mut unique = prompts.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), prompts.len(), "each prompt once");
+    }
+}

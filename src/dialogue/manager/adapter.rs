@@ -119,7 +119,7 @@ impl DialogueFactory for AgentFactory {
 
     fn prompts(&self) -> Vec<String> {
         let rt = self.slot.get();
-        fixed_prompts(&rt.agent, rt.lang)
+        fixed_prompts(&rt)
     }
 
     /// The greeting's language menu: each offer in its own language.
@@ -155,7 +155,7 @@ impl DialogueFactory for AgentFactory {
         let rt = self.slot.get();
         rt.locales
             .iter()
-            .map(|(l, r)| (l.clone(), fixed_prompts(&r.agent, r.lang)))
+            .map(|(l, r)| (l.clone(), fixed_prompts(r)))
             .collect()
     }
 }
@@ -163,15 +163,20 @@ impl DialogueFactory for AgentFactory {
 /// Whisper's prompt takes at most 224 tokens; a few sentences do.
 const SPEECH_HINT_CHARS: usize = 300;
 
-/// What an agent says in `lang` with nothing filled in, for the prompt
-/// cache: its own sentences, the greeting back to a caller who only
-/// greeted (often the first reply of a call), and its templates (texts
-/// with `{blanks}`, of which the voice caches what is said as written).
-fn fixed_prompts(a: &Agent, lang: Lang) -> Vec<String> {
+/// What an agent says with nothing filled in, for the prompt cache, the
+/// replies a call most often opens with first (they are ready before the
+/// server says so): the greeting, the greeting back to a caller who only
+/// greeted, the fixed prompts; then its articles' answers (a question the
+/// knowledge base answers is most calls' reason to ring); then everything
+/// else it says (slot questions, flow messages, routes' words) and its
+/// templates (texts with `{blanks}`, of which the voice caches what is
+/// said as written).
+fn fixed_prompts(rt: &AgentRuntime) -> Vec<String> {
+    let a = &rt.agent;
     let p = &a.file.prompts;
     let mut v = vec![
         a.file.agent.greeting.clone(),
-        lang.phrase(Phrase::GreetBack).to_string(),
+        rt.lang.phrase(Phrase::GreetBack).to_string(),
         p.fallback.clone(),
         p.goodbye.clone(),
         p.transfer.clone(),
@@ -179,13 +184,9 @@ fn fixed_prompts(a: &Agent, lang: Lang) -> Vec<String> {
         p.what_else.clone(),
         p.escalate.clone(),
     ];
-    v.extend(
-        a.file
-            .slot
-            .values()
-            .map(|s| s.prompt.clone())
-            .filter(|s| !s.contains('{')),
-    );
-    v.extend(a.spoken().into_iter().filter(|t| t.contains('{')));
+    v.extend(rt.kb.articles().iter().map(|x| x.answer.clone()));
+    v.extend(a.spoken());
+    let mut seen = std::collections::HashSet::new();
+    v.retain(|t| !t.trim().is_empty() && seen.insert(t.clone()));
     v
 }
