@@ -171,6 +171,18 @@ enum Cmd {
         #[arg(long)]
         with_mpnet: bool,
     },
+    /// Synthesise what the agents say as written (greeting, prompts,
+    /// articles, flow messages, templates' words), in every language they
+    /// answer in, into the prompt cache (`tts.prompt_cache`), and exit. A
+    /// server started afterwards on this models folder (a new node, a
+    /// built image) reads them back and answers at once in every language,
+    /// where it would otherwise warm its further languages in the
+    /// background while idle.
+    Warm {
+        /// Configuration file layered over the embedded defaults.
+        #[arg(long, env = "ATTENDANT_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Speak TEXT with the configured Piper voice into an 8 kHz WAV.
     Say {
         text: String,
@@ -571,6 +583,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if !st.success() {
                 bail!("model preparation failed");
             }
+            Ok(())
+        }
+        Cmd::Warm { config } => {
+            let cfg = Config::load(config.as_deref(), std::env::vars())?;
+            let dir = cfg.server.models_dir.join(&cfg.tts.prompt_cache);
+            anyhow::ensure!(
+                !cfg.tts.prompt_cache.is_empty(),
+                "tts.prompt_cache is \"\": there is no prompt cache to fill"
+            );
+            let t = std::time::Instant::now();
+            let (main, further) = tokio::task::spawn_blocking(move || {
+                let e = attendant::pipeline::Engines::load(cfg, None, None)?;
+                let main = e.prewarm();
+                let further = e.prewarm_languages(&|| attendant::speech::Warm::Go);
+                anyhow::Ok((main, further))
+            })
+            .await??;
+            for (what, w) in [("main language", main), ("further languages", further)] {
+                println!(
+                    "{what}: {} sentences synthesised, {} read from disk, {} already cached",
+                    w.synthesised, w.from_disk, w.cached
+                );
+            }
+            println!(
+                "prompt cache {} filled in {:.1} s",
+                dir.display(),
+                t.elapsed().as_secs_f64()
+            );
             Ok(())
         }
         Cmd::Say {

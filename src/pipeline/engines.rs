@@ -219,27 +219,30 @@ impl Engines {
     }
 
     /// Synthesises the dialogue's fixed prompts so they play instantly.
-    pub fn prewarm(&self) {
+    pub fn prewarm(&self) -> crate::speech::Warmed {
         let t = Instant::now();
         let mut prompts = self.dialogue.prompts();
         for f in self.agents.values() {
             prompts.extend(f.prompts());
         }
-        self.tts.prewarm(&prompts);
+        let mut done = self.tts.prewarm(&prompts);
         for f in std::iter::once(&self.dialogue).chain(self.agents.values()) {
             for (code, text) in f.foreign_prompts() {
-                match Lang::parse(&code).and_then(|l| self.voices.get(&l)) {
+                done += match Lang::parse(&code).and_then(|l| self.voices.get(&l)) {
                     Some(pool) => self.tts.say_as(pool, &[text]),
                     // No voice of its own: the main voice says it.
                     None => self.tts.prewarm(&[text]),
-                }
+                };
             }
         }
         tracing::info!(
             prompts = prompts.len(),
+            synthesised = done.synthesised,
+            from_disk = done.from_disk,
             ms = t.elapsed().as_millis() as u64,
             "prompt cache warm"
         );
+        done
     }
 
     /// Synthesises the further languages' fixed prompts, a sentence at a
@@ -248,23 +251,30 @@ impl Engines {
     /// start with an empty disk cache, and calls must not share the cores
     /// with it; until then a caller in that language hears them
     /// synthesised as any other reply.
-    pub fn prewarm_languages(&self, when: &dyn Fn() -> crate::speech::Warm) {
+    pub fn prewarm_languages(
+        &self,
+        when: &dyn Fn() -> crate::speech::Warm,
+    ) -> crate::speech::Warmed {
         let t = Instant::now();
         let mut n = 0;
+        let mut done = crate::speech::Warmed::default();
         for f in std::iter::once(&self.dialogue).chain(self.agents.values()) {
             for (code, texts) in f.localised_prompts() {
                 if let Some(pool) = Lang::parse(&code).and_then(|l| self.voices.get(&l)) {
                     n += texts.len();
-                    pool.prewarm_when(&texts, when);
+                    done += pool.prewarm_when(&texts, when);
                 }
             }
         }
         if n > 0 {
             tracing::info!(
                 prompts = n,
+                synthesised = done.synthesised,
+                from_disk = done.from_disk,
                 ms = t.elapsed().as_millis() as u64,
                 "further languages' prompt caches warm"
             );
         }
+        done
     }
 }

@@ -6,4 +6,4 @@ pub mod kokoro;
 pub mod sentences;
 pub mod tts;
 
-pub use tts::{TtsChunk, TtsConfig, TtsError, TtsPool, Warm};
+pub use tts::{TtsChunk, TtsConfig, TtsError, TtsPool, Warm, Warmed};

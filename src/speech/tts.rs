@@ -131,6 +131,25 @@ pub enum Warm {
     Stop,
 }
 
+/// What a prompt warm-up did with each sentence it was given.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Warmed {
+    /// Synthesised now (and written to disk when the pool keeps prompts).
+    pub synthesised: usize,
+    /// Read back from the disk cache.
+    pub from_disk: usize,
+    /// Already in memory.
+    pub cached: usize,
+}
+
+impl std::ops::AddAssign for Warmed {
+    fn add_assign(&mut self, o: Self) {
+        self.synthesised += o.synthesised;
+        self.from_disk += o.from_disk;
+        self.cached += o.cached;
+    }
+}
+
 /// Replies whose first audio is still to come go to `firsts`; a worker
 /// synthesises one sentence of a job, then puts it on `rests`. Workers take
 /// firsts before rests, so a new reply's first sentence never waits behind
@@ -527,8 +546,8 @@ impl TtsPool {
     /// hold them: another language's words inside this one's prompt (the
     /// greeting's "Para español, oprima nueve."), which this voice would
     /// mispronounce. `other` synthesises (or already cached) them.
-    pub fn say_as(&self, other: &TtsPool, texts: &[String]) {
-        other.prewarm(texts);
+    pub fn say_as(&self, other: &TtsPool, texts: &[String]) -> Warmed {
+        let done = other.prewarm(texts);
         let theirs = other.cache.lock();
         let mut mine = self.cache.lock();
         for s in texts.iter().flat_map(|t| sentences::split(t)) {
@@ -536,22 +555,24 @@ impl TtsPool {
                 mine.pinned.insert(s, u.clone());
             }
         }
+        done
     }
 
     /// Synthesises and caches prompts ahead of time (greeting, FAQ answers).
     /// A text with `{blanks}` is a reply template: its sentences without a
     /// blank and the words before a sentence's first blank are cached
     /// ([`sentences::template_pieces`]), so a filled reply starts with them.
-    pub fn prewarm(&self, texts: &[String]) {
-        self.prewarm_when(texts, &|| Warm::Go);
+    pub fn prewarm(&self, texts: &[String]) -> Warmed {
+        self.prewarm_when(texts, &|| Warm::Go)
     }
 
     /// As [`Self::prewarm`], each sentence not on disk synthesised only
     /// once `when()` says nothing more urgent wants the cores (asked every
     /// 100 ms meanwhile), and none once it says stop.
-    pub fn prewarm_when(&self, texts: &[String], when: &dyn Fn() -> Warm) {
+    pub fn prewarm_when(&self, texts: &[String], when: &dyn Fn() -> Warm) -> Warmed {
+        let mut done = Warmed::default();
         let Some(engine) = self.engine.lock().clone() else {
-            return;
+            return done;
         };
         let never = Arc::new(AtomicBool::new(false));
         for t in texts {
@@ -563,6 +584,7 @@ impl TtsPool {
             };
             for s in pieces {
                 if self.cache.lock().get(&s).is_some() {
+                    done.cached += 1;
                     continue;
                 }
                 let key = self
@@ -577,13 +599,14 @@ impl TtsPool {
                 if let Some(u) = stored {
                     // Read from disk: cheap, so never held back.
                     insert(&self.cache, self.cap, s, Arc::new(u));
+                    done.from_disk += 1;
                     continue;
                 }
                 loop {
                     match when() {
                         Warm::Go => break,
                         Warm::Wait => std::thread::sleep(std::time::Duration::from_millis(100)),
-                        Warm::Stop => return,
+                        Warm::Stop => return done,
                     }
                 }
                 if let Ok(Some(mut u)) = timed(&self.cache, &s, || engine.speak(&s, &never)) {
@@ -594,9 +617,11 @@ impl TtsPool {
                         disk.put(k, &u);
                     }
                     insert(&self.cache, self.cap, s, Arc::new(u));
+                    done.synthesised += 1;
                 }
             }
         }
+        done
     }
 
     /// Synthesises a whole text to μ-law, blocking (tools, tests, benchmarks).

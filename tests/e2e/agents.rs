@@ -729,7 +729,11 @@ fn every_fixed_reply_is_among_the_prompts_the_voice_caches() {
             .flat_map(|s| [&s.say, &s.confirm, &s.on_no, &s.on_fail])
             .flatten()
             .map(String::as_str)
-            .chain([p.help.as_str(), p.clarify.as_str(), p.verify_failed.as_str()])
+            .chain([
+                p.help.as_str(),
+                p.clarify.as_str(),
+                p.verify_failed.as_str(),
+            ])
             .filter(|t| !t.contains('{'));
         for t in answers.into_iter().chain(fixed) {
             assert!(

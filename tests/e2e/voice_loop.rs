@@ -259,3 +259,53 @@ fn health_metrics_and_call_records_are_served() {
         .unwrap_err();
     assert!(matches!(e, ureq::Error::Status(404, _)));
 }
+
+/// `attendant warm` fills the prompt cache for every language the agents
+/// answer in and exits; run again, it reads everything back from disk and
+/// synthesises nothing (a server started on that folder does the same).
+#[test]
+fn warm_fills_the_prompt_cache_once_for_every_language() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_attendant"))
+            .arg("warm")
+            .env(
+                "ATTENDANT__SERVER__MODELS_DIR",
+                format!("\"{}\"", repo().join("models").display()),
+            )
+            .env(
+                "ATTENDANT__TTS__PROMPT_CACHE",
+                format!("\"{}\"", dir.path().display()),
+            )
+            // The formant voice: the same path as Kokoro's, in a second.
+            .env("ATTENDANT__TTS__VOICES__ES", "espeak-ng:es-419")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // "<what>: N sentences synthesised, M read from disk, K already cached"
+        let counts = |what: &str| -> (usize, usize) {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(what))
+                .unwrap_or_else(|| panic!("no {what} line in {text}"));
+            let n: Vec<usize> = line
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            (n[0], n[1])
+        };
+        (counts("main language"), counts("further languages"))
+    };
+    let ((main, _), (further, _)) = run();
+    assert!(main >= 40, "the bank's English prompts: {main}");
+    assert!(further >= 40, "and its Spanish ones: {further}");
+    let files = std::fs::read_dir(dir.path()).unwrap().count();
+    assert_eq!(files, main + further, "one file a sentence");
+    let again = run();
+    assert_eq!(again, ((0, main), (0, further)), "read back, none made");
+}
