@@ -447,7 +447,9 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
                                 for f in frames_of(t) {
                                     source.push_back((enc(&f), voiced(&f)));
                                 }
-                                let end = now_ms + t.len() as u64 / 8;
+                                // Answered from the last word on (see
+                                // `ScriptedCaller::speak`).
+                                let end = now_ms + script::voiced_span(t).1;
                                 last_utterance_end = Some(end);
                                 report.step_ends.push(end);
                                 pending_steps.pop_front();
@@ -472,7 +474,7 @@ pub async fn run_call(opts: CallOptions) -> Result<CallReport, ClientError> {
                                     for f in frames_of(audio) {
                                         source.push_back((enc(&f), voiced(&f)));
                                     }
-                                    let end = now_ms + audio.len() as u64 / 8;
+                                    let end = now_ms + script::voiced_span(audio).1;
                                     last_utterance_end = Some(end);
                                     report.step_ends.push(end);
                                     pending_steps.pop_front();

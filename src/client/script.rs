@@ -39,7 +39,7 @@ fn voiced(frame: &[f32]) -> bool {
 }
 
 /// (first voiced, end of last voiced) in ms from the start of `samples`.
-fn voiced_span(samples: &[f32]) -> (u64, u64) {
+pub(super) fn voiced_span(samples: &[f32]) -> (u64, u64) {
     let frames: Vec<&[f32]> = samples.chunks(160).collect();
     let first = frames.iter().position(|f| voiced(f)).unwrap_or(0);
     let last = frames
@@ -235,8 +235,11 @@ impl ScriptedCaller {
         let (onset, voiced_end) = voiced_span(audio);
         self.last_voiced_sent = Some(now_ms + voiced_end);
         self.speaking_until = now_ms + audio.len() as u64 / 8;
-        self.last_input_end = Some(self.speaking_until);
-        self.step_ends.push(self.speaking_until);
+        // Answered by what the bot says once the caller's last word is
+        // out: a fast end of turn answers during the recording's closing
+        // quiet, before the last frame of it is sent.
+        self.last_input_end = Some(now_ms + voiced_end);
+        self.step_ends.push(now_ms + voiced_end);
         (Act::Say(to_ulaw(audio)), onset)
     }
 
@@ -291,6 +294,33 @@ mod tests {
         // Lingered 500 ms, and 1.5 s since the bot's last sound (5300).
         assert_eq!(c.poll(6700), None, "the bot was heard 1.4 s ago");
         assert_eq!(c.poll(6800), Some(Act::HangUp));
+    }
+
+    /// A recording with closing quiet: the bot may answer 400 ms after the
+    /// last word, before the recording's last frame is sent. Failed in the
+    /// Spanish load test once the account question was cached (its answer
+    /// began 29 ms before the caller's recording ended).
+    #[test]
+    fn an_answer_during_the_recordings_closing_quiet_answers_it() {
+        let mut said = tone(1000, 0.3);
+        said.extend(tone(1000, 0.0));
+        let script = Script::Steps {
+            steps: vec![Step::Say(said), Step::Dtmf("1".into())],
+            quiet_ms: 700,
+        };
+        let mut c = ScriptedCaller::new(&script, 0).unwrap();
+        frames(&mut c, 0, 1000, 0.3); // the greeting
+        frames(&mut c, 1000, 700, 0.0);
+        assert!(matches!(c.poll(1720), Some(Act::Say(_))));
+        // Last word out at 2720; the answer starts at 3120, while the
+        // recording's quiet is still being sent (until 3720).
+        frames(&mut c, 1720, 1400, 0.0);
+        frames(&mut c, 3120, 600, 0.3);
+        assert_eq!(c.step_ends, vec![2720]);
+        assert_eq!(c.replies[1].voice_to_voice_ms, Some(400));
+        // Answered, so the keys follow once the bot has been quiet.
+        frames(&mut c, 3720, 700, 0.0);
+        assert!(matches!(c.poll(4440), Some(Act::Keys(_))));
     }
 
     #[test]

@@ -59,6 +59,12 @@ impl Conversation {
         if home.lang.greeting_only(text) {
             return true;
         }
+        if says_twice(text) {
+            // A recogniser looping on speech it cannot read ("I don't know
+            // what to do. I don't know what to do." from a Spanish request
+            // for the balance, which `help` takes at 0.84).
+            return false;
+        }
         match self.embed_home(text) {
             Ok(v) => {
                 let g = home.intents.classify_embedding(&v);
@@ -102,5 +108,33 @@ impl Conversation {
                 || (!said.is_empty() && m.names.iter().any(|n| n == said));
             picked.then(|| code.clone())
         })
+    }
+}
+
+/// Whether `text` says the same run of three or more words twice in a row.
+fn says_twice(text: &str) -> bool {
+    let words: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric() && c != '\'')
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    (3..=words.len() / 2)
+        .any(|n| (0..=words.len() - 2 * n).any(|i| words[i..i + n] == words[i + n..i + 2 * n]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::says_twice;
+
+    #[test]
+    fn a_looping_transcript_says_its_words_twice() {
+        assert!(says_twice(
+            "I don't know what to do. I don't know what to do."
+        ));
+        assert!(says_twice("so what is my balance what is my balance"));
+        assert!(!says_twice("What is the balance of my account?"));
+        assert!(!says_twice("No, no, no. I said the card."));
+        assert!(!says_twice("I want to pay, I want it today."));
+        assert!(!says_twice(""));
     }
 }
