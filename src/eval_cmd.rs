@@ -59,6 +59,10 @@ pub enum EvalCmd {
     /// A voice's first audio, real-time factor, and word error rate when
     /// its phone audio is transcribed back (docs/languages.md).
     Voice(crate::eval_voice::VoiceArgs),
+    /// Understanding a further language's speech two ways: Whisper in that
+    /// language and the agent's intents in it, against Whisper translating
+    /// into English and the English intents (docs/languages.md).
+    Understand(crate::eval_understand::UnderstandArgs),
     /// Language identification on labelled recordings: accuracy, confusions
     /// and time per detection.
     Langid {
@@ -154,6 +158,7 @@ pub async fn run(what: EvalCmd) -> anyhow::Result<()> {
                 .await?
         }
         EvalCmd::Voice(a) => crate::eval_voice::run(a).await,
+        EvalCmd::Understand(a) => crate::eval_understand::run(a).await,
         EvalCmd::Langid {
             manifest,
             among,

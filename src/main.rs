@@ -13,6 +13,7 @@ use attendant::learn::cli::open_configured_store;
 use attendant::loadtest;
 
 mod eval_cmd;
+mod eval_understand;
 mod eval_voice;
 use eval_cmd::EvalCmd;
 

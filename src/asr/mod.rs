@@ -119,6 +119,11 @@ pub struct AsrConfig {
     /// Least probability of another language (among the agent's) that
     /// moves a call away from the main one; below it the call stays.
     pub langid_switch_probability: f32,
+    /// Whisper writes English whatever `language` is spoken (its translate
+    /// task). Measurement tools only (`attendant eval understand`); not a
+    /// setting: calls are understood in their own language.
+    #[serde(skip)]
+    pub translate: bool,
 }
 
 impl Default for AsrConfig {
@@ -148,6 +153,7 @@ impl Default for AsrConfig {
             // (docs/languages.md).
             langid_window_ms: 3000,
             langid_switch_probability: 0.7,
+            translate: false,
         }
     }
 }

@@ -217,7 +217,7 @@ fn run_whisper(
     sized: bool,
 ) -> Result<(String, i32), AsrError> {
     let mut p = one_pass(cfg.threads, &cfg.language);
-    p.set_translate(false);
+    p.set_translate(cfg.translate);
     p.set_no_context(true);
     p.set_suppress_blank(true);
     p.set_suppress_nst(true);
