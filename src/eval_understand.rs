@@ -13,15 +13,15 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 
 use attendant::asr::whisper::WhisperModel;
 use attendant::asr::{AsrConfig, Recognizer};
-use attendant::config::Config;
 use attendant::dialogue::manager::AgentRuntime;
-use attendant::media::{mulaw, resample};
 use attendant::nlu::eval::{evaluate, read_csv, Labelled, NluReport};
 use attendant::speech::TtsPool;
+
+use crate::eval_voice::{phone_to_16k, HeardArgs};
 
 #[derive(clap::Args)]
 pub struct UnderstandArgs {
@@ -34,15 +34,8 @@ pub struct UnderstandArgs {
     /// Labelled requests in that language (`text,category`).
     #[arg(long)]
     pub test: PathBuf,
-    /// A `tts.voices`-style voice to speak them with instead of the
-    /// language's configured one (e.g. `espeak-ng:es-419`).
-    #[arg(long)]
-    pub voice: Option<String>,
-    /// The multilingual Whisper model, under the models directory.
-    #[arg(long, default_value = "ggml-base-q8_0.bin")]
-    pub asr_model: String,
-    #[arg(long, env = "ATTENDANT_CONFIG")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub heard: HeardArgs,
     /// Write every request, what each way heard, and the scores as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -69,7 +62,7 @@ struct Score {
 }
 
 pub async fn run(a: UnderstandArgs) -> anyhow::Result<()> {
-    let cfg = Config::load(a.config.as_deref(), std::env::vars())?;
+    let (cfg, tcfg) = a.heard.voice_for(Some(&a.language))?;
     let models = cfg.server.models_dir.clone();
     let rt = AgentRuntime::load(&a.agent, &models)?;
     let Some(local) = rt.locales.get(&a.language) else {
@@ -79,27 +72,11 @@ pub async fn run(a: UnderstandArgs) -> anyhow::Result<()> {
     if test.is_empty() {
         bail!("{} has no requests", a.test.display());
     }
-    let mut tcfg = cfg.tts.clone();
-    tcfg.voice = match &a.voice {
-        Some(v) => v.clone(),
-        None => cfg
-            .tts
-            .voices
-            .get(&a.language)
-            .with_context(|| format!("no voice for `{}` in tts.voices", a.language))?
-            .clone(),
-    };
-    tcfg.prompt_cache = String::new();
     let t = Instant::now();
     let pool = TtsPool::start(&models, &tcfg)?;
     let mut audio = Vec::with_capacity(test.len());
     for item in &test {
-        let ulaw = pool.synthesize_blocking(&item.text)?;
-        let x: Vec<f32> = ulaw
-            .iter()
-            .map(|&b| mulaw::decode(b) as f32 / 32768.0)
-            .collect();
-        audio.push(resample::resample(&x, 8000, 16000)?);
+        audio.push(phone_to_16k(&pool.synthesize_blocking(&item.text)?)?);
     }
     drop(pool);
     eprintln!(
@@ -110,7 +87,7 @@ pub async fn run(a: UnderstandArgs) -> anyhow::Result<()> {
     );
     let hear = |translate: bool| -> anyhow::Result<(Vec<String>, u64)> {
         let asr = AsrConfig {
-            model: a.asr_model.clone(),
+            model: a.heard.asr_model.clone(),
             language: a.language.clone(),
             translate,
             ..Default::default()
@@ -186,7 +163,7 @@ pub async fn run(a: UnderstandArgs) -> anyhow::Result<()> {
         test.len(),
         a.language,
         tcfg.voice,
-        a.asr_model
+        a.heard.asr_model
     );
     for s in &scores {
         println!(

@@ -18,7 +18,7 @@ use attendant::config::Config;
 use attendant::eval::{edit_distance, normalize};
 use attendant::media::{mulaw, resample};
 use attendant::nlu::lang::Lang;
-use attendant::speech::TtsPool;
+use attendant::speech::{TtsConfig, TtsPool};
 
 #[derive(clap::Args)]
 pub struct VoiceArgs {
@@ -29,6 +29,22 @@ pub struct VoiceArgs {
     /// it, the main voice in English.
     #[arg(long)]
     pub language: Option<String>,
+    #[command(flatten)]
+    pub heard: HeardArgs,
+    /// Write the report as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// An agent folder whose reply templates (in `--language`) are cached
+    /// first, as a server caches them: a filled reply then starts with
+    /// its template's written words while the rest is synthesised.
+    #[arg(long)]
+    pub agent: Option<PathBuf>,
+}
+
+/// What speaks and what listens, for the tools that speak text and hear
+/// it back over the phone (`eval voice`, `eval understand`).
+#[derive(clap::Args)]
+pub struct HeardArgs {
     /// A `tts.voices`-style voice to use instead of the configured one,
     /// e.g. `espeak-ng:es-419` or `kokoro:es-419:jf_alpha`.
     #[arg(long)]
@@ -39,14 +55,37 @@ pub struct VoiceArgs {
     pub asr_model: String,
     #[arg(long, env = "ATTENDANT_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Write the report as JSON.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-    /// An agent folder whose reply templates (in `--language`) are cached
-    /// first, as a server caches them: a filled reply then starts with
-    /// its template's written words while the rest is synthesised.
-    #[arg(long)]
-    pub agent: Option<PathBuf>,
+}
+
+impl HeardArgs {
+    /// The configuration, and the voice that speaks `language` (`--voice`,
+    /// else `tts.voices`, else the main voice when `None`) with no prompt
+    /// cache: every text is synthesised.
+    pub fn voice_for(&self, language: Option<&str>) -> anyhow::Result<(Config, TtsConfig)> {
+        let cfg = Config::load(self.config.as_deref(), std::env::vars())?;
+        let mut tcfg = cfg.tts.clone();
+        tcfg.voice = match (&self.voice, language) {
+            (Some(v), _) => v.clone(),
+            (None, Some(l)) => cfg
+                .tts
+                .voices
+                .get(l)
+                .with_context(|| format!("no voice for `{l}` in tts.voices"))?
+                .clone(),
+            (None, None) => cfg.tts.voice.clone(),
+        };
+        tcfg.prompt_cache = String::new();
+        Ok((cfg, tcfg))
+    }
+}
+
+/// Phone audio (8 kHz μ-law) as Whisper takes it (16 kHz float).
+pub fn phone_to_16k(ulaw: &[u8]) -> anyhow::Result<Vec<f32>> {
+    let x: Vec<f32> = ulaw
+        .iter()
+        .map(|&b| mulaw::decode(b) as f32 / 32768.0)
+        .collect();
+    Ok(resample::resample(&x, 8000, 16000)?)
 }
 
 #[derive(serde::Serialize)]
@@ -66,22 +105,9 @@ struct Row {
 }
 
 pub async fn run(a: VoiceArgs) -> anyhow::Result<()> {
-    let cfg = Config::load(a.config.as_deref(), std::env::vars())?;
     let code = a.language.clone().unwrap_or_else(|| "en".into());
     let lang = Lang::parse(&code).with_context(|| format!("unknown language `{code}`"))?;
-    let mut tcfg = cfg.tts.clone();
-    tcfg.voice = match (&a.voice, &a.language) {
-        (Some(v), _) => v.clone(),
-        (None, Some(l)) => cfg
-            .tts
-            .voices
-            .get(l)
-            .with_context(|| format!("no voice for `{l}` in tts.voices"))?
-            .clone(),
-        (None, None) => cfg.tts.voice.clone(),
-    };
-    // Every reply is synthesised, none read from a cache.
-    tcfg.prompt_cache = String::new();
+    let (cfg, tcfg) = a.heard.voice_for(a.language.as_deref())?;
     let lines: Vec<String> = std::fs::read_to_string(&a.text)
         .with_context(|| format!("reading {}", a.text.display()))?
         .lines()
@@ -128,7 +154,7 @@ pub async fn run(a: VoiceArgs) -> anyhow::Result<()> {
     }
     drop(pool);
     let asr = AsrConfig {
-        model: a.asr_model.clone(),
+        model: a.heard.asr_model.clone(),
         language: code.clone(),
         ..Default::default()
     };
@@ -145,11 +171,7 @@ pub async fn run(a: VoiceArgs) -> anyhow::Result<()> {
         },
     ) in lines.iter().zip(spoken)
     {
-        let x: Vec<f32> = ulaw
-            .iter()
-            .map(|&b| mulaw::decode(b) as f32 / 32768.0)
-            .collect();
-        let x16 = resample::resample(&x, 8000, 16000)?;
+        let x16 = phone_to_16k(&ulaw)?;
         let heard = rec.decode(&x16[..x16.len().min(16000 * 28)])?;
         // Number words and digits compare alike in every language.
         let r = normalize(&lang.heard(line));
@@ -211,7 +233,7 @@ pub async fn run(a: VoiceArgs) -> anyhow::Result<()> {
     println!(
         "heard back        WER {:.1} % ({errors}/{words} words, {} in {code})",
         100.0 * errors as f64 / words.max(1) as f64,
-        a.asr_model
+        a.heard.asr_model
     );
     if let Some(p) = a.json {
         std::fs::write(&p, serde_json::to_vec_pretty(&rows)?)?;
