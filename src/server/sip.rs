@@ -262,37 +262,14 @@ pub async fn start(
                 want.set_port(u.port());
             }
         }
-        let listener = TcpListener::bind(want).await.map_err(|e| {
-            anyhow::anyhow!("cannot bind SIP TCP {want}: {e} (see [sip] in the config)")
-        })?;
-        let local = listener.local_addr()?;
-        bound_tcp.push(local);
-        tokio::spawn(tcp_acceptor(
-            listener,
-            local,
-            net_tx.clone(),
-            conns.clone(),
-            gate.clone(),
-            None,
-        ));
+        bound_tcp.push(listen_stream(want, None, &net_tx, &conns, &gate).await?);
     }
     let mut bound_tls = Vec::new();
     if !cfg.listen.tls.is_empty() {
         let acceptor = tls_acceptor(&cfg.tls)?;
         for addr in &cfg.listen.tls {
-            let listener = TcpListener::bind(addr).await.map_err(|e| {
-                anyhow::anyhow!("cannot bind SIP TLS {addr}: {e} (see [sip] in the config)")
-            })?;
-            let local = listener.local_addr()?;
-            bound_tls.push(local);
-            tokio::spawn(tcp_acceptor(
-                listener,
-                local,
-                net_tx.clone(),
-                conns.clone(),
-                gate.clone(),
-                Some(acceptor.clone()),
-            ));
+            let tls = Some(acceptor.clone());
+            bound_tls.push(listen_stream(*addr, tls, &net_tx, &conns, &gate).await?);
         }
     }
     {
@@ -393,6 +370,24 @@ fn tls_acceptor(cfg: &crate::transport::sip::config::Tls) -> anyhow::Result<TlsA
             )
         })?;
     Ok(TlsAcceptor::from(Arc::new(server)))
+}
+
+/// Binds one TCP (or, with `tls`, TLS) listener and starts accepting on it.
+async fn listen_stream(
+    want: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    net_tx: &mpsc::Sender<FromNet>,
+    conns: &TcpConns,
+    gate: &Gate,
+) -> anyhow::Result<SocketAddr> {
+    let kind = if tls.is_some() { "TLS" } else { "TCP" };
+    let listener = TcpListener::bind(want).await.map_err(|e| {
+        anyhow::anyhow!("cannot bind SIP {kind} {want}: {e} (see [sip] in the config)")
+    })?;
+    let local = listener.local_addr()?;
+    let (tx, conns, gate) = (net_tx.clone(), conns.clone(), gate.clone());
+    tokio::spawn(tcp_acceptor(listener, local, tx, conns, gate, tls));
+    Ok(local)
 }
 
 /// Accepts stream connections; with `tls`, each one first completes a TLS

@@ -10,16 +10,8 @@ type HmacSha1 = Hmac<Sha1>;
 
 /// Computes the signature Twilio would send for `url` and `params`.
 pub fn compute(auth_token: &str, url: &str, params: &[(String, String)]) -> String {
-    let mut sorted: Vec<&(String, String)> = params.iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-    let mut mac =
-        HmacSha1::new_from_slice(auth_token.as_bytes()).expect("HMAC takes any key length");
-    mac.update(url.as_bytes());
-    for (k, v) in sorted {
-        mac.update(k.as_bytes());
-        mac.update(v.as_bytes());
-    }
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    base64::engine::general_purpose::STANDARD
+        .encode(mac(auth_token, url, params).finalize().into_bytes())
 }
 
 /// Checks `signature` in constant time.
@@ -27,6 +19,11 @@ pub fn validate(auth_token: &str, url: &str, params: &[(String, String)], signat
     let Ok(given) = base64::engine::general_purpose::STANDARD.decode(signature.trim()) else {
         return false;
     };
+    mac(auth_token, url, params).verify_slice(&given).is_ok()
+}
+
+/// The HMAC over the URL and the sorted parameters, not yet finalised.
+fn mac(auth_token: &str, url: &str, params: &[(String, String)]) -> HmacSha1 {
     let mut sorted: Vec<&(String, String)> = params.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
     let mut mac =
@@ -36,7 +33,7 @@ pub fn validate(auth_token: &str, url: &str, params: &[(String, String)], signat
         mac.update(k.as_bytes());
         mac.update(v.as_bytes());
     }
-    mac.verify_slice(&given).is_ok()
+    mac
 }
 
 /// A stream token: the voice webhook hands one to Twilio as a `<Parameter>`
