@@ -2,8 +2,8 @@
 # Generates the caller-side audio fixtures the tests use. Spoken lines come
 # from our own Piper voice (`attendant say`, 8 kHz like a phone line); the
 # short "hm" comes from espeak-ng + sox (Debian packages espeak-ng, sox).
-# Spanish callers (loadtest/bank_es.yaml) come from espeak-ng's Spanish
-# voice at a calm pace: no Spanish neural voice is packaged here.
+# Spanish callers (loadtest/bank_es.yaml) are spoken by the Kokoro voice
+# (`scripts/setup.sh --with-base`) with another speaker than the bot's.
 # Idempotent: existing files are kept. Run from anywhere:
 #   audio-fixtures/make.sh [path/to/attendant]
 set -euo pipefail
@@ -33,16 +33,16 @@ say order_bye "Okay, thanks. Bye."
 say balance "What is the balance of my account?"
 say csat_four "Four."
 say order_annoyed "This is the second time I'm calling. My headphones still haven't arrived, and I'm really fed up."
-# Spanish callers for loadtest/bank_es.yaml (espeak-ng `es`, 140 words a
-# minute, taken to 8 kHz like a phone line).
+# Spanish callers for loadtest/bank_es.yaml: Kokoro's female `jf_alpha`,
+# so the caller is not the bot's own voice (`jm_kumo`). espeak-ng's Spanish,
+# used before, came back from Whisper base as other words ("¿A qué hora
+# abren…?" as "a que lo hago en la oficia los vamos"), so that caller was
+# never understood.
 say_es() { # name text
   local out="audio-fixtures/$1.wav"
   [[ -s "$out" ]] && return
-  local tmp
-  tmp="$(mktemp --suffix=.wav)"
-  espeak-ng -v es -s 140 -w "$tmp" -- "$2"
-  sox "$tmp" -r 8000 -c 1 -b 16 "$out"
-  rm -f "$tmp"
+  ATTENDANT__TTS__VOICES__ES="kokoro:es-419:jf_alpha" \
+    "$bin" say --language es "$2" --out "$out" >/dev/null
 }
 say_es es_saldo "Quiero saber mi saldo, por favor."
 say_es es_horario "Hola, buenas tardes. ¿A qué hora abren la oficina los sábados?"

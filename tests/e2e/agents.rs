@@ -632,7 +632,7 @@ fn only_plain_english_skips_waiting_for_the_callers_language() {
         "Don't be a star, that's all you can want to tell me. My spare kind of thing.",
         "Oh, that way in a start of this.",
         "The first one is the first one.",
-        // es_saldo.wav in the load test (a whole turn): `help` at 0.84.
+        // es_saldo.wav as espeak-ng spoke it (a whole turn): `help` at 0.84.
         "I don't know what to do. I don't know what to do.",
         "Quiero saber mi saldo, por favor.",
         "Hola, buenas tardes.",

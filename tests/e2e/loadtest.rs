@@ -219,9 +219,10 @@ fn spanish_callers_load_test_with_replies_checked_in_spanish() {
     let mut scenario =
         Scenario::load(&repo().join("loadtest/bank_es.yaml")).expect("Spanish scenario");
     assert_eq!(scenario.language, attendant::nlu::lang::Lang::Es);
-    // The opening-hours caller is misheard today (Whisper base on
-    // espeak-ng's Spanish; see the scenario file): the load test reports
-    // it, this test checks the paths that work.
+    // The opening-hours caller is served right (its answer in Spanish),
+    // but this test server's espeak-ng voice reads that 12 s answer in a
+    // way Whisper base hears back as "más más más…", so it cannot be
+    // checked here; with the shipped Kokoro voice it is (docs/loadtest.md).
     scenario.callers.retain(|c| c.name != "horario");
     let mut opts = options(addr, 4, 2);
     opts.seed = 5;
