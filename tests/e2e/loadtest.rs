@@ -222,7 +222,7 @@ fn spanish_callers_load_test_with_replies_checked_in_spanish() {
     // The opening-hours caller is served right (its answer in Spanish),
     // but this test server's espeak-ng voice reads that 12 s answer in a
     // way Whisper base hears back as "más más más…", so it cannot be
-    // checked here; with the shipped Kokoro voice it is (docs/loadtest.md).
+    // checked here; with the shipped Kokoro voice it is (docs/languages.md).
     scenario.callers.retain(|c| c.name != "horario");
     let mut opts = options(addr, 4, 2);
     opts.seed = 5;
