@@ -7,9 +7,11 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertEncoder, Config};
+use candle_transformers::models::bert::Config;
 use tokenizers::{Tokenizer, TruncationParams};
 
+use super::bert::Encoder;
+pub use super::bert::Precision;
 use super::mpnet::{self, Arch};
 use super::unigram::Unigram;
 
@@ -73,14 +75,15 @@ type Embedded = Vec<(usize, Vec<f32>)>;
 pub struct Embedder {
     /// Where the base model lives (fine-tuning starts from it).
     dir: PathBuf,
+    /// The base network: the one the server already holds for this folder,
+    /// when it does.
     model: Arc<Model>,
-    /// A tuned encoder's untouched base network (the one the server already
-    /// holds for this folder, when it does). Its vector is kept beside
-    /// the tuned one (each half unit length, the whole scaled back to unit
+    /// A tuned encoder's own top layers. Its vector is kept beside the base
+    /// network's (each half unit length, the whole scaled back to unit
     /// length): tuning pulls a new request towards the intent it resembles
     /// most, the base network still tells it apart, so together they catch
     /// more out-of-scope requests than either (docs/agents.md).
-    base: Option<Arc<Model>>,
+    tuned: Option<Tuned>,
     tokenizer: Tokens,
     device: Device,
     /// The weights (base and tuned) the vectors depend on.
@@ -157,16 +160,23 @@ const FIXED_SETS_KEPT: usize = 256;
 
 impl Embedder {
     pub fn load(dir: &Path) -> Result<Self, NluError> {
-        Self::load_with(dir, None)
+        Self::load_with(dir, None, Precision::Int8)
+    }
+
+    /// The model in `dir` with its weights held as `precision` says (the
+    /// server holds them as [`Precision::Int8`]; `Full` is for measuring
+    /// what that costs).
+    pub fn load_as(dir: &Path, precision: Precision) -> Result<Self, NluError> {
+        Self::load_with(dir, None, precision)
     }
 
     /// The model in `dir` with the layers in `tuned` (see [`super::tune`])
     /// laid over its own.
     pub fn load_tuned(dir: &Path, tuned: &Path) -> Result<Self, NluError> {
-        Self::load_with(dir, Some(tuned))
+        Self::load_with(dir, Some(tuned), Precision::Int8)
     }
 
-    fn load_with(dir: &Path, tuned: Option<&Path>) -> Result<Self, NluError> {
+    fn load_with(dir: &Path, tuned: Option<&Path>, precision: Precision) -> Result<Self, NluError> {
         let missing = |p: PathBuf| {
             NluError::Model(format!("{} is missing (run scripts/setup.sh)", p.display()))
         };
@@ -193,7 +203,7 @@ impl Embedder {
             .chain(tuned.map(Path::to_path_buf))
             .collect();
         let prefix = default_prompt(dir)?;
-        let mut identity = format!("mean-l2-{MAX_TOKENS}-v1{prefix}").into_bytes();
+        let mut identity = format!("mean-l2-{MAX_TOKENS}-v1{prefix}-{precision:?}").into_bytes();
         for f in &files {
             identity.extend(derived::model_identity(f));
             identity.extend(
@@ -207,49 +217,58 @@ impl Embedder {
             "emb",
             FIXED_SETS_KEPT,
         );
-        // SAFETY: mapped read-only; nothing of ours writes these files in
-        // place (fetch and nlu::tune write aside and rename, prunes delete),
-        // so a mapping keeps its pages.
-        #[allow(unsafe_code)]
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &device) }
-            .map_err(|e| NluError::Model(e.to_string()))?
-            .rename_f(move |name| arch.stored(name));
-        let model = Arc::new(
-            Model::load(&files[0], vb, &config, arch, first_position, &device)
-                .map_err(|e| NluError::Model(e.to_string()))?,
-        );
-        let base = match tuned {
+        let err = |e: candle_core::Error| NluError::Model(e.to_string());
+        let model = match loaded(&files[0], precision) {
+            Some(m) => m,
             None => {
-                remember(&files[0], &model);
-                None
-            }
-            Some(_) => {
-                identity.extend(b"+base");
-                match loaded(&files[0]) {
-                    Some(m) => Some(m),
-                    None => {
-                        // SAFETY: as above.
-                        #[allow(unsafe_code)]
-                        let vb = unsafe {
-                            VarBuilder::from_mmaped_safetensors(&files[..1], DType::F32, &device)
-                        }
-                        .map_err(|e| NluError::Model(e.to_string()))?
-                        .rename_f(move |name| arch.stored(name));
-                        let m = Arc::new(
-                            Model::load(&files[0], vb, &config, arch, first_position, &device)
-                                .map_err(|e| NluError::Model(e.to_string()))?,
-                        );
-                        remember(&files[0], &m);
-                        Some(m)
-                    }
+                // SAFETY: mapped read-only; nothing of ours writes these files
+                // in place (fetch and nlu::tune write aside and rename, prunes
+                // delete), so a mapping keeps its pages.
+                #[allow(unsafe_code)]
+                let vb = unsafe {
+                    VarBuilder::from_mmaped_safetensors(&files[..1], DType::F32, &device)
                 }
+                .map_err(err)?
+                .rename_f(move |name| arch.stored(name));
+                let m = Arc::new(
+                    Model::load(
+                        &files[0],
+                        vb,
+                        &config,
+                        arch,
+                        first_position,
+                        precision,
+                        &device,
+                    )
+                    .map_err(err)?,
+                );
+                remember(&files[0], precision, &m);
+                m
+            }
+        };
+        let tuned = match files.get(1) {
+            None => None,
+            Some(file) => {
+                identity.extend(b"+base");
+                let from = first_tuned_layer(file, config.num_hidden_layers)?;
+                // SAFETY: as above.
+                #[allow(unsafe_code)]
+                let vb =
+                    unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &device) }
+                        .map_err(err)?
+                        .rename_f(move |name| arch.stored(name));
+                Some(Tuned {
+                    from,
+                    layers: Encoder::load(vb.pp("encoder"), &config, precision, from)
+                        .map_err(err)?,
+                })
             }
         };
         let tokenizer = Tokens::load(&tok_path)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             model,
-            base,
+            tuned,
             tokenizer,
             device,
             identity,
@@ -334,9 +353,7 @@ impl Embedder {
     /// Whether this tuned encoder runs `other`'s network as its base half.
     #[cfg(test)]
     pub(crate) fn shares_base_with(&self, other: &Embedder) -> bool {
-        self.base
-            .as_ref()
-            .is_some_and(|b| Arc::ptr_eq(b, &other.model))
+        self.tuned.is_some() && Arc::ptr_eq(&self.model, &other.model)
     }
 
     /// Whether this is the multilingual encoder (which is not fine-tuned).
@@ -438,29 +455,30 @@ impl Embedder {
         }
         let ids = Tensor::from_vec(ids, (n, len), &self.device).map_err(err)?;
         let mask = Tensor::from_vec(mask, (n, len), &self.device).map_err(err)?;
-        let unit = match &self.base {
-            None => pooled(&self.model, &ids, &mask).map_err(err)?,
-            Some(base) => {
-                // A caller's turn waits for both networks: run the base one
-                // on a second core. Batches are already spread over the
-                // cores by `embed_many`.
-                let (own, plain) = if n == 1 {
-                    std::thread::scope(|s| {
-                        let plain = s.spawn(|| pooled(base, &ids, &mask));
-                        let own = pooled(&self.model, &ids, &mask);
-                        let plain = plain.join().unwrap_or_else(|_| {
-                            Err(candle_core::Error::Msg("embedding thread panicked".into()))
-                        });
-                        (own, plain)
-                    })
-                } else {
-                    (pooled(&self.model, &ids, &mask), pooled(base, &ids, &mask))
-                };
+        let (x, bias) = self.model.inputs(&ids, &mask).map_err(err)?;
+        let unit = match &self.tuned {
+            None => pooled(&self.model.encoder.forward(&x, &bias).map_err(err)?, &mask),
+            Some(t) => {
+                // The tuned network shares the base one's lower layers: run
+                // them once, then each network's own top.
+                let shared = self
+                    .model
+                    .encoder
+                    .forward_layers(&x, &bias, 0..t.from)
+                    .map_err(err)?;
+                let top = self.model.encoder.layers() - t.from;
+                let own = pooled(&t.layers.forward(&shared, &bias).map_err(err)?, &mask);
+                let plain = self
+                    .model
+                    .encoder
+                    .forward_layers(&shared, &bias, t.from..t.from + top)
+                    .map_err(err)?;
+                let plain = pooled(&plain, &mask);
                 let (own, plain) = (own.map_err(err)?, plain.map_err(err)?);
-                (Tensor::cat(&[&own, &plain], 1).map_err(err)? * std::f64::consts::FRAC_1_SQRT_2)
-                    .map_err(err)?
+                Tensor::cat(&[&own, &plain], 1).map_err(err)? * std::f64::consts::FRAC_1_SQRT_2
             }
-        };
+        }
+        .map_err(err)?;
         let mut out = unit.to_vec2::<f32>().map_err(err)?;
         if let Some(c) = &self.centre {
             for v in &mut out {
@@ -487,7 +505,7 @@ struct Model {
     /// MPNet's relative-position table (see `mpnet`).
     relative: Option<Tensor>,
     norm: candle_nn::LayerNorm,
-    encoder: BertEncoder,
+    encoder: Encoder,
 }
 
 impl Model {
@@ -497,6 +515,7 @@ impl Model {
         config: &Config,
         arch: Arch,
         first_position: usize,
+        precision: Precision,
         device: &Device,
     ) -> candle_core::Result<Self> {
         // SAFETY: as for the VarBuilder above (read-only, replaced by rename).
@@ -533,13 +552,14 @@ impl Model {
             segment,
             relative,
             norm: candle_nn::layer_norm(h, config.layer_norm_eps, e.pp("LayerNorm"))?,
-            encoder: BertEncoder::load(vb.pp("encoder"), config)?,
+            encoder: Encoder::load(vb.pp("encoder"), config, precision, 0)?,
         })
     }
 
-    /// Hidden states of `ids` (n × len, u32) where `mask` (n × len, 1 for
-    /// real tokens) allows.
-    fn forward(&self, ids: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+    /// The first layer's input for `ids` (n × len), and the bias every
+    /// layer adds to its attention scores: padding (0 in `mask`) gets the
+    /// most negative, and MPNet its relative positions.
+    fn inputs(&self, ids: &Tensor, mask: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
         use candle_core::Module;
         let (n, len) = ids.dims2()?;
         let x = self
@@ -560,34 +580,66 @@ impl Model {
             Some(t) => bias.broadcast_add(&mpnet::relative_bias(t, len)?)?,
             None => bias,
         };
-        self.encoder.forward(&x, &bias)
+        Ok((x, bias))
     }
 }
 
-/// Base networks loaded in this process, by weights file: a tuned encoder
+/// A tuned encoder's own layers: `from` up, laid over the base network's.
+struct Tuned {
+    from: usize,
+    layers: Encoder,
+}
+
+/// The first encoder layer a tuned file holds; it must hold only whole
+/// layers, from there to the top.
+fn first_tuned_layer(file: &Path, layers: usize) -> Result<usize, NluError> {
+    let bad = |why: String| NluError::Model(format!("{}: {why}", file.display()));
+    // SAFETY: as for the weights (read-only; replaced by rename).
+    #[allow(unsafe_code)]
+    let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(file) }
+        .map_err(|e| bad(e.to_string()))?;
+    let mut first = layers;
+    for (name, _) in st.tensors() {
+        let i = name
+            .strip_prefix("encoder.layer.")
+            .and_then(|r| r.split('.').next())
+            .and_then(|i| i.parse::<usize>().ok())
+            .filter(|&i| i < layers)
+            .ok_or_else(|| bad(format!("{name} is not an encoder layer's")))?;
+        first = first.min(i);
+    }
+    if first == layers {
+        return Err(bad("no tuned layers".into()));
+    }
+    Ok(first)
+}
+
+/// Base networks loaded in this process, by weights file and precision: a tuned encoder
 /// runs the one the server already holds rather than a second copy of its
 /// weights (MiniLM ≈ 90 MB, MPNet ≈ 440 MB).
-static LOADED: std::sync::LazyLock<
-    parking_lot::Mutex<std::collections::HashMap<PathBuf, std::sync::Weak<Model>>>,
-> = std::sync::LazyLock::new(Default::default);
+static LOADED: std::sync::LazyLock<parking_lot::Mutex<Loaded>> =
+    std::sync::LazyLock::new(Default::default);
+type Loaded = std::collections::HashMap<(PathBuf, Precision), std::sync::Weak<Model>>;
 
 /// Keeps the first live network per file: a short-lived load (tuning's
 /// own) does not push out the one a server holds.
-fn remember(weights: &Path, model: &Arc<Model>) {
+fn remember(weights: &Path, precision: Precision, model: &Arc<Model>) {
     let mut map = LOADED.lock();
     map.retain(|_, m| m.strong_count() > 0);
-    map.entry(weights.to_path_buf())
+    map.entry((weights.to_path_buf(), precision))
         .or_insert_with(|| Arc::downgrade(model));
 }
 
-fn loaded(weights: &Path) -> Option<Arc<Model>> {
-    LOADED.lock().get(weights)?.upgrade()
+fn loaded(weights: &Path, precision: Precision) -> Option<Arc<Model>> {
+    LOADED
+        .lock()
+        .get(&(weights.to_path_buf(), precision))?
+        .upgrade()
 }
 
-/// `model`'s sentence vectors (n × hidden), unit length: the mean of its
-/// hidden states over real tokens only.
-fn pooled(model: &Model, ids: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
-    let hidden = model.forward(ids, mask)?;
+/// Sentence vectors (n × hidden), unit length: the mean of the last
+/// layer's `hidden` states over real tokens only.
+fn pooled(hidden: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
     let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
     let summed = hidden.broadcast_mul(&m)?.sum(1)?;
     let counts = m.sum(1)?.clamp(1e-9, f32::MAX)?;
@@ -653,6 +705,97 @@ mod tests {
         assert!(Arc::ptr_eq(&same, &base));
         let err = base.named("no-such-encoder").err().expect("missing folder");
         assert!(err.to_string().contains("missing"), "{err}");
+    }
+
+    fn minilm() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_DIR)
+    }
+
+    const SENTENCES: [&str; 4] = [
+        "i lost my card",
+        "what are your opening hours on a sunday morning",
+        "yes",
+        "I was charged twice for the same coffee, can you refund one of them?",
+    ];
+
+    /// 8-bit weights (MPNet's every matrix, MiniLM's widest) move a
+    /// sentence's vector by under half a percent.
+    #[test]
+    fn int8_weights_keep_the_vectors() {
+        for dir in [minilm(), minilm().with_file_name("all-mpnet-base-v2")] {
+            let full = Embedder::load_as(&dir, Precision::Full).unwrap();
+            let int8 = Embedder::load_as(&dir, Precision::Int8).unwrap();
+            for t in SENTENCES {
+                let cos = dot(&full.embed(t).unwrap(), &int8.embed(t).unwrap());
+                assert!(cos > 0.995, "{}: {t}: cosine {cos}", dir.display());
+            }
+        }
+    }
+
+    /// A tuned file's layers are laid over the base network's: run through
+    /// the shared lower layers once, the vector is the one the whole tuned
+    /// network (written out as a model of its own) gives, beside the base
+    /// network's.
+    #[test]
+    fn a_tuned_network_runs_the_shared_lower_layers_once() {
+        let dir = minilm();
+        let mut all =
+            candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
+        let mut tuned = std::collections::HashMap::new();
+        for (name, t) in all.iter_mut() {
+            if name.starts_with("encoder.layer.4.") || name.starts_with("encoder.layer.5.") {
+                if name.ends_with("dense.weight") {
+                    *t = (&*t * 1.1).unwrap();
+                }
+                tuned.insert(name.clone(), t.clone());
+            }
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let whole = tmp.path().join("whole");
+        std::fs::create_dir(&whole).unwrap();
+        for f in ["config.json", "tokenizer.json"] {
+            std::fs::copy(dir.join(f), whole.join(f)).unwrap();
+        }
+        candle_core::safetensors::save(&all, whole.join("model.safetensors")).unwrap();
+        let top = tmp.path().join("top.safetensors");
+        candle_core::safetensors::save(&tuned, &top).unwrap();
+
+        let served = Embedder::load_with(&dir, Some(&top), Precision::Full).unwrap();
+        let own = Embedder::load_as(&whole, Precision::Full).unwrap();
+        let plain = Embedder::load_as(&dir, Precision::Full).unwrap();
+        for t in SENTENCES {
+            let got = served.embed(t).unwrap();
+            let want: Vec<f32> = own
+                .embed(t)
+                .unwrap()
+                .into_iter()
+                .chain(plain.embed(t).unwrap())
+                .map(|x| x * std::f32::consts::FRAC_1_SQRT_2)
+                .collect();
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-5, "{t}: off by {worst}");
+            assert!(
+                dot(&got[..384], &got[384..]) < 0.4995,
+                "{t}: the tuned half is the base's"
+            );
+        }
+
+        // A file holding more than encoder layers is refused.
+        let mut bad = tuned.clone();
+        bad.insert(
+            "embeddings.LayerNorm.weight".into(),
+            all["embeddings.LayerNorm.weight"].clone(),
+        );
+        let bad_file = tmp.path().join("bad.safetensors");
+        candle_core::safetensors::save(&bad, &bad_file).unwrap();
+        let err = Embedder::load_with(&dir, Some(&bad_file), Precision::Full)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("not an encoder layer"), "{err}");
     }
 
     #[test]

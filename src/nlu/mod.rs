@@ -2,6 +2,7 @@
 //! classifier trained at start-up), slots/entities from spoken-form text, and
 //! sentiment.
 
+mod bert;
 pub mod classifier;
 pub mod embed;
 pub mod entities;

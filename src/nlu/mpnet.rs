@@ -5,7 +5,7 @@
 //! distance between two tokens (T5's buckets), shared by all layers and
 //! added to the attention scores. Positions count from `pad_token_id + 1`
 //! as in RoBERTa, and there are no token types. So the serving model
-//! (candle's `BertEncoder`) and the trainable one (`tune`) read MPNet
+//! (`bert`) and the trainable one (`tune`) read MPNet
 //! through a renaming, the position table's rows from there on, and the
 //! relative bias folded into the attention bias they already take.
 

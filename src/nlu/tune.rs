@@ -640,7 +640,7 @@ mod tests {
     }
 
     /// The trainable forward pass is the serving one: before any step it
-    /// gives the embeddings candle-transformers' BERT gives.
+    /// gives the embeddings the serving path gives at full precision.
     #[test]
     fn the_trainable_encoder_matches_the_serving_one() {
         trainable_matches_serving(&model_dir());
@@ -654,7 +654,8 @@ mod tests {
     }
 
     fn trainable_matches_serving(dir: &Path) {
-        let served = Embedder::load(dir).expect("scripts/setup.sh fetches the model");
+        let served = Embedder::load_as(dir, super::super::embed::Precision::Full)
+            .expect("scripts/setup.sh fetches the model");
         let enc = Encoder::load(dir, 2).unwrap();
         let mut tok = Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
         tok.with_padding(Some(PaddingParams::default()));
