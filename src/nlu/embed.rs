@@ -356,6 +356,11 @@ impl Embedder {
         self.tuned.is_some() && Arc::ptr_eq(&self.model, &other.model)
     }
 
+    /// Whether this encoder was fine-tuned on an agent's examples.
+    pub fn is_tuned(&self) -> bool {
+        self.tuned.is_some()
+    }
+
     /// Whether this is the multilingual encoder (which is not fine-tuned).
     pub fn is_multilingual(&self) -> bool {
         self.centre.is_some()

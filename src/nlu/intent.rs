@@ -114,7 +114,9 @@ impl IntentModel {
             Scope::Fixed(t) => (fixed(t), None),
             Scope::Calibrated { max_drop, seed } => {
                 let skip = index.get(OUT_OF_SCOPE).copied();
-                match scope::calibrate(feats, &labels, names.len(), skip, max_drop, seed)? {
+                let signals = ScopeScore::calibration_signals(embedder.is_tuned());
+                match scope::calibrate(feats, &labels, names.len(), skip, max_drop, seed, signals)?
+                {
                     Some(c) => (c.rule, Some(c)),
                     // Too few intents to calibrate: nothing is rejected on
                     // score (the agent's own out-of-scope examples still are).
